@@ -1,0 +1,24 @@
+"""Shared matplotlib set-up: headless backend and atomic PNG writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save(fig, out: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``out`` atomically (temp file, then rename) and close it."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"output must be a .png file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
