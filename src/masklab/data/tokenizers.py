@@ -1,0 +1,128 @@
+"""Tokenizers: byte-level (vocab 261), byte-level BPE trained on the corpus, or any Hugging Face tokenizer.
+
+Trained tokenizers are cached by the corpus fingerprint, so a second run on the same corpus reuses them. The
+tokenizer is saved with every checkpoint, so ``AutoTokenizer.from_pretrained(checkpoint)`` gives it back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+__all__ = ["SPECIALS", "TokenInfo", "cache_dir", "byte_tokenizer", "train_bpe", "build_tokenizer", "token_info", "encode_stream"]
+
+SPECIALS = {"pad_token": "<pad>", "mask_token": "<mask>", "bos_token": "<bos>", "eos_token": "<eos>",
+            "unk_token": "<unk>"}
+
+
+def cache_dir() -> Path:
+    """``$MASKLAB_CACHE`` or ``~/.cache/masklab``."""
+    return Path(os.environ.get("MASKLAB_CACHE") or Path.home() / ".cache" / "masklab")
+
+
+def _wrap(tok: Tokenizer, max_len: int = 1 << 20) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_len, **SPECIALS)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """Raw bytes: 5 special tokens + the 256 byte-level symbols, no merges (vocab 261)."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {s: i for i, s in enumerate(list(SPECIALS.values()) + alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=SPECIALS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return _wrap(tok)
+
+
+def train_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained with HF ``tokenizers`` on ``texts``; specials get ids 0-4."""
+    if vocab_size <= 261:
+        raise ValueError(f"BPE vocab must exceed the 261 byte symbols and specials, got {vocab_size}")
+    tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return _wrap(tok)
+
+
+def build_tokenizer(spec: str, texts: list[str] | None = None, fingerprint: str | None = None
+                    ) -> PreTrainedTokenizerBase:
+    """``bytes``, ``bpe:N`` (trained on ``texts``, cached by ``fingerprint``) or a path to an HF tokenizer."""
+    if spec == "bytes":
+        return byte_tokenizer()
+    if m := re.fullmatch(r"bpe:(\d+)", spec):
+        vocab = int(m.group(1))
+        path = cache_dir() / "tokenizers" / f"{fingerprint}-bpe{vocab}" if fingerprint else None
+        if path is not None and (path / "tokenizer.json").exists():
+            return AutoTokenizer.from_pretrained(path)
+        if not texts:
+            raise ValueError("training a BPE tokenizer needs training text")
+        tok = train_bpe(texts, vocab)
+        if path is not None:
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            tok.save_pretrained(tmp)
+            try:
+                os.replace(tmp, path)
+            except OSError:  # another process cached it first
+                pass
+        return tok
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ValueError(f"tokenizer must be 'bytes', 'bpe:N' or a path to a Hugging Face tokenizer, got {spec!r}")
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.mask_token_id is None:
+        raise ValueError(f"tokenizer at {path} has no mask token; masked objectives need one")
+    return tok
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """The ids an objective needs, read once from the tokenizer."""
+
+    vocab_size: int
+    mask_id: int
+    pad_id: int
+    eos_id: int
+    bos_id: int | None
+    special_ids: tuple[int, ...]  # never drawn as random replacements
+    never_mask: tuple[int, ...]  # never selected for corruption (pad, mask, bos/cls)
+
+
+def token_info(tok: PreTrainedTokenizerBase) -> TokenInfo:
+    if tok.mask_token_id is None:
+        raise ValueError("tokenizer has no mask token")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
+    if pad is None or eos is None:
+        raise ValueError("tokenizer needs a pad or eos token")
+    special = tuple(sorted(set(tok.all_special_ids)))
+    never = tuple(sorted({i for i in (pad, tok.mask_token_id, bos) if i is not None}))
+    return TokenInfo(len(tok), tok.mask_token_id, pad, eos, bos, special, never)
+
+
+def encode_stream(tok: PreTrainedTokenizerBase, texts: list[str], cache: Path | None = None) -> np.ndarray:
+    """All documents as one int32 stream, each followed by EOS; cached as .npy when ``cache`` is given."""
+    if cache is not None and cache.exists():
+        return np.load(cache)
+    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+    pieces = []
+    for start in range(0, len(texts), 256):
+        enc = tok(texts[start:start + 256], add_special_tokens=False)["input_ids"]
+        for ids in enc:
+            pieces.append(np.asarray(ids + [eos], dtype=np.int32))
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npy")
+        np.save(tmp, stream)
+        os.replace(tmp, cache)
+    return stream

@@ -1,0 +1,88 @@
+"""The interface every objective implements, so the training loop never branches on a method name.
+
+An objective is an ``nn.Module`` that owns the model(s) it trains. The loop calls
+
+    loss, metrics = objective(batch, keys, position=..., batch_size=..., batch_key=...)
+
+with ``batch`` a [B, ...] tensor of examples, ``keys`` [B] per-example keys from (seed, epoch, example index)
+(:func:`masklab.corrupt.keyed.example_keys`), ``position`` [B] the examples' places in the global batch,
+``batch_size`` the global batch size and ``batch_key`` a key for the whole step (for coupled noise such as
+stratified t). ``loss`` is a scalar averaged over this micro-batch; ``metrics`` maps names to detached scalars.
+
+``evaluate(examples, seed)`` returns a dict of floats on held-out examples, and ``save_model(dir)`` /
+``load_model(dir)`` write and read the trained weights (``save_pretrained`` folders).
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from masklab.corrupt import keyed
+
+__all__ = ["Objective", "logits_of", "eval_batches"]
+
+
+def logits_of(out) -> torch.Tensor:
+    """Logits [B, L, V] from an HF output or a plain tensor."""
+    return out.logits if hasattr(out, "logits") else out
+
+
+def eval_batches(examples: torch.Tensor, seed: int, batch_size: int, max_batches: int | None):
+    """Fixed held-out batches with keys (seed, epoch=-1, index): the same every time, on every machine."""
+    n = len(examples) if max_batches is None else min(len(examples), max_batches * batch_size)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size))
+        keys = keyed.example_keys(seed, 0xFFFF, idx)
+        yield examples[idx], keys, idx - start, keyed.example_keys(seed, 0xFFFE, [start // batch_size])[0]
+
+
+class Objective(nn.Module, abc.ABC):
+    """Base class: holds ``self.model`` (the model that is saved as the checkpoint)."""
+
+    name = "objective"
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @abc.abstractmethod
+    def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx) -> tuple[torch.Tensor, dict]:
+        """(loss, metrics) for one micro-batch; see the module docstring."""
+
+    @torch.no_grad()
+    def evaluate(self, examples: torch.Tensor, seed: int = 0, batch_size: int = 32,
+                 max_batches: int | None = None) -> dict[str, float]:
+        """Mean of each metric over fixed held-out batches (weighted by batch size)."""
+        was = self.training
+        self.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        for batch, keys, pos, bkey in eval_batches(examples, seed, batch_size, max_batches):
+            loss, metrics = self(batch.to(self.device), keys.to(self.device), position=pos.to(self.device),
+                                 batch_size=len(batch), batch_key=bkey.to(self.device))
+            for k, v in {"loss": loss, **metrics}.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(batch)
+            count += len(batch)
+        self.train(was)
+        return {k: v / max(count, 1) for k, v in totals.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def save_model(self, path: Path) -> None:
+        self.model.save_pretrained(path, safe_serialization=True)
+
+    def load_model(self, path: Path) -> None:
+        state = load_file(Path(path) / "model.safetensors", device=str(self.device))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
+        missing = [k for k in missing if k not in tied and not k.endswith("decoder.weight")]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")

@@ -1,0 +1,127 @@
+"""Checkpoints: a ``save_pretrained`` folder (safetensors) + tokenizer + ``masklab.json``, written atomically.
+
+``masklab.json`` holds the resolved recipe, the data fingerprint, the step and a manifest with the size and SHA-256
+of every file, which :func:`verify` checks on load, so a truncated or corrupted checkpoint fails with a clear error.
+The optimizer state is stored as safetensors too: nothing is ever unpickled.
+
+Layout of a run folder: ``OUT/model/`` is the latest checkpoint; ``OUT/metrics.jsonl`` the training log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["MANIFEST", "save", "verify", "resolve", "load_optimizer", "read_manifest"]
+
+MANIFEST = "masklab.json"
+FORMAT = 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors = {f"state.{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()
+               if torch.is_tensor(v)}
+    return tensors, {"param_groups": json.dumps(sd["param_groups"])}
+
+
+def save(path: str | os.PathLike, objective, *, recipe: dict, step: int, tokenizer=None, optimizer=None,
+         info: dict | None = None) -> Path:
+    """Write a checkpoint to ``path`` atomically: build it in a temp folder, then swap it in."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would break our own progress bar
+    objective.save_model(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if optimizer is not None:
+        tensors, meta = _optimizer_tensors(optimizer)
+        save_file(tensors, tmp / "optimizer.safetensors", metadata=meta)
+    files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    from masklab import __version__
+
+    meta = {"format": FORMAT, "masklab": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "step": step, "recipe": recipe, "info": info or {},
+            "files": files}
+    (tmp / MANIFEST).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The checkpoint folder for ``path``: a checkpoint itself, or a run folder holding ``model/``."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if not p.is_dir():
+        raise ValueError(f"{p} is not a folder, so not a masklab checkpoint")
+    for candidate in (p, p / "model"):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    raise ValueError(f"{p} is not a masklab checkpoint (no {MANIFEST}); pass a run folder or its model/ folder")
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        meta = json.loads((path / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / MANIFEST} is corrupted: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "files" not in meta:
+        raise ValueError(f"{path / MANIFEST} is not a masklab checkpoint manifest of format {FORMAT}")
+    return meta
+
+
+def verify(path: str | os.PathLike) -> dict:
+    """Check every file against the manifest (size, then SHA-256). Returns the manifest."""
+    path = resolve(path)
+    meta = read_manifest(path)
+    for name, want in meta["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise ValueError(f"checkpoint {path} is incomplete: {name} is missing")
+        if f.stat().st_size != want["size"]:
+            raise ValueError(f"checkpoint file {f} is truncated or corrupted "
+                             f"({f.stat().st_size} bytes, expected {want['size']})")
+        if _sha256(f) != want["sha256"]:
+            raise ValueError(f"checkpoint file {f} is corrupted (SHA-256 does not match the manifest)")
+    return meta
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    f = Path(path) / "optimizer.safetensors"
+    if not f.is_file():
+        raise ValueError(f"checkpoint {path} has no optimizer state, so training cannot resume from it")
+    from safetensors import safe_open
+
+    with safe_open(f, "pt") as fh:
+        groups = json.loads(fh.metadata()["param_groups"])
+    flat = load_file(f)
+    state: dict[int, dict] = {}
+    for key, v in flat.items():
+        _, i, name = key.split(".", 2)
+        state.setdefault(int(i), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

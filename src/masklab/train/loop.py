@@ -1,0 +1,195 @@
+"""The training loop. It reads top to bottom in the order of the phases of one step:
+learning rate, evaluation, checkpoint, micro-steps, clip, optimizer step, log.
+
+Nothing here uses global RNG state: the data order is a keyed permutation per epoch and every mask is keyed on
+(seed, epoch, example index), so ``resume=True`` continues to exactly the weights of an uninterrupted run, and a
+run on N ranks (``torchrun``) sees the same global batches as a run on one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from masklab.corrupt import keyed
+from masklab.train import checkpoint, distributed
+from masklab.train.recipes.base import Recipe, from_dict, to_dict
+
+__all__ = ["train", "lr_at", "global_batch", "RESUMABLE_CHANGES"]
+
+# Fields a resumed run may change; anything else must match the checkpoint's recipe.
+RESUMABLE_CHANGES = {"steps", "max_minutes", "eval_every", "ckpt_every", "log_every", "eval_batches", "device"}
+
+
+def lr_at(step: int, r: Recipe) -> float:
+    """Linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    progress = min(1.0, (step - r.warmup) / max(1, r.steps - r.warmup))
+    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _Order:
+    """Example order: one keyed permutation of the N examples per epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self._perm = n, seed, {}
+
+    def perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perm:
+            self._perm = {epoch: keyed.bits(keyed.example_keys(self.seed, epoch, [0]), self.n, stream=99)[0].argsort()}
+        return self._perm[epoch]
+
+    def __call__(self, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(example index, epoch) of global sample numbers."""
+        epoch = torch.div(sample, self.n, rounding_mode="floor")
+        idx = torch.empty_like(sample)
+        for e in epoch.unique().tolist():
+            sel = epoch == e
+            idx[sel] = self.perm(e)[sample[sel] % self.n]
+        return idx, epoch
+
+
+def global_batch(order: _Order, step: int, batch_size: int, seed: int):
+    """Indices, keys and positions of the global batch of ``step``."""
+    sample = torch.arange(step * batch_size, (step + 1) * batch_size)
+    idx, epoch = order(sample)
+    keys = keyed.derive(keyed.example_keys(seed, 0, idx), epoch)  # keyed on (seed, epoch, example index)
+    batch_key = keyed.example_keys(seed, 0xFFFD, [step])[0]
+    return idx, keys, torch.arange(batch_size), batch_key
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float):
+    params = {id(p): (n, p) for n, p in module.named_parameters() if p.requires_grad}.values()
+    decay = [p for n, p in params if p.dim() >= 2 and "norm" not in n]
+    rest = [p for n, p in params if not (p.dim() >= 2 and "norm" not in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _check_resume(meta: dict, recipe: Recipe) -> None:
+    saved = from_dict(meta["recipe"])
+    diff = [k for k, v in to_dict(recipe).items() if k not in RESUMABLE_CHANGES and to_dict(saved).get(k) != v]
+    if diff:
+        raise ValueError(f"cannot resume: the recipe differs from the checkpoint's in {', '.join(sorted(diff))}")
+
+
+def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True,
+          stop_at: int | None = None) -> dict:
+    """Train ``recipe`` into the run folder ``out``. ``stop_at`` ends early after that step (as a pre-emption
+    would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
+    out = Path(out)
+    d = distributed.setup(recipe.device)
+    task = recipe.build()
+    objective = task.objective.to(d.device)
+    optimizer = torch.optim.AdamW(_param_groups(objective, recipe.weight_decay), lr=recipe.lr,
+                                  betas=(0.9, recipe.beta2), fused=False, foreach=False)
+    ckpt_dir, metrics_path = out / "model", out / "metrics.jsonl"
+    start = 0
+    if resume:
+        meta = checkpoint.verify(ckpt_dir)
+        _check_resume(meta, recipe)
+        objective.load_model(ckpt_dir)
+        checkpoint.load_optimizer(ckpt_dir, optimizer)
+        start = meta["step"]
+        if d.main and metrics_path.exists():  # drop records past the checkpoint: they will be redone
+            kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start]
+            metrics_path.write_text("".join(ln + "\n" for ln in kept))
+    elif d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("")
+    info = {**task.info, "fingerprint": task.fingerprint, "world_size": d.world}
+    if d.main:
+        (out / "masklab.json").write_text(json.dumps({"recipe": to_dict(recipe), "info": info}, indent=2))
+
+    per_rank = recipe.batch_size // d.world
+    if per_rank * d.world != recipe.batch_size or per_rank % recipe.grad_accum:
+        raise ValueError(f"batch_size={recipe.batch_size} must split evenly over {d.world} ranks x "
+                         f"grad_accum={recipe.grad_accum} micro-steps")
+    micro = per_rank // recipe.grad_accum
+    model = DDP(objective) if d.world > 1 else objective
+    order = _Order(len(task.train), recipe.seed)
+    tokens_per_step = recipe.batch_size * task.train[0].numel()
+    save = lambda step: checkpoint.save(ckpt_dir, objective, recipe=to_dict(recipe), step=step,  # noqa: E731
+                                        tokenizer=task.tokenizer, optimizer=optimizer, info=info)
+    evaluate = lambda: objective.evaluate(task.valid, seed=recipe.seed, max_batches=recipe.eval_batches)  # noqa: E731
+
+    bar = tqdm(total=recipe.steps, initial=start, disable=not (progress and d.main), unit="step",
+               dynamic_ncols=True, mininterval=1.0)
+    began, stopped_early, step = time.perf_counter(), False, start
+    t_last, step_last = began, start
+    objective.train()
+    for step in range(start, recipe.steps):
+        if stop_at is not None and step >= stop_at:
+            break
+        over_budget = recipe.max_minutes > 0 and time.perf_counter() - began > 60 * recipe.max_minutes
+        if distributed.any_across(over_budget, d.device):
+            stopped_early = True
+            break
+        # 1. learning rate
+        lr = lr_at(step, recipe)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        # 2. evaluation (rank 0 only; it touches no collective)
+        if recipe.eval_every and step % recipe.eval_every == 0 and step > start and d.main:
+            _log(metrics_path, {"step": step, "eval": evaluate()})
+        # 3. checkpoint
+        if recipe.ckpt_every and step % recipe.ckpt_every == 0 and step > start and d.main:
+            save(step)
+        # 4. micro-steps: this rank's share of the global batch, in grad_accum pieces
+        idx, keys, pos, batch_key = global_batch(order, step, recipe.batch_size, recipe.seed)
+        mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
+        loss_sum = torch.zeros((), device=d.device)
+        metric_sums: dict[str, torch.Tensor] = {}
+        for k in range(recipe.grad_accum):
+            part = slice(mine.start + k * micro, mine.start + (k + 1) * micro)
+            sync = nullcontext() if d.world == 1 or k == recipe.grad_accum - 1 else model.no_sync()
+            with sync:
+                loss, metrics = model(task.train[idx[part]].to(d.device), keys[part].to(d.device),
+                                      position=pos[part].to(d.device), batch_size=recipe.batch_size,
+                                      batch_key=batch_key.to(d.device))
+                (loss / recipe.grad_accum).backward()
+            loss_sum += loss.detach() / recipe.grad_accum
+            for name, v in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0) + v / recipe.grad_accum
+        # 5. clip, 6. step
+        grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), recipe.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        # 7. log
+        if (step + 1) % recipe.log_every == 0 or step + 1 == recipe.steps:
+            loss_avg = distributed.mean_across(loss_sum).item()
+            now = time.perf_counter()
+            tok_s = tokens_per_step * (step + 1 - step_last) / max(now - t_last, 1e-9)
+            t_last, step_last = now, step + 1
+            record = {"step": step + 1, "loss": loss_avg, "lr": lr, "grad_norm": float(grad_norm),
+                      "tokens_per_s": tok_s, "elapsed_s": now - began,
+                      **{k: distributed.mean_across(v).item() for k, v in metric_sums.items()}}
+            if d.main:
+                _log(metrics_path, record)
+                bar.set_postfix(loss=f"{loss_avg:.3f}", tok_s=f"{tok_s:,.0f}")
+        bar.update(1)
+    else:
+        step = recipe.steps
+    bar.close()
+    train_s = time.perf_counter() - began
+    summary = {"step": step, "train_seconds": train_s, "stopped_early": stopped_early,
+               "tokens_per_s": tokens_per_step * (step - start) / max(train_s, 1e-9), **info}
+    if d.main:
+        summary["eval"] = evaluate()
+        _log(metrics_path, {"step": step, "eval": summary["eval"], "final": True})
+        save(step)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    distributed.teardown()
+    return summary

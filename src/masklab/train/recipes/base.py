@@ -1,0 +1,191 @@
+"""Recipes: small typed dataclasses that say what to train and how. One file per recipe family.
+
+To add a recipe, create a module in ``masklab/train/recipes/`` that subclasses :class:`Recipe` (or
+:class:`TextRecipe` for token corpora), implements ``build_objective`` (and ``build`` if the data is not text), and
+registers named presets with :func:`register`. Modules in this package are imported automatically, so
+``masklab recipes`` lists the new names and the tests that loop over the registry pick them up.
+
+``key=value`` overrides from the command line are parsed against the dataclass field types by
+:func:`apply_overrides`; combinations are validated once in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from masklab.models import ARCHS, PRESETS, build_model
+
+__all__ = ["Recipe", "TextRecipe", "Task", "register", "RECIPES", "get_recipe", "apply_overrides", "to_dict", "from_dict"]
+
+RECIPES: dict[str, tuple[Callable[[], Recipe], str]] = {}
+_CLASSES: dict[str, type] = {}  # recipe classes by name, for reloading a saved recipe
+
+
+def register(name: str, summary: str):
+    """Decorator for a zero-argument factory that returns a configured recipe."""
+
+    def deco(factory):
+        if name in RECIPES:
+            raise ValueError(f"recipe {name!r} registered twice")
+        RECIPES[name] = (factory, summary)
+        return factory
+
+    return deco
+
+
+def get_recipe(name: str) -> Recipe:
+    from masklab.train import recipes  # noqa: F401  (imports every recipe module)
+
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; run 'masklab recipes' to list them")
+    recipe = RECIPES[name][0]()
+    recipe.name = name
+    return recipe
+
+
+@dataclass
+class Task:
+    """What a recipe builds for the loop: the objective (owning its models) and the examples."""
+
+    objective: torch.nn.Module
+    train: torch.Tensor  # [N, ...] training examples
+    valid: torch.Tensor  # [M, ...] held-out examples
+    fingerprint: str  # names the exact data
+    tokenizer: object | None = None  # saved with each checkpoint when present
+    info: dict = field(default_factory=dict)  # facts recorded in masklab.json (e.g. unigram entropy)
+
+
+@dataclass
+class Recipe:
+    """Fields shared by every recipe. Each default carries the reason for its value."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _CLASSES[cls.__name__] = cls
+
+    name: str = "custom"  # set from the registry key
+    arch: str = "modernbert"  # modernbert (bidirectional) or llama (causal)
+    preset: str = "tiny"  # model size: micro (tests), tiny (demo), small, base
+    data: str = "stdlib-code"  # stdlib view, .txt/.jsonl path or folder, or a datasets name
+    steps: int = 300  # optimizer steps
+    batch_size: int = 32  # global batch in examples, split over ranks and grad_accum micro-steps
+    grad_accum: int = 1  # micro-steps per optimizer step on each rank
+    lr: float = 3e-3  # peak AdamW learning rate: small models on small data tolerate a high rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup: int = 30  # linear warm-up steps
+    weight_decay: float = 0.01  # AdamW decay on matrices only (not norms, biases)
+    beta2: float = 0.98  # shorter second-moment memory: short runs
+    clip: float = 1.0  # global gradient-norm clip
+    eval_every: int = 100  # steps between held-out evaluations (0: only at the end)
+    eval_batches: int = 8  # held-out batches per evaluation
+    ckpt_every: int = 100  # steps between atomic checkpoints (0: only at the end)
+    log_every: int = 10  # steps between metrics.jsonl records
+    seed: int = 0  # keys data order and every mask: (seed, epoch, example index)
+    max_minutes: float = 0.0  # wall-clock budget for training; 0 means none. Stops cleanly and checkpoints.
+    device: str = "auto"  # auto: cuda when available (one per rank), else cpu
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for k in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        for k in ("warmup", "eval_every", "ckpt_every", "log_every", "eval_batches"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("lr must be positive and min_lr_ratio in [0, 1]")
+
+    def build(self) -> Task:
+        raise ValueError(f"recipe {self.name!r} does not define its data")
+
+
+@dataclass
+class TextRecipe(Recipe):
+    """A recipe over a token corpus: corpus -> tokenizer -> fixed-length windows -> objective(model)."""
+
+    tokenizer: str = "bytes"  # bytes (vocab 261), bpe:N trained on the corpus, or a path to an HF tokenizer
+    seq_len: int = 128  # tokens per training window
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+
+    def build_objective(self, model, info) -> torch.nn.Module:
+        raise ValueError(f"recipe {self.name!r} does not define an objective")
+
+    def build(self) -> Task:
+        from masklab.data.text import text_task_data
+
+        data = text_task_data(self.data, self.tokenizer, self.seq_len)
+        model = build_model(self.arch, self.preset, data.info, self.seq_len)
+        return Task(self.build_objective(model, data.info), data.train, data.valid, data.fingerprint,
+                    data.tokenizer, data.facts)
+
+
+def _parse(value: str, typ, key: str):
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value.lower() in ("none", "null") and len(args) < len(typing.get_args(typ)):
+            return None
+        typ = args[0]
+    try:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return value
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"override {key}: unsupported type {typ}")
+    raise ValueError(f"override {key}={value!r}: expected {getattr(typ, '__name__', typ)}")
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """New recipe with ``key=value`` overrides, type-checked against the dataclass fields."""
+    hints = typing.get_type_hints(type(recipe))
+    fields = {f.name for f in dataclasses.fields(recipe) if f.name != "name"}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value")
+        if key not in fields:
+            raise ValueError(f"unknown key {key!r} for recipe {recipe.name!r}; known keys: {', '.join(sorted(fields))}")
+        changes[key] = _parse(value, hints[key], key)
+    return dataclasses.replace(recipe, **changes)
+
+
+def to_dict(recipe: Recipe) -> dict:
+    return {"recipe_class": type(recipe).__name__, **dataclasses.asdict(recipe)}
+
+
+def from_dict(d: dict) -> Recipe:
+    """The recipe saved in a checkpoint's masklab.json."""
+    from masklab.train import recipes  # noqa: F401
+
+    d = dict(d)
+    cls_name = d.pop("recipe_class")
+    if cls_name not in _CLASSES:
+        raise ValueError(f"checkpoint names recipe class {cls_name!r}, which this masklab does not have")
+    cls = _CLASSES[cls_name]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
