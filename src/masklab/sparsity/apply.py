@@ -1,0 +1,271 @@
+"""Prune any ``nn.Module`` in place:
+``sparsify_(model, method="magnitude" | "wanda" | "sparsegpt" | "maskllm")``.
+
+Each method is one function ``(model, layers, n, m, calib, **options) -> {name: keep_mask}`` registered in
+``METHODS``; ``sparsify_`` picks the layers, checks the inputs, runs the method, multiplies the masks into the
+weights and returns a per-layer ``SparsityReport``.
+
+``calib`` is what the model is called with during calibration: a dict of tensors (``model(**batch)``, as a
+tokenizer returns), a tensor (``model(batch)``), or an iterable of such batches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .nm import is_nm, nm_mask
+from .scores import collect_input_stats, iter_calib, sparsegpt_prune, wanda
+
+__all__ = [
+    "sparsify_",
+    "default_filter",
+    "SparsityReport",
+    "LayerReport",
+    "METHODS",
+    "export_semi_structured",
+]
+
+# Last name components that mark an output head: HF's lm_head/classifier/score/qa_outputs, BERT's cls.* and
+# pooler, timm's head/fc.
+_HEAD_PARTS = {
+    "lm_head",
+    "classifier",
+    "score",
+    "qa_outputs",
+    "head",
+    "heads",
+    "cls",
+    "pooler",
+    "output_projection",
+}
+
+
+def default_filter(name: str, module: nn.Module) -> bool:
+    """Every ``nn.Linear`` that is not an output head (a name component in ``_HEAD_PARTS``)."""
+    return isinstance(module, nn.Linear) and not (set(name.split(".")) & _HEAD_PARTS)
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, ...]
+    kept: int
+    total: int
+    nm_ok: bool  # every group of m along the input dimension keeps exactly n
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.total
+
+
+@dataclass
+class SparsityReport:
+    """Per-layer result of ``sparsify_``; ``masks`` holds the bool keep-masks by layer name."""
+
+    method: str
+    n: int
+    m: int
+    layers: list[LayerReport] = field(default_factory=list)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of pruned weights over all pruned layers."""
+        total = sum(r.total for r in self.layers)
+        return 1.0 - sum(r.kept for r in self.layers) / max(total, 1)
+
+    def table(self) -> str:
+        w = max([len(r.name) for r in self.layers] + [5])
+        lines = [f"{'layer':<{w}}  {'shape':>12}  {'sparsity':>8}  {self.n}:{self.m}"]
+        for r in self.layers:
+            shape = "x".join(map(str, r.shape))
+            lines.append(f"{r.name:<{w}}  {shape:>12}  {r.sparsity:8.3f}  {'ok' if r.nm_ok else 'NO'}")
+        lines.append(f"{'total':<{w}}  {'':>12}  {self.sparsity:8.3f}  method={self.method}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "n": self.n,
+            "m": self.m,
+            "sparsity": self.sparsity,
+            "layers": [
+                {"name": r.name, "shape": list(r.shape), "sparsity": r.sparsity, "nm_ok": r.nm_ok}
+                for r in self.layers
+            ],
+        }
+
+
+def _needs_calib(method: str, calib) -> None:
+    if calib is None:
+        raise ValueError(
+            f"method {method!r} needs calibration data: pass calib=<batch or iterable of batches>"
+        )
+
+
+def _magnitude(model, layers, n, m, calib, pad=False):
+    return {name: nm_mask(mod.weight, n, m, pad=pad) for name, mod in layers.items()}
+
+
+def _wanda(model, layers, n, m, calib, pad=False):
+    _needs_calib("wanda", calib)
+    stats = collect_input_stats(model, layers, calib)
+    return {
+        name: nm_mask(
+            mod.weight, n, m, scores=wanda(mod.weight, stats[name].norm.to(mod.weight.device)), pad=pad
+        )
+        for name, mod in layers.items()
+    }
+
+
+def _sparsegpt(model, layers, n, m, calib, blocksize=128, percdamp=0.01):
+    """One-shot SparseGPT; each layer's Hessian comes from the dense model's activations (a simplification of
+    the paper's sequential layer-by-layer pass, which feeds each layer the already-pruned model's inputs)."""
+    _needs_calib("sparsegpt", calib)
+    calib = list(iter_calib(calib))
+    stats = collect_input_stats(model, layers, calib, hessian=True)
+    masks = {}
+    for name, mod in layers.items():
+        w, keep = sparsegpt_prune(mod.weight, stats[name].hessian, n, m, blocksize, percdamp)
+        with torch.no_grad():
+            mod.weight.copy_(w)
+        masks[name] = keep
+    return masks
+
+
+def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, **cfg_kwargs):
+    """MaskLLM with a one-shot prior (``prior``: "magnitude", "wanda" or None) and, by default,
+    distillation of the dense model's outputs on the calibration batches (``learnable.distill_loss_fn``)."""
+    from .learnable import MaskLLMConfig, distill_loss_fn, train_masks
+
+    _needs_calib("maskllm", calib)
+    calib = list(iter_calib(calib))
+    cfg = MaskLLMConfig(n=n, m=m, **cfg_kwargs)
+    if prior not in (None, "magnitude", "wanda"):
+        raise ValueError(f"unknown MaskLLM prior {prior!r}; expected 'magnitude', 'wanda' or None")
+    priors = None if prior is None else METHODS[prior](model, layers, n, m, calib)
+    loss_fn = loss_fn or distill_loss_fn(model)
+    return train_masks(model, layers, loss_fn, calib, cfg, priors)
+
+
+METHODS: dict[str, Callable] = {
+    "magnitude": _magnitude,
+    "wanda": _wanda,
+    "sparsegpt": _sparsegpt,
+    "maskllm": _maskllm,
+}
+
+
+def select_layers(model: nn.Module, filter: Callable[[str, nn.Module], bool] | str | None = None) -> dict:
+    """Modules chosen by ``filter(name, module)``; a string is a regex searched in Linear layers' names."""
+    if isinstance(filter, str):
+        pat = re.compile(filter)
+        filt = lambda name, mod: isinstance(mod, nn.Linear) and pat.search(name) is not None  # noqa: E731
+    else:
+        filt = filter or default_filter
+    heads = set()
+    get_out = getattr(model, "get_output_embeddings", None)
+    if filter is None and callable(get_out):
+        try:
+            out = get_out()
+        except (NotImplementedError, AttributeError):
+            out = None
+        if out is not None:
+            heads.add(id(out))
+    layers = {n: mod for n, mod in model.named_modules() if filt(n, mod) and id(mod) not in heads}
+    if not layers:
+        raise ValueError(
+            f"the layer filter {getattr(filter, '__name__', filter)!r} matches no layer of the model"
+        )
+    for name, mod in layers.items():
+        if not isinstance(getattr(mod, "weight", None), torch.Tensor) or mod.weight.dim() < 2:
+            raise ValueError(f"layer {name!r} has no 2-D weight to prune")
+    return layers
+
+
+def sparsify_(
+    model: nn.Module,
+    method: str = "magnitude",
+    n: int = 2,
+    m: int = 4,
+    calib=None,
+    filter: Callable[[str, nn.Module], bool] | str | None = None,
+    **options,
+) -> SparsityReport:
+    """Prune the chosen layers of ``model`` to N:M in place and return the per-layer report.
+
+    - ``method``: a key of ``METHODS``; ``wanda``, ``sparsegpt`` and ``maskllm`` need ``calib``.
+    - ``filter(name, module) -> bool`` or a regex on module names; default ``default_filter`` (every Linear
+      except output heads and the model's output embeddings).
+    - ``options`` go to the method (``pad=True`` for magnitude/Wanda; MaskLLM's ``MaskLLMConfig`` fields,
+      ``prior``, ``loss_fn``).
+    Raises ``ValueError`` for an unknown method, n >= m, a missing ``calib``, a filter matching nothing, or an
+    input dimension that m does not divide (unless ``pad=True``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown sparsity method {method!r}; expected one of {sorted(METHODS)}")
+    from .nm import _check_nm
+
+    _check_nm(n, m)
+    layers = select_layers(model, filter)
+    if not options.get("pad"):
+        for name, mod in layers.items():
+            cols = mod.weight[0].numel()
+            if cols % m:
+                raise ValueError(f"layer {name!r} has input dimension {cols}, not divisible by m={m}")
+    masks = METHODS[method](model, layers, n, m, calib, **options)
+    report = SparsityReport(method, n, m)
+    with torch.no_grad():
+        for name, mod in layers.items():
+            mask = masks[name].to(mod.weight.device)
+            mod.weight.mul_(mask.to(mod.weight.dtype))
+            report.masks[name] = mask
+            ok = mask[0].numel() % m == 0 and is_nm(mask, n, m)
+            report.layers.append(
+                LayerReport(name, tuple(mod.weight.shape), int(mask.sum()), mask.numel(), ok)
+            )
+    return report
+
+
+def semi_structured_support(dtype=torch.float16) -> str | None:
+    """``None`` if ``to_sparse_semi_structured`` can run here, else the reason it cannot."""
+    if not torch.cuda.is_available():
+        return "unsupported: 2:4 semi-structured kernels need a CUDA GPU (none available)"
+    if torch.cuda.get_device_capability() < (8, 0):
+        return f"unsupported: needs compute capability >= 8.0, got {torch.cuda.get_device_capability()}"
+    if dtype not in (torch.float16, torch.bfloat16, torch.int8, torch.float32):
+        return f"unsupported dtype {dtype}"
+    return None
+
+
+def export_semi_structured(model: nn.Module, names: list[str] | Mapping | None = None) -> dict[str, str]:
+    """Replace the weights of 2:4-pruned Linear layers with ``torch.sparse.SparseSemiStructuredTensor``.
+
+    Returns ``{layer: "ok" | reason}``. On hardware without support (CPU, pre-Ampere GPU) nothing changes and
+    every layer reports why; a layer whose shape or dtype the kernel refuses reports the kernel's message.
+    """
+    modules = dict(model.named_modules())
+    names = (
+        list(names) if names is not None else [n for n, mod in modules.items() if isinstance(mod, nn.Linear)]
+    )
+    status = {}
+    for name in names:
+        mod = modules[name]
+        reason = semi_structured_support(mod.weight.dtype)
+        if reason is None and not is_nm(mod.weight.detach() != 0, 2, 4, exact=False):
+            reason = "not 2:4 sparse"
+        if reason is None:
+            try:
+                from torch.sparse import to_sparse_semi_structured
+
+                mod.weight = nn.Parameter(to_sparse_semi_structured(mod.weight.detach()), requires_grad=False)
+                reason = "ok"
+            except (RuntimeError, ValueError, NotImplementedError) as e:
+                reason = f"unsupported: {str(e).splitlines()[0]}"
+        status[name] = reason
+    return status
