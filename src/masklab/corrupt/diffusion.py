@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from masklab.corrupt import keyed
-from masklab.corrupt.record import IGNORE_INDEX, MASKED, Corruption
+from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, Corruption
 from masklab.corrupt.tokens import eligible
 
-__all__ = ["sample_t", "mdm_noise", "T_SAMPLING"]
+__all__ = ["sample_t", "mdm_noise", "mdiff4str_noise", "T_SAMPLING", "STRATEGIES"]
 
 T_SAMPLING = ("iid", "antithetic", "stratified")
 
@@ -56,3 +56,74 @@ def mdm_noise(ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id
     targets = torch.where(masked, ids, torch.full_like(ids, IGNORE_INDEX))
     weights = masked.float() / t[:, None]
     return Corruption(inputs, targets, masked, weights, (masked * MASKED).to(torch.int8))
+
+
+# ------------------------------------------------------------------------------------------------ MDiff4STR
+
+STRATEGIES = ("full", "left_to_right", "right_to_left", "block", "cloze", "random")
+
+
+def mdiff4str_noise(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size: int, special_ids=(),
+                    strategies: tuple[str, ...] = STRATEGIES, weights: tuple[float, ...] | None = None,
+                    replace_prob: float = 0.0, eps: float = 1e-3) -> Corruption:
+    """MDiff4STR noising (Masked Diffusion for Scene Text Recognition, Sec. 3.2): each row draws one strategy.
+
+    With n eligible tokens and a per-row t ~ U[eps, 1) (stream 9):
+      full:          every token is masked.
+      left_to_right: the last ceil(t n) tokens are masked (the visible prefix is decoded left to right).
+      right_to_left: the first ceil(t n) tokens are masked.
+      block:         one contiguous block of ceil(t n) tokens at a uniform offset is masked.
+      cloze:         exactly one uniformly chosen token is masked.
+      random:        each token is masked independently with probability t (the MDM forward process).
+    Token-replacement noise: each still-visible eligible token becomes a uniform random non-special token with
+    probability ``replace_prob`` and is also a target, so the model learns to correct wrong context.
+    ``weights``: probability of each strategy (uniform by default). kind: 1 masked, 2 replaced.
+    """
+    from masklab.corrupt.tokens import check_ids, check_prob, replacement_pool
+
+    check_ids(ids)
+    check_prob("replace_prob", replace_prob)
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"unknown MDiff4STR strategy {bad or strategies!r}; choose from {STRATEGIES}")
+    w = torch.ones(len(strategies), dtype=torch.float64) if weights is None else torch.as_tensor(
+        weights, dtype=torch.float64)
+    if len(w) != len(strategies) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(strategies)} non-negative numbers with a positive sum, got {weights}")
+    dev = ids.device
+    B, L = ids.shape
+    can = eligible(ids, special_ids)
+    n = can.sum(dim=1)
+    rank = can.long().cumsum(dim=1) - 1  # (B, L) ordinal among eligible tokens
+    u = keyed.uniform64(keys, 3, stream=9)  # strategy, t, offset
+    cdf = (w / w.sum()).cumsum(0).to(dev)
+    which = torch.searchsorted(cdf, u[:, 0].contiguous(), right=True).clamp(max=len(strategies) - 1)
+    code = torch.tensor([STRATEGIES.index(s) for s in strategies], device=dev)[which]  # (B,)
+    t = eps + (1 - eps) * u[:, 1]
+    m = torch.ceil(t * n).long().clamp(max=n)  # (B,) masked count for the ordered strategies
+    off = torch.floor(u[:, 2] * (n - m + 1)).long()
+    cloze_at = torch.floor(u[:, 2] * n).long()
+    r = rank
+    col = {
+        0: torch.ones_like(can),
+        1: r >= (n - m)[:, None],
+        2: r < m[:, None],
+        3: (r >= off[:, None]) & (r < (off + m)[:, None]),
+        4: r == cloze_at[:, None],
+        5: keyed.uniform(keys, L, stream=8).double() < t[:, None],
+    }
+    masked = torch.zeros_like(can)
+    for c, sel in col.items():
+        masked = torch.where((code == c)[:, None], sel, masked)
+    masked = masked & can
+    inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
+    replaced = torch.zeros_like(can)
+    if replace_prob > 0:
+        replaced = can & ~masked & (keyed.uniform(keys, L, stream=10) < replace_prob)
+        pool = replacement_pool(vocab_size, special_ids, dev)
+        pick = pool[keyed.bits(keys, L, stream=11) % len(pool)].to(ids.dtype)
+        inputs = torch.where(replaced, pick, inputs)
+    target_on = masked | replaced
+    targets = torch.where(target_on, ids, torch.full_like(ids, IGNORE_INDEX))
+    kind = (masked * MASKED + replaced * RANDOM).to(torch.int8)
+    return Corruption(inputs, targets, target_on, target_on.float(), kind)

@@ -1,8 +1,13 @@
-"""Random token masking (BERT, Devlin et al. 2019, Sec. 3.1): select positions, then mask / random / keep.
+"""Random token masking (BERT, Devlin et al. 2019, Sec. 3.1) and whole-word masking (BERT README, 2019 update).
 
 Selected positions get the mask token with probability ``mix[0]``, a random non-special token with
 ``mix[1]`` and stay unchanged with ``mix[2]`` (80/10/10 by default). Special and pad tokens are never selected and
 never drawn as replacements. A row that holds only special tokens is left untouched (documented no-op).
+
+Whole-word masking selects words instead of tokens: each word draws one number at its first token and all its
+tokens follow that draw. Word ids come from the tokenizer's ``word_ids()`` (-1 for none), from offsets with the
+rule Hugging Face uses (:func:`word_ids_from_offsets`), or from a continuation-prefix table (``##``). Grouping
+uses a running maximum over positions, so memory is O(L) per row (Hugging Face builds a [B, L, L] tensor).
 """
 
 from __future__ import annotations
@@ -14,13 +19,19 @@ import torch
 from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
-__all__ = ["random_mask", "eligible", "replacement_pool", "check_prob"]
+__all__ = ["random_mask", "whole_word_mask", "eligible", "replacement_pool", "check_prob", "select_count",
+           "apply_mix", "word_ids_from_offsets", "word_starts", "word_index", "spread_from_starts"]
 
 
 def check_prob(name: str, p: float) -> float:
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {p}")
     return float(p)
+
+
+def check_ids(ids: torch.Tensor) -> None:
+    if ids.dim() != 2 or ids.shape[1] == 0:
+        raise ValueError(f"ids must be a non-empty [B, L] tensor, got shape {tuple(ids.shape)}")
 
 
 def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -41,47 +52,120 @@ def replacement_pool(vocab_size: int, special_ids, device=None) -> torch.Tensor:
 
 
 def select_count(can: torch.Tensor, u: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
-    """Exactly min(count, eligible) positions per row, uniformly without replacement: the smallest keys win."""
+    """Exactly min(count, eligible) positions per row, uniformly without replacement: the smallest keys win.
+
+    Ties (24-bit keys) break by position (stable sort), so the result is the same on every device and padding.
+    """
     score = torch.where(can, u, torch.full_like(u, 2.0))  # ineligible positions sort last
-    rank = score.argsort(dim=1).argsort(dim=1)
+    rank = score.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     count = torch.as_tensor(count, device=can.device).reshape(-1, 1)
     return (rank < count) & can
 
 
 def apply_mix(ids: torch.Tensor, selected: torch.Tensor, keys: torch.Tensor, *, mask_id: int,
-              pool: torch.Tensor, mix: tuple[float, float, float]) -> Corruption:
-    """Turn a selection into a Corruption: mask / random / unchanged by ``mix``, targets at selected positions."""
+              pool: torch.Tensor, mix: tuple[float, float, float], role_u: torch.Tensor | None = None) -> Corruption:
+    """Turn a selection into a Corruption: mask / random / unchanged by ``mix``, targets at selected positions.
+
+    ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span).
+    """
     p_mask, p_rand, p_keep = (check_prob("mix entry", p) for p in mix)
     if abs(p_mask + p_rand + p_keep - 1.0) > 1e-6:
         raise ValueError(f"mix must sum to 1, got {mix}")
     B, L = ids.shape
-    role_u = keyed.uniform(keys, L, stream=1)
-    pick = keyed.bits(keys, L, stream=2) % len(pool)
+    if role_u is None:
+        role_u = keyed.uniform(keys, L, stream=1)
     as_mask = selected & (role_u < p_mask)
-    as_rand = selected & (role_u >= p_mask) & (role_u < p_mask + p_rand)
     inputs = torch.where(as_mask, torch.full_like(ids, mask_id), ids)
-    inputs = torch.where(as_rand, pool.to(ids.device)[pick].to(ids.dtype), inputs)
+    kind = torch.where(selected, UNCHANGED, 0).to(torch.int8)
+    kind = torch.where(as_mask, torch.tensor(MASKED, dtype=torch.int8, device=ids.device), kind)
+    if p_rand > 0:
+        as_rand = selected & (role_u >= p_mask) & (role_u < p_mask + p_rand)
+        pick = keyed.bits(keys, L, stream=2) % len(pool)
+        inputs = torch.where(as_rand, pool.to(ids.device)[pick].to(ids.dtype), inputs)
+        kind = torch.where(as_rand, torch.tensor(RANDOM, dtype=torch.int8, device=ids.device), kind)
     targets = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
-    kind = torch.zeros_like(ids, dtype=torch.int8)
-    kind[selected] = UNCHANGED
-    kind[as_mask] = MASKED
-    kind[as_rand] = RANDOM
     return Corruption(inputs, targets, selected, selected.float(), kind)
 
 
 def random_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size: int,
                 special_ids: Sequence[int], prob: float = 0.15, count: int | torch.Tensor | None = None,
-                mix: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> Corruption:
+                mix: tuple[float, float, float] = (0.8, 0.1, 0.1), can: torch.Tensor | None = None) -> Corruption:
     """BERT masking of ``ids`` [B, L] with per-example ``keys`` [B] (see :func:`keyed.example_keys`).
 
     ``prob`` selects each eligible token independently (as Hugging Face's collator does); ``count`` instead selects
-    exactly that many per row (int or [B] tensor), capped by the number of eligible tokens.
+    exactly that many per row (int or [B] tensor), capped by the number of eligible tokens. ``can`` [B, L] bool
+    further restricts the eligible positions (for example ``attention_mask.bool()``).
     """
-    if ids.dim() != 2 or ids.shape[1] == 0:
-        raise ValueError(f"ids must be a non-empty [B, L] tensor, got shape {tuple(ids.shape)}")
+    check_ids(ids)
     check_prob("prob", prob)
-    can = eligible(ids, special_ids)
+    ok = eligible(ids, special_ids)
+    if can is not None:
+        ok = ok & can
     u = keyed.uniform(keys, ids.shape[1], stream=0)
-    selected = (u < prob) & can if count is None else select_count(can, u, count)
+    selected = (u < prob) & ok if count is None else select_count(ok, u, count)
+    pool = replacement_pool(vocab_size, special_ids, ids.device)
+    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix)
+
+
+# ---------------------------------------------------------------------------------------------------- words
+
+def word_ids_from_offsets(offsets: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
+    """Word id per token [B, L] (-1 on special tokens) from character offsets [B, L, 2], Hugging Face's rule.
+
+    A token starts a new word when it does not start where the previous token ended, or the previous token was
+    special (``DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask``, transformers 5.x). So "hello,"
+    is one word, "hello ," two.
+    """
+    special = special.bool()
+    starts, ends = offsets[..., 0], offsets[..., 1]
+    prev_end = torch.cat([torch.full_like(ends[:, :1], -1), ends[:, :-1]], dim=1)
+    prev_special = torch.cat([torch.zeros_like(special[:, :1]), special[:, :-1]], dim=1)
+    new = ~special & ((starts != prev_end) | prev_special)
+    wid = new.long().cumsum(dim=1)
+    return torch.where(special, torch.full_like(wid, -1), wid)
+
+
+def word_starts(word_ids: torch.Tensor, can: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L] bool: the first token of each word. ``word_ids`` < 0 and ``can == False`` are not in any word."""
+    inw = word_ids >= 0 if can is None else (word_ids >= 0) & can
+    prev = torch.cat([torch.full_like(word_ids[:, :1], -2), word_ids[:, :-1]], dim=1)
+    prev_in = torch.cat([torch.zeros_like(inw[:, :1]), inw[:, :-1]], dim=1)
+    return inw & ((word_ids != prev) | ~prev_in)
+
+
+def word_index(starts: torch.Tensor, inword: torch.Tensor) -> torch.Tensor:
+    """Ordinal of each token's word in its row [B, L] (0, 1, ...), -1 outside words."""
+    w = starts.long().cumsum(dim=1) - 1
+    return torch.where(inword, w, torch.full_like(w, -1))
+
+
+def spread_from_starts(values: torch.Tensor, starts: torch.Tensor, inword: torch.Tensor) -> torch.Tensor:
+    """Copy ``values`` [B, L] from each word's first token onto all its tokens (O(L): running max of start index)."""
+    pos = torch.arange(starts.shape[1], device=starts.device).expand_as(starts)
+    src = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=1).values
+    return values.gather(1, src)
+
+
+def whole_word_mask(ids: torch.Tensor, keys: torch.Tensor, word_ids: torch.Tensor, *, mask_id: int,
+                    vocab_size: int, special_ids: Sequence[int], prob: float = 0.15,
+                    count: int | torch.Tensor | None = None, mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                    can: torch.Tensor | None = None) -> Corruption:
+    """Whole-word masking: select each word with ``prob`` (or exactly ``count`` words per row); mask all its tokens.
+
+    ``word_ids`` [B, L]: word id per token, -1 for tokens in no word (specials, padding). Consecutive tokens with
+    the same id form one word. The mask/random/keep ``mix`` is drawn per token, as in BERT's
+    ``create_pretraining_data.py``; Hugging Face's whole-word collator forces mix=(1, 0, 0).
+    """
+    check_ids(ids)
+    check_prob("prob", prob)
+    if word_ids.shape != ids.shape:
+        raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
+    ok = eligible(ids, special_ids) & (word_ids >= 0)
+    if can is not None:
+        ok = ok & can
+    starts = word_starts(word_ids, ok)
+    u = keyed.uniform(keys, ids.shape[1], stream=0)  # one draw per word, read at its first token
+    chosen = (u < prob) & starts if count is None else select_count(starts, u, count)
+    selected = spread_from_starts(chosen, starts, ok) & ok
     pool = replacement_pool(vocab_size, special_ids, ids.device)
     return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix)
