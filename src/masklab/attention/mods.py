@@ -205,7 +205,8 @@ def prefix_lm(n: int) -> MaskFn:
 def sliding_window(w: int, *, causal: bool = True) -> MaskFn:
     """Query i sees the ``w`` most recent keys, itself included: ``i - w < j <= i`` (HF's ``sliding_window``).
 
-    ``causal=False`` makes it symmetric: ``|i - j| < w``.
+    ``causal=False`` makes it symmetric: ``|i - j| < w`` (transformers' bidirectional window ``w - 1``, which
+    counts ``|i - j| <= w``).
     """
     w = _int_arg(w, "window", 1)
     if causal:
