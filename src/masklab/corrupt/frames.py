@@ -1,0 +1,206 @@
+"""Frame masks for speech and other signals: spans of time steps hidden from the encoder.
+
+:func:`span_mask` follows wav2vec 2.0's span masking (Baevski et al. 2020, Sec. 3.1: sample a proportion ``p`` of
+time steps as starting indices, mask the next ``M`` steps; spans may overlap), as implemented by fairseq's
+``compute_mask_indices`` and ported to Hugging Face as ``_compute_mask_indices``:
+
+- the number of spans in a row of ``sz`` valid frames is ``int(mask_prob * sz / mask_length + eps)``, ``eps ~ U(0,1)``
+  (probabilistic rounding), at least ``min_masks``, capped so the spans fit;
+- span starts are distinct, uniform over ``[0, sz - mask_length]``; spans may overlap (default);
+- span lengths are ``static`` (= mask_length) or, as in fairseq, ``uniform`` on [mask_other, 2*mask_length],
+  ``normal`` (mean mask_length, std mask_other, at least 1) or ``poisson`` (mean mask_length).
+
+Beyond the anchors: ``no_overlap=True`` places the spans without overlap and with at least ``min_space`` unmasked
+frames between them, uniformly over all such placements ("stars and bars", one pass, no rejection loop);
+``same_count=True`` gives every row the smallest row's masked count by dropping whole spans and shortening one,
+never splitting a span into pieces (fairseq's ``require_same_masks`` instead unmasks random frames, which fragments
+spans). Everything is batched: no per-row Python loop, any device.
+
+:func:`ask2mask` picks the span starts from per-frame scorer confidence (Ask2Mask, Baskar et al. 2022, Sec. 2: mask
+the frames the scorer is confident about) and returns utterance-level loss weights (their Sec. 2.2).
+
+Randomness: ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int with ``epoch``; rows are
+example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from masklab.corrupt.patches import _Source
+
+__all__ = ["span_mask", "span_lengths", "ask2mask", "FrameMask", "MASK_TYPES"]
+
+MASK_TYPES = ("static", "uniform", "normal", "poisson")
+
+
+@dataclass
+class FrameMask:
+    """mask [B, T] bool (True = masked); weights [B] float utterance loss weight."""
+
+    mask: torch.Tensor
+    weights: torch.Tensor
+
+
+def span_lengths(u: torch.Tensor, u2: torch.Tensor, mask_type: str, mask_length: int,
+                 mask_other: float) -> torch.Tensor:
+    """Span lengths (long, same shape as ``u``) from uniforms ``u``, ``u2`` in [0, 1), as fairseq draws them."""
+    if mask_type == "static":
+        return torch.full_like(u, mask_length, dtype=torch.long)
+    if mask_type == "uniform":  # rng.randint(mask_other, 2 * mask_length + 1)
+        lo = int(mask_other)
+        return lo + (u * (2 * mask_length + 1 - lo)).long().clamp(max=2 * mask_length - lo)
+    if mask_type == "normal":  # max(1, round(N(mask_length, mask_other)))
+        z = torch.sqrt(-2 * torch.log1p(-u)) * torch.cos(2 * math.pi * u2)  # Box-Muller
+        return (mask_length + mask_other * z).round().long().clamp(min=1)
+    if mask_type == "poisson":  # inverse CDF of Poisson(mask_length)
+        kmax = int(mask_length + 12 * math.sqrt(mask_length) + 12)
+        k = torch.arange(kmax + 1, dtype=torch.float64)
+        logp = k * math.log(mask_length) - mask_length - torch.lgamma(k + 1)
+        cdf = logp.exp().cumsum(0).to(u.device)
+        return torch.searchsorted(cdf, u.double().contiguous(), right=True).clamp(max=kmax)
+    raise ValueError(f"unknown mask_type {mask_type!r}; expected one of {', '.join(MASK_TYPES)}")
+
+
+def _paint(starts: torch.Tensor, lens: torch.Tensor, sz: torch.Tensor, T: int) -> torch.Tensor:
+    """[B, T] bool union of spans [start, start + len) cut at sz; len 0 spans paint nothing."""
+    B = starts.shape[0]
+    ends = torch.minimum(starts + lens, sz[:, None])
+    starts = torch.minimum(starts, ends)
+    diff = torch.zeros(B, T + 1, dtype=torch.int32, device=starts.device)
+    diff.scatter_add_(1, starts, torch.ones_like(starts, dtype=torch.int32))
+    diff.scatter_add_(1, ends, torch.full_like(ends, -1, dtype=torch.int32))
+    return diff[:, :T].cumsum(1) > 0
+
+
+def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Give every row the smallest row's masked count: keep whole runs (contiguous masked stretches) in random
+    order while they fit, cut the run that crosses the target to a prefix, drop the rest. No run is split."""
+    B, T = mask.shape
+    target = mask.sum(1).min()
+    start = mask & ~torch.nn.functional.pad(mask, (1, 0))[:, :T]
+    run = start.cumsum(1) - 1  # run id of each masked frame (garbage where unmasked)
+    run = torch.where(mask, run, torch.full_like(run, T))  # unmasked -> overflow slot T
+    run_len = torch.zeros(B, T + 1, dtype=torch.long, device=mask.device).scatter_add_(1, run, mask.long())[:, :T]
+    n_runs = start.sum(1, keepdim=True)
+    prio = torch.where(torch.arange(T, device=mask.device) < n_runs, u, torch.full_like(u, 2.0))
+    order = prio.argsort(1)  # runs in random order, non-runs last
+    before = run_len.gather(1, order).cumsum(1) - run_len.gather(1, order)  # masked frames before each run
+    allow = torch.zeros_like(before).scatter_(1, order, (target - before).clamp(min=0))  # per run id
+    offset = torch.arange(T, device=mask.device) - (start.long() * torch.arange(T, device=mask.device)).cummax(1).values
+    return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
+
+
+def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_type: str = "static",
+              mask_other: float = 0.0, min_masks: int = 0, no_overlap: bool = False, min_space: int = 0,
+              same_count: bool = False, start_logits: torch.Tensor | None = None, keys=None, seed=None,
+              epoch: int = 0, device=None) -> torch.Tensor:
+    """Span mask of ``shape`` = (B, T): bool, True = masked.
+
+    lengths:      [B] valid frames per row (right padding); padding is never masked. Default T for every row.
+    mask_type:    span length distribution: static | uniform | normal | poisson (``mask_other`` as in fairseq).
+    min_masks:    at least this many spans per row (capped so the spans fit).
+    no_overlap:   place spans without overlap, at least ``min_space`` unmasked frames apart; spans that do not fit
+                  are dropped (fairseq drops them too).
+    same_count:   every row ends with the same masked count (the smallest row's), without splitting spans.
+    start_logits: [B, T] log-weights for span starts (Ask2Mask); default uniform. Overlap mode only.
+    """
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (B, T), got {shape!r}")
+    B, T = (int(s) for s in shape)
+    if not 0.0 <= float(mask_prob) <= 1.0:
+        raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
+    if int(mask_length) < 1:
+        raise ValueError(f"mask_length must be >= 1, got {mask_length}")
+    if mask_length > T:
+        raise ValueError(f"mask_length {mask_length} is longer than the sequence ({T} frames)")
+    if min_space < 0 or min_masks < 0:
+        raise ValueError(f"min_space and min_masks must be >= 0, got {min_space}, {min_masks}")
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"unknown mask_type {mask_type!r}; expected one of {', '.join(MASK_TYPES)}")
+    src = _Source(B, keys, seed, epoch, device)
+    dev = src.device
+    if lengths is None:
+        sz = torch.full((B,), T, dtype=torch.long, device=dev)
+    else:
+        sz = torch.as_tensor(lengths, dtype=torch.long, device=dev).reshape(-1)
+        if sz.shape[0] != B or bool(((sz < 0) | (sz > T)).any()):
+            raise ValueError(f"lengths must be {B} values in [0, {T}], got {sz.tolist()}")
+    if B == 0:
+        return torch.zeros(0, T, dtype=torch.bool, device=dev)
+
+    # number of spans per row, as in _compute_mask_indices (eps per example so rows do not depend on the batch)
+    cap = max(T // mask_length, 1)
+    n_max = min(max(int(mask_prob * T / mask_length + 1), min_masks), cap)  # static bound: no device sync
+    eps = src.uniform(1, stream=0xE95)[:, 0]
+    n = (mask_prob * sz / mask_length + eps).floor().long().clamp(min=min_masks)
+    n = torch.where(n * mask_length > T, torch.full_like(n, T // mask_length), n)
+    j = torch.arange(n_max, device=dev)
+    lens = span_lengths(src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length, mask_other)
+
+    if not no_overlap:
+        min_len = torch.where(j < n[:, None], lens, torch.full_like(lens, T + 1)).amin(1)
+        min_len = mask_length if mask_type == "static" else min_len.clamp(max=T)
+        n_cand = (sz - min_len + (1 if mask_type == "static" else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
+        n = torch.minimum(n, n_cand)
+        score = src.uniform(T, stream=0x57A)
+        if start_logits is not None:  # Efraimidis-Spirakis: top-k of log(u)/w ~ sampling without replacement
+            score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
+        score = torch.where(torch.arange(T, device=dev) < n_cand[:, None], score,
+                            torch.full_like(score, float("inf")))
+        starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # the first n are a uniform n-subset
+    else:
+        active = j < n[:, None]
+        lens = lens * active
+        need = (lens + min_space).cumsum(1) - min_space  # frames used by spans 0..j with gaps
+        fit = active & (need <= sz[:, None])
+        n = fit.sum(1)
+        lens = lens * fit
+        used = torch.where(n > 0, need.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(n))
+        free = sz - used  # unmasked frames beyond the minimum gaps
+        # choose n distinct slots among free + n: slot order = spans interleaved with free frames
+        m = T + n_max
+        score = src.uniform(m, stream=0x57B)
+        score = torch.where(torch.arange(m, device=dev) < (free + n)[:, None], score,
+                            torch.full_like(score, float("inf")))
+        slots = score.topk(n_max, dim=1, largest=False, sorted=True).indices
+        slots = torch.where(j < n[:, None], slots, torch.full_like(slots, 2 * m)).sort(1).values
+        before = (lens + min_space).cumsum(1) - (lens + min_space)  # span frames + gaps before span j
+        starts = (slots - j + before).clamp(max=T)
+
+    lens = torch.where(j < n[:, None], lens, torch.zeros_like(lens))
+    mask = _paint(starts, lens, sz, T)
+    if same_count:
+        mask = _equalize(mask, src.uniform(T, stream=0xEC0))
+    return mask
+
+
+def ask2mask(confidence: torch.Tensor, mask_prob: float = 0.65, mask_length: int = 10, *, lengths=None,
+             temperature: float = 1.0, normalize_weights: bool = True, keys=None, seed=None, epoch: int = 0,
+             **span_kw) -> FrameMask:
+    """Ask2Mask: span starts drawn without replacement with probability proportional to
+    ``confidence ** (1 / temperature)`` (a scorer's per-frame confidence in [0, 1], [B, T]); utterance weights are
+    the mean confidence over valid frames, divided by its batch mean when ``normalize_weights``.
+
+    temperature -> 0 takes the most confident frames; temperature -> inf is plain :func:`span_mask`.
+    """
+    if confidence.dim() != 2:
+        raise ValueError(f"confidence must be [B, T], got shape {tuple(confidence.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if bool(((confidence < 0) | (confidence > 1)).any()):
+        raise ValueError("confidence must lie in [0, 1]")
+    B, T = confidence.shape
+    conf = confidence.float()
+    logits = torch.log(conf.clamp(min=1e-12)) / temperature
+    mask = span_mask((B, T), mask_prob, mask_length, lengths=lengths, start_logits=logits, keys=keys, seed=seed,
+                     epoch=epoch, device=confidence.device, **span_kw)
+    sz = torch.full((B,), T, device=conf.device) if lengths is None else torch.as_tensor(lengths, device=conf.device)
+    valid = torch.arange(T, device=conf.device) < sz[:, None]
+    w = (conf * valid).sum(1) / valid.sum(1).clamp(min=1)
+    if normalize_weights:
+        w = w / w.mean().clamp(min=1e-12)
+    return FrameMask(mask, w)
