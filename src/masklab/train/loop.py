@@ -111,7 +111,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
         metrics_path.write_text("")
     info = {**task.info, "fingerprint": task.fingerprint, "world_size": d.world}
     if d.main:
-        (out / "masklab.json").write_text(json.dumps({"recipe": to_dict(recipe), "info": info}, indent=2))
+        (out / "run.json").write_text(json.dumps({"recipe": to_dict(recipe), "info": info}, indent=2))
 
     per_rank = recipe.batch_size // d.world
     if per_rank * d.world != recipe.batch_size or per_rank % recipe.grad_accum:

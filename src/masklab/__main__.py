@@ -1,0 +1,5 @@
+import sys
+
+from masklab.cli import main
+
+sys.exit(main())

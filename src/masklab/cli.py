@@ -1,0 +1,223 @@
+"""The masklab command line: thin wrappers that parse arguments and call the library.
+
+Known errors (bad paths, bad overrides, bad prompts, corrupted checkpoints) print one line on stderr and exit 2.
+Set MASKLAB_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+# Commands implemented in other modules: each exposes add_arguments(parser) and run(args).
+COMMANDS = {
+    "sparsify": "masklab.sparsity.cli",
+    "classify": "masklab.sample.classify",
+}
+
+
+def cmd_recipes(args) -> None:
+    from masklab.train.recipes import RECIPES
+
+    width = max(map(len, RECIPES))
+    for name in sorted(RECIPES):
+        print(f"{name:<{width}}  {RECIPES[name][1]}")
+
+
+def cmd_train(args) -> None:
+    from masklab.train import checkpoint
+    from masklab.train.loop import train
+    from masklab.train.recipes.base import apply_overrides, from_dict, get_recipe
+
+    if args.recipe is None and not args.resume:
+        raise ValueError("--recipe is required (run 'masklab recipes' to list them)")
+    if args.recipe is not None:
+        recipe = get_recipe(args.recipe)
+    else:
+        recipe = from_dict(checkpoint.read_manifest(checkpoint.resolve(args.out))["recipe"])
+    overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
+    recipe = apply_overrides(recipe, overrides)
+    out = Path(args.out or f"runs/{recipe.name}")
+    summary = train(recipe, out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_summary(summary, out)
+
+
+def _print_summary(s: dict, out: Path) -> None:
+    ev = s.get("eval", {})
+    print(f"trained {s['step']} steps in {s['train_seconds']:.0f} s ({s['tokens_per_s']:,.0f} tokens/s)"
+          + (" [stopped at the time budget]" if s.get("stopped_early") else ""))
+    if "nll_bound_bits" in ev:
+        print(f"valid NLL bound: {ev['nll_bound_bits']:.3f} bits/token; "
+              f"valid unigram entropy: {s['valid_unigram_entropy_bits']:.3f} bits/token")
+    else:
+        print("valid: " + ", ".join(f"{k}={v:.4f}" for k, v in ev.items()))
+    print(f"checkpoint: {out / 'model'}")
+
+
+def cmd_eval(args) -> None:
+    from masklab.train import checkpoint
+    from masklab.train.recipes.base import apply_overrides, from_dict
+
+    ckpt = checkpoint.resolve(args.model)
+    meta = checkpoint.verify(ckpt)
+    recipe = from_dict(meta["recipe"])
+    overrides = ["device=cpu"] if args.cpu else []
+    if hasattr(recipe, "tokenizer") and (ckpt / "tokenizer.json").exists():
+        overrides.append(f"tokenizer={ckpt}")  # the tokenizer saved with the model, not a retrained one
+    if args.data:
+        overrides.append(f"data={args.data}")
+    recipe = apply_overrides(recipe, overrides)
+    task = recipe.build()
+    task.objective.load_model(ckpt)
+    result = task.objective.evaluate(task.valid, seed=recipe.seed, max_batches=args.batches)
+    result.update({k: v for k, v in task.info.items() if k.startswith("valid_")})
+    result["examples"] = len(task.valid) if args.batches is None else min(len(task.valid), 32 * args.batches)
+    if "nll_bound_bits" in result:
+        print(f"valid NLL bound: {result['nll_bound_bits']:.3f} bits/token "
+              f"(unigram entropy of the valid split: {result['valid_unigram_entropy_bits']:.3f})")
+    print(json.dumps(result, indent=2))
+
+
+def load_masked_lm(path):
+    """(model, tokenizer) from a verified masklab checkpoint or run folder."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from masklab.train import checkpoint
+
+    ckpt = checkpoint.resolve(path)
+    checkpoint.verify(ckpt)
+    hf_logging.disable_progress_bar()
+    model = AutoModelForMaskedLM.from_pretrained(ckpt).eval()
+    return model, AutoTokenizer.from_pretrained(ckpt)
+
+
+def cmd_generate(args) -> None:
+    import torch
+
+    from masklab.sample import generate, parse_prompt
+
+    model, tok = load_masked_lm(args.model)
+    ids = parse_prompt(args.prompt, tok, max_len=model.config.max_position_embeddings)
+    g = generate(model, torch.tensor([ids]), mask_id=tok.mask_token_id, sampler=args.sampler, steps=args.steps,
+                 temperature=args.temperature, seed=args.seed, top_k=args.top_k, top_p=args.top_p,
+                 return_order=True)
+    print(tok.decode(g.ids[0]))
+    if args.png:
+        from masklab.viz.generation import render_unmasking, token_pieces
+
+        render_unmasking(token_pieces(tok, g.ids[0]), g.order[0].tolist(), args.png,
+                         title=f"{args.sampler} sampler, {g.steps} steps, seed {args.seed}")
+        print(f"wrote {args.png}", file=sys.stderr)
+
+
+def cmd_bench(args) -> None:
+    import runpy
+
+    folder = Path("benchmarks")
+    if not folder.is_dir():
+        raise FileNotFoundError("no benchmarks/ folder here: run 'masklab bench' from a masklab checkout")
+    scripts = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith(("_", "gpu_")))
+    if not args.name:
+        print("\n".join(scripts))
+        return
+    if args.name not in scripts:
+        raise ValueError(f"unknown benchmark {args.name!r}; choose from {scripts}")
+    sys.argv = [str(folder / f"{args.name}.py")]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from masklab.viz import SHOW
+
+    p = argparse.ArgumentParser(prog="masklab", description="Every kind of mask in modern deep learning.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("recipes", help="list the training recipes, one line each")
+    s.set_defaults(func=cmd_recipes)
+
+    s = sub.add_parser("train", help="train a recipe (works under torchrun for DDP)",
+                       description="Train a recipe. Overrides are key=value pairs type-checked against the recipe.")
+    s.add_argument("--recipe", help="recipe name (masklab recipes)")
+    s.add_argument("--data", help="stdlib-code | stdlib-docs | .txt/.jsonl file or folder | datasets name or path")
+    s.add_argument("--out", help="run folder (default runs/RECIPE)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/model exactly")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="held-out metrics of a checkpoint (MDM: NLL bound in bits/token)")
+    s.add_argument("--model", required=True, help="run folder or checkpoint folder")
+    s.add_argument("--data", help="evaluate on other data than the run's")
+    s.add_argument("--batches", type=int, default=None, help="held-out batches of 32 (default: all)")
+    s.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("generate", help="fill <mask> / <mask:N> placeholders with a masked-diffusion sampler")
+    s.add_argument("--model", required=True, help="run folder or checkpoint folder")
+    s.add_argument("--prompt", required=True, help="text with <mask> (one token) or <mask:N> (N tokens)")
+    s.add_argument("--sampler", default="confidence", help="sampler name (default: confidence)")
+    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: one token per step)")
+    s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--png", help="also draw the unmasking order to this PNG")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("show", help="draw a mask as a PNG")
+    kinds = s.add_subparsers(dest="kind", required=True)
+    for kind, module in SHOW.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        k = kinds.add_parser(kind, help=(mod.__doc__ or kind).strip().splitlines()[0])
+        mod.add_arguments(k)
+        k.set_defaults(func=mod.run)
+
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        s = sub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
+        mod.add_arguments(s)
+        s.set_defaults(func=mod.run)
+
+    s = sub.add_parser("bench", help="list or run a benchmark script from ./benchmarks")
+    s.add_argument("name", nargs="?")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+KNOWN_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KNOWN_ERRORS as e:
+        if os.environ.get("MASKLAB_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"masklab: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
