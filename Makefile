@@ -1,4 +1,5 @@
 # masklab: two set-up commands on a fresh machine with Python 3.11 and make: `make demo` and `make test`.
+SHELL  := /bin/bash
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python

@@ -80,7 +80,11 @@ def pad_examples(examples: Sequence[Any], pad_id: int, *, pad_to_multiple_of: in
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     batch = {"input_ids": _pad_field([ex["input_ids"] for ex in rows], lens, width, pad_id, left).long()}
-    batch["attention_mask"] = _pad_field([[1] * int(n) for n in lens], lens, width, 0, left).long()
+    if all("attention_mask" in ex for ex in rows):  # pre-padded examples keep their own mask
+        batch["attention_mask"] = _pad_field([ex["attention_mask"] for ex in rows], lens, width, 0, left).long()
+    else:
+        batch["attention_mask"] = (torch.arange(width) >= (width - lens)[:, None] if left else
+                                   torch.arange(width) < lens[:, None]).long()
     fills = {"token_type_ids": 0, "special_tokens_mask": 1, "offset_mapping": 0, "word_ids": -1}
     for f in fields:
         if all(f in ex for ex in rows):
