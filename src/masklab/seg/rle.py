@@ -181,7 +181,10 @@ def _parse(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int
     for i, r in enumerate(rles):
         c = r["counts"]
         if isinstance(c, str | bytes | bytearray):
-            texts.append(c.encode("ascii", "replace") if isinstance(c, str) else bytes(c))
+            if isinstance(c, str) and not c.isascii():
+                p = next(k for k, ch in enumerate(c) if not ch.isascii())
+                raise ValueError(f"RLE {i} counts string has an invalid character {c[p]!r} at position {p}")
+            texts.append(c.encode("ascii") if isinstance(c, str) else bytes(c))
             which.append(("s", i))
         else:
             lists.append(np.asarray(c, dtype=np.int64).reshape(-1))
