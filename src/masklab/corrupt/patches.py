@@ -342,17 +342,18 @@ def simmim_patches(grid, ratio: float = 0.6, *, cell: int = 8, batch: int | None
 def noise_response(color: str, grid) -> torch.Tensor:
     """Amplitude response [H, W//2+1] of the ``color`` filter on the rfft2 frequency grid (cycles per patch).
 
-    white 1; red exp(-f^2/2s^2) with s=0.1 (low-pass); blue its complement (high-pass); green a difference of
-    Gaussians peaking near f~0.2 (band-pass); purple 1 - green (band-stop). The DC term is zeroed.
+    white 1; red exp(-f^2/2s^2), s=0.08 (low-pass); blue 1 - exp(-f^2/2s^2), s=0.25 (high-pass); green a
+    difference of Gaussians peaking near f~0.2 (band-pass); purple 1 - green (band-stop). DC is zeroed.
     """
     H, W = grid
     fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
     fx = torch.fft.rfftfreq(W, dtype=torch.float64)[None, :]
     f2 = fy**2 + fx**2
-    low = torch.exp(-f2 / (2 * 0.1**2))
+    low = torch.exp(-f2 / (2 * 0.08**2))
+    high = 1 - torch.exp(-f2 / (2 * 0.25**2))
     band = torch.exp(-f2 / (2 * 0.3**2)) - torch.exp(-f2 / (2 * 0.12**2))
     band = band / band.max()
-    resp = {"white": torch.ones_like(f2), "red": low, "blue": 1 - low, "green": band, "purple": 1 - band}
+    resp = {"white": torch.ones_like(f2), "red": low, "blue": high, "green": band, "purple": 1 - band}
     if color not in resp:
         raise ValueError(f"unknown noise color {color!r}; expected one of {', '.join(COLORS)}")
     out = resp[color].clone()

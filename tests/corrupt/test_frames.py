@@ -1,0 +1,133 @@
+"""Frame span masks against the Hugging Face wav2vec2 oracle, plus the extensions (lengths, no_overlap, same_count)."""
+
+import numpy as np
+import pytest
+import torch
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
+
+from masklab.corrupt import keyed
+from masklab.corrupt.frames import ask2mask, span_lengths, span_mask
+
+
+def _runs(mask):
+    """Lengths of maximal masked runs, all rows pooled."""
+    m = np.asarray(mask, dtype=np.int8)
+    d = np.diff(np.pad(m, ((0, 0), (1, 1))), axis=1)
+    return np.flatnonzero(d.ravel() == -1) - np.flatnonzero(d.ravel() == 1)
+
+
+def _hf(shape, p, M, reps, attention_mask=None):
+    np.random.seed(0)
+    return np.concatenate([_compute_mask_indices(shape, p, M, attention_mask=attention_mask) for _ in range(reps)])
+
+
+@pytest.mark.parametrize("p, M", [(0.65, 10), (0.05, 10), (0.3, 3), (0.5, 1)])
+def test_matches_hf_masked_fraction_and_run_length_distribution(p, M):
+    hf = _hf((64, 200), p, M, 40)
+    ours = span_mask((2560, 200), p, M, seed=0).numpy()
+    assert ours.mean() == pytest.approx(hf.mean(), abs=0.01)
+    # distribution of masked run lengths (overlapping spans merge into longer runs in both)
+    bins = np.arange(1, 4 * M + 2)
+    h1 = np.histogram(_runs(hf), bins)[0] / len(_runs(hf))
+    h2 = np.histogram(_runs(ours), bins)[0] / len(_runs(ours))
+    assert np.abs(h1 - h2).sum() < 0.06  # total variation distance x2
+    # per-row masked count: same mean and spread
+    assert ours.sum(1).std() == pytest.approx(hf.sum(1).std(), rel=0.15, abs=1.0)
+
+
+def test_matches_hf_with_padding():
+    lengths = np.array([200, 150, 80, 33] * 16)
+    att = torch.tensor(np.arange(200)[None] < lengths[:, None]).long()
+    hf = _hf((64, 200), 0.4, 5, 30, attention_mask=att)
+    ours = span_mask((64 * 30, 200), 0.4, 5, lengths=np.tile(lengths, 30), seed=1).numpy()
+    for i, n in enumerate([200, 150, 80, 33]):
+        a, b = hf[i::4], ours[i::4]
+        assert not b[:, n:].any()
+        assert b[:, :n].mean() == pytest.approx(a[:, :n].mean(), abs=0.02)
+
+
+def test_spans_have_exact_length_when_no_overlap():
+    m = span_mask((500, 300), 0.5, 7, no_overlap=True, min_space=3, seed=2).numpy()
+    runs = _runs(m)
+    assert set(runs.tolist()) == {7}  # every span intact, none merged: gaps of >= 3 frames
+    gaps = np.diff(np.flatnonzero(np.diff(np.pad(m[0].astype(np.int8), 1))))[1::2]
+    assert (gaps >= 3).all()
+    # stars and bars places spans uniformly: away from the ends every frame is about equally likely to be masked
+    sparse = span_mask((3000, 300), 0.1, 7, no_overlap=True, min_space=3, seed=2).numpy()
+    freq = sparse[:, 20:280].mean(0)
+    assert abs(freq.mean() - 0.1) < 0.01 and freq.min() > 0.07 and freq.max() < 0.13
+
+
+@pytest.mark.parametrize("mask_type", ["static", "uniform", "normal", "poisson"])
+def test_same_count_equalizes_rows_without_fragmenting(mask_type):
+    lengths = torch.tensor([300, 280, 250, 300] * 50)
+    m = span_mask((200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, same_count=True,
+                  seed=3)
+    counts = m.sum(1)
+    assert bool((counts == counts[0]).all()) and int(counts[0]) > 0
+    free = span_mask((200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, seed=3)
+    assert not bool((m & ~free).any())  # only removes frames
+    # not fragmenting: every run of the result is a contiguous part of one run of the original, and each original
+    # run loses frames only from its end, so the number of runs never grows
+    assert len(_runs(m.numpy())) <= len(_runs(free.numpy()))
+    starts_new = m & ~torch.nn.functional.pad(m, (1, 0))[:, :-1]
+    starts_old = free & ~torch.nn.functional.pad(free, (1, 0))[:, :-1]
+    assert not bool((starts_new & ~starts_old).any())
+
+
+def test_span_length_distributions_follow_fairseq():
+    keys = keyed.example_keys(0, 0, torch.arange(20000))
+    u, u2 = keyed.uniform(keys, 1, 1)[:, 0], keyed.uniform(keys, 1, 2)[:, 0]
+    uni = span_lengths(u, u2, "uniform", 5, 2).numpy()
+    assert uni.min() == 2 and uni.max() == 10 and uni.mean() == pytest.approx(6, abs=0.1)
+    norm = span_lengths(u, u2, "normal", 10, 3).numpy()
+    assert norm.mean() == pytest.approx(10, abs=0.1) and norm.std() == pytest.approx(3, abs=0.1)
+    poi = span_lengths(u, u2, "poisson", 4, 0).numpy()
+    assert poi.mean() == pytest.approx(4, abs=0.06) and poi.var() == pytest.approx(4, abs=0.2)
+    rng = np.random.default_rng(0).poisson(4, 20000)
+    assert np.abs(np.bincount(poi, minlength=20)[:12] / 2e4 - np.bincount(rng, minlength=20)[:12] / 2e4).max() < 0.01
+
+
+def test_keyed_rows_do_not_depend_on_the_batch():
+    keys = keyed.example_keys(1, 4, torch.tensor([7, 8, 9]))
+    a = span_mask((3, 100), 0.5, 4, keys=keys)
+    b = span_mask((2, 100), 0.5, 4, keys=keys[1:])
+    assert torch.equal(a[1:], b)
+
+
+def test_min_masks_and_probabilistic_rounding():
+    m = span_mask((4000, 50), 0.0, 5, min_masks=2, seed=0).numpy()
+    assert (m.sum(1) >= 5).all()  # two distinct starts mask at least one span
+    m = span_mask((4000, 100), 0.13, 10, seed=0).numpy()  # 1.3 spans on average
+    starts = (np.diff(np.pad(m.astype(np.int8), ((0, 0), (1, 0))), axis=1) == 1).sum(1)
+    assert set(np.unique(starts)) <= {1, 2}
+
+
+def test_ask2mask_prefers_confident_frames_and_weights_utterances():
+    conf = torch.full((400, 200), 0.05)
+    conf[:, 100:] = 0.95
+    conf[200:] *= 0.5
+    fm = ask2mask(conf, 0.2, 5, temperature=0.5, seed=0)
+    m = fm.mask.float()
+    assert m[:, 100:].mean() > 5 * m[:, :96].mean()  # starts land where the scorer is confident
+    w = fm.weights
+    assert w.mean() == pytest.approx(1.0) and float(w[0] / w[-1]) == pytest.approx(2.0, rel=1e-5)
+    flat = ask2mask(conf, 0.2, 5, temperature=1e6, seed=0).mask.float()  # hot: uniform like span_mask
+    assert abs(float(flat[:, 100:].mean() - flat[:, :96].mean())) < 0.02
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(mask_prob=1.2), "mask_prob must be in"),
+        (dict(mask_prob=-0.1), "mask_prob must be in"),
+        (dict(mask_length=101), "mask_length 101 is longer than the sequence"),
+        (dict(mask_length=0), "mask_length must be >= 1"),
+        (dict(lengths=[120, 5]), "lengths must be"),
+        (dict(mask_type="gamma"), "unknown mask_type 'gamma'"),
+    ],
+)
+def test_bad_inputs_raise(kw, match):
+    args = dict(mask_prob=0.5, mask_length=5) | kw
+    with pytest.raises(ValueError, match=match):
+        span_mask((2, 100), args.pop("mask_prob"), args.pop("mask_length"), seed=0, **args)

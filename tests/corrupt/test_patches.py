@@ -1,0 +1,226 @@
+"""Patch masks: exact counts, MAE index conventions, BEiT block statistics, ColorMAE spectra, bad inputs."""
+
+import math
+
+import pytest
+import torch
+
+from masklab.corrupt import keyed
+from masklab.corrupt import patches as P
+
+GRID = (14, 14)
+N = 196
+
+
+def _make(name, grid=GRID, batch=64, **kw):
+    if name == "hpm":
+        return P.hpm_patches(torch.rand(batch, grid[0] * grid[1], generator=torch.Generator().manual_seed(1)), grid,
+                             seed=3, **kw)
+    if name == "referring":
+        return P.referring_patches(grid, boxes=[[2, 3, 9, 12]] * batch, seed=3, **kw)
+    if name == "simmim":
+        return P.simmim_patches(grid, batch=batch, cell=2, seed=3, **kw)
+    return P.STRATEGIES[name](grid, batch=batch, seed=3, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(P.STRATEGIES))
+def test_every_strategy_masks_the_same_exact_count_in_every_row(name):
+    pm = _make(name)
+    counts = pm.mask.sum(1)
+    assert pm.mask.dtype == torch.bool and pm.mask.shape == (64, N)
+    assert bool((counts == counts[0]).all())
+    expected = {"block": round(0.4 * N), "simmim": math.ceil(0.6 * 49) * 4, "referring": N - int(N * 0.4)}
+    assert int(counts[0]) == expected.get(name, N - int(N * 0.25))
+
+
+@pytest.mark.parametrize("name", sorted(P.STRATEGIES))
+def test_ids_follow_mae_unshuffle_convention(name):
+    pm = _make(name, batch=8)
+    K = N - pm.num_masked
+    keep = pm.ids_keep
+    assert keep.shape == (8, K) and not pm.mask.gather(1, keep).any()
+    # MAE decoder: x = cat(visible, masked) then gather by ids_restore puts every patch back at its index
+    x = pm.ids_shuffle
+    assert torch.equal(x.gather(1, pm.ids_restore), torch.arange(N).expand(8, N))
+    assert torch.equal(torch.argsort(pm.noise(), 1)[:, :K].sort(1).values, keep)
+
+
+def test_noise_reproduces_the_mask_in_hugging_face_vitmae():
+    from transformers import ViTMAEConfig, ViTMAEModel
+
+    pm = P.random_patches((4, 4), 0.75, batch=3, seed=0)
+    cfg = ViTMAEConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32, mask_ratio=0.75)
+    out = ViTMAEModel(cfg).eval()(torch.zeros(3, 1, 8, 8), noise=pm.noise())
+    assert torch.equal(out.mask.bool(), pm.mask)
+
+
+def test_random_is_uniform_and_keyed_per_example():
+    pm = P.random_patches(GRID, 0.75, batch=4000, seed=0)
+    freq = pm.mask.float().mean(0)  # each patch masked w.p. 147/196
+    assert (freq - 147 / 196).abs().max() < 5 * math.sqrt(0.75 * 0.25 / 4000)
+    keys = keyed.example_keys(5, 2, torch.tensor([10, 11, 12]))
+    a = P.random_patches(GRID, keys=keys).mask
+    b = P.random_patches(GRID, keys=keys[1:]).mask
+    assert torch.equal(a[1:], b)  # a row depends on its own key, not on the batch
+    assert not torch.equal(a[0], a[1])
+
+
+def test_generator_seed_is_reproducible():
+    a = P.random_patches(GRID, batch=4, seed=torch.Generator().manual_seed(7)).mask
+    b = P.random_patches(GRID, batch=4, seed=torch.Generator().manual_seed(7)).mask
+    assert torch.equal(a, b) and int(a.sum(1)[0]) == 147
+
+
+def test_keyed_noise_is_uniform():
+    u = P.keyed_noise(torch.arange(200), 500)
+    assert 0 <= float(u.min()) and float(u.max()) < 1
+    hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
+    assert (hist - 0.1).abs().max() < 0.004
+    assert abs(torch.corrcoef(torch.stack([u[:, :-1].flatten(), u[:, 1:].flatten()]))[0, 1]) < 0.01
+
+
+def test_beit_blocks_respect_min_area_and_aspect_range():
+    keys = keyed.example_keys(0, 0, torch.arange(2000))
+    top, left, h, w = P.beit_blocks(keys, GRID, 8, min_block=16, max_block=75, min_aspect=0.3)
+    ok = h > 0
+    assert ok.float().mean() > 0.8  # most candidates fit a 14x14 grid
+    h, w, top, left = h[ok].double(), w[ok].double(), top[ok], left[ok]
+    # rounding sqrt(A*a), sqrt(A/a) moves each side by at most 0.5
+    assert bool(((h + 0.5) * (w + 0.5) >= 16).all())
+    assert bool((h / w).ge(0.3 * 0.5).all() and (h / w).le(1 / 0.3 * 2).all())
+    assert bool(((top + h) <= 14).all() and ((left + w) <= 14).all())
+    # log aspect ratio is uniform on [log 0.3, log 1/0.3]: its mean is ~0 and it fills both halves
+    la = torch.log(h / w)
+    assert abs(float(la.mean())) < 0.05 and float((la > 0).float().mean()) == pytest.approx(0.5, abs=0.04)
+
+
+def test_block_masks_are_made_of_blocks_and_rarely_need_random_fill():
+    pm = P.block_patches(GRID, 0.4, batch=500, seed=1)
+    img = pm.image().float()
+    # block masks are spatially clumped: most masked patches have a masked 4-neighbour
+    nb = torch.nn.functional.max_pool2d(img[:, None], 3, 1, 1)[:, 0]  # any masked in 3x3
+    pad = torch.nn.functional.pad(img, (1, 1, 1, 1))
+    four = pad[:, :-2, 1:-1] + pad[:, 2:, 1:-1] + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]
+    isolated = (img > 0) & (four == 0)
+    assert float(isolated.sum() / img.sum()) < 0.01
+    assert bool((nb >= img).all())
+    # reference: with target = min = max = 16 the mask is the first fitting candidate block, cut in raster order
+    keys = keyed.example_keys(0, 0, torch.arange(100))
+    one = P.block_patches((8, 8), 16 / 64, min_block=16, max_block=16, keys=keys).image()
+    top, left, h, w = P.beit_blocks(keys, (8, 8), 32, min_block=16, max_block=16)
+    checked = 0
+    for b in range(100):
+        i = int((h[b] > 0).nonzero()[0, 0])
+        if h[b, i] * w[b, i] < 16:
+            continue
+        ref = torch.zeros(8, 8, dtype=torch.bool)
+        ref[top[b, i]:top[b, i] + h[b, i], left[b, i]:left[b, i] + w[b, i]] = True
+        ref.view(-1)[ref.view(-1).cumsum(0) > 16] = False
+        assert torch.equal(one[b], ref)
+        checked += 1
+    assert checked > 25
+
+
+def test_simmim_masks_whole_cells():
+    pm = P.simmim_patches((8, 8), 0.6, cell=4, batch=32, seed=0)
+    cells = pm.image().view(32, 2, 4, 2, 4).float().mean((2, 4))
+    assert bool(((cells == 0) | (cells == 1)).all())
+    assert bool((cells.sum((1, 2)) == math.ceil(0.6 * 4)).all())
+
+
+def _band_power(x, grid):
+    """Share of spectral power in low / mid / high radial frequency bands, averaged over rows."""
+    H, W = grid
+    x = x.view(-1, H, W).double()
+    x = x - x.mean((1, 2), keepdim=True)
+    p = torch.fft.fft2(x).abs().pow(2).mean(0)
+    f = (torch.fft.fftfreq(H)[:, None] ** 2 + torch.fft.fftfreq(W)[None, :] ** 2).sqrt()
+    bands = [(f > 0) & (f < 0.15), (f >= 0.15) & (f < 0.35), f >= 0.35]
+    tot = p[f > 0].sum()
+    return torch.stack([p[b].sum() / tot for b in bands])
+
+
+@pytest.mark.parametrize("color", P.COLORS)
+def test_colormae_noise_has_the_filter_spectrum(color):
+    # the expected power spectrum of filtered white noise is |H(f)|^2 (times a constant); compare band shares
+    x = P.colored_noise(GRID, color, batch=3000, seed=0)
+    resp = P.noise_response(color, GRID)
+    full = torch.cat([resp, resp[:, 1:(GRID[1] + 1) // 2].flip(1)], 1)  # rfft grid -> full grid (even symmetric)
+    expected = _band_power_from_psd(full.pow(2), GRID)
+    assert torch.allclose(_band_power(x, GRID), expected, atol=0.02)
+
+
+def _band_power_from_psd(psd, grid):
+    H, W = grid
+    f = (torch.fft.fftfreq(H)[:, None] ** 2 + torch.fft.fftfreq(W)[None, :] ** 2).sqrt()
+    bands = [(f > 0) & (f < 0.15), (f >= 0.15) & (f < 0.35), f >= 0.35]
+    tot = psd[f > 0].sum()
+    return torch.stack([psd[b].sum() / tot for b in bands])
+
+
+def test_colormae_masks_keep_the_color_of_their_noise():
+    share = {c: _band_power(P.colormae_patches(GRID, c, 0.75, batch=2000, seed=0).mask.float(), GRID)
+             for c in P.COLORS}
+    low, mid, high = 0, 1, 2
+    assert share["red"][low] > 2 * share["white"][low]  # red: blobs
+    assert share["blue"][high] > share["white"][high] + 0.1  # blue: dispersed
+    assert share["blue"][low] < 0.6 * share["white"][low]
+    assert share["green"][mid] > share["white"][mid] + 0.1  # green: band-pass
+    assert share["purple"][mid] < share["white"][mid] - 0.1  # purple: band-stop
+    assert share["green"][mid] == max(s[mid] for s in share.values())
+
+
+def test_hpm_masks_the_hardest_patches_first():
+    loss = torch.rand(32, N, generator=torch.Generator().manual_seed(0))
+    for progress in (0.0, 0.4, 1.0):
+        pm = P.hpm_patches(loss, GRID, 0.75, progress=progress, seed=1)
+        n_hard = int(147 * 0.5 * progress)
+        top = loss.topk(max(n_hard, 1), 1).indices
+        if n_hard:
+            assert bool(pm.mask.gather(1, top).all())
+    # easy-to-hard: the mean predicted loss of masked patches rises with progress
+    means = [float((loss * P.hpm_patches(loss, GRID, progress=p, seed=1).mask).sum() / (32 * 147))
+             for p in (0.0, 0.5, 1.0)]
+    assert means[0] < means[1] < means[2]
+    assert P.hpm_alpha(0.5) == pytest.approx(0.25)
+
+
+def test_referring_masks_more_inside_the_box():
+    boxes = torch.tensor([[0.0, 0.0, 56.0, 56.0], [28.0, 56.0, 112.0, 112.0]])
+    region = P.region_from_boxes(boxes, GRID, image_size=(112, 112))  # 8 px patches
+    assert int(region[0].sum()) == 49 and int(region[1].sum()) == 77
+    pm = P.referring_patches(GRID, boxes=boxes, image_size=(112, 112), ratio=0.5, inside_ratio=0.9, seed=0)
+    inside = region.view(2, -1)
+    n_in = inside.sum(1)
+    assert torch.equal((pm.mask & inside).sum(1), (n_in * 0.9).round().long())
+    assert bool((pm.mask.sum(1) == 98).all())
+    # a region too large for the total gets the whole budget inside
+    big = torch.ones(1, 14, 14, dtype=torch.bool)
+    assert int(P.referring_patches(GRID, big, ratio=0.5, inside_ratio=0.9, seed=0).mask.sum()) == 98
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: P.random_patches(GRID, 1.5, batch=2), "ratio must be in"),
+        (lambda: P.random_patches(GRID, -0.1, batch=2), "ratio must be in"),
+        (lambda: P.block_patches((4, 4), 0.5, batch=2, min_block=20), "min_block 20"),
+        (lambda: P.block_patches((2, 14), 0.5, batch=2, min_block=16, min_aspect=0.9), "does not fit"),
+        (lambda: P.simmim_patches((6, 6), 0.5, batch=2, cell=8), "cell 8"),
+        (lambda: P.referring_patches(GRID, boxes=[[0, 0, 20, 5]]), r"box \[0.0, 0.0, 20.0, 5.0\] is outside"),
+        (lambda: P.referring_patches(GRID, boxes=[[-1, 0, 2, 5]]), "is outside"),
+        (lambda: P.colormae_patches(GRID, "pink", batch=2), "unknown noise color 'pink'"),
+        (lambda: P.hpm_patches(torch.rand(2, 10), GRID), r"pred_loss must be \[B, 196\]"),
+        (lambda: P.random_patches((0, 3), batch=2), "positive sides"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_uneven_rows_have_no_ids_keep():
+    pm = P.PatchMask(torch.tensor([[True, False], [True, True]]), (1, 2))
+    with pytest.raises(ValueError, match="different numbers"):
+        pm.ids_keep
