@@ -42,9 +42,10 @@ class ClickTrace:
 
     clicks: tuple[Click, ...]
     ious: tuple[float, ...]
+    max_clicks: int = 20  # the budget it ran with: NoC of a failure
 
-    def noc(self, threshold: float, max_clicks: int = 20) -> int:
-        return noc(self.ious, threshold, max_clicks)
+    def noc(self, threshold: float) -> int:
+        return noc(self.ious, threshold, self.max_clicks)
 
 
 def _t(x) -> torch.Tensor:
@@ -201,7 +202,7 @@ def simulate(segmenter: Callable[[Sequence[Click], torch.Tensor | None], object]
         ious.append(float(_iou(pred, g)[0]))
         if stop_at is not None and ious[-1] >= stop_at:
             break
-    return ClickTrace(tuple(clicks), tuple(ious))
+    return ClickTrace(tuple(clicks), tuple(ious), max_clicks)
 
 
 def noc(ious: Sequence[float], threshold: float, max_clicks: int = 20) -> int:
