@@ -52,6 +52,8 @@ def load_files(path: str | Path, valid_percent: int = 5, text_key: str = "text")
     if not valid:  # tiny corpora: keep at least one document for validation
         valid, vn = train[-1:], tn[-1:]
         train, tn = train[:-1] or valid, tn[:-1] or vn
+    if not train:  # ...and at least one for training
+        train, tn = valid, vn
     return Corpus(str(root), train, valid, f"files-{digest.hexdigest()[:12]}", tn, vn)
 
 

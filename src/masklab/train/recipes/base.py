@@ -127,7 +127,9 @@ class TextRecipe(Recipe):
         from masklab.data.text import text_task_data
 
         data = text_task_data(self.data, self.tokenizer, self.seq_len)
-        model = build_model(self.arch, self.preset, data.info, self.seq_len)
+        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
+            torch.manual_seed(self.seed)
+            model = build_model(self.arch, self.preset, data.info, self.seq_len)
         return Task(self.build_objective(model, data.info), data.train, data.valid, data.fingerprint,
                     data.tokenizer, data.facts)
 

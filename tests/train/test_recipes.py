@@ -1,0 +1,32 @@
+"""Every registered recipe builds, validates its overrides and round-trips through its saved form."""
+
+import dataclasses
+
+import pytest
+
+from masklab.train.recipes import RECIPES, get_recipe
+from masklab.train.recipes.base import apply_overrides, from_dict, to_dict
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_round_trips(name):
+    r = get_recipe(name)
+    assert r.name == name and RECIPES[name][1]  # one-line summary
+    again = from_dict(to_dict(r))
+    assert dataclasses.asdict(again) == dataclasses.asdict(r)
+
+
+def test_overrides_are_type_checked():
+    r = get_recipe("mdm-tiny")
+    r2 = apply_overrides(r, ["steps=7", "lr=1e-4", "preset=micro", "max_minutes=0"])
+    assert (r2.steps, r2.lr, r2.preset, r2.max_minutes) == (7, 1e-4, "micro", 0.0)
+    for bad, msg in [("stepz=3", "unknown key 'stepz'"), ("steps=abc", "expected int"), ("steps", "key=value"),
+                     ("preset=huge", "preset must be"), ("steps=0", "positive"), ("t_sampling=x", "t_sampling"),
+                     ("arch=llama", "bidirectional")]:
+        with pytest.raises(ValueError, match=msg):
+            apply_overrides(r, [bad])
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="unknown recipe"):
+        get_recipe("no-such-recipe")
