@@ -1,7 +1,8 @@
 """Semantic descriptors: masks as text (Text4Seg, Lan et al., ICLR 2025; Text4Seg++, Lan et al., 2025).
 
 Text4Seg (Sec. 3.1) splits the image into a grid of patches (16x16 by default; 24 and 32 in its ablations) and
-writes one text label per patch, row by row. Row-wise run-length encoding (R-RLE, Sec. 3.2) compresses each row
+writes one text label per patch, row by row. Row-wise run-length encoding (R-RLE, Sec. 3.2) compresses each
+row
 separately. The text is written exactly as Text4Seg's data scripts write it:
 
     <seg>others *14| dog *2
@@ -13,20 +14,27 @@ separately. The text is written exactly as Text4Seg's data scripts write it:
 * rows are joined by ``"\\n "`` (a newline and a space), and a newline follows the last row;
 * everything sits inside ``<seg>`` ... ``</seg>``.
 
-With ``rle=False`` each cell is written as a bare label (``others| others| dog ...``), which is the same format
-with every count equal to 1 left out. Labels must be non-empty, without ``|``, ``*``, ``<``, ``>`` or newlines, and
+With ``rle=False`` each cell is written as a bare label (``others| others| dog ...``), which is the same
+format
+with every count equal to 1 left out. Labels must be non-empty, without ``|``, ``*``, ``<``, ``>`` or
+newlines, and
 without leading or trailing spaces (those characters are the format's separators).
 
 Choices masklab makes (the paper leaves them open):
 
-* ``mask_to_grid`` takes the majority label of each patch; a tie goes to the smaller class id, so a 50/50 patch
+* ``mask_to_grid`` takes the majority label of each patch; a tie goes to the smaller class id, so a 50/50
+patch
   of a binary mask is background. Text4Seg's scripts instead resize with PIL nearest neighbour.
 * ``mask_to_grid`` **refuses** an image whose height or width is not a multiple of the grid (``ValueError``):
-  every patch then has the same number of pixels and ``grid_to_mask`` inverts it exactly. Resize or crop first.
+  every patch then has the same number of pixels and ``grid_to_mask`` inverts it exactly. Resize or crop
+  first.
   ``grid_to_mask`` upsamples to any size by nearest neighbour (cell ``floor(y * rows / H)``).
-* Box-wise bricks (Text4Seg++, box-wise semantic descriptors) cut arbitrary boxes, so their cells use the uneven
-  partition ``[floor(i * h / g), floor((i + 1) * h / g))`` and the grid shrinks to the box when the box is smaller
-  than the grid. masklab writes a brick as ``<p>label</p><box>[x1, y1, x2, y2]</box><seg>...</seg>`` with pixel
+* Box-wise bricks (Text4Seg++, box-wise semantic descriptors) cut arbitrary boxes, so their cells use the
+uneven
+  partition ``[floor(i * h / g), floor((i + 1) * h / g))`` and the grid shrinks to the box when the box is
+  smaller
+  than the grid. masklab writes a brick as ``<p>label</p><box>[x1, y1, x2, y2]</box><seg>...</seg>`` with
+  pixel
   coordinates (end exclusive) and R-RLE cells ``1`` (object) / ``0`` (not); this is masklab's serialization of
   the idea, not a byte format published with the paper.
 """
@@ -55,7 +63,7 @@ def _np(x) -> np.ndarray:
 
 def check_label(label: str) -> str:
     if not isinstance(label, str) or not label or label != label.strip() or _FORBIDDEN.search(label):
-        raise ValueError(f"a descriptor label must be non-empty text without |*<> or newlines or outer spaces, "
+        raise ValueError("a descriptor label must be non-empty, without |*<> or newlines or outer spaces, "
                          f"got {label!r}")
     return label
 
@@ -65,7 +73,8 @@ def mask_to_grid(mask, grid: int = 16, label: str | Mapping[int, str] | Sequence
                  background: str = "others") -> np.ndarray:
     """Grid [grid, grid] of text labels, the majority label of each patch.
 
-    ``mask`` is a binary mask [H, W] (nonzero = ``label``, zero = ``background``) when ``label`` is a str, or an
+    ``mask`` is a binary mask [H, W] (nonzero = ``label``, zero = ``background``) when ``label`` is a str,
+    or an
     integer label map [H, W] when ``label`` maps class ids to names (a dict, or a sequence indexed by id).
     H and W must be multiples of ``grid``.
     """
@@ -76,7 +85,8 @@ def mask_to_grid(mask, grid: int = 16, label: str | Mapping[int, str] | Sequence
         raise ValueError(f"grid must be a positive int, got {grid!r}")
     H, W = m.shape
     if H % grid or W % grid or H == 0:
-        raise ValueError(f"grid {grid} does not divide the {H}x{W} mask; resize or crop it to multiples of {grid}")
+        raise ValueError(f"grid {grid} does not divide the {H}x{W} mask; resize or crop it to multiples "
+                         f"of {grid}")
     if isinstance(label, str):
         names = [check_label(background), check_label(label)]
         ids = (m != 0).astype(np.int64)
@@ -128,7 +138,8 @@ def grid_to_mask(grid, size: tuple[int, int], label: str | Mapping[str, int] | S
 
 # --------------------------------------------------------------------------------------------- text
 def encode_descriptors(grid, rle: bool = True) -> str:
-    """Text4Seg text of a label grid: R-RLE (``label *count`` runs) or, with ``rle=False``, one label per cell."""
+    """Text4Seg text of a label grid: R-RLE (``label *count`` runs) or, with ``rle=False``, one label per
+    cell."""
     g = np.asarray(grid, dtype=str)
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f"grid must be a non-empty 2-D array of labels, got shape {g.shape}")
@@ -145,7 +156,8 @@ def encode_descriptors(grid, rle: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded descriptor grid and, in lenient mode, what was repaired to get it (empty when nothing was)."""
+    """A decoded descriptor grid and, in lenient mode, what was repaired to get it (empty when nothing
+    was)."""
 
     grid: np.ndarray  # (rows, cols) str
     repairs: tuple[str, ...] = field(default=())
@@ -161,8 +173,10 @@ def decode_descriptors(text: str, strict: bool = True, labels: Sequence[str] | N
     The text may hold other words around its one ``<seg>...</seg>`` block. ``labels`` lists the allowed labels
     (``None``: any); ``shape`` the expected (rows, cols).
 
-    strict: any deviation from the format raises ``ValueError`` naming the character position (from the start of
-    ``text``): missing tags or final newline, a malformed run or count, an unknown label, ragged rows, a wrong shape.
+    strict: any deviation from the format raises ``ValueError`` naming the character position (from the
+    start of
+    ``text``): missing tags or final newline, a malformed run or count, an unknown label, ragged rows, a
+    wrong shape.
     lenient: repairs and reports instead; tags may be missing, separators may carry extra spaces, a bad count
     reads as 1, unknown labels become ``background``, rows are padded with ``background`` or truncated to the
     expected width (``shape`` or else the most common row width), and missing rows are padded with background.
@@ -211,7 +225,8 @@ def _decode_strict(text: str, labels, shape) -> np.ndarray:
         pos += len(row) + 2
     grid = np.asarray(rows, dtype=str)
     if shape is not None and grid.shape != tuple(shape):
-        raise ValueError(f"descriptor grid is {grid.shape[0]}x{grid.shape[1]}, expected {shape[0]}x{shape[1]} "
+        raise ValueError(f"descriptor grid is {grid.shape[0]}x{grid.shape[1]}, "
+                         f"expected {shape[0]}x{shape[1]} "
                          f"(position {body_at})")
     return grid
 
@@ -295,7 +310,8 @@ def _bounds(n: int, g: int) -> np.ndarray:
 
 
 def mask_to_brick(mask, label: str, grid: int = 16) -> Brick:
-    """Brick of a binary mask: its tight box and a majority grid of at most ``grid`` x ``grid`` cells inside it."""
+    """Brick of a binary mask: its tight box and a majority grid of at most ``grid`` x ``grid`` cells inside
+    it."""
     m = _np(mask) != 0
     if m.ndim != 2:
         raise ValueError(f"mask must be [H, W], got shape {m.shape}")
@@ -333,7 +349,8 @@ def brick_to_mask(brick: Brick, size: tuple[int, int]) -> np.ndarray:
 
 
 def encode_bricks(bricks: Sequence[Brick]) -> str:
-    """Text of bricks, one per line: ``<p>label</p><box>[x1, y1, x2, y2]</box><seg>R-RLE of 1/0 cells</seg>``."""
+    """Text of bricks, one per line: ``<p>label</p><box>[x1, y1, x2, y2]</box><seg>R-RLE of 1/0
+    cells</seg>``."""
     parts = []
     for b in bricks:
         check_label(b.label)
@@ -348,7 +365,8 @@ _BRICK = re.compile(r"<p>(?P<label>[^<]*)</p><box>\[(?P<box>[^\]]*)\]</box>(?P<s
 
 def decode_bricks(text: str, strict: bool = True) -> list[Brick]:
     """Bricks written by ``encode_bricks``. strict: a malformed brick raises ``ValueError`` with its position;
-    lenient: malformed cell grids are repaired (see ``decode_descriptors``) and unreadable bricks are skipped."""
+    lenient: malformed cell grids are repaired (see ``decode_descriptors``) and unreadable bricks are
+    skipped."""
     if not isinstance(text, str):
         raise ValueError(f"brick text must be a str, got {type(text).__name__}")
     bricks, pos = [], 0

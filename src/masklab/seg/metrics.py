@@ -6,13 +6,15 @@ LAVT, Yang et al., CVPR 2022):
 * IoU of one sample: |P & T| / |P | T|.
 * gIoU ("generalized IoU" in reasoning segmentation; not the box gIoU of Rezatofighi et al.): the mean of the
   per-sample IoUs.
-* cIoU ("cumulative IoU", also "overall IoU"): the sum of intersections over the sum of unions, over all samples.
+* cIoU ("cumulative IoU", also "overall IoU"): the sum of intersections over the sum of unions, over all
+samples.
 * Pr@t: the fraction of samples whose IoU is at least t (``>=``, as in LAVT's evaluation).
 
 **Empty-target rule.** A sample whose union is empty (empty prediction and empty target) has IoU ``empty``,
 1.0 by default: the LISA convention (its evaluation adds 1 where ``union == 0``), i.e. correctly predicting
 "nothing" is a perfect answer. An empty target with a non-empty prediction has IoU 0. Pass ``empty=nan`` to
-exclude such samples from gIoU (they are then ignored by ``nanmean``) and from Pr@t. They add nothing to cIoU's
+exclude such samples from gIoU (they are then ignored by ``nanmean``) and from Pr@t. They add nothing to
+cIoU's
 sums; cIoU is ``empty`` when every union is empty. LISA divides by ``union + 1e-5``; masklab divides exactly.
 
 Masks are [B, H, W] or [H, W], numpy or torch, any device; nonzero means foreground (threshold logits first).
@@ -83,6 +85,7 @@ def summarize(inters: Sequence[int], unions: Sequence[int], empty: float = 1.0,
     if i.shape != u.shape or (i > u).any() or (i < 0).any():
         raise ValueError("need one intersection <= union per sample, both non-negative")
     per = torch.where(u == 0, torch.full_like(i, empty), i / u.clamp(min=1))
-    out = {"gIoU": float(torch.nanmean(per)), "cIoU": float(empty) if u.sum() == 0 else float(i.sum() / u.sum())}
+    cum = float(empty) if u.sum() == 0 else float(i.sum() / u.sum())
+    out = {"gIoU": float(torch.nanmean(per)), "cIoU": cum}
     out.update({f"Pr@{t:g}": v for t, v in precision_at(per, thresholds).items()})
     return out

@@ -8,7 +8,8 @@
   ``MaskAdapter`` is a compact stand-in for the paper's adapter (convolutional mask embedding added to the
   features, a few conv blocks, a 1x1 conv to K maps); its pooling rule is the paper's.
 
-Shapes: features [B, C, h, w]; masks [B, Q, H, W] (resized to h x w with bilinear interpolation when they differ);
+Shapes: features [B, C, h, w]; masks [B, Q, H, W] (resized to h x w with bilinear interpolation when they
+differ);
 outputs [B, Q, C].
 """
 
@@ -35,11 +36,13 @@ def _check(features: torch.Tensor, maps: torch.Tensor, name: str, dims: int) -> 
         raise ValueError(f"features must be [B, C, h, w], got shape {tuple(features.shape)}")
     if maps.dim() != dims or maps.shape[0] != features.shape[0]:
         want = "[B, Q, H, W]" if dims == 4 else "[B, Q, K, h, w]"
-        raise ValueError(f"{name} must be {want} with the features' batch size, got shape {tuple(maps.shape)}")
+        raise ValueError(f"{name} must be {want} with the features' batch size, "
+                         f"got shape {tuple(maps.shape)}")
 
 
 def mask_pool(features: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Average features under each mask: sum(m * f) / (sum(m) + eps) -> [B, Q, C]. An empty mask gives zeros."""
+    """Average features under each mask: sum(m * f) / (sum(m) + eps) -> [B, Q, C]. An empty mask gives
+    zeros."""
     _check(features, masks, "masks", 4)
     m = _resize(masks, tuple(features.shape[-2:])).to(features.dtype)
     num = torch.einsum("bqhw,bchw->bqc", m, features)
@@ -47,7 +50,8 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) ->
 
 
 def activation_pool(features: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """Mask-Adapter pooling: softmax each of K activation maps over positions, pool, average over K -> [B, Q, C].
+    """Mask-Adapter pooling: softmax each of K activation maps over positions, pool, average over K -> [B,
+    Q, C].
 
     ``activations`` is [B, Q, K, h, w] logits on the feature grid; ``-inf`` removes a position.
     """
@@ -61,7 +65,8 @@ def activation_pool(features: torch.Tensor, activations: torch.Tensor) -> torch.
 
 
 class MaskAdapter(nn.Module):
-    """Masks + features -> K semantic activation maps per mask -> pooled embedding [B, Q, C] (Mask-Adapter)."""
+    """Masks + features -> K semantic activation maps per mask -> pooled embedding [B, Q, C]
+    (Mask-Adapter)."""
 
     def __init__(self, channels: int, hidden: int = 64, maps: int = 16, blocks: int = 2):
         super().__init__()

@@ -6,8 +6,10 @@ Format (Lin et al. 2014, COCO; the reference is ``maskApi.c`` in cocodataset/coc
 * ``counts`` are the lengths of alternating runs, starting with a run of zeros (which may have length 0), so a
   mask that starts with a foreground pixel has ``counts[0] == 0``.
 * The compressed string writes each count as a little-endian sequence of 5-bit groups, one ASCII character per
-  group (``chr(48 + group)``, so characters ``'0'`` to ``'o'``); bit 5 (0x20) says another group follows and the
-  value is signed (bit 4 of the last group is the sign). From the fourth count on (index ``i > 2``, not ``i >= 2``)
+  group (``chr(48 + group)``, so characters ``'0'`` to ``'o'``); bit 5 (0x20) says another group follows and
+  the
+  value is signed (bit 4 of the last group is the sign). From the fourth count on (index ``i > 2``, not ``i
+  >= 2``)
   the value written is the difference ``counts[i] - counts[i - 2]``, which keeps most values small.
 
 Everything here is written from that description; no pycocotools code is used. Deliberate differences from
@@ -18,7 +20,8 @@ pycocotools, each a clear error instead of a silent result:
 * ``iou`` and ``merge`` refuse masks of different sizes (pycocotools returns -1 or an empty RLE).
 * Decoded masks are ``bool`` [H, W] (pycocotools returns ``uint8``); use ``.astype(np.uint8)`` for a drop-in.
 
-Functions accept one RLE (a dict) or a list of them; a list gives the batched result. Masks may be numpy arrays or
+Functions accept one RLE (a dict) or a list of them; a list gives the batched result. Masks may be numpy
+arrays or
 torch tensors; ``rle_encode`` of a torch tensor finds run boundaries on the tensor's device.
 """
 
@@ -36,9 +39,11 @@ _MAX_GROUPS = 12  # 60 bits: more 5-bit groups than this in one value cannot com
 
 # --------------------------------------------------------------------------------------------- encoding
 def rle_encode(mask) -> dict | list[dict]:
-    """Compressed COCO RLE of a mask [H, W] (returns a dict) or of a batch [N, H, W] (returns a list of dicts).
+    """Compressed COCO RLE of a mask [H, W] (returns a dict) or of a batch [N, H, W] (returns a list of
+    dicts).
 
-    Any nonzero pixel is foreground. ``counts`` is an ASCII ``str``; pycocotools returns the same characters as
+    Any nonzero pixel is foreground. ``counts`` is an ASCII ``str``; pycocotools returns the same characters
+    as
     ``bytes``.
     """
     single = _ndim(mask) == 2
@@ -110,7 +115,8 @@ def _changes_torch(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _changes_to_counts(rows: np.ndarray, pos: np.ndarray, N: int, area: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run lengths from change positions: counts for mask r are diff([0, pos_r..., area]). Returns (counts, offsets)."""
+    """Run lengths from change positions: counts for mask r are diff([0, pos_r..., area]). Returns (counts,
+    offsets)."""
     k = np.bincount(rows, minlength=N) + 1  # counts per mask
     offsets = np.zeros(N + 1, dtype=np.int64)
     np.cumsum(k, out=offsets[1:])
@@ -131,7 +137,8 @@ def _local_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _counts_to_strings(counts: np.ndarray, offsets: np.ndarray) -> list[str]:
-    """LEB128-like text of each segment of ``counts`` (6 bits per char, chars 48..111, delta from i-2 for i>2)."""
+    """LEB128-like text of each segment of ``counts`` (6 bits per char, chars 48..111, delta from i-2 for
+    i>2)."""
     j, _ = _local_index(offsets)
     x = counts.astype(np.int64, copy=True)
     late = np.flatnonzero(j > 2)
@@ -216,7 +223,8 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
     if len(bad):
         i = int(np.searchsorted(str_end, bad[0], side="right"))
         p = int(bad[0] - (str_end[i] - lens[i]))
-        raise ValueError(f"RLE counts string {i} has an invalid character {chr(c[bad[0]] + 48)!r} at position {p} "
+        raise ValueError(f"RLE counts string {i} has an invalid character {chr(c[bad[0]] + 48)!r} "
+                         f"at position {p} "
                          f"(allowed: '0'..'o')")
     last = (c & 0x20) == 0  # this char ends a value
     nonempty = np.flatnonzero(lens)
@@ -256,8 +264,10 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
 def rle_decode(rle, device=None):
     """Pixels of one RLE (bool [H, W]) or of a list of same-size RLEs (bool [N, H, W]).
 
-    ``counts`` may be the compressed ``str``/``bytes`` or a list of ints (uncompressed COCO RLE). With ``device``
-    (a str or ``torch.device``) the result is a torch bool tensor built on that device; otherwise a numpy array
+    ``counts`` may be the compressed ``str``/``bytes`` or a list of ints (uncompressed COCO RLE). With
+    ``device``
+    (a str or ``torch.device``) the result is a torch bool tensor built on that device; otherwise a numpy
+    array
     (Fortran-ordered per mask, like pycocotools).
     """
     single = isinstance(rle, dict)
@@ -339,7 +349,8 @@ def bbox(rle) -> np.ndarray:
 def iou(dt: Sequence[dict], gt: Sequence[dict], iscrowd: Sequence[bool] | None = None) -> np.ndarray:
     """Mask IoU matrix [len(dt), len(gt)] (float64), COCO semantics.
 
-    For a crowd ground truth (``iscrowd[g]`` true) the denominator is the detection's area, not the union, so a
+    For a crowd ground truth (``iscrowd[g]`` true) the denominator is the detection's area, not the union,
+    so a
     detection inside a crowd region scores 1. Pairs with no intersection score 0 (also two empty masks).
     All masks must share one size.
     """
@@ -364,7 +375,8 @@ def iou(dt: Sequence[dict], gt: Sequence[dict], iscrowd: Sequence[bool] | None =
 
 
 def _intersections(D: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """Exact |D_i & G_j| as float64: float32 matmuls over chunks short enough (< 2^24 pixels) to stay exact."""
+    """Exact |D_i & G_j| as float64: float32 matmuls over chunks short enough (< 2^24 pixels) to stay
+    exact."""
     HW = D.shape[1]
     chunk = 1 << 23
     total = np.zeros((D.shape[0], G.shape[0]), dtype=np.int64)

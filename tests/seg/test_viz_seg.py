@@ -1,0 +1,39 @@
+"""`masklab show seg` writes a PNG with defaults, a mask file, or descriptors."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from masklab.seg.descriptors import encode_descriptors
+from masklab.seg.rle import rle_encode
+from masklab.viz import seg
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    seg.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_defaults_and_inputs(tmp_path):
+    seg.run(parse("--out", str(tmp_path / "a.png")))
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    m = np.zeros((512, 512), bool)
+    m[100:300, 50:200] = True
+    (tmp_path / "m.json").write_text(json.dumps(rle_encode(m)))
+    seg.run(parse("--out", str(tmp_path / "b.png"), "--mask", str(tmp_path / "m.json")))
+    g = np.full((16, 16), "others", dtype=object)
+    g[4:8, 2:9] = "man"
+    (tmp_path / "d.txt").write_text("Sure, " + encode_descriptors(g.astype(str)))
+    seg.run(parse("--out", str(tmp_path / "c.png"), "--descriptors", str(tmp_path / "d.txt")))
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        seg.run(parse("--out", str(tmp_path / "a.png"), "--mask", str(tmp_path / "nope.npy")))
+    np.save(tmp_path / "small.npy", np.ones((4, 4)))
+    with pytest.raises(ValueError, match="image is 512x512"):
+        seg.run(parse("--out", str(tmp_path / "a.png"), "--mask", str(tmp_path / "small.npy")))
