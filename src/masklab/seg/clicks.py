@@ -1,26 +1,21 @@
 """Click simulation for interactive segmentation, and NoC@85 / NoC@90.
 
 Protocol (Xu et al., CVPR 2016, "Deep Interactive Object Selection", Sec. 4; used by the
-interactive-segmentation
-benchmarks and by SegAgent, Zhu et al., CVPR 2025, for its click trajectories): after each prediction, the
-errors
-are split into false-negative regions (object pixels the prediction missed) and false-positive regions; the
-next
-click goes to the **largest error region**, at its interior point: the pixel farthest from the region's border
-(maximum of the Euclidean distance transform, with the image border counting as outside). A click in a false
-negative region is positive, one in a false positive region negative. The first click, on an empty prediction,
-thus lands at the center of the object. ``strategy="deepest"`` is the variant of RITM (Sofiiuk et al., 2022):
-the click goes to the pixel with the largest distance over all error pixels, whatever region it is in.
+interactive-segmentation benchmarks and by SegAgent, Zhu et al., CVPR 2025, for its click trajectories): after
+each prediction, the errors are split into false-negative regions (object pixels the prediction missed) and
+false-positive regions; the next click goes to the **largest error region**, at its interior point: the pixel
+farthest from the region's border (maximum of the Euclidean distance transform, with the image border counting
+as outside). A click in a false negative region is positive, one in a false positive region negative. The
+first click, on an empty prediction, thus lands at the center of the object. ``strategy="deepest"`` is the
+variant of RITM (Sofiiuk et al., 2022): the click goes to the pixel with the largest distance over all error
+pixels, whatever region it is in.
 
-NoC@t (number of clicks) is the number of clicks after which IoU first reaches t; a sample that never
-reaches it
-within ``max_clicks`` counts ``max_clicks`` (20 by convention) and is a failure (NoF@t).
+NoC@t (number of clicks) is the number of clicks after which IoU first reaches t; a sample that never reaches
+it within ``max_clicks`` counts ``max_clicks`` (20 by convention) and is a failure (NoF@t).
 
 Everything is torch (CPU or GPU): the distance transform is exact (separable, O(h w^2) on the region's box)
-and
-connected components (4-connectivity) use min-label propagation with pointer jumping.
-Ties go to the first pixel in raster order; regions tie toward false negatives, then the first region.
-"""
+and connected components (4-connectivity) use min-label propagation with pointer jumping. Ties go to the first
+pixel in raster order; regions tie toward false negatives, then the first region."""
 
 from __future__ import annotations
 
@@ -60,8 +55,7 @@ def _t(x) -> torch.Tensor:
 
 def distance_transform(mask) -> torch.Tensor:
     """Exact Euclidean distance (float64 [H, W]) of each True pixel to the nearest False pixel or to the
-    outside
-    of the image (pixels beyond the border count as False); 0 on False pixels."""
+    outside of the image (pixels beyond the border count as False); 0 on False pixels."""
     m = _t(mask) != 0
     if m.dim() != 2:
         raise ValueError(f"mask must be [H, W], got shape {tuple(m.shape)}")
@@ -92,8 +86,7 @@ def distance_transform(mask) -> torch.Tensor:
 
 def connected_components(mask) -> tuple[torch.Tensor, int]:
     """4-connected components: (int64 labels [H, W] with 0 = background and 1..n numbered in raster order of
-    each
-    component's first pixel, n)."""
+    each component's first pixel, n)."""
     m = _t(mask) != 0
     if m.dim() != 2:
         raise ValueError(f"mask must be [H, W], got shape {tuple(m.shape)}")

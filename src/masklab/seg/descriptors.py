@@ -2,8 +2,7 @@
 
 Text4Seg (Sec. 3.1) splits the image into a grid of patches (16x16 by default; 24 and 32 in its ablations) and
 writes one text label per patch, row by row. Row-wise run-length encoding (R-RLE, Sec. 3.2) compresses each
-row
-separately. The text is written exactly as Text4Seg's data scripts write it:
+row separately. The text is written exactly as Text4Seg's data scripts write it:
 
     <seg>others *14| dog *2
      others *12| dog *4
@@ -15,29 +14,21 @@ separately. The text is written exactly as Text4Seg's data scripts write it:
 * everything sits inside ``<seg>`` ... ``</seg>``.
 
 With ``rle=False`` each cell is written as a bare label (``others| others| dog ...``), which is the same
-format
-with every count equal to 1 left out. Labels must be non-empty, without ``|``, ``*``, ``<``, ``>`` or
-newlines, and
-without leading or trailing spaces (those characters are the format's separators).
+format with every count equal to 1 left out. Labels must be non-empty, without ``|``, ``*``, ``<``, ``>`` or
+newlines, and without leading or trailing spaces (those characters are the format's separators).
 
 Choices masklab makes (the paper leaves them open):
 
 * ``mask_to_grid`` takes the majority label of each patch; a tie goes to the smaller class id, so a 50/50
-patch
-  of a binary mask is background. Text4Seg's scripts instead resize with PIL nearest neighbour.
+  patch of a binary mask is background. Text4Seg's scripts instead resize with PIL nearest neighbour.
 * ``mask_to_grid`` **refuses** an image whose height or width is not a multiple of the grid (``ValueError``):
   every patch then has the same number of pixels and ``grid_to_mask`` inverts it exactly. Resize or crop
-  first.
-  ``grid_to_mask`` upsamples to any size by nearest neighbour (cell ``floor(y * rows / H)``).
+  first. ``grid_to_mask`` upsamples to any size by nearest neighbour (cell ``floor(y * rows / H)``).
 * Box-wise bricks (Text4Seg++, box-wise semantic descriptors) cut arbitrary boxes, so their cells use the
-uneven
-  partition ``[floor(i * h / g), floor((i + 1) * h / g))`` and the grid shrinks to the box when the box is
-  smaller
-  than the grid. masklab writes a brick as ``<p>label</p><box>[x1, y1, x2, y2]</box><seg>...</seg>`` with
-  pixel
-  coordinates (end exclusive) and R-RLE cells ``1`` (object) / ``0`` (not); this is masklab's serialization of
-  the idea, not a byte format published with the paper.
-"""
+  uneven partition ``[floor(i * h / g), floor((i + 1) * h / g))`` and the grid shrinks to the box when the box
+  is smaller than the grid. masklab writes a brick as ``<p>label</p><box>[x1, y1, x2,
+  y2]</box><seg>...</seg>`` with pixel coordinates (end exclusive) and R-RLE cells ``1`` (object) / ``0``
+  (not); this is masklab's serialization of the idea, not a byte format published with the paper."""
 
 from __future__ import annotations
 
@@ -73,9 +64,8 @@ def mask_to_grid(mask, grid: int = 16, label: str | Mapping[int, str] | Sequence
                  background: str = "others") -> np.ndarray:
     """Grid [grid, grid] of text labels, the majority label of each patch.
 
-    ``mask`` is a binary mask [H, W] (nonzero = ``label``, zero = ``background``) when ``label`` is a str,
-    or an
-    integer label map [H, W] when ``label`` maps class ids to names (a dict, or a sequence indexed by id).
+    ``mask`` is a binary mask [H, W] (nonzero = ``label``, zero = ``background``) when ``label`` is a str, or
+    an integer label map [H, W] when ``label`` maps class ids to names (a dict, or a sequence indexed by id).
     H and W must be multiples of ``grid``.
     """
     m = _np(mask)
@@ -173,9 +163,8 @@ def decode_descriptors(text: str, strict: bool = True, labels: Sequence[str] | N
     The text may hold other words around its one ``<seg>...</seg>`` block. ``labels`` lists the allowed labels
     (``None``: any); ``shape`` the expected (rows, cols).
 
-    strict: any deviation from the format raises ``ValueError`` naming the character position (from the
-    start of
-    ``text``): missing tags or final newline, a malformed run or count, an unknown label, ragged rows, a
+    strict: any deviation from the format raises ``ValueError`` naming the character position (from the start
+    of ``text``): missing tags or final newline, a malformed run or count, an unknown label, ragged rows, a
     wrong shape.
     lenient: repairs and reports instead; tags may be missing, separators may carry extra spaces, a bad count
     reads as 1, unknown labels become ``background``, rows are padded with ``background`` or truncated to the

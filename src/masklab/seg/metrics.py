@@ -7,18 +7,18 @@ LAVT, Yang et al., CVPR 2022):
 * gIoU ("generalized IoU" in reasoning segmentation; not the box gIoU of Rezatofighi et al.): the mean of the
   per-sample IoUs.
 * cIoU ("cumulative IoU", also "overall IoU"): the sum of intersections over the sum of unions, over all
-samples.
+  samples.
 * Pr@t: the fraction of samples whose IoU is at least t (``>=``, as in LAVT's evaluation).
 
 **Empty-target rule.** A sample whose union is empty (empty prediction and empty target) has IoU ``empty``,
 1.0 by default: the LISA convention (its evaluation adds 1 where ``union == 0``), i.e. correctly predicting
 "nothing" is a perfect answer. An empty target with a non-empty prediction has IoU 0. Pass ``empty=nan`` to
 exclude such samples from gIoU (they are then ignored by ``nanmean``) and from Pr@t. They add nothing to
-cIoU's
-sums; cIoU is ``empty`` when every union is empty. LISA divides by ``union + 1e-5``; masklab divides exactly.
+cIoU's sums; cIoU is ``empty`` when every union is empty. LISA divides by ``union + 1e-5``; masklab divides
+exactly.
 
-Masks are [B, H, W] or [H, W], numpy or torch, any device; nonzero means foreground (threshold logits first).
-"""
+Masks are [B, H, W] or [H, W], numpy or torch, any device; nonzero means foreground (threshold logits
+first)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,7 @@
   features, a few conv blocks, a 1x1 conv to K maps); its pooling rule is the paper's.
 
 Shapes: features [B, C, h, w]; masks [B, Q, H, W] (resized to h x w with bilinear interpolation when they
-differ);
-outputs [B, Q, C].
-"""
+differ); outputs [B, Q, C]."""
 
 from __future__ import annotations
 
@@ -50,8 +48,8 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) ->
 
 
 def activation_pool(features: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """Mask-Adapter pooling: softmax each of K activation maps over positions, pool, average over K -> [B,
-    Q, C].
+    """Mask-Adapter pooling: softmax each of K activation maps over positions, pool, average over K -> [B, Q,
+    C].
 
     ``activations`` is [B, Q, K, h, w] logits on the feature grid; ``-inf`` removes a position.
     """

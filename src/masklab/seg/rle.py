@@ -7,10 +7,9 @@ Format (Lin et al. 2014, COCO; the reference is ``maskApi.c`` in cocodataset/coc
   mask that starts with a foreground pixel has ``counts[0] == 0``.
 * The compressed string writes each count as a little-endian sequence of 5-bit groups, one ASCII character per
   group (``chr(48 + group)``, so characters ``'0'`` to ``'o'``); bit 5 (0x20) says another group follows and
-  the
-  value is signed (bit 4 of the last group is the sign). From the fourth count on (index ``i > 2``, not ``i
-  >= 2``)
-  the value written is the difference ``counts[i] - counts[i - 2]``, which keeps most values small.
+  the value is signed (bit 4 of the last group is the sign). From the fourth count on (index ``i > 2``, not
+  ``i >= 2``) the value written is the difference ``counts[i] - counts[i - 2]``, which keeps most values
+  small.
 
 Everything here is written from that description; no pycocotools code is used. Deliberate differences from
 pycocotools, each a clear error instead of a silent result:
@@ -21,9 +20,7 @@ pycocotools, each a clear error instead of a silent result:
 * Decoded masks are ``bool`` [H, W] (pycocotools returns ``uint8``); use ``.astype(np.uint8)`` for a drop-in.
 
 Functions accept one RLE (a dict) or a list of them; a list gives the batched result. Masks may be numpy
-arrays or
-torch tensors; ``rle_encode`` of a torch tensor finds run boundaries on the tensor's device.
-"""
+arrays or torch tensors; ``rle_encode`` of a torch tensor finds run boundaries on the tensor's device."""
 
 from __future__ import annotations
 
@@ -43,8 +40,7 @@ def rle_encode(mask) -> dict | list[dict]:
     dicts).
 
     Any nonzero pixel is foreground. ``counts`` is an ASCII ``str``; pycocotools returns the same characters
-    as
-    ``bytes``.
+    as ``bytes``.
     """
     single = _ndim(mask) == 2
     if _ndim(mask) not in (2, 3):
@@ -265,10 +261,9 @@ def rle_decode(rle, device=None):
     """Pixels of one RLE (bool [H, W]) or of a list of same-size RLEs (bool [N, H, W]).
 
     ``counts`` may be the compressed ``str``/``bytes`` or a list of ints (uncompressed COCO RLE). With
-    ``device``
-    (a str or ``torch.device``) the result is a torch bool tensor built on that device; otherwise a numpy
-    array
-    (Fortran-ordered per mask, like pycocotools).
+    ``device`` (a str or ``torch.device``) the result is a torch bool tensor built on that device; otherwise a
+    numpy
+    array (Fortran-ordered per mask, like pycocotools).
     """
     single = isinstance(rle, dict)
     rles = [rle] if single else list(rle)
@@ -349,9 +344,8 @@ def bbox(rle) -> np.ndarray:
 def iou(dt: Sequence[dict], gt: Sequence[dict], iscrowd: Sequence[bool] | None = None) -> np.ndarray:
     """Mask IoU matrix [len(dt), len(gt)] (float64), COCO semantics.
 
-    For a crowd ground truth (``iscrowd[g]`` true) the denominator is the detection's area, not the union,
-    so a
-    detection inside a crowd region scores 1. Pairs with no intersection score 0 (also two empty masks).
+    For a crowd ground truth (``iscrowd[g]`` true) the denominator is the detection's area, not the union, so
+    a detection inside a crowd region scores 1. Pairs with no intersection score 0 (also two empty masks).
     All masks must share one size.
     """
     dt, gt = list(dt), list(gt)
