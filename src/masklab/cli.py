@@ -66,13 +66,16 @@ def cmd_eval(args) -> None:
     ckpt = checkpoint.resolve(args.model)
     meta = checkpoint.verify(ckpt)
     recipe = from_dict(meta["recipe"])
-    overrides = ["device=cpu"] if args.cpu else []
+    overrides = []
     if hasattr(recipe, "tokenizer") and (ckpt / "tokenizer.json").exists():
         overrides.append(f"tokenizer={ckpt}")  # the tokenizer saved with the model, not a retrained one
     if args.data:
         overrides.append(f"data={args.data}")
     recipe = apply_overrides(recipe, overrides)
+    import torch
+
     task = recipe.build()
+    task.objective.to("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     task.objective.load_model(ckpt)
     result = task.objective.evaluate(task.valid, seed=recipe.seed, max_batches=args.batches)
     result.update({k: v for k, v in task.info.items() if k.startswith("valid_")})
