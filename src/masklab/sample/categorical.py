@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["categorical", "filter_logits"]
+__all__ = ["categorical", "filter_logits", "gumbel_argmax"]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -58,3 +58,18 @@ def categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
     target = (u.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)
     idx = torch.searchsorted(cdf.contiguous(), target.contiguous(), right=True).squeeze(-1)
     return idx.clamp_(max=logits.shape[-1] - 1)
+
+
+def gumbel_argmax(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The common Gumbel-max sampler, ``argmax(logits / T + G)`` with G = -log(-log U) in ``dtype``.
+
+    Kept as the reference (anchor) that :func:`categorical` is compared against: in float32 ``torch.rand`` is a
+    multiple of 2**-24, so G lies in [-2.81, 16.64] and a token whose logit trails the winner's by more than about
+    19.4 can never be drawn; tokens trailing by 12-19 are under-drawn. Many such tokens together (a large
+    vocabulary, or MDLM's many-step ancestral update whose "stay masked" category dwarfs every token) lower the
+    entropy of the samples (Zheng et al. 2024, Sec. 4).
+    """
+    u = torch.rand(logits.shape, dtype=dtype, device=logits.device, generator=generator)
+    g = -torch.log(-torch.log(u))
+    return (logits.to(dtype) / max(temperature, 1e-12) + g).argmax(-1)

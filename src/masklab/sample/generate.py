@@ -11,14 +11,16 @@ from masklab.corrupt import keyed
 from masklab.objectives.base import logits_of
 from masklab.sample.samplers import SAMPLERS
 
-__all__ = ["generate", "Generation", "row_keys", "as_model_fn"]
+__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts"]
 
 
 @dataclass
 class Generation:
     ids: torch.Tensor  # [B, L] filled ids
     order: torch.Tensor  # [B, L] step at which each position was revealed; -1 for prompt tokens
-    steps: int  # steps the sampler was given (= model calls at most)
+    steps: int  # steps the sampler was given (the largest over rows; = model calls at most, except ancestral)
+    nfe: int = 0  # model calls made (a CFG step counts 2)
+    stats: dict | None = None  # sampler extras, e.g. FHS reveal times
 
 
 def row_keys(seed: int | Sequence[int] | torch.Tensor | None, batch: int, device=None) -> torch.Tensor:
@@ -34,24 +36,57 @@ def row_keys(seed: int | Sequence[int] | torch.Tensor | None, batch: int, device
     return keyed.derive(seeds.to(device), 0x5EED)
 
 
-def as_model_fn(model):
-    """A callable ids -> logits [B, L, V], for an HF model or any callable returning logits."""
+def as_model_fn(model, pad_id: int | None = None):
+    """A callable ids -> logits [B, L, V], for an HF model or any callable returning logits.
+
+    With ``pad_id`` an HF model gets ``attention_mask = ids != pad_id`` (always, so a row is computed the same way
+    whether or not its batch holds padding)."""
 
     def fn(x):
         with torch.no_grad():
-            return logits_of(model(input_ids=x) if hasattr(model, "config") else model(x))
+            if hasattr(model, "config"):
+                kw = {"attention_mask": (x != pad_id).long()} if pad_id is not None else {}
+                return logits_of(model(input_ids=x, **kw))
+            return logits_of(model(x))
 
     return fn
 
 
+def batch_prompts(prompts: Sequence[Sequence[int]], gen_length: int, *, mask_id: int | None, pad_id: int,
+                  suffix: Sequence[int] = ()) -> torch.Tensor:
+    """[B, L] ids: each prompt, then ``gen_length`` masks, then ``suffix``, right-padded with ``pad_id``.
+
+    Right padding keeps every row's positions what they would be alone; pass the same ``pad_id`` to
+    :func:`generate` so the padding is excluded from attention."""
+    if mask_id is None:
+        raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
+    if gen_length <= 0:
+        raise ValueError(f"generation length must be positive, got {gen_length}")
+    rows = [list(p) + [mask_id] * gen_length + list(suffix) for p in prompts]
+    if not rows:
+        raise ValueError("no prompts given")
+    L = max(map(len, rows))
+    return torch.tensor([r + [pad_id] * (L - len(r)) for r in rows], dtype=torch.long)
+
+
 def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: str = "confidence",
-             steps: int | None = None, temperature: float = 1.0, seed=None, top_k: int | None = None,
+             steps: int | Sequence[int] | None = None, temperature: float = 1.0, seed=None, top_k: int | None = None,
              top_p: float | None = None, return_order: bool = False, **options):
     """Fill every position of ``input_ids`` [B, L] (or [L]) that equals ``mask_id``.
 
-    ``steps`` defaults to the largest number of masked tokens in a row (one token per step); more steps than that
-    are clamped to it, since a step that commits nothing changes nothing. Returns the ids, or a
-    :class:`Generation` with the reveal order when ``return_order`` is set.
+    ``sampler``: one of ``SAMPLERS`` (ancestral, fhs, confidence, threshold). ``seed``: an int (row r uses stream
+    (seed, r)) or one int per row (a row's output is then independent of its batch), or None (= 0).
+
+    ``steps`` (an int, or one per row) defaults to each row's number of masked tokens (one token per step). For
+    ``confidence`` more steps than a row's masked tokens are clamped to that count, since a step that commits
+    nothing changes nothing; ``ancestral`` takes its time steps as given; ``fhs`` and ``threshold`` choose their own.
+
+    ``options`` (every sampler): ``block_length`` (semi-autoregressive blocks), ``cfg_scale`` (classifier-free
+    guidance; the unconditional pass masks the prompt), ``eos_id`` / ``fill_id`` (a row stops at its first
+    generated EOS), ``pad_id`` (padding: excluded from attention, never filled). Sampler-specific: ``remasking``
+    and ``alg_temp`` (confidence), ``threshold`` (threshold).
+
+    Returns the ids, or a :class:`Generation` (ids, reveal order, NFE) when ``return_order`` is set.
     """
     if mask_id is None:
         raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
@@ -61,16 +96,26 @@ def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: st
     x = input_ids[None] if squeeze else input_ids
     if x.dim() != 2 or x.shape[1] == 0:
         raise ValueError(f"input_ids must be a non-empty [B, L] tensor, got shape {tuple(input_ids.shape)}")
-    n_max = int((x == mask_id).sum(1).max())
-    if n_max == 0:
-        raise ValueError("input_ids hold no mask token: nothing to generate")
-    if steps is not None and steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
-    steps = min(steps or n_max, n_max)
+    n = (x == mask_id).sum(1)
+    if int(n.max()) == 0:
+        raise ValueError("input_ids hold no mask token: nothing to generate (generation length 0)")
+    if steps is None:
+        steps_t = n
+    else:
+        steps_t = torch.as_tensor(steps, dtype=torch.long, device=x.device).expand(x.shape[0])
+        if int(steps_t.min()) <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     order = torch.where(x == mask_id, 0, -1).to(torch.long)
-    out = SAMPLERS[sampler](as_model_fn(model), x, mask_id=mask_id, steps=steps,
+    stats: dict = {}
+    pad_id = options.get("pad_id")
+    out = SAMPLERS[sampler](as_model_fn(model, pad_id), x, mask_id=mask_id, steps=steps_t,
                             keys=row_keys(seed, x.shape[0], x.device), temperature=temperature, top_k=top_k,
-                            top_p=top_p, order=order, **options)
+                            top_p=top_p, order=order, stats=stats, **options)
     if squeeze:
         out, order = out[0], order[0]
-    return Generation(out, order, steps) if return_order else out
+    if not return_order:
+        return out
+    used = int(torch.minimum(steps_t, n).max()) if sampler == "confidence" else int(steps_t.max())
+    return Generation(out, order, used, stats.get("nfe", 0), stats)

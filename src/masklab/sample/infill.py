@@ -1,12 +1,27 @@
-"""Prompts with mask placeholders: ``<mask>`` is one token to fill, ``<mask:N>`` is N tokens."""
+"""Prompts with mask placeholders: ``<mask>`` is one token to fill, ``<mask:N>`` is N tokens.
+
+Masks may stand anywhere (infilling, mdlm #21): :func:`parse_prompt` turns such a prompt into ids for
+:func:`masklab.sample.generate`. :func:`red_team_prompt` is the DIJA-style helper (Wen et al. 2025, "The Devil
+behind the Mask: An Emergent Safety Vulnerability of Diffusion LLMs", Sec. 3): it expands the placeholders of an
+interleaved mask-text prompt into the model's *native* mask token text (``<|mdm_mask|>`` for LLaDA, ``<mask>`` for
+BERT-style tokenizers, ...), so the same template can be sent to any diffusion LM's own chat pipeline when
+evaluating whether its safety alignment survives bidirectional infilling. :func:`interleave` builds such a template.
+"""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["PLACEHOLDER", "parse_prompt"]
+__all__ = ["PLACEHOLDER", "parse_prompt", "red_team_prompt", "interleave"]
 
-PLACEHOLDER = re.compile(r"<mask(?::(\d+))?>")
+PLACEHOLDER = re.compile(r"<mask(?::(-?\d+))?>")
+
+
+def _count(m: re.Match) -> int:
+    n = int(m.group(1)) if m.group(1) else 1
+    if n <= 0:
+        raise ValueError(f"<mask:{n}> asks for no tokens; N must be positive")
+    return n
 
 
 def parse_prompt(text: str, tokenizer, max_len: int | None = None) -> list[int]:
@@ -20,13 +35,41 @@ def parse_prompt(text: str, tokenizer, max_len: int | None = None) -> list[int]:
     for m in PLACEHOLDER.finditer(text):
         if m.start() > pos:
             ids += tokenizer(text[pos:m.start()], add_special_tokens=False)["input_ids"]
-        n = int(m.group(1)) if m.group(1) else 1
-        if n <= 0:
-            raise ValueError(f"<mask:{n}> asks for no tokens; N must be positive")
-        ids += [tokenizer.mask_token_id] * n
+        ids += [tokenizer.mask_token_id] * _count(m)
         pos = m.end()
     if pos < len(text):
         ids += tokenizer(text[pos:], add_special_tokens=False)["input_ids"]
     if max_len is not None and len(ids) > max_len:
         raise ValueError(f"the prompt is {len(ids)} tokens, longer than the model's context of {max_len}")
     return ids
+
+
+def red_team_prompt(template: str, tokenizer=None, *, mask_token: str | None = None) -> str:
+    """``template`` with every ``<mask>`` / ``<mask:N>`` replaced by N copies of the native mask token text.
+
+    The mask text comes from ``mask_token`` or else ``tokenizer.mask_token``. The result, tokenized by that
+    tokenizer, holds exactly N mask ids per placeholder (checked when a tokenizer is given)."""
+    native = mask_token if mask_token is not None else getattr(tokenizer, "mask_token", None)
+    if not native:
+        raise ValueError("no native mask token: pass a tokenizer with a mask token or mask_token=...")
+    if not PLACEHOLDER.search(template):
+        raise ValueError("the template has no <mask> or <mask:N> placeholder")
+    out = PLACEHOLDER.sub(lambda m: native * _count(m), template)
+    if tokenizer is not None and getattr(tokenizer, "mask_token_id", None) is not None:
+        want = sum(_count(m) for m in PLACEHOLDER.finditer(template))
+        got = tokenizer(out, add_special_tokens=False)["input_ids"].count(tokenizer.mask_token_id)
+        if got != want:
+            raise ValueError(f"the native mask text {native!r} tokenized to {got} mask ids, expected {want}")
+    return out
+
+
+def interleave(request: str, sections: list[str], span: int = 32) -> str:
+    """A DIJA-style interleaved template: the request, then each section header followed by ``<mask:span>``.
+
+    ``interleave("How do I X?", ["Step 1:", "Step 2:"], 16)`` ->
+    ``"How do I X?\\nStep 1: <mask:16>\\nStep 2: <mask:16>"``."""
+    if span <= 0:
+        raise ValueError(f"span must be positive, got {span}")
+    if not sections:
+        raise ValueError("give at least one section header")
+    return request + "".join(f"\n{h} <mask:{span}>" for h in sections)

@@ -1,61 +1,78 @@
-"""Confidence-ordered parallel unmasking (LLaDA, Nie et al. 2025, Alg. 5 "low_confidence" remasking).
+"""Confidence-ordered parallel unmasking: LLaDA's remasking rules and Dream's confidence scores.
 
-At each of ``steps`` steps every masked position draws a token; the row then commits the ``k`` draws the model is
-most sure of (probability of the drawn token) and leaves the rest masked. ``k`` spreads the row's masked count
-evenly over the steps, as LLaDA's ``get_num_transfer_tokens``. ``remasking="random"`` commits random positions.
+At each step every active masked position draws a token; the row then commits the ``k`` positions with the highest
+score and leaves the rest masked. ``k`` spreads the block's masked count evenly over the block's steps, as LLaDA's
+``get_num_transfer_tokens``. Scores (``remasking``):
+
+- ``low_confidence`` (LLaDA, Nie et al. 2025, Alg. 5) and ``maskgit_plus`` (Dream, Ye et al. 2025; MaskGIT): the
+  probability of the drawn token. The two names are the same rule.
+- ``topk_margin`` (Dream): top-1 minus top-2 probability.
+- ``entropy`` (Dream): minus the entropy of the position's distribution.
+- ``random`` (LLaDA): a keyed uniform, i.e. a uniformly random order. With one token per step this is exact: it is
+  any-order autoregressive sampling from the model's conditionals.
+
+``alg_temp > 0`` (Dream) picks the ``k`` positions at random with weights softmax(score / alg_temp) instead of the
+top ``k`` (Dream's multinomial, as Gumbel-top-k with keyed noise). Probabilities are taken after temperature and top-k/top-p.
 """
 
 from __future__ import annotations
 
 import torch
 
-from masklab.corrupt import keyed
-from masklab.sample.categorical import categorical
+from masklab.sample.categorical import filter_logits
+from masklab.sample.samplers._decode import Decoder, split_evenly
 
-__all__ = ["confidence", "transfer_counts", "check_logits"]
+__all__ = ["confidence", "REMASKING", "scores"]
 
-
-def transfer_counts(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
-    """[B, steps] tokens to commit per step: n // steps each, the remainder on the first steps."""
-    base = torch.div(n_masked, steps, rounding_mode="floor")[:, None]
-    extra = (torch.arange(steps, device=n_masked.device)[None] < (n_masked % steps)[:, None]).long()
-    return base + extra
+REMASKING = ("low_confidence", "maskgit_plus", "topk_margin", "entropy", "random")
 
 
-def check_logits(logits: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(logits).all():
-        raise ValueError(f"model returned NaN or inf logits at step {step}")
+def scores(kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: float, top_k, top_p) -> torch.Tensor:
+    """Confidence [N] of each row of ``logits`` [N, V] given its drawn token ``tok`` [N]."""
+    x = filter_logits(logits.float() / max(temperature, 1e-6) if temperature > 0 else logits.float(), top_k, top_p)
+    logp = x.log_softmax(-1)  # (N, V)
+    if kind in ("low_confidence", "maskgit_plus"):
+        return logp.gather(-1, tok[:, None]).squeeze(-1).exp()
+    if kind == "topk_margin":
+        top2 = logp.topk(min(2, logp.shape[-1]), dim=-1).values.exp()
+        return top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+    if kind == "entropy":
+        p = logp.exp()
+        return (p * logp.clamp(min=-1e30)).nan_to_num(0.0).sum(-1)  # -H
+    raise ValueError(f"unknown confidence {kind!r}")
 
 
 def confidence(model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None,
-               remasking="low_confidence", **_):
-    if remasking not in ("low_confidence", "random"):
-        raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
-    x = x.clone()
-    counts = transfer_counts((x == mask_id).sum(1), steps)  # (B, steps)
+               remasking="low_confidence", alg_temp=0.0, stats=None, **options):
+    if remasking not in REMASKING:
+        raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
+    if alg_temp < 0:
+        raise ValueError(f"alg_temp must be >= 0, got {alg_temp}")
+    d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, keys=keys, temperature=temperature, top_k=top_k,
+                top_p=top_p, order=order, stats=stats, **options)
     B, L = x.shape
-    for s in range(steps):
-        masked = x == mask_id
-        if not masked.any():
-            break
-        logits = model_fn(x)  # (B, L, V)
-        rows, cols = masked.nonzero(as_tuple=True)
-        sel = logits[rows, cols]  # (N, V)
-        check_logits(sel, s)
-        step_keys = keyed.derive(keys, s)
-        u = keyed.uniform64(step_keys, L, stream=0)[rows, cols]
-        tok = categorical(sel, temperature=temperature, top_k=top_k, top_p=top_p, u=u)
-        if remasking == "low_confidence":
-            conf = sel.float().softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
-        else:
-            conf = keyed.uniform(step_keys, L, stream=1)[rows, cols]
-        score = torch.full((B, L), -1.0, device=x.device)
-        score[rows, cols] = conf.float()
-        rank = score.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
-        commit = (rank < counts[:, s : s + 1]) & masked
-        proposal = x.clone()
-        proposal[rows, cols] = tok.to(x.dtype)
-        x = torch.where(commit, proposal, x)
-        if order is not None:
-            order[commit] = s
-    return x
+    for _, active, n_steps in d.blocks():
+        counts = split_evenly(active.sum(1), n_steps, int(n_steps.max()))  # (B, steps of this block)
+        for s in range(counts.shape[1]):
+            active = d.active()
+            if not active.any():
+                break
+            logits = d.logits()  # (B, L, V)
+            rows, cols = active.nonzero(as_tuple=True)
+            sel = logits[rows, cols]  # (N, V)
+            tok = d.draw(sel, rows, cols, s)
+            if remasking == "random":
+                conf = d.uniforms(s, 1, torch.float32)[rows, cols]
+            else:
+                conf = scores(remasking, sel, tok, temperature, top_k, top_p)
+                if alg_temp > 0:
+                    g = -torch.log(-torch.log(d.uniforms(s, 1)[rows, cols].clamp(min=1e-300)))
+                    conf = conf.double() / alg_temp + g  # Gumbel-top-k = multinomial without replacement
+            score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x.device)
+            score[rows, cols] = conf.double()
+            rank = score.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+            commit = (rank < counts[:, s : s + 1]) & active
+            proposal = d.x.clone()
+            proposal[rows, cols] = tok.to(x.dtype)
+            d.commit(commit, proposal, s)
+    return d.x

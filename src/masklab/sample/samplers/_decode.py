@@ -1,0 +1,136 @@
+"""State shared by every sampler: semi-autoregressive blocks, keyed draws, commits, EOS stopping, NaN checks.
+
+A sampler owns only its rule for *which* masked positions to reveal at a step and *what* to put there; the
+:class:`Decoder` owns the rest, so every sampler gets ``block_length``, ``eos_id``, top-k/top-p and per-row keys
+the same way.
+
+Per-row schedules (batch invariance): ``steps`` is one count per row, each row's masked positions are split into
+blocks by their rank among the row's masks (so a row's blocks do not depend on the other rows' prompt lengths),
+and the uniforms for row r at (block b, step s) come from ``derive(keys[r], b, s)``. A row's output is then a
+function of its prompt, its key and the model's logits for that row only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from masklab.corrupt import keyed
+from masklab.sample.categorical import categorical
+
+__all__ = ["Decoder", "check_logits", "split_evenly"]
+
+
+def check_logits(logits: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"model returned NaN or inf logits at step {step}")
+
+
+def split_evenly(total: torch.Tensor, parts: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width]: ``total`` [B] spread over the first ``parts`` [B] slots, remainder on the earliest slots."""
+    parts = parts.clamp(min=1)[:, None]
+    j = torch.arange(width, device=total.device)[None]
+    base = torch.div(total[:, None], parts, rounding_mode="floor")
+    extra = (j < (total[:, None] % parts)).long()
+    return torch.where(j < parts, base + extra, 0)
+
+
+class Decoder:
+    """Holds the ids being filled and the bookkeeping for one ``generate`` call."""
+
+    def __init__(self, model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None,
+                 block_length=None, eos_id=None, fill_id=None, cfg_scale=0.0, pad_id=None, stats=None, clamp=True):
+        if block_length is not None and block_length <= 0:
+            raise ValueError(f"block_length must be positive, got {block_length}")
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        self.model_fn, self.mask_id, self.keys, self.cfg_scale = model_fn, mask_id, keys, cfg_scale
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.x = x.clone()
+        B, L = x.shape
+        self.order = order if order is not None else torch.full((B, L), -1, dtype=torch.long, device=x.device)
+        self.generated = x == mask_id  # (B, L) positions this call fills
+        self.prompt = ~self.generated & (x != pad_id if pad_id is not None else True)  # masked for CFG's uncond pass
+        self.eos_id = eos_id
+        self.fill_id = eos_id if fill_id is None else fill_id
+        self.stats = stats if stats is not None else {}
+        self.stats.setdefault("nfe", 0)
+        self.calls = 0  # model calls so far: names the step in errors
+        n = self.generated.sum(1)  # (B,)
+        steps = torch.as_tensor(steps, device=x.device).expand(B) if not torch.is_tensor(steps) else steps
+        steps = steps.to(x.device).long()
+        self.steps = (torch.minimum(steps, n) if clamp else steps).clamp(min=1)  # (B,)
+        rank = self.generated.long().cumsum(1) - 1  # rank of each masked position among its row's masks
+        bl = block_length or max(L, 1)
+        self.block_of = torch.where(self.generated, torch.div(rank, bl, rounding_mode="floor"), -1)  # (B, L)
+        n_blocks = torch.div(n + bl - 1, bl, rounding_mode="floor")  # (B,)
+        self.n_blocks = int(n_blocks.max()) if B else 0
+        # steps per block per row, at least one per non-empty block, never more than the block's tokens
+        per_block = split_evenly(self.steps, n_blocks, max(self.n_blocks, 1))  # (B, n_blocks)
+        size = torch.stack([(self.block_of == b).sum(1) for b in range(self.n_blocks)], 1) if self.n_blocks else \
+            per_block
+        self.block_steps = torch.minimum(per_block.clamp(min=1), size) if clamp else per_block.clamp(min=1)
+        self.offset = torch.zeros(B, dtype=torch.long, device=x.device)  # per-row step count of finished blocks
+        self.block = 0
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def blocks(self):
+        """Yield (block index, active [B, L] bool, steps [B]) for each semi-autoregressive block in turn."""
+        for b in range(self.n_blocks):
+            self.block = b
+            active = (self.block_of == b) & (self.x == self.mask_id)
+            if active.any():
+                yield b, active, self.block_steps[:, b]
+            self.offset += self.block_steps[:, b]
+
+    def active(self) -> torch.Tensor:
+        """Masked positions of the current block, after EOS fills."""
+        return (self.block_of == self.block) & (self.x == self.mask_id)
+
+    def logits(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Model logits [B, L, V] for the current ids; only rows that still hold a mask are sent to the model."""
+        x = self.x if x is None else x
+        alive = (x == self.mask_id).any(1)
+        step = self.calls
+        self.calls += 1
+        self.stats["nfe"] += 2 if self.cfg_scale > 0 else 1
+        everyone = bool(alive.all())
+        xs = x if everyone else x[alive]
+        if self.cfg_scale > 0:
+            # LLaDA's CFG: uncond = the same ids with the prompt masked; logits = u + (w + 1) (c - u)
+            un = xs.masked_fill(self.prompt if everyone else self.prompt[alive], self.mask_id)
+            cond, uncond = self.model_fn(torch.cat([xs, un])).chunk(2)
+            part = uncond + (self.cfg_scale + 1) * (cond - uncond)
+        else:
+            part = self.model_fn(xs)
+        if everyone:
+            out = part
+        else:
+            out = part.new_zeros((x.shape[0],) + tuple(part.shape[1:]))
+            out[alive] = part
+        check_logits(out[x == self.mask_id], step)
+        return out
+
+    def uniforms(self, s: int, stream: int, dtype=torch.float64) -> torch.Tensor:
+        """[B, L] uniforms for (block, step s, stream): row r depends only on keys[r]. Streams never overlap."""
+        k = keyed.derive(self.keys, self.block, s)
+        return keyed.uniform64(k, self.x.shape[1], stream).to(dtype)
+
+    def draw(self, logits_sel: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, s: int) -> torch.Tensor:
+        """One token per selected (row, col) from its logits [N, V], temperature/top-k/top-p applied, in float64."""
+        u = self.uniforms(s, 0)[rows, cols]
+        return categorical(logits_sel, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, u=u)
+
+    def commit(self, commit: torch.Tensor, proposal: torch.Tensor, s: int) -> None:
+        """Write ``proposal`` [B, L] where ``commit`` [B, L]; record the step; stop rows at their first new EOS."""
+        commit = commit & (self.x == self.mask_id)
+        self.x = torch.where(commit, proposal.to(self.x.dtype), self.x)
+        step = self.offset + s  # (B,) per-row step number
+        self.order[commit] = step[:, None].expand_as(commit)[commit]
+        if self.eos_id is not None:
+            eos = (self.x == self.eos_id) & self.generated
+            after = (eos.long().cumsum(1) - eos.long()) > 0  # strictly after the row's first generated EOS
+            cut = after & self.generated & (self.x != self.fill_id)
+            if cut.any():
+                newly = cut & (self.x == self.mask_id)
+                self.order[newly] = step[:, None].expand_as(newly)[newly]
+                self.x = self.x.masked_fill(cut, self.fill_id)

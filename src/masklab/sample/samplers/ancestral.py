@@ -1,0 +1,61 @@
+"""Ancestral sampling of a masked diffusion (MDLM, Sahoo et al. 2024, Sec. 3.2 / Eq. 7; D3PM absorbing state).
+
+Time runs from t = 1 down to 0 in ``steps`` equal steps (linear schedule alpha_t = 1 - t). From t to s < t each
+still-masked position independently draws from the (V + 1)-way reverse transition
+
+    q(x_s | x_t) = (t - s)/t * p_theta(x | x_t)  for each token x,   s/t  for staying masked,
+
+in float64 by inverse CDF, as MDLM's ``_ddpm_caching_update`` (which used fp32 Gumbel; see ``categorical``). The
+last step (s = 0) reveals everything left. When no position of any row changed in a step the input is identical,
+so the model output of the previous step is reused (MDLM's cache): a step then costs only the draw, not a model
+call. ``stats["nfe"]`` counts the model calls. With one token per step in expectation this is not exact (tokens
+revealed in the same step are drawn independently); as ``steps`` grows it converges to the first-hitting sampler
+(:mod:`.fhs`), which reaches the same distribution with one call per token.
+
+``steps`` is the number of time steps and is NOT clamped to the masked count (steps beyond it cost draws, not
+model calls). With ``block_length`` the steps are split evenly over the blocks and each block runs from t = 1 to 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from masklab.sample.categorical import categorical, filter_logits
+from masklab.sample.samplers._decode import Decoder
+
+__all__ = ["ancestral"]
+
+
+def ancestral(model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None, stats=None,
+              **options):
+    d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, keys=keys, temperature=temperature, top_k=top_k,
+                top_p=top_p, order=order, stats=stats, clamp=False, **options)
+    B, L = x.shape
+    for _, _, n_steps in d.blocks():
+        logits, changed = None, True
+        T = n_steps.double()  # (B,) time steps of this block per row
+        for s in range(int(n_steps.max())):
+            active = d.active() & (s < n_steps)[:, None]
+            if not active.any():
+                break
+            if changed or logits is None:
+                logits = d.logits()  # (B, L, V)
+            rows, cols = active.nonzero(as_tuple=True)
+            t = (1.0 - s / T)[rows]  # (N,) float64
+            s_next = (1.0 - (s + 1) / T).clamp(min=0.0)[rows]
+            sel = logits[rows, cols]  # (N, V)
+            if temperature == 0:
+                reveal = d.uniforms(s, 1)[rows, cols] < (t - s_next) / t
+                tok = torch.where(reveal, filter_logits(sel, top_k, top_p).argmax(-1), sel.shape[-1])
+            else:
+                p = filter_logits(sel.double() / temperature, top_k, top_p).softmax(-1)  # (N, V) float64
+                q = torch.cat([p * ((t - s_next) / t)[:, None], (s_next / t)[:, None]], -1)  # (N, V + 1)
+                tok = categorical(q.log(), u=d.uniforms(s, 0)[rows, cols])
+            keep = tok < sel.shape[-1]  # the last category is "stay masked"
+            commit = torch.zeros_like(active)
+            commit[rows[keep], cols[keep]] = True
+            changed = bool(keep.any())
+            proposal = d.x.clone()
+            proposal[rows[keep], cols[keep]] = tok[keep].to(x.dtype)
+            d.commit(commit, proposal, s)
+    return d.x
