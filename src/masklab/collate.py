@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
 
+import numpy as np
 import torch
 
 from masklab.corrupt import keyed
@@ -37,7 +38,15 @@ from masklab.corrupt.ngram import NgramLexicon, ngram_mask
 from masklab.corrupt.record import Corruption
 from masklab.corrupt.replace import electra_mask
 from masklab.corrupt.spans import span_mask
-from masklab.corrupt.tokens import check_prob, random_mask, whole_word_mask, word_ids_from_offsets
+from masklab.corrupt.tokens import (
+    _counter,
+    _mix32_i32,
+    _to_i32,
+    check_prob,
+    random_mask,
+    whole_word_mask,
+    word_ids_from_offsets,
+)
 
 __all__ = ["MLMCollator", "RTDCollator", "MEAPCollator", "MDMCollator", "pad_examples", "STRATEGIES"]
 
@@ -56,12 +65,22 @@ def _rows(examples: Sequence[Any]) -> list[Mapping]:
     return out
 
 
-def _pad_field(rows: list, lens: torch.Tensor, width: int, fill, left: bool) -> torch.Tensor:
-    """[B, width, ...] from ragged ``rows`` (lists or tensors), right (or left) padded with ``fill``."""
+def _flat(rows: list) -> torch.Tensor:
+    """Concatenate ragged rows of ints (or of int pairs) into one int64 tensor, fast (numpy fromiter)."""
     if torch.is_tensor(rows[0]):
-        flat = torch.cat([r.reshape(len(r), *r.shape[1:]) for r in rows])
-    else:
-        flat = torch.tensor(list(chain.from_iterable(rows)))
+        return torch.cat([torch.as_tensor(r) for r in rows]).long()
+    if isinstance(rows[0], np.ndarray):
+        return torch.from_numpy(np.concatenate(rows)).long()
+    first = next((r[0] for r in rows if len(r)), 0)
+    if isinstance(first, (list, tuple)):  # offsets: pairs
+        vals = np.fromiter(chain.from_iterable(chain.from_iterable(rows)), dtype=np.int64)
+        return torch.from_numpy(vals.reshape(-1, len(first)))
+    return torch.from_numpy(np.fromiter(chain.from_iterable(rows), dtype=np.int64))
+
+
+def _pad_field(rows: list, lens: torch.Tensor, width: int, fill, left: bool) -> torch.Tensor:
+    """[B, width, ...] from ragged ``rows`` (lists, arrays or tensors), right (or left) padded with ``fill``."""
+    flat = _flat(rows)
     pos = torch.arange(width)
     real = pos >= (width - lens)[:, None] if left else pos < lens[:, None]
     out = torch.full((len(rows), width) + tuple(flat.shape[1:]), fill, dtype=flat.dtype)
@@ -79,9 +98,9 @@ def pad_examples(examples: Sequence[Any], pad_id: int, *, pad_to_multiple_of: in
     width = int(lens.max())
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    batch = {"input_ids": _pad_field([ex["input_ids"] for ex in rows], lens, width, pad_id, left).long()}
+    batch = {"input_ids": _pad_field([ex["input_ids"] for ex in rows], lens, width, pad_id, left)}
     if all("attention_mask" in ex for ex in rows):  # pre-padded examples keep their own mask
-        batch["attention_mask"] = _pad_field([ex["attention_mask"] for ex in rows], lens, width, 0, left).long()
+        batch["attention_mask"] = _pad_field([ex["attention_mask"] for ex in rows], lens, width, 0, left)
     else:
         batch["attention_mask"] = (torch.arange(width) >= (width - lens)[:, None] if left else
                                    torch.arange(width) < lens[:, None]).long()
@@ -91,7 +110,7 @@ def pad_examples(examples: Sequence[Any], pad_id: int, *, pad_to_multiple_of: in
             vals = [ex[f] for ex in rows]
             if f == "word_ids":
                 vals = [[-1 if w is None else w for w in v] for v in vals]
-            batch[f] = _pad_field(vals, lens, width, fills.get(f, 0), left).long()
+            batch[f] = _pad_field(vals, lens, width, fills.get(f, 0), left)
     if all("idx" in ex for ex in rows):
         batch["idx"] = torch.tensor([int(ex["idx"]) for ex in rows])
     elif any("idx" in ex for ex in rows):
@@ -101,9 +120,8 @@ def pad_examples(examples: Sequence[Any], pad_id: int, *, pad_to_multiple_of: in
 
 def content_index(ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B] a 32-bit hash of each row's real tokens and their positions: the example index when none is given."""
-    pos = torch.arange(ids.shape[1])
-    h = keyed.derive(ids & 0xFFFFFFFF, pos)
-    h = torch.where(attention_mask.bool(), h, torch.zeros_like(h))
+    h = _mix32_i32(_to_i32(ids & 0xFFFFFFFF) ^ _counter(ids.shape[1], str(ids.device))).long() & 0xFFFFFFFF
+    h = h.masked_fill_(~attention_mask.bool(), 0)
     return (h.sum(dim=1) ^ attention_mask.sum(dim=1)) & 0xFFFFFFFF
 
 

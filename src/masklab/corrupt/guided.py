@@ -18,8 +18,15 @@ import torch
 
 from masklab.corrupt import keyed
 from masklab.corrupt.record import Corruption
-from masklab.corrupt.tokens import (apply_mix, check_ids, check_prob, eligible, replacement_pool,
-                                    select_count)
+from masklab.corrupt.tokens import (
+    apply_mix,
+    check_ids,
+    check_prob,
+    eligible,
+    fast_uniform,
+    replacement_pool,
+    select_count,
+)
 
 __all__ = ["score_guided_mask", "easy_to_hard", "MODES"]
 
@@ -63,6 +70,6 @@ def score_guided_mask(ids: torch.Tensor, keys: torch.Tensor, scores: torch.Tenso
     key = torch.where(ok & torch.isfinite(key), key, torch.full_like(key, torch.inf))
     rank = key.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     chosen = (rank < kg[:, None]) & ok
-    rest = select_count(ok & ~chosen, keyed.uniform(keys, ids.shape[1], stream=61), k - chosen.sum(dim=1))
+    rest = select_count(ok & ~chosen, fast_uniform(keys, ids.shape[1], stream=61), k - chosen.sum(dim=1))
     return apply_mix(ids, chosen | rest, keys, mask_id=mask_id, pool=replacement_pool(vocab_size, special_ids,
                      ids.device), mix=mix)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, Corruption
-from masklab.corrupt.tokens import apply_mix, check_ids, check_prob, eligible, replacement_pool
+from masklab.corrupt.tokens import apply_mix, check_ids, check_prob, eligible, fast_uniform, replacement_pool
 
 __all__ = ["NgramLexicon", "NgramCorruption", "ngram_mask"]
 
@@ -162,7 +161,7 @@ def ngram_mask(ids: torch.Tensor, keys: torch.Tensor, lexicon: NgramLexicon, *, 
         n_at = torch.where(hit >= 0, torch.full_like(n_at, n), n_at)
         ng_at = torch.where(hit >= 0, hit, ng_at)
     pos = torch.arange(L, device=dev).expand(B, L)
-    u = keyed.uniform(keys, L, stream=30)
+    u = fast_uniform(keys, L, stream=30)
     start = ok & (u < prob / n_at.float())
     end = torch.where(start, pos + n_at, torch.zeros_like(pos))
     reach_before = torch.cat([torch.zeros_like(end[:, :1]), torch.cummax(end, dim=1).values[:, :-1]], dim=1)
@@ -177,7 +176,7 @@ def ngram_mask(ids: torch.Tensor, keys: torch.Tensor, lexicon: NgramLexicon, *, 
     fine = torch.where(start[..., None] & (offs < n_at[..., None]), ids.gather(1, src.reshape(B, -1)).reshape(
         B, L, -1), torch.full_like(src, IGNORE_INDEX))
     if not collapse:
-        role_u = keyed.uniform(keys, L, stream=31).gather(1, unit_start)
+        role_u = fast_uniform(keys, L, stream=31).gather(1, unit_start)
         pool = replacement_pool(vocab_size, special_ids, dev)
         c = apply_mix(ids, covered, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=role_u)
         return NgramCorruption(c.inputs, c.targets, c.mask, c.weights, c.kind, ngram_t, fine,

@@ -21,8 +21,15 @@ import torch
 
 from masklab.corrupt import keyed
 from masklab.corrupt.record import Corruption
-from masklab.corrupt.tokens import (apply_mix, check_ids, check_prob, eligible, replacement_pool,
-                                    select_count)
+from masklab.corrupt.tokens import (
+    apply_mix,
+    check_ids,
+    check_prob,
+    eligible,
+    fast_uniform,
+    replacement_pool,
+    select_count,
+)
 
 __all__ = ["electra_mask", "sample_replacements", "rtd_labels", "METHODS"]
 
@@ -41,7 +48,7 @@ def electra_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_s
     if max_predictions is not None:
         k = torch.clamp(k, max=max_predictions)
     k = torch.where(n > 0, k, torch.zeros_like(k))
-    selected = select_count(ok, keyed.uniform(keys, ids.shape[1], stream=50), k)
+    selected = select_count(ok, fast_uniform(keys, ids.shape[1], stream=50), k)
     return apply_mix(ids, selected, keys, mask_id=mask_id, pool=replacement_pool(vocab_size, special_ids, ids.device),
                      mix=mix)
 

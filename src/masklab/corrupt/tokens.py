@@ -12,6 +12,7 @@ uses a running maximum over positions, so memory is O(L) per row (Hugging Face b
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -19,8 +20,89 @@ import torch
 from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
-__all__ = ["random_mask", "whole_word_mask", "eligible", "replacement_pool", "check_prob", "select_count",
+__all__ = ["fast_bits", "fast_uniform", "random_mask", "whole_word_mask", "eligible", "replacement_pool", "check_prob", "select_count",
            "apply_mix", "word_ids_from_offsets", "word_starts", "word_index", "spread_from_starts"]
+
+
+# ------------------------------------------------------------------------------------ fast keyed streams
+# keyed.bits computes lowbias32 in int64 with 16-bit split multiplies. The same hash in int32 arithmetic (wrapping
+# multiply, masked right shifts for the logical shift) gives bit-identical values with about a third of the ops at
+# half the width, which is what makes masking faster than torch.bernoulli. tests/corrupt/test_tokens.py checks
+# fast_bits == keyed.bits.
+
+
+def _s32(c: int) -> int:
+    return c - (1 << 32) if c >= (1 << 31) else c
+
+
+_C1, _C2 = _s32(0x7FEB352D), _s32(0x846CA68B)
+
+
+def _to_i32(x: torch.Tensor) -> torch.Tensor:
+    """uint32 values held in int64 -> the same bits as int32."""
+    return torch.where(x >= (1 << 31), x - (1 << 32), x).to(torch.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _k(device: str) -> tuple[torch.Tensor, ...]:
+    """0-dim int32 constants (a Python scalar costs a wrap and a copy per op)."""
+    return tuple(torch.tensor(v, dtype=torch.int32, device=device)
+                 for v in (16, 15, 8, 0xFFFF, 0x1FFFF, 0xFFFFFF, _C1, _C2))
+
+
+def _mix32_i32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on int32 in place (wrapping multiplies; ``(x >> s) & m`` is the logical shift)."""
+    s16, s15, _, m16, m17, _, c1, c2 = _k(str(x.device))
+    x ^= (x >> s16).bitwise_and_(m16)
+    x *= c1
+    x ^= (x >> s15).bitwise_and_(m17)
+    x *= c2
+    x ^= (x >> s16).bitwise_and_(m16)
+    return x
+
+
+def fast_bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
+    """Bit-identical to ``keyed.bits(keys, n, stream)`` but as int32 [B, n] (two's complement of the uint32).
+
+    ``stream`` may be a list of S streams: one hashing pass returns [S, B, n] (fewer, larger tensor ops).
+    """
+    many = not isinstance(stream, int)
+    streams = list(stream) if many else [stream]
+    salt = torch.tensor(streams, device=keys.device)[:, None]
+    k = _to_i32(keyed.derive(keys.reshape(1, -1), salt))[..., None]  # (S, B, 1)
+    h = _mix32_i32(k ^ _counter(n, str(keys.device)))
+    h += k
+    h = _mix32_i32(h)
+    return h if many else h[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _counter(n: int, device: str) -> torch.Tensor:
+    """lowbias32(2 j + 1) for j < n, int32 (the per-position half of keyed.bits), cached per length."""
+    ctr = torch.arange(n, device=device, dtype=torch.int64)
+    return _to_i32(keyed._mix32((ctr * 2 + 1) & 0xFFFFFFFF))
+
+
+def fast_uniform(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
+    """Bit-identical to ``keyed.uniform(keys, n, stream)`` (float32, 24-bit resolution), [B, n] or [S, B, n]."""
+    return _unit(fast_bits(keys, n, stream))
+
+
+def _unit(b: torch.Tensor) -> torch.Tensor:
+    _, _, s8, _, _, m24, _, _ = _k(str(b.device))
+    return (b >> s8).bitwise_and_(m24).float().mul_(1.0 / (1 << 24))
+
+
+def _index(b: torch.Tensor, size: int) -> torch.Tensor:
+    """uint32 draws (int32 storage) -> uniform index in [0, size) as int64, equal to ``bits % size``."""
+    b = b.long()
+    b &= 0xFFFFFFFF
+    return b.remainder_(size)
+
+
+def _fast_index(keys: torch.Tensor, n: int, stream: int, size: int) -> torch.Tensor:
+    """``keyed.bits(keys, n, stream) % size`` as int64 [B, n]."""
+    return _index(fast_bits(keys, n, stream), size)
 
 
 def check_prob(name: str, p: float) -> float:
@@ -36,13 +118,22 @@ def check_ids(ids: torch.Tensor) -> None:
 
 def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """[B, L] bool: positions that may be selected (not a special or pad token)."""
-    special = torch.as_tensor(list(special_ids) if not torch.is_tensor(special_ids) else special_ids,
-                              dtype=ids.dtype, device=ids.device)
-    return ~torch.isin(ids, special)
+    special = list(special_ids.tolist() if torch.is_tensor(special_ids) else special_ids)
+    if len(special) <= 8:  # a few compares beat isin's sort on small lists
+        out = torch.ones_like(ids, dtype=torch.bool)
+        for s in special:
+            out &= ids != s
+        return out
+    return ~torch.isin(ids, torch.as_tensor(special, dtype=ids.dtype, device=ids.device))
 
 
 def replacement_pool(vocab_size: int, special_ids, device=None) -> torch.Tensor:
-    """Sorted ids that may be drawn as random replacements: the vocabulary minus special tokens."""
+    """Sorted ids that may be drawn as random replacements: the vocabulary minus special tokens (cached)."""
+    return _pool(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=32)
+def _pool(vocab_size: int, special_ids: tuple, device: str) -> torch.Tensor:
     keep = torch.ones(vocab_size, dtype=torch.bool, device=device)
     special = torch.as_tensor(list(special_ids), dtype=torch.long, device=device)
     keep[special[(special >= 0) & (special < vocab_size)]] = False
@@ -63,27 +154,29 @@ def select_count(can: torch.Tensor, u: torch.Tensor, count: int | torch.Tensor) 
 
 
 def apply_mix(ids: torch.Tensor, selected: torch.Tensor, keys: torch.Tensor, *, mask_id: int,
-              pool: torch.Tensor, mix: tuple[float, float, float], role_u: torch.Tensor | None = None) -> Corruption:
+              pool: torch.Tensor, mix: tuple[float, float, float], role_u: torch.Tensor | None = None,
+              pick: torch.Tensor | None = None) -> Corruption:
     """Turn a selection into a Corruption: mask / random / unchanged by ``mix``, targets at selected positions.
 
-    ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span).
+    ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span); ``pick``
+    [B, L] uint32 draws (int32 storage, stream 2) may be passed when already computed.
     """
     p_mask, p_rand, p_keep = (check_prob("mix entry", p) for p in mix)
     if abs(p_mask + p_rand + p_keep - 1.0) > 1e-6:
         raise ValueError(f"mix must sum to 1, got {mix}")
     B, L = ids.shape
     if role_u is None:
-        role_u = keyed.uniform(keys, L, stream=1)
+        role_u = fast_uniform(keys, L, stream=1)
     as_mask = selected & (role_u < p_mask)
-    inputs = torch.where(as_mask, torch.full_like(ids, mask_id), ids)
-    kind = torch.where(selected, UNCHANGED, 0).to(torch.int8)
-    kind = torch.where(as_mask, torch.tensor(MASKED, dtype=torch.int8, device=ids.device), kind)
+    inputs = ids.masked_fill(as_mask, mask_id)
+    kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED)
     if p_rand > 0:
         as_rand = selected & (role_u >= p_mask) & (role_u < p_mask + p_rand)
-        pick = keyed.bits(keys, L, stream=2) % len(pool)
-        inputs = torch.where(as_rand, pool.to(ids.device)[pick].to(ids.dtype), inputs)
-        kind = torch.where(as_rand, torch.tensor(RANDOM, dtype=torch.int8, device=ids.device), kind)
-    targets = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
+        pick = _index(fast_bits(keys, L, 2) if pick is None else pick, len(pool))
+        drawn = pool.to(ids.device).index_select(0, pick.reshape(-1)).view(B, L).to(ids.dtype)
+        inputs = torch.where(as_rand, drawn, inputs)
+        kind.masked_fill_(as_rand, RANDOM)
+    targets = ids.masked_fill(~selected, IGNORE_INDEX)
     return Corruption(inputs, targets, selected, selected.float(), kind)
 
 
@@ -101,10 +194,12 @@ def random_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_si
     ok = eligible(ids, special_ids)
     if can is not None:
         ok = ok & can
-    u = keyed.uniform(keys, ids.shape[1], stream=0)
+    draws = fast_bits(keys, ids.shape[1], (0, 1, 2))  # select, role, replacement in one hashing pass
+    u = _unit(draws[0])
     selected = (u < prob) & ok if count is None else select_count(ok, u, count)
     pool = replacement_pool(vocab_size, special_ids, ids.device)
-    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix)
+    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]),
+                     pick=draws[2])
 
 
 # ---------------------------------------------------------------------------------------------------- words
@@ -164,8 +259,10 @@ def whole_word_mask(ids: torch.Tensor, keys: torch.Tensor, word_ids: torch.Tenso
     if can is not None:
         ok = ok & can
     starts = word_starts(word_ids, ok)
-    u = keyed.uniform(keys, ids.shape[1], stream=0)  # one draw per word, read at its first token
+    draws = fast_bits(keys, ids.shape[1], (0, 1, 2))
+    u = _unit(draws[0])  # one draw per word, read at its first token
     chosen = (u < prob) & starts if count is None else select_count(starts, u, count)
     selected = spread_from_starts(chosen, starts, ok) & ok
     pool = replacement_pool(vocab_size, special_ids, ids.device)
-    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix)
+    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]),
+                     pick=draws[2])
