@@ -138,9 +138,10 @@ def _sparsegpt(model, layers, n, m, calib, blocksize=128, percdamp=0.01):
     return masks
 
 
-def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, **cfg_kwargs):
-    """MaskLLM with a one-shot prior (``prior``: "magnitude", "wanda" or None) and, by default,
-    distillation of the dense model's outputs on the calibration batches (``learnable.distill_loss_fn``)."""
+def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=None, **cfg_kwargs):
+    """MaskLLM from a one-shot prior mask (``prior``: "magnitude", "wanda" or None, computed on ``calib``).
+    ``loss_fn(model, batch)`` defaults to distilling the dense model's outputs
+    (``learnable.distill_loss_fn``); it is trained on ``batches`` (default: the calibration batches)."""
     from .learnable import MaskLLMConfig, distill_loss_fn, train_masks
 
     _needs_calib("maskllm", calib)
@@ -150,7 +151,7 @@ def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, **cfg_kwar
         raise ValueError(f"unknown MaskLLM prior {prior!r}; expected 'magnitude', 'wanda' or None")
     priors = None if prior is None else METHODS[prior](model, layers, n, m, calib)
     loss_fn = loss_fn or distill_loss_fn(model)
-    return train_masks(model, layers, loss_fn, calib, cfg, priors)
+    return train_masks(model, layers, loss_fn, calib if batches is None else batches, cfg, priors)
 
 
 METHODS: dict[str, Callable] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["stdlib_docstrings", "tokenize_batches"]
+__all__ = ["stdlib_docstrings", "stdlib_docstring_splits", "tokenize_batches"]
 
 
 def _split_of(rel: str, heldout_fraction: float) -> str:
@@ -22,36 +22,48 @@ def _split_of(rel: str, heldout_fraction: float) -> str:
     return "heldout" if h < heldout_fraction else "train"
 
 
-def stdlib_docstrings(
-    split: str | None = None, limit: int | None = None, min_chars: int = 40, heldout_fraction: float = 0.2
-) -> list[str]:
-    """Docstrings (module, class, function) of ``*.py`` files in the stdlib, in sorted file order.
-
-    ``split``: ``"train"``, ``"heldout"`` or ``None`` (both). ``limit`` caps the number returned.
-    """
-    if split not in (None, "train", "heldout"):
-        raise ValueError(f"split must be 'train', 'heldout' or None, got {split!r}")
+def _iter_docstrings(min_chars: int, heldout_fraction: float):
+    """Yield ``(split, docstring)`` over the stdlib's ``*.py`` files in sorted order (tests skipped)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    out: list[str] = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
         if rel.startswith(("site-packages/", "test/", "idlelib/idle_test/")) or "/tests/" in rel:
-            continue
-        if split is not None and _split_of(rel, heldout_fraction) != split:
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        nodes = [tree] + [
-            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        ]
-        for node in nodes:
+        split = _split_of(rel, heldout_fraction)
+        defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, defs)]:
             doc = ast.get_docstring(node)
             if doc and len(doc) >= min_chars:
-                out.append(" ".join(doc.split()))
-                if limit is not None and len(out) >= limit:
-                    return out
+                yield split, " ".join(doc.split())
+
+
+def stdlib_docstring_splits(
+    min_chars: int = 40, heldout_fraction: float = 0.2, limit: int | None = None
+) -> dict[str, list[str]]:
+    """``{"train": [...], "heldout": [...]}`` from one pass over the stdlib (module, class and function
+    docstrings, whitespace collapsed). ``limit`` stops after that many docstrings in total."""
+    out: dict[str, list[str]] = {"train": [], "heldout": []}
+    for i, (split, doc) in enumerate(_iter_docstrings(min_chars, heldout_fraction)):
+        if limit is not None and i >= limit:
+            break
+        out[split].append(doc)
+    return out
+
+
+def stdlib_docstrings(split: str | None = None, limit: int | None = None, min_chars: int = 40) -> list[str]:
+    """Docstrings of one split (``"train"``, ``"heldout"``) or both (``None``); ``limit`` caps the number."""
+    if split not in (None, "train", "heldout"):
+        raise ValueError(f"split must be 'train', 'heldout' or None, got {split!r}")
+    out: list[str] = []
+    for s, doc in _iter_docstrings(min_chars, 0.2):
+        if limit is not None and len(out) >= limit:
+            break
+        if split is None or s == split:
+            out.append(doc)
     return out
 
 

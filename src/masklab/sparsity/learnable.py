@@ -187,6 +187,7 @@ def train_masks(
 
     ``loss_fn(model, batch)`` is the task or distillation loss; ``batches`` is cycled for ``cfg.steps`` steps.
     Every parameter of the model is frozen during training and restored to its ``requires_grad`` afterwards.
+    The model runs in eval mode (no dropout) while the masks sample Gumbel-softmax masks.
     """
     batches = list(batches)
     if not batches:
@@ -197,7 +198,9 @@ def train_masks(
     masks = attach(modules, cfg, priors)
     opt = torch.optim.AdamW([mk.logits for mk in masks.values()], lr=cfg.lr, weight_decay=0.0)
     was_training = model.training
-    model.train()
+    model.eval()  # no dropout: the weights are frozen, only the masks sample (training mode)
+    for mk in masks.values():
+        mk.train()
     try:
         for step in range(cfg.steps):
             set_schedule(masks, step, cfg)

@@ -1,0 +1,94 @@
+"""MaskLLM: the learnable mask finds a known best 2:4 mask; prior, schedules, export and frozen weights."""
+
+import pytest
+import torch
+from torch import nn
+
+from masklab.sparsity.learnable import (
+    LearnableNMMask,
+    MaskLLMConfig,
+    attach,
+    export_,
+    set_schedule,
+    train_masks,
+)
+from masklab.sparsity.nm import is_nm, nm_mask, nm_patterns
+
+
+def _toy(seed=0, rows=16, cols=32):
+    """A linear layer whose best 2:4 mask is a random pattern M*, not the magnitude one: targets are
+    produced by W * M*, so the loss is exactly 0 at M* and positive for any other mask of a generic W."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(rows, cols, generator=g)
+    m_star = nm_patterns(2, 4)[torch.randint(0, 6, (rows, cols // 4), generator=g)].reshape(rows, cols).bool()
+    X = torch.randn(512, cols, generator=g)
+    lin = nn.Linear(cols, rows, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    batches = [X[i : i + 64] for i in range(0, 512, 64)]
+    target = W * m_star
+
+    def loss_fn(model, xb):
+        return (model(xb) - xb @ target.T).pow(2).mean()
+
+    return lin, W, m_star, batches, loss_fn
+
+
+def test_learnable_mask_converges_to_the_known_best_mask():
+    lin, W, m_star, batches, loss_fn = _toy()
+    assert (nm_mask(W) != m_star).sum() > 100  # magnitude pruning does not find it
+    cfg = MaskLLMConfig(steps=200, lr=0.05, prior_strength=0.0, reg=0.0)
+    masks = train_masks(lin, {"lin": lin}, loss_fn, batches, cfg)
+    assert torch.equal(masks["lin"], m_star)
+    assert torch.equal(lin.weight, W * m_star)  # frozen weights: export is exactly W * mask
+    assert not hasattr(lin, "parametrizations") and lin.weight.requires_grad
+
+
+def test_prior_sets_the_starting_argmax_and_zero_lr_keeps_it():
+    lin, W, m_star, batches, loss_fn = _toy(seed=1)
+    prior = nm_mask(W)
+    cfg = MaskLLMConfig(steps=1, lr=1e-12, prior_strength=3.0, reg=0.0)
+    masks = train_masks(lin, {"lin": lin}, loss_fn, batches, cfg, priors={"lin": prior})
+    assert torch.equal(masks["lin"], prior)
+
+
+def test_soft_mask_keeps_n_in_expectation_per_group_and_hard_mask_is_exact():
+    mk = LearnableNMMask((8, 16), 2, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mk.logits.normal_(generator=torch.Generator().manual_seed(1))
+    soft = mk.soft_mask()
+    assert torch.allclose(soft.reshape(8, -1, 4).sum(-1), torch.full((8, 4), 2.0), atol=1e-5)
+    assert ((soft >= 0) & (soft <= 1 + 1e-6)).all()
+    assert is_nm(mk.hard_mask(), 2, 4)
+
+
+def test_gumbel_noise_comes_from_the_given_generator_only():
+    a = LearnableNMMask((4, 8), generator=torch.Generator().manual_seed(7))
+    b = LearnableNMMask((4, 8), generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(123)
+    sa = a.soft_mask()
+    torch.manual_seed(456)
+    assert torch.equal(sa, b.soft_mask())
+
+
+def test_schedules_run_linearly_from_start_to_end():
+    lin = nn.Linear(8, 4)
+    cfg = MaskLLMConfig(steps=11, tau=(4.0, 0.05), kappa=(100.0, 500.0))
+    masks = attach({"lin": lin}, cfg)
+    assert set_schedule(masks, 0, cfg) == (4.0, 100.0)
+    tau, kappa = set_schedule(masks, 5, cfg)
+    assert tau == pytest.approx(2.025) and kappa == pytest.approx(300.0)
+    assert set_schedule(masks, 10, cfg) == pytest.approx((0.05, 500.0))
+    assert masks["lin"].tau == pytest.approx(0.05)
+    export_({"lin": lin})
+
+
+def test_bad_configs_and_shapes_raise():
+    with pytest.raises(ValueError, match="n must be smaller"):
+        MaskLLMConfig(n=4, m=4)
+    with pytest.raises(ValueError, match="tau and kappa"):
+        MaskLLMConfig(tau=(1.0, 0.0))
+    with pytest.raises(ValueError, match="not divisible by m=4"):
+        LearnableNMMask((4, 6))
+    with pytest.raises(ValueError, match="prior shape"):
+        LearnableNMMask((4, 8), prior=torch.ones(4, 4, dtype=torch.bool))
