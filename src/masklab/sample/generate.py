@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import torch
 from masklab.corrupt import keyed
 from masklab.objectives.base import logits_of
 from masklab.sample.samplers import SAMPLERS
+
+DECODER_OPTIONS = {"block_length", "eos_id", "fill_id", "cfg_scale", "pad_id"}  # every sampler takes these
 
 __all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts"]
 
@@ -92,6 +95,11 @@ def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: st
         raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+    allowed = set(inspect.signature(SAMPLERS[sampler]).parameters) | DECODER_OPTIONS
+    for k in options:
+        if k not in allowed:
+            raise ValueError(f"sampler {sampler!r} does not take option {k!r}; it takes "
+                             f"{sorted(allowed - {'model_fn', 'x', 'options', 'stats', 'order', 'keys'})}")
     squeeze = input_ids.dim() == 1
     x = input_ids[None] if squeeze else input_ids
     if x.dim() != 2 or x.shape[1] == 0:
