@@ -40,20 +40,22 @@ def rle_encode(mask) -> dict | list[dict]:
     dicts).
 
     Any nonzero pixel is foreground. ``counts`` is an ASCII ``str``; pycocotools returns the same characters
-    as ``bytes``.
+    as ``bytes``. A torch tensor on an accelerator has its run boundaries found there; a CPU tensor shares
+    memory with numpy and takes the numpy path.
     """
     single = _ndim(mask) == 2
     if _ndim(mask) not in (2, 3):
         raise ValueError(f"mask must be [H, W] or [N, H, W], got shape {tuple(mask.shape)}")
-    if torch.is_tensor(mask):
+    if torch.is_tensor(mask) and mask.device.type != "cpu":
         masks = mask[None] if single else mask
-        rows, pos = _changes_torch(masks)
+        N, H, W = masks.shape
+        flat = _changes_torch(masks)
     else:
-        masks = np.asarray(mask)
+        masks = mask.numpy(force=True) if torch.is_tensor(mask) else np.asarray(mask)
         masks = masks[None] if single else masks
-        rows, pos = _changes_numpy(masks)
-    N, H, W = masks.shape
-    counts, offsets = _changes_to_counts(rows, pos, N, H * W)
+        N, H, W = masks.shape
+        flat = _changes_numpy(masks)
+    counts, offsets = _changes_to_counts(flat, N, H * W)
     strings = _counts_to_strings(counts, offsets)
     out = [{"size": [H, W], "counts": s} for s in strings]
     return out[0] if single else out
@@ -63,66 +65,75 @@ def _ndim(x) -> int:
     return x.dim() if torch.is_tensor(x) else np.ndim(x)
 
 
-def _changes_numpy(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each mask's column-major pixel stream changes value (a virtual 0 precedes pixel 0).
+def _index_dtype(n: int) -> type:
+    """int32 when every flat pixel index fits (half the memory traffic of int64), else int64."""
+    return np.int32 if n < 2**31 - 16 else np.int64
 
-    Returns (mask index, column-major position), sorted by mask then position.
-    """
+
+def _changes_numpy(masks: np.ndarray) -> np.ndarray:
+    """Sorted flat positions ``n * H * W + (column-major position)`` where mask n's column-major pixel stream
+    changes value (a virtual 0 precedes pixel 0)."""
     N, H, W = masks.shape
+    size = N * H * W
+    dt = _index_dtype(size)
+    if size == 0:
+        return np.zeros(0, dt)
     u = masks.view(np.uint8) if masks.dtype == np.bool_ else (masks != 0).view(np.uint8)
-    if N * H * W == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     # Changes are found on the C-order array (no transpose copy): down a column, and from the bottom of column
-    # x-1 to the top of column x.
-    d = np.empty((N, H, W), dtype=bool)
-    np.not_equal(u[:, 1:], u[:, :-1], out=d[:, 1:])
-    np.not_equal(u[:, 0, 1:], u[:, -1, :-1], out=d[:, 0, 1:])
-    d[:, 0, 0] = u[:, 0, 0] != 0
-    n_changes = int(np.count_nonzero(d))
-    if n_changes * 8 > d.size:
+    # x-1 to the top of column x. Bytes are 0/1, so XOR marks a change with 1. The buffer is padded to whole
+    # 8-byte words so that changes can be located a word at a time.
+    buf = np.zeros(-(-size // 8) * 8, dtype=np.uint8)
+    d = buf[:size].reshape(N, H, W)
+    np.bitwise_xor(u[:, 1:], u[:, :-1], out=d[:, 1:])
+    np.bitwise_xor(u[:, 0, 1:], u[:, -1, :-1], out=d[:, 0, 1:])
+    d[:, 0, 0] = u[:, 0, 0]
+    words = buf.view(np.uint64)
+    hit = np.flatnonzero(words != 0)  # (bool scans are numpy's fast nonzero path)
+    if len(hit) * 4 > len(words):
         # Dense changes (noise-like masks): a transposed copy then a linear scan beats sorting many positions.
         f = np.ascontiguousarray(u.transpose(0, 2, 1)).reshape(N, H * W)
-        d2 = np.empty((N, H * W), dtype=bool)
-        d2[:, 0] = f[:, 0] != 0
-        np.not_equal(f[:, 1:], f[:, :-1], out=d2[:, 1:])
-        flat = np.flatnonzero(d2)
-        return np.divmod(flat, H * W)
-    flat = np.flatnonzero(d)  # sorted by (n, y, x); we need (n, x, y)
-    n, rem = np.divmod(flat, H * W)
-    y, x = np.divmod(rem, W)
-    if W <= 65536 and N <= 65536:  # stable radix sorts on 16-bit keys: O(changes)
-        order = np.argsort(x.astype(np.uint16), kind="stable")
-        order = order[np.argsort(n[order].astype(np.uint16), kind="stable")]
-    else:
-        order = np.lexsort((y, x, n))
-    return n[order], (x * H + y)[order]
+        d2 = np.empty((N, H * W), dtype=np.uint8)
+        d2[:, 0] = f[:, 0]
+        np.bitwise_xor(f[:, 1:], f[:, :-1], out=d2[:, 1:])
+        return np.flatnonzero(d2.view(np.bool_)).astype(dt, copy=False)
+    j = np.flatnonzero(words[hit].view(np.bool_)).astype(dt, copy=False)  # byte j of the hit words
+    flat = hit.astype(dt)[j >> 3] * 8 + (j & 7)  # sorted by (n, y, x); we need (n, x, y)
+    HW, n_H, n_W = dt(H * W), dt(H), dt(W)
+    n = flat // HW
+    y = flat - n * HW
+    y //= n_W
+    key = flat - n * HW - y * n_W  # x
+    key *= n_H
+    key += y
+    key += n * HW
+    key.sort()
+    return key
 
 
-def _changes_torch(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _changes_torch(masks: torch.Tensor) -> np.ndarray:
+    """``_changes_numpy`` on the tensor's device: a transposed copy is cheap there, so scan column-major."""
     N, H, W = masks.shape
     if N * H * W == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    f = (masks != 0).transpose(1, 2).reshape(N, H * W)  # (N, HW) column-major per mask
+        return np.zeros(0, np.int64)
+    f = (masks != 0).transpose(1, 2).reshape(N * H * W)  # (N*H*W,) column-major per mask
     d = torch.empty_like(f)
-    d[:, 0] = f[:, 0]
-    torch.ne(f[:, 1:], f[:, :-1], out=d[:, 1:])
-    rows, pos = d.nonzero(as_tuple=True)
-    return rows.cpu().numpy(), pos.cpu().numpy()
+    d[1:] = f[1:] != f[:-1]
+    d[:: H * W] = f[:: H * W]  # each mask starts after a virtual 0
+    return d.nonzero()[:, 0].cpu().numpy()
 
 
-def _changes_to_counts(rows: np.ndarray, pos: np.ndarray, N: int, area: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run lengths from change positions: counts for mask r are diff([0, pos_r..., area]). Returns (counts,
-    offsets)."""
-    k = np.bincount(rows, minlength=N) + 1  # counts per mask
+def _changes_to_counts(flat: np.ndarray, N: int, area: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run lengths from sorted flat change positions: mask r's counts are the gaps between r*area, its
+    changes and (r+1)*area. Returns (counts, offsets)."""
+    dt = _index_dtype(N * area)
+    flat = flat.astype(dt, copy=False)
+    ends_of_masks = np.arange(1, N + 1, dtype=dt) * dt(area)
+    at = np.searchsorted(flat, ends_of_masks)  # a change at a mask's first pixel follows the previous end
+    bounds = np.append(flat, ends_of_masks) if N == 1 else np.insert(flat, at, ends_of_masks)
+    counts = np.diff(bounds, prepend=dt(0))
     offsets = np.zeros(N + 1, dtype=np.int64)
-    np.cumsum(k, out=offsets[1:])
-    ends = np.empty(int(offsets[-1]), dtype=np.int64)
-    ends[np.arange(len(pos)) + rows] = pos  # change t of mask r lands after r earlier "area" sentinels
-    ends[offsets[1:] - 1] = area
-    starts = np.empty_like(ends)
-    starts[1:] = ends[:-1]
-    starts[offsets[:-1]] = 0
-    return ends - starts, offsets
+    offsets[1:] = at + np.arange(1, N + 1)
+    return counts, offsets
 
 
 def _local_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,31 +144,42 @@ def _local_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _counts_to_strings(counts: np.ndarray, offsets: np.ndarray) -> list[str]:
-    """LEB128-like text of each segment of ``counts`` (6 bits per char, chars 48..111, delta from i-2 for
-    i>2)."""
-    j, _ = _local_index(offsets)
-    x = counts.astype(np.int64, copy=True)
-    late = np.flatnonzero(j > 2)
-    x[late] -= counts[late - 2]
+    """LEB128-like text of each segment of ``counts`` (5 bits per char, chars 48..111, delta from i-2 for
+    i>2), built as one uint8 buffer and decoded once."""
+    n = len(counts)
+    x = counts.astype(counts.dtype if counts.dtype in (np.int32, np.int64) else np.int64, copy=True)
+    x[2:] -= counts[:-2]
+    sizes = np.diff(offsets)
+    for i in (0, 1, 2):  # the first three values of each segment are written as they are
+        at = offsets[:-1][sizes > i] + i
+        x[at] = counts[at]
     # Groups needed: the smallest k with -2^(5k-1) <= x < 2^(5k-1), i.e. the bit length of x (or ~x for x < 0)
     # plus a sign bit, in 5-bit groups.
-    v = x ^ (x >> 63)
-    k = np.ones(len(x), dtype=np.int64)
-    for limit in _GROUP_LIMITS:
-        more = v >= limit
+    v = (x ^ (x >> (8 * x.itemsize - 1))) >> 4
+    k = np.ones(n, dtype=np.int8)
+    while True:
+        more = v != 0
         if not more.any():
             break
         k += more
-    g = np.arange(int(k.max()) if len(k) else 0)
-    chars = ((x[:, None] >> (5 * g)) & 0x1F) | ((g < (k - 1)[:, None]) << 5)  # (values, max groups)
-    text = (chars + 48).astype(np.uint8)[g < k[:, None]].tobytes().decode("ascii")
-    start = np.zeros(len(k) + 1, dtype=np.int64)
-    np.cumsum(k, out=start[1:])
-    cut = start[offsets].tolist()
+        v >>= 5
+    ends = np.cumsum(k, dtype=np.int64)  # end of each value's chars in the text
+    buf = np.empty(int(ends[-1]) if n else 0, dtype=np.uint8)
+    at, idx = ends - k, None  # where group g of the values in idx goes; idx None = all values
+    for g in range(int(k.max()) if n else 0):
+        xs = x if idx is None else x[idx]
+        c = ((xs >> (5 * g)) & 0x1F).astype(np.uint8)
+        c += 48
+        more = (k > g + 1) if idx is None else (k[idx] > g + 1)
+        c += more.view(np.uint8) << 5  # 0x20: another group follows
+        buf[at] = c
+        idx = np.flatnonzero(more) if idx is None else idx[more]
+        at = at[more] + 1
+    text = buf.tobytes().decode("ascii")
+    if len(offsets) == 2:
+        return [text]
+    cut = [0] + ends[offsets[1:] - 1].tolist()
     return [text[a:b] for a, b in zip(cut[:-1], cut[1:], strict=True)]
-
-
-_GROUP_LIMITS = np.array([1 << (5 * k - 1) for k in range(1, _MAX_GROUPS + 1)], dtype=np.int64)
 
 
 def _chain_cumsum(x: np.ndarray, reset: np.ndarray) -> np.ndarray:
