@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/masklab train --recipe mdm-tiny --out runs/demo
 	$(VENV)/bin/masklab eval --model runs/demo
 	$(VENV)/bin/masklab generate --model runs/demo --seed 0 --png runs/demo/unmasking.png \
-	  --prompt $$'def <mask:8>(self, key, default=None):\n    """Return the value for key if key is in the dictionary, else default."""\n    <mask:6> key in self.data:\n        return self.data[key]\n    return <mask:7>\n'
+	  --prompt $$'def get(self, key, default=None):\n    if <mask:3> in self.data:\n        return self.<mask:4>[key]\n    return <mask:7>\n'
 
 test: install
 	$(PY) -m pytest -x -q
