@@ -145,8 +145,10 @@ def _local_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _counts_to_strings(counts: np.ndarray, offsets: np.ndarray) -> list[str]:
     """LEB128-like text of each segment of ``counts`` (5 bits per char, chars 48..111, delta from i-2 for
-    i>2), built as one uint8 buffer and decoded once."""
+    i>2), built as one byte buffer and decoded once."""
     n = len(counts)
+    if n == 0:
+        return [""] * (len(offsets) - 1)
     x = counts.astype(counts.dtype if counts.dtype in (np.int32, np.int64) else np.int64, copy=True)
     x[2:] -= counts[:-2]
     sizes = np.diff(offsets)
@@ -155,7 +157,9 @@ def _counts_to_strings(counts: np.ndarray, offsets: np.ndarray) -> list[str]:
         x[at] = counts[at]
     # Groups needed: the smallest k with -2^(5k-1) <= x < 2^(5k-1), i.e. the bit length of x (or ~x for x < 0)
     # plus a sign bit, in 5-bit groups.
-    v = (x ^ (x >> (8 * x.itemsize - 1))) >> 4
+    v = x >> (8 * x.itemsize - 1)
+    v ^= x
+    v >>= 4
     k = np.ones(n, dtype=np.int8)
     while True:
         more = v != 0
@@ -163,22 +167,22 @@ def _counts_to_strings(counts: np.ndarray, offsets: np.ndarray) -> list[str]:
             break
         k += more
         v >>= 5
-    ends = np.cumsum(k, dtype=np.int64)  # end of each value's chars in the text
-    buf = np.empty(int(ends[-1]) if n else 0, dtype=np.uint8)
-    at, idx = ends - k, None  # where group g of the values in idx goes; idx None = all values
-    for g in range(int(k.max()) if n else 0):
-        xs = x if idx is None else x[idx]
-        c = ((xs >> (5 * g)) & 0x1F).astype(np.uint8)
+    K = int(k.max())
+    # (values, groups) chars with 0 where a value has fewer groups; the zeros are then deleted in C by
+    # bytes.translate (a boolean-mask compaction in numpy is several times slower).
+    grid = np.empty((n, K), dtype=np.uint8)
+    for g in range(K):
+        c = ((x >> (5 * g)) & 0x1F).astype(np.uint8)
         c += 48
-        more = (k > g + 1) if idx is None else (k[idx] > g + 1)
-        c += more.view(np.uint8) << 5  # 0x20: another group follows
-        buf[at] = c
-        idx = np.flatnonzero(more) if idx is None else idx[more]
-        at = at[more] + 1
-    text = buf.tobytes().decode("ascii")
+        c += (k > g + 1).view(np.uint8) << 5  # 0x20: another group follows
+        if g:
+            c *= (k > g).view(np.uint8)
+        grid[:, g] = c
+    raw = grid.tobytes()
+    text = (raw if K == 1 else raw.translate(None, b"\x00")).decode("ascii")
     if len(offsets) == 2:
         return [text]
-    cut = [0] + ends[offsets[1:] - 1].tolist()
+    cut = [0] + np.cumsum(np.add.reduceat(k, offsets[:-1], dtype=np.int64)).tolist()
     return [text[a:b] for a, b in zip(cut[:-1], cut[1:], strict=True)]
 
 
