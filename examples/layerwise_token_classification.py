@@ -1,7 +1,9 @@
 """Fine-tune a tiny causal LM for token labelling, with chosen layers made bidirectional.
 
-"Do Not (Always) Look Right" (Dukic & Snajder, 2024, arXiv:2401.14556): a decoder's causal mask hides the right
-context that sequence labelling needs; removing it in a group of layers during fine-tuning helps. Here the task
+"Do Not (Always) Look Right" (Dukic & Snajder, 2024, arXiv:2401.14556): a decoder's causal mask hides the
+right
+context that sequence labelling needs; removing it in a group of layers during fine-tuning helps. Here the
+task
 makes the right context decisive: label each Python token of the standard library (read with ``tokenize``) as
 
     0 OTHER    keywords, operators, literals, layout
@@ -74,7 +76,9 @@ def load_chunks(split: str, max_files: int, seq_len: int) -> tuple[torch.Tensor,
     n = len(ids) // seq_len
     if n == 0:
         raise ValueError(f"no {split} chunks of length {seq_len} from {len(files)} files")
-    return torch.tensor(ids[: n * seq_len]).view(n, seq_len), torch.tensor(labels[: n * seq_len]).view(n, seq_len)
+    return torch.tensor(ids[: n * seq_len]).view(n, seq_len), torch.tensor(labels[: n * seq_len]).view(
+        n, seq_len
+    )
 
 
 def build_model(n_layers: int, seed: int) -> LlamaForTokenClassification:
@@ -121,7 +125,9 @@ def train_one(layers: str | None, data, args) -> dict:
     loss = torch.tensor(float("nan"))
     for _ in range(args.steps):
         idx = torch.randint(0, len(train_ids), (args.batch,), generator=g)
-        loss = model(train_ids[idx], labels=train_labels[idx]).loss  # causal-LM masks through masklab per layer
+        loss = model(
+            train_ids[idx], labels=train_labels[idx]
+        ).loss  # causal-LM masks through masklab per layer
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -138,7 +144,9 @@ def train_one(layers: str | None, data, args) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", default="layerwise:bidir=0-1,causal=2-3", help="layer-wise mask spec to compare")
+    p.add_argument(
+        "--layers", default="layerwise:bidir=0-1,causal=2-3", help="layer-wise mask spec to compare"
+    )
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=32)
@@ -148,13 +156,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     parse_layerwise(args.layers)  # fail early on a bad spec
-    data = (load_chunks("train", args.max_files, args.seq_len), load_chunks("valid", args.max_files, args.seq_len))
+    data = (
+        load_chunks("train", args.max_files, args.seq_len),
+        load_chunks("valid", args.max_files, args.seq_len),
+    )
     print(f"train {tuple(data[0][0].shape)} valid {tuple(data[1][0].shape)} chunks, vocab {VOCAB}")
     results = [train_one(None, data, args), train_one(args.layers, data, args)]
     print(f"{'config':<36} {'acc':>6} {'NAME':>6} {'CALLEE':>6} {'OTHER':>6} {'s':>5}")
     for r in results:
-        print(f"{r['config']:<36} {r['accuracy']:6.3f} {r['recall_NAME']:6.3f} {r['recall_CALLEE']:6.3f} "
-              f"{r['recall_OTHER']:6.3f} {r['seconds']:5.0f}")
+        print(
+            f"{r['config']:<36} {r['accuracy']:6.3f} {r['recall_NAME']:6.3f} {r['recall_CALLEE']:6.3f} "
+            f"{r['recall_OTHER']:6.3f} {r['seconds']:5.0f}"
+        )
     return results
 
 

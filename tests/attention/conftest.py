@@ -1,7 +1,8 @@
 """Associative recall for the trainable sparse masks (DMA, SEA).
 
 Each position is one (key, value) pair or a filler; the last position holds a query key and the target is the
-value stored with that key. One attention layer solves it by matching query to key and copying the value, if it
+value stored with that key. One attention layer solves it by matching query to key and copying the value, if
+it
 keeps the right position: the sparse masks must learn which positions to keep.
 """
 
@@ -13,7 +14,7 @@ N_KEYS, N_VALS = 16, 16
 
 
 def recall_batch(g: torch.Generator, batch: int, pairs: int, length: int):
-    """(keys, vals, is_pair) each (batch, length) with the query key at the last position; targets (batch,)."""
+    """keys, vals, is_pair (each (batch, length)), query key last, and targets (batch,)."""
     keys = torch.stack([torch.randperm(N_KEYS, generator=g)[:pairs] for _ in range(batch)])  # distinct keys
     vals = torch.randint(0, N_VALS, (batch, pairs), generator=g)
     pos = torch.stack([torch.randperm(length - 1, generator=g)[:pairs] for _ in range(batch)])
@@ -50,9 +51,9 @@ def recall():
     return recall_batch, RecallModel
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Small training loops run faster on one thread (and do not fight other processes for cores)."""
+    """Tiny tensors run faster on one thread (and do not fight other processes for the cores)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,4 +1,5 @@
-"""DMA: sparse attention over the kept keys equals dense attention restricted to them; the importance bias gets
+"""DMA: sparse attention over the kept keys equals dense attention restricted to them; the importance bias
+gets
 gradients; one DMA layer learns associative recall while keeping fewer keys than the context holds."""
 
 import pytest
@@ -50,7 +51,7 @@ def test_bad_window():
         DynamicMaskAttention(8, 2, -2)
 
 
-def test_dma_learns_associative_recall(recall, one_thread):
+def test_dma_learns_associative_recall(recall):
     recall_batch, RecallModel = recall
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -69,6 +70,7 @@ def test_dma_learns_associative_recall(recall, one_thread):
     idx, valid = model.attn.last_keep
     heads_keep = is_pair.gather(1, idx[:, :, -1].flatten(1)) & valid[:, :, -1].flatten(1)
     assert acc > 0.9  # chance is 1/16
-    # the union over heads of the keys kept at the query covers (almost) every pair: the bias learned which to keep
+    # the union over heads of the keys kept at the query covers (almost) every pair: the bias learned which
+    # to keep
     kept = torch.zeros_like(is_pair).scatter_(1, idx[:, :, -1].flatten(1), heads_keep)
     assert (kept.sum(1).float() / pairs).mean() > 0.9

@@ -40,7 +40,7 @@ def test_distillation_loss_is_kl_to_the_pooled_teacher():
     torch.testing.assert_close(pool_columns(teacher, 4).sum(-1), torch.ones(2, 2, 9))
 
 
-def test_sea_distilled_from_dense_teacher_learns_recall(recall, one_thread):
+def test_sea_distilled_from_dense_teacher_learns_recall(recall):
     recall_batch, RecallModel = recall
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

@@ -4,7 +4,6 @@ import importlib.util
 import math
 from pathlib import Path
 
-
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "layerwise_token_classification.py"
 
 
@@ -23,10 +22,24 @@ def test_labels_follow_the_next_token():
     assert len(ids) == len(labels) and max(ids) < ex.VOCAB
 
 
-def test_example_trains_both_configurations(one_thread, capsys):
+def test_example_trains_both_configurations(capsys):
     ex = _load()
-    results = ex.main(["--steps", "4", "--max-files", "2", "--seq-len", "32", "--n-layers", "2", "--batch", "8",
-                       "--layers", "layerwise:bidir=0,causal=1"])
+    results = ex.main(
+        [
+            "--steps",
+            "4",
+            "--max-files",
+            "2",
+            "--seq-len",
+            "32",
+            "--n-layers",
+            "2",
+            "--batch",
+            "8",
+            "--layers",
+            "layerwise:bidir=0,causal=1",
+        ]
+    )
     causal, mixed = results
     assert causal["config"] == "causal" and causal["bidirectional_layers"] == []
     assert mixed["bidirectional_layers"] == [0]

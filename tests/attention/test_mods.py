@@ -29,8 +29,14 @@ def hf_dense(fn, q_len, kv_len):
 
 
 @settings(max_examples=30, deadline=None)
-@given(q_len=st.integers(1, 24), kv_len=st.integers(1, 24), w=st.integers(1, 10), d=st.integers(1, 4),
-       n=st.integers(0, 12), block=st.integers(1, 6))
+@given(
+    q_len=st.integers(1, 24),
+    kv_len=st.integers(1, 24),
+    w=st.integers(1, 10),
+    d=st.integers(1, 4),
+    n=st.integers(0, 12),
+    block=st.integers(1, 6),
+)
 def test_factories_match_their_definitions(q_len, kv_len, w, d, n, block):
     cases = {
         M.full(): lambda b, i, j: True,
@@ -75,7 +81,9 @@ def test_padding_and_bidirectional_hide_only_padded_keys():
 @pytest.mark.parametrize("w", [1, 3, 8])
 def test_sliding_window_equals_transformers(w):
     # independent oracle: transformers.masking_utils defines the same windows
-    assert torch.equal(to_dense(M.sliding_window(w), 12, 12), hf_dense(sliding_window_causal_mask_function(w), 12, 12))
+    assert torch.equal(
+        to_dense(M.sliding_window(w), 12, 12), hf_dense(sliding_window_causal_mask_function(w), 12, 12)
+    )
     # HF's bidirectional window counts distance <= w; ours keeps the causal convention (distance < w)
     assert torch.equal(
         to_dense(M.sliding_window(w, causal=False), 12, 12),

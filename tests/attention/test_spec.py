@@ -34,7 +34,12 @@ def test_spec_builds_the_same_mask_and_name_round_trips(spec):
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_every_registered_factory_parses(name):
-    args = {"dilated_sliding_window": ":3,2", "padding": ":4,6", "document": ":4,6", "causal_document": ":4,6"}
+    args = {
+        "dilated_sliding_window": ":3,2",
+        "padding": ":4,6",
+        "document": ":4,6",
+        "causal_document": ":4,6",
+    }
     one = {"prefix_lm", "sliding_window", "local_window", "sinks", "block_causal"}
     spec = name + args.get(name, ":3" if name in one else "")
     fn = parse(spec)

@@ -23,7 +23,10 @@ def test_document_spec_uses_its_own_length():
 
 def test_cli_writes_png(tmp_path, capsys):
     out = tmp_path / "m.png"
-    assert main(["show", "attention", "causal&sliding_window:4", "--len", "12", "--out", str(out)]) in (0, None)
+    assert main(["show", "attention", "causal&sliding_window:4", "--len", "12", "--out", str(out)]) in (
+        0,
+        None,
+    )
     img = mpimg.imread(out)
     assert img.ndim == 3 and img.shape[0] > 50
 

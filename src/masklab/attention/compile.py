@@ -2,16 +2,19 @@
 FlexAttention ``BlockMask`` (cached per shape).
 
 ``to_dense`` is the reference: every other form is tested against it. The BlockMask follows FlexAttention
-(Dong et al., 2024, arXiv:2412.05496, Sec. 3.2): the (Q, K) plane is cut into ``block_size`` tiles; tiles with no
+(Dong et al., 2024, arXiv:2412.05496, Sec. 3.2): the (Q, K) plane is cut into ``block_size`` tiles; tiles
+with no
 visible pair are skipped, fully visible tiles skip the mask function, partial tiles evaluate it.
 
-FlexAttention on CPU has no backward pass (torch 2.13): use ``attention(..., backend="flex")`` for inference there
+FlexAttention on CPU has no backward pass (torch 2.13): use ``attention(..., backend="flex")`` for inference
+there
 and train with ``backend="sdpa"`` (dense mask). On CUDA, Flex trains.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -90,7 +93,8 @@ def to_dense(
 def to_additive(mask: MaskFn, q_len: int, kv_len: int, *, dtype: torch.dtype = torch.float32, **kwargs):
     """Float mask ``(B, H, q_len, kv_len)``: 0 where visible, ``finfo(dtype).min`` where hidden.
 
-    ``finfo.min`` rather than ``-inf`` (as transformers' ``eager_mask``): a fully hidden row then gives a uniform
+    ``finfo.min`` rather than ``-inf`` (as transformers' ``eager_mask``): a fully hidden row then gives a
+    uniform
     softmax instead of NaN.
     """
     if not dtype.is_floating_point:
@@ -115,7 +119,8 @@ class CacheStats:
 class BlockMaskCache:
     """LRU cache of BlockMasks keyed by (mask function, B, H, q_len, kv_len, block size, device).
 
-    The key holds the function object itself, so the same spec built twice by a factory is two entries; build a
+    The key holds the function object itself, so the same spec built twice by a factory is two entries; build
+    a
     mask function once and reuse it. ``stats`` counts hits and misses.
     """
 
@@ -169,7 +174,8 @@ def to_block_mask(
 ) -> BlockMask:
     """A FlexAttention BlockMask for ``mask`` at this shape, from ``cache`` when built before.
 
-    ``batch`` / ``heads`` None broadcast over that dimension (the mask must then ignore ``b`` / ``h``); a mask with
+    ``batch`` / ``heads`` None broadcast over that dimension (the mask must then ignore ``b`` / ``h``); a
+    mask with
     per-row padding sets its own batch. ``compile_build=True`` builds through ``torch.compile`` (worth it from
     ~32k tokens; the eager build materializes the (Q, K) plane once per head and row).
     """
@@ -184,7 +190,13 @@ def to_block_mask(
             mask, batch, heads, q_len, kv_len, device=device, BLOCK_SIZE=block_size, _compile=compile_build
         )
     return cache.get(
-        mask, q_len, kv_len, batch=batch, heads=heads, block_size=block_size, device=device,
+        mask,
+        q_len,
+        kv_len,
+        batch=batch,
+        heads=heads,
+        block_size=block_size,
+        device=device,
         compile_build=compile_build,
     )
 
@@ -228,6 +240,12 @@ def block_mask_to_dense(bm: BlockMask) -> torch.Tensor:
 _compiled_flex = None
 
 
+def _warm(mask, device) -> None:
+    """Call the mask once eagerly on ``device``: its captured tensors are copied there before tracing."""
+    z = torch.zeros((), dtype=torch.long, device=device)
+    mask(z, z, z, z)
+
+
 def _flex():
     global _compiled_flex
     if _compiled_flex is None:
@@ -249,30 +267,46 @@ def attention(
 ) -> torch.Tensor:
     """Masked attention ``(B, H, Lq, D) x (B, H, Lk, D) -> (B, H, Lq, D)`` with one mask, any backend.
 
-    ``backend``: ``"sdpa"`` (dense bool mask, trains everywhere), ``"flex"`` (BlockMask + FlexAttention; on CPU
-    inference only), ``"eager"`` (additive mask, explicit softmax; the textbook reference). ``compiled=False`` runs
-    Flex without ``torch.compile`` (slow, materializes scores; for tests). A prebuilt BlockMask must match the shape.
+    ``backend``: ``"sdpa"`` (dense bool mask, trains everywhere), ``"flex"`` (BlockMask + FlexAttention; on
+    CPU
+    inference only), ``"eager"`` (additive mask, explicit softmax; the textbook reference).
+    ``compiled=False`` runs
+    Flex without ``torch.compile`` (slow, materializes scores; for tests). A prebuilt BlockMask must match
+    the shape.
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(f"q, k, v must be (B, H, L, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"q, k, v must be (B, H, L, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     B, H, Lq, _ = q.shape
     Lk = k.shape[2]
     if backend == "flex":
-        if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        if (
+            q.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad or v.requires_grad)
+        ):
             raise ValueError("FlexAttention has no backward on CPU (torch 2.13); train with backend='sdpa'")
         if isinstance(mask, BlockMask):
             bm = mask
             mb, mh, mq, mk = bm.shape
             if (mq, mk) != (Lq, Lk) or mb not in (1, B) or mh not in (1, H):
                 raise ValueError(
-                    f"block mask built for (B, H, Q, K)={tuple(bm.shape)} does not match q (B={B}, H={H}, Q={Lq}) "
+                    f"block mask built for (B, H, Q, K)={tuple(bm.shape)} does not match "
+                    f"q (B={B}, H={H}, Q={Lq}) "
                     f"and k (K={Lk})"
                 )
         else:
             per_b = B if getattr(mask, "batch", None) is not None else None
             bm = to_block_mask(mask, Lq, Lk, batch=per_b, block_size=block_size, device=q.device, cache=cache)
-        fn = _flex() if compiled else flex_attention
-        return fn(q, k, v, block_mask=bm, scale=scale)
+        _warm(bm.mask_mod, q.device)
+        if compiled:
+            return _flex()(q, k, v, block_mask=bm, scale=scale)
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # "called without torch.compile": intended here (tests, debugging)
+            return flex_attention(q, k, v, block_mask=bm, scale=scale)
     if isinstance(mask, BlockMask):
         raise ValueError(f"backend {backend!r} needs a mask function, got a BlockMask")
     per_b = B if getattr(mask, "batch", None) is not None else None

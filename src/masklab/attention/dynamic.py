@@ -8,9 +8,11 @@ flash-dmattn code):
     keep  = top-w over keys of delta, restricted to the keys the base mask allows (causal by default)
     out   = softmax(Q K^T / sqrt(d) + delta)[kept] V[kept]
 
-``A`` (one per head) and ``W_dt`` are trained: the bias enters the softmax of the kept keys, so gradients reach it;
+``A`` (one per head) and ``W_dt`` are trained: the bias enters the softmax of the kept keys, so gradients
+reach it;
 the top-w choice itself is not differentiable. Here attention is computed sparsely by gathering the ``w`` kept
-keys per query ((B, H, Lq, w, D), no (Lq, Lk) score matrix); ``dense_reference`` is the same thing done densely
+keys per query ((B, H, Lq, w, D), no (Lq, Lk) score matrix); ``dense_reference`` is the same thing done
+densely
 with a mask, the oracle for the tests. flash-dmattn needs CUDA; this is the small CPU-friendly version.
 """
 
@@ -29,7 +31,8 @@ __all__ = ["DynamicMaskAttention", "gather_attention"]
 def gather_attention(q, k, v, idx, valid, bias=None, scale=None):
     """Attention of each query over its own key subset.
 
-    q ``(B, H, Lq, D)``, k / v ``(B, H, Lk, D)``, idx ``(B, H, Lq, w)`` key indices, valid ``(B, H, Lq, w)`` bool,
+    q ``(B, H, Lq, D)``, k / v ``(B, H, Lk, D)``, idx ``(B, H, Lq, w)`` key indices, valid ``(B, H, Lq, w)``
+    bool,
     bias ``(B, H, Lk)`` per-key additive bias or None. Returns ``(B, H, Lq, D)`` and the probabilities
     ``(B, H, Lq, w)``. A query with no valid key outputs 0.
     """
@@ -47,10 +50,12 @@ def gather_attention(q, k, v, idx, valid, bias=None, scale=None):
 
 
 class DynamicMaskAttention(nn.Module):
-    """Multi-head self-attention that keeps ``window`` keys per head and query, chosen by a learned key importance.
+    """Multi-head self-attention that keeps ``window`` keys per head and query, chosen by a learned key
+    importance.
 
     ``forward(x, mask=None)``: x ``(B, L, dim)`` -> ``(B, L, dim)``. ``mask`` is a masklab mask function that
-    bounds the candidates (default ``causal()``); the top-``window`` of the importance among the allowed keys are
+    bounds the candidates (default ``causal()``); the top-``window`` of the importance among the allowed keys
+    are
     kept. ``last_keep`` holds the kept indices and validity of the last call, for inspection.
     """
 
@@ -72,7 +77,9 @@ class DynamicMaskAttention(nn.Module):
         B, L, _ = x.shape
         q, k, v = self.qkv(x).split(self.n_heads * self.head_dim, dim=-1)
         v_flat = v
-        q, k, v = (t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
+        q, k, v = (
+            t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
+        )  # (B, H, L, D)
         return q, k, v, v_flat
 
     def importance(self, v_flat: torch.Tensor) -> torch.Tensor:
@@ -82,7 +89,9 @@ class DynamicMaskAttention(nn.Module):
     def select(self, delta: torch.Tensor, mask: MaskFn) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``window`` allowed keys per (head, query): indices and validity, each ``(B, H, Lq, w)``."""
         B, H, L = delta.shape
-        allowed = to_dense(mask, L, L, device=delta.device, batch=getattr(mask, "batch", None))  # (1|B, 1, L, L)
+        allowed = to_dense(
+            mask, L, L, device=delta.device, batch=getattr(mask, "batch", None)
+        )  # (1|B, 1, L, L)
         score = delta.detach()[:, :, None, :].masked_fill(~allowed, float("-inf"))  # (B, H, L, L)
         w = min(self.window, L)
         top = score.topk(w, dim=-1)

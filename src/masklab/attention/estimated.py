@@ -2,11 +2,13 @@
 width, chooses the top-k entries per query; exact softmax attention then runs on those entries only.
 
 Lee et al., 2024, "SEA: Sparse Linear Attention with Estimated Attention Mask" (ICLR 2024, arXiv:2310.01777),
-Sec. 3 and Fig. 2: the estimator predicts a compressed attention matrix (width K < L), top-k per row gives a sparse
+Sec. 3 and Fig. 2: the estimator predicts a compressed attention matrix (width K < L), top-k per row gives a
+sparse
 mask that is resized to (L, L), and the student is trained with a KL distillation loss against the attention
 matrix of a dense teacher. Simplification here: the estimate is a kernel (elu + 1) linear attention over
 ``est_dim``-wide query/key features, with keys mean-pooled into chunks of ``chunk`` positions (width
-``ceil(L / chunk)``); the mask is resized by repeating each kept chunk over its positions. SEA's CNN decoder of the
+``ceil(L / chunk)``); the mask is resized by repeating each kept chunk over its positions. SEA's CNN decoder
+of the
 estimate is left out.
 """
 
@@ -32,15 +34,24 @@ def pool_columns(p: torch.Tensor, chunk: int) -> torch.Tensor:
 
 
 class EstimatedSparseAttention(nn.Module):
-    """Multi-head self-attention over the ``top_k`` key chunks per query that a linear-attention estimate picks.
+    """Multi-head self-attention over the ``top_k`` key chunks per query that a linear-attention estimate
+    picks.
 
-    ``forward(x, mask=None, sparse=True)``: x ``(B, L, dim)`` -> ``(B, L, dim)``; ``sparse=False`` is plain dense
+    ``forward(x, mask=None, sparse=True)``: x ``(B, L, dim)`` -> ``(B, L, dim)``; ``sparse=False`` is plain
+    dense
     attention with the same weights (the teacher). ``estimate(x)`` gives the compressed estimate as
     log-probabilities ``(B, H, L, width)``; ``distill_loss(x, teacher_probs)`` is SEA's KL term.
     """
 
     def __init__(
-        self, dim: int, n_heads: int, top_k: int, *, est_dim: int = 8, chunk: int = 1, base_mask: MaskFn | None = None
+        self,
+        dim: int,
+        n_heads: int,
+        top_k: int,
+        *,
+        est_dim: int = 8,
+        chunk: int = 1,
+        base_mask: MaskFn | None = None,
     ):
         super().__init__()
         if dim % n_heads:
@@ -67,7 +78,10 @@ class EstimatedSparseAttention(nn.Module):
         """Linear-attention estimate of the attention matrix at width ``ceil(L / chunk)``: log-probs."""
         B, L, _ = x.shape
         qe, ke = self.est(x).split(self.n_heads * self.est_dim, dim=-1)
-        qe, ke = F.elu(self._heads(qe, self.est_dim)) + 1, F.elu(self._heads(ke, self.est_dim)) + 1  # phi >= 0
+        qe, ke = (
+            F.elu(self._heads(qe, self.est_dim)) + 1,
+            F.elu(self._heads(ke, self.est_dim)) + 1,
+        )  # phi >= 0
         width = -(-L // self.chunk)
         ke = F.pad(ke, (0, 0, 0, width * self.chunk - L)).view(B, self.n_heads, width, self.chunk, -1).mean(3)
         _, ok = self._allowed_chunks(mask or self.base_mask, L, x.device)
@@ -121,7 +135,7 @@ class EstimatedSparseAttention(nn.Module):
         return self.out((p @ v).transpose(1, 2).reshape(B, L, dim))
 
     def distill_loss(self, x: torch.Tensor, teacher_probs: torch.Tensor, mask: MaskFn | None = None):
-        """KL(teacher || estimate) over compressed columns, mean over (B, H, L): SEA's attention distillation."""
+        """KL(teacher || estimate) over compressed columns, mean over (B, H, L): SEA's distillation loss."""
         target = pool_columns(teacher_probs.detach(), self.chunk)  # (B, H, L, width)
         log_est = self.estimate(x, mask)
         return (target * (torch.log(target + 1e-9) - log_est)).sum(-1).mean()

@@ -1,14 +1,21 @@
 """Run any transformers model with masklab masks, per layer.
 
-``register()`` adds an attention implementation named ``"masklab"`` to transformers' ``AttentionInterface`` and
-``AttentionMaskInterface``. The mask interface does not build a tensor: it returns a ``MaskContext`` holding what
-the model asked for (its own mask function, the padding mask, offsets). Each attention layer then picks its mask:
+``register()`` adds an attention implementation named ``"masklab"`` to transformers' ``AttentionInterface``
+and
+``AttentionMaskInterface``. The mask interface does not build a tensor: it returns a ``MaskContext`` holding
+what
+the model asked for (its own mask function, the padding mask, offsets). Each attention layer then picks its
+mask:
 the masklab mask attached to that layer (``module.masklab_mask``, set by ``use_masks``, keyed on
-``module.layer_idx``) or else the model's own mask, ANDs the padding mask, compiles it with ``to_dense`` (once per
-forward and mask), and calls transformers' SDPA attention. With no per-layer mask the result is the model's default.
+``module.layer_idx``) or else the model's own mask, ANDs the padding mask, compiles it with ``to_dense``
+(once per
+forward and mask), and calls transformers' SDPA attention. With no per-layer mask the result is the model's
+default.
 
-"Do Not (Always) Look Right" (Dukic & Snajder, 2024, arXiv:2401.14556, Sec. 3): for sequence labelling, remove the
-causal mask in a chosen group of decoder layers while fine-tuning; ``bidirectional_layers(model, layers)`` does
+"Do Not (Always) Look Right" (Dukic & Snajder, 2024, arXiv:2401.14556, Sec. 3): for sequence labelling,
+remove the
+causal mask in a chosen group of decoder layers while fine-tuning; ``bidirectional_layers(model, layers)``
+does
 that here (padding stays hidden).
 """
 
@@ -25,7 +32,15 @@ from transformers.masking_utils import AttentionMaskInterface, causal_mask_funct
 from masklab.attention.mods import MaskFn, and_masks, full
 from masklab.attention.spec import parse, parse_layerwise
 
-__all__ = ["NAME", "MaskContext", "register", "use_masks", "bidirectional_layers", "clear_masks", "layer_masks"]
+__all__ = [
+    "NAME",
+    "MaskContext",
+    "register",
+    "use_masks",
+    "bidirectional_layers",
+    "clear_masks",
+    "layer_masks",
+]
 
 NAME = "masklab"
 
@@ -100,7 +115,7 @@ def _mask_interface(
 
 
 def _attention_forward(module, query, key, value, attention_mask, **kwargs):
-    """transformers attention function: pick this layer's mask, compile it, run SDPA (trains on any device)."""
+    """transformers attention function: pick this layer's mask, compile it, run SDPA (trains anywhere)."""
     if isinstance(attention_mask, MaskContext):
         attention_mask = attention_mask.dense(getattr(module, "masklab_mask", None))
     elif getattr(module, "masklab_mask", None) is not None:
@@ -120,7 +135,7 @@ def register() -> str:
 
 
 def _attention_modules(model) -> dict[int, torch.nn.Module]:
-    """Self-attention modules by ``layer_idx`` (modules with ``layer_idx`` and a q/k projection or ``is_causal``)."""
+    """Self-attention modules by ``layer_idx`` (with ``layer_idx`` and ``q_proj`` or ``is_causal``)."""
     out: dict[int, torch.nn.Module] = {}
     for mod in model.modules():
         idx = getattr(mod, "layer_idx", None)
@@ -148,9 +163,12 @@ def use_masks(
 ) -> dict[int, MaskFn]:
     """Run ``model`` through masklab, with per-layer masks from ``plan``.
 
-    ``plan``: one mask (or spec) for every layer; a mapping ``layer_idx -> mask`` (other layers keep the model's
-    own mask); a ``"layerwise:..."`` spec; a function ``layer_idx -> mask or None``; or None (model's own masks,
-    computed by masklab). Padding from ``attention_mask`` is always hidden. Returns the layer -> mask map applied.
+    ``plan``: one mask (or spec) for every layer; a mapping ``layer_idx -> mask`` (other layers keep the
+    model's
+    own mask); a ``"layerwise:..."`` spec; a function ``layer_idx -> mask or None``; or None (model's own
+    masks,
+    computed by masklab). Padding from ``attention_mask`` is always hidden. Returns the layer -> mask map
+    applied.
     """
     layers = _attention_modules(model)
     if isinstance(plan, str):
@@ -175,7 +193,7 @@ def use_masks(
 
 
 def bidirectional_layers(model, layers: Iterable[int] | str) -> dict[int, MaskFn]:
-    """"Do Not (Always) Look Right": make ``layers`` of a causal LM bidirectional, keep the others causal."""
+    """ "Do Not (Always) Look Right": make ``layers`` of a causal LM bidirectional, keep the others causal."""
     if isinstance(layers, str):
         from masklab.attention.spec import parse_layers
 

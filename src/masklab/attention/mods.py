@@ -1,29 +1,36 @@
 """Attention mask functions with FlexAttention's signature ``(b, h, q_idx, kv_idx) -> bool``.
 
-A mask function says whether query ``q_idx`` of batch row ``b`` and head ``h`` may attend to key ``kv_idx``. The
+A mask function says whether query ``q_idx`` of batch row ``b`` and head ``h`` may attend to key ``kv_idx``.
+The
 same function is evaluated two ways:
 
-* by broadcasting: ``b``, ``h``, ``q_idx``, ``kv_idx`` are integer tensors of shapes ``(B,1,1,1)``, ``(1,H,1,1)``,
+* by broadcasting: ``b``, ``h``, ``q_idx``, ``kv_idx`` are integer tensors of shapes ``(B,1,1,1)``,
+``(1,H,1,1)``,
   ``(1,1,Q,1)``, ``(1,1,1,K)`` and the result broadcasts to ``(B,H,Q,K)`` (``compile.to_dense``, transformers'
   ``sdpa_mask``);
 * under ``torch.vmap`` with 0-d tensors (FlexAttention's ``create_block_mask``).
 
-So a mask function uses only elementwise tensor ops and indexing of captured tensors, never Python ``if`` on its
+So a mask function uses only elementwise tensor ops and indexing of captured tensors, never Python ``if`` on
+its
 arguments. Every factory returns a function whose ``__name__`` describes it (``sliding_window_64``,
 ``causal&sliding_window_8``); ``masklab.attention.spec.parse`` reads these names back, as well as the
 ``sliding_window:64`` form.
 
 Two optional attributes travel with a mask function and through the combinators:
 
-* ``square`` (bool): the mask indexes queries and keys in the same sequence (document ids), so ``q_len`` must equal
+* ``square`` (bool): the mask indexes queries and keys in the same sequence (document ids), so ``q_len`` must
+equal
   ``kv_len``;
 * ``seq_len`` (int or None): the only length the mask is defined for (a packed sequence of known documents);
 * ``batch`` (int or None): the batch size the mask is defined for (per-row padding lengths).
 
 References: FlexAttention (Dong et al., 2024, "Flex Attention: A Programming Model for Generating Optimized
-Attention Kernels", arXiv:2412.05496) for the signature and the attn-gym mask zoo; Longformer (Beltagy et al., 2020,
-Sec. 3.1) for sliding and dilated sliding windows; StreamingLLM (Xiao et al., 2024, Sec. 3.2) for attention sinks;
-prefix LM from T5 (Raffel et al., 2020, Sec. 3.2.1, Fig. 3); block causal for block diffusion (Arriola et al., 2025,
+Attention Kernels", arXiv:2412.05496) for the signature and the attn-gym mask zoo; Longformer (Beltagy et
+al., 2020,
+Sec. 3.1) for sliding and dilated sliding windows; StreamingLLM (Xiao et al., 2024, Sec. 3.2) for attention
+sinks;
+prefix LM from T5 (Raffel et al., 2020, Sec. 3.2.1, Fig. 3); block causal for block diffusion (Arriola et
+al., 2025,
 "Block Diffusion", Sec. 3.1, the vectorized training mask M_full).
 """
 
@@ -80,13 +87,30 @@ def _lengths_tensor(lengths, what: str, minimum: int) -> torch.Tensor:
     return t.to(torch.long)
 
 
+def _per_device(t: torch.Tensor):
+    """``get(device)`` -> ``t`` on that device, copied once. Mask functions index captured tensors through it
+    so
+    that a compiled FlexAttention kernel sees a device-resident constant, not a copy per call."""
+    copies = {t.device: t}
+
+    def get(device):
+        c = copies.get(device)
+        if c is None:
+            c = copies[device] = t.to(device)
+        return c
+
+    return get
+
+
 def _merge_meta(fns, name: str) -> dict:
     seq_lens = {f.seq_len for f in fns if getattr(f, "seq_len", None) is not None}
     batches = {f.batch for f in fns if getattr(f, "batch", None) is not None}
     if len(seq_lens) > 1:
         raise ValueError(f"cannot combine masks defined for different lengths {sorted(seq_lens)} in {name}")
     if len(batches) > 1:
-        raise ValueError(f"cannot combine masks defined for different batch sizes {sorted(batches)} in {name}")
+        raise ValueError(
+            f"cannot combine masks defined for different batch sizes {sorted(batches)} in {name}"
+        )
     return {
         "square": any(getattr(f, "square", False) for f in fns),
         "seq_len": seq_lens.pop() if seq_lens else None,
@@ -168,20 +192,22 @@ def causal() -> MaskFn:
 
 
 def padding(lengths: Sequence[int] | torch.Tensor) -> MaskFn:
-    """Right padding: row ``b`` has ``lengths[b]`` real tokens; keys at or past it are hidden from every query.
+    """Right padding: row ``b`` has ``lengths[b]`` real tokens; keys at or past it are hidden from every
+    query.
 
     Queries on padding positions still see the real keys, so no row of the mask is empty (no NaN in softmax).
     """
     lens = _lengths_tensor(lengths, "padding lengths", 0)
+    lens_on = _per_device(lens)
 
     def mask(b, h, q_idx, kv_idx):
-        return kv_idx < lens.to(kv_idx.device)[b]
+        return kv_idx < lens_on(kv_idx.device)[b]
 
     return _named(mask, f"padding_{'_'.join(map(str, lens.tolist()))}", batch=len(lens))
 
 
 def bidirectional(lengths: Sequence[int] | torch.Tensor | None = None) -> MaskFn:
-    """Full attention, hiding right padding when per-row ``lengths`` are given (``full & padding(lengths)``)."""
+    """Full attention, hiding right padding when per-row ``lengths`` are given (``padding(lengths)``)."""
     if lengths is None:
         return full()
     pad = padding(lengths)
@@ -255,18 +281,18 @@ def document(lengths: Sequence[int] | torch.Tensor, *, causal: bool = False) -> 
     doc_ids = torch.repeat_interleave(torch.arange(len(lens)), lens)  # (total,)
     # pad past the end so that FlexAttention's padded tail blocks index in bounds; -1 never matches a query
     pad_to = -(-total // 128) * 128 + 128
-    doc_q = torch.cat([doc_ids, torch.full((pad_to - total,), -1)])
-    doc_kv = torch.cat([doc_ids, torch.full((pad_to - total,), -2)])
+    doc_q = _per_device(torch.cat([doc_ids, torch.full((pad_to - total,), -1)]))
+    doc_kv = _per_device(torch.cat([doc_ids, torch.full((pad_to - total,), -2)]))
     name = f"document_{'_'.join(map(str, lens.tolist()))}"
     if causal:
 
         def mask(b, h, q_idx, kv_idx):
-            return (doc_q.to(q_idx.device)[q_idx] == doc_kv.to(kv_idx.device)[kv_idx]) & (q_idx >= kv_idx)
+            return (doc_q(q_idx.device)[q_idx] == doc_kv(kv_idx.device)[kv_idx]) & (q_idx >= kv_idx)
 
         return _named(mask, "causal_" + name, square=True, seq_len=total)
 
     def mask(b, h, q_idx, kv_idx):
-        return doc_q.to(q_idx.device)[q_idx] == doc_kv.to(kv_idx.device)[kv_idx]
+        return doc_q(q_idx.device)[q_idx] == doc_kv(kv_idx.device)[kv_idx]
 
     return _named(mask, name, square=True, seq_len=total)
 

@@ -12,7 +12,8 @@ Grammar (whitespace ignored)::
     group     := expr "=" RANGE ("," RANGE)*            RANGE is "i" or "i-j" (inclusive), layer indices
 
 NAME is one of: ``full``, ``bidir`` / ``bidirectional`` [lengths per row], ``causal``, ``padding`` lengths,
-``prefix_lm`` n, ``sliding_window`` w, ``local_window`` w (symmetric), ``dilated_sliding_window`` w,d, ``sinks`` k,
+``prefix_lm`` n, ``sliding_window`` w, ``local_window`` w (symmetric), ``dilated_sliding_window`` w,d,
+``sinks`` k,
 ``document`` lengths, ``causal_document`` lengths, ``block_causal`` b.
 
 Examples: ``causal``, ``causal&sliding_window:8``, ``causal&(sliding_window:4|sinks:2)``, ``document:3,5,8``,
@@ -139,7 +140,9 @@ class _Parser:
         while base not in FACTORIES and (m := re.fullmatch(r"(.+)_(\d+)", base)):
             base, args = m.group(1), [int(m.group(2)), *args]
         if base not in FACTORIES:
-            raise ValueError(f"unknown mask {name!r} in spec {self.text!r}; known: {', '.join(sorted(FACTORIES))}")
+            raise ValueError(
+                f"unknown mask {name!r} in spec {self.text!r}; known: {', '.join(sorted(FACTORIES))}"
+            )
         if self.peek()[1] == ":":
             if args:
                 raise ValueError(f"bad attention spec {self.text!r}: {name} has both _ and : arguments")
@@ -171,7 +174,7 @@ def parse(spec: str) -> mods.MaskFn:
     p = _Parser(spec)
     fn = p.expr()
     if p.i != len(p.toks):
-        raise ValueError(f"bad attention spec {spec!r}: trailing {''.join(v for _, v in p.toks[p.i:])!r}")
+        raise ValueError(f"bad attention spec {spec!r}: trailing {''.join(v for _, v in p.toks[p.i :])!r}")
     return fn
 
 
@@ -192,7 +195,7 @@ def parse_layers(text: str) -> list[int]:
 
 
 def parse_layerwise(spec: str) -> dict[int, mods.MaskFn]:
-    """``"layerwise:bidir=0-1,causal=2-3"`` -> ``{0: full, 1: full, 2: causal, 3: causal}`` (sorted by layer)."""
+    """``"layerwise:bidir=0-1,causal=2-3"`` -> ``{0: full, 1: full, 2: causal, 3: causal}``, by layer."""
     if not is_layerwise(spec):
         raise ValueError(f"layer-wise spec must start with 'layerwise:', got {spec!r}")
     body = spec.strip().removeprefix("layerwise:")
