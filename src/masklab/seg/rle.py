@@ -138,6 +138,8 @@ def _changes_to_counts(flat: np.ndarray, N: int, area: int) -> tuple[np.ndarray,
 
 def _local_index(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index of each element within its segment, segment id of each element)."""
+    if len(offsets) == 2:
+        return np.arange(int(offsets[-1])), np.zeros(int(offsets[-1]), dtype=np.int64)
     sizes = np.diff(offsets)
     seg = np.repeat(np.arange(len(sizes)), sizes)
     return np.arange(int(offsets[-1])) - offsets[:-1][seg], seg
@@ -186,13 +188,6 @@ def _counts_to_strings(counts: np.ndarray, offsets: np.ndarray) -> list[str]:
     return [text[a:b] for a, b in zip(cut[:-1], cut[1:], strict=True)]
 
 
-def _chain_cumsum(x: np.ndarray, reset: np.ndarray) -> np.ndarray:
-    """Cumulative sum of ``x`` that restarts at every ``reset`` position (reset[0] must be True)."""
-    cs = np.cumsum(x)
-    last = np.maximum.accumulate(np.where(reset, np.arange(len(x)), 0))
-    return cs - (cs[last] - x[last])
-
-
 # --------------------------------------------------------------------------------------------- decoding
 def _size(rle) -> tuple[int, int]:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
@@ -239,16 +234,17 @@ def _parse(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int
 def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
     """Decode every compressed string at once; raise ValueError naming the string and character position."""
     lens = np.array([len(t) for t in texts], dtype=np.int64)
-    c = np.frombuffer(b"".join(texts), dtype=np.uint8).astype(np.int64) - 48
+    c = np.frombuffer(b"".join(texts), dtype=np.uint8)
     str_end = np.cumsum(lens)
-    bad = np.flatnonzero((c < 0) | (c > 63))
+    bad = np.flatnonzero((c < 48) | (c > 111))
     if len(bad):
         i = int(np.searchsorted(str_end, bad[0], side="right"))
         p = int(bad[0] - (str_end[i] - lens[i]))
-        raise ValueError(f"RLE counts string {i} has an invalid character {chr(c[bad[0]] + 48)!r} "
+        raise ValueError(f"RLE counts string {i} has an invalid character {chr(c[bad[0]])!r} "
                          f"at position {p} "
                          f"(allowed: '0'..'o')")
-    last = (c & 0x20) == 0  # this char ends a value
+    c = c - np.uint8(48)  # 0..63
+    last = c < 0x20  # no continuation bit: this char ends a value
     nonempty = np.flatnonzero(lens)
     open_end = nonempty[~last[str_end[nonempty] - 1]]
     if len(open_end):
@@ -259,27 +255,40 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
     gstart[0:1] = 0
     gstart[1:] = ends[:-1] + 1
     glen = ends - gstart + 1
-    if len(glen) and glen.max() > _MAX_GROUPS:
+    K = int(glen.max()) if len(glen) else 1
+    if K > _MAX_GROUPS:
         g = int(np.argmax(glen > _MAX_GROUPS))
         i = int(np.searchsorted(str_end, gstart[g], side="right"))
         p = int(gstart[g] - (str_end[i] - lens[i]))
         raise ValueError(f"RLE counts string {i} has a value longer than {_MAX_GROUPS} chars at position {p}")
-    k = np.arange(len(c)) - np.repeat(gstart, glen)
-    # Sum each value's groups by differencing one running sum (int64 wraparound cancels in the difference).
-    cs = np.cumsum((c & 0x1F) << (5 * k))
-    x = cs[ends].copy()
-    x[1:] -= cs[ends[:-1]]
-    neg = (c[ends] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * glen[neg])  # sign-extend the last group
+    low = c & np.uint8(0x1F)
+    if K == 1:  # one char per value
+        x = low.astype(np.int64)
+    else:
+        x = low[gstart].astype(np.int64)
+        for g in range(1, K):  # group g of the values that have one
+            has = np.flatnonzero(glen > g)
+            x[has] |= low[gstart[has] + g].astype(np.int64) << (5 * g)
+    x -= ((c[ends] >> 4) & 1).astype(np.int64) << (5 * glen)  # sign-extend the last group (bit 4)
     # Values per string, then undo the i > 2 delta: counts[i] = x[i] + counts[i - 2], i.e. a running sum along
-    # each chain x1, x3, x5, ... and x2, x4, x6, ... of every string.
-    per_string = np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(per_string, out=offsets[1:])
-    j, _ = _local_index(offsets)
+    # each chain x2, x4, ... and x1, x3, ... of every string, restarting at i <= 2.
+    if len(texts) == 1:
+        offsets = np.array([0, len(x)], dtype=np.int64)
+    else:
+        per_string = np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(per_string, out=offsets[1:])
+    sizes = np.diff(offsets)
+    resets = np.sort(np.concatenate([offsets[:-1][sizes > i] + i for i in (0, 1, 2)]))
     counts = np.empty_like(x)
     for p in (0, 1):  # global index parity: i and i - 2 always share it
-        counts[p::2] = _chain_cumsum(x[p::2], j[p::2] <= 2)
+        xp, r = x[p::2].copy(), resets[resets % 2 == p] // 2  # r[0] == 0: index 0 and 1 are resets
+        if len(xp):
+            # cumsum that restarts at each reset: subtract the previous segment's total there
+            xp[r[1:]] -= np.add.reduceat(xp, r)[:-1]
+            np.cumsum(xp, out=counts[p::2])
+    if len(texts) == 1:
+        return [counts]
     return [counts[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
 
@@ -299,13 +308,15 @@ def rle_decode(rle, device=None):
     H, W = sizes[0] if sizes else (0, 0)
     j, _ = _local_index(offsets)
     N = len(rles)
-    if device is not None:
+    if device is not None and torch.device(device).type != "cpu":
         vals = torch.from_numpy((j & 1).astype(bool)).to(device)
         flat = torch.repeat_interleave(vals, torch.from_numpy(counts).to(device), output_size=N * H * W)
         out = flat.reshape(N, W, H).transpose(1, 2)
     else:
         flat = np.repeat((j & 1).astype(bool), counts)
         out = flat.reshape(N, W, H).transpose(0, 2, 1)
+        if device is not None:  # CPU tensor: shares the numpy buffer (numpy's repeat beats repeat_interleave)
+            out = torch.from_numpy(out)
     return out[0] if single else out
 
 
