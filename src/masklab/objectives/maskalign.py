@@ -1,0 +1,74 @@
+"""MaskAlign: masked image modelling without reconstruction (Xue et al. 2023, "Stare at What You See").
+
+The student encoder sees only the visible patches of a masked image; a frozen teacher sees the whole image. The
+student's visible-patch features are aligned with the teacher's features at the same positions (Sec. 3.2, Eq. 2):
+no decoder and no mask tokens. Dynamic Alignment (Sec. 3.3, Eq. 3-4) maps each of the student's last ``S`` layers
+through a linear adapter and mixes them with learned softmax weights per teacher level; both sides are
+LayerNorm-ed without affine parameters and compared with smooth-L1.
+
+The teacher is any module mapping patch vectors [B, N, P] to a list of per-level features [B, N, Dt] (for example a
+frozen :class:`masklab.objectives.mae.ViTEncoder` with ``all_layers=True``, or a CLIP vision tower wrapped to
+patches). Its parameters are frozen here and it runs in eval mode under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from masklab.corrupt.patches import PatchMask
+from masklab.objectives.mae import ViTEncoder
+
+__all__ = ["MaskAlign", "MaskAlignOutput"]
+
+
+@dataclass
+class MaskAlignOutput:
+    loss: torch.Tensor  # scalar: mean smooth-L1 over teacher levels and visible patches
+    per_level: torch.Tensor  # [levels] loss per teacher level
+
+
+def _gather(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, ids[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class MaskAlign(nn.Module):
+    """``forward(patches, patch_mask) -> MaskAlignOutput``; ``patches`` [B, N, P] from :func:`mae.patchify`."""
+
+    def __init__(self, student: ViTEncoder, teacher: nn.Module, *, student_dim: int, teacher_dim: int,
+                 student_levels: int = 1, teacher_levels: int = 1):
+        super().__init__()
+        if student_levels < 1 or student_levels > len(student.layers):
+            raise ValueError(f"student_levels must be in [1, {len(student.layers)}], got {student_levels}")
+        self.student = student
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student_levels, self.teacher_levels = student_levels, teacher_levels
+        self.adapters = nn.ModuleList(nn.Linear(student_dim, teacher_dim) for _ in range(student_levels))
+        self.mix = nn.Parameter(torch.zeros(teacher_levels, student_levels))  # Dynamic Alignment weights
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen teacher: never in training mode
+        return self
+
+    def forward(self, patches: torch.Tensor, pm: PatchMask) -> MaskAlignOutput:
+        with torch.no_grad():
+            t = self.teacher(patches)  # the teacher sees the whole image
+            t = list(t) if isinstance(t, (list, tuple)) else [t]
+            t = t[-self.teacher_levels:]
+            if len(t) != self.teacher_levels:
+                raise ValueError(f"teacher returned {len(t)} levels, expected {self.teacher_levels}")
+            targets = [F.layer_norm(_gather(x, pm.ids_keep), x.shape[-1:]) for x in t]  # (B, K, Dt) each
+        hidden = self.student(patches, pm.ids_keep, all_layers=True)[-self.student_levels:]  # visible only
+        adapted = torch.stack([a(h) for a, h in zip(self.adapters, hidden, strict=True)])  # (S, B, K, Dt)
+        weights = self.mix.softmax(-1)  # (T, S)
+        losses = []
+        for level, target in enumerate(targets):
+            pred = torch.einsum("s,sbkd->bkd", weights[level], adapted)
+            pred = F.layer_norm(pred, pred.shape[-1:])
+            losses.append(F.smooth_l1_loss(pred, target, beta=2.0))
+        per_level = torch.stack(losses)
+        return MaskAlignOutput(per_level.mean(), per_level.detach())
