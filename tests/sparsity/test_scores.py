@@ -1,4 +1,4 @@
-"""Wanda against hand-computed cases, calibration hooks, and SparseGPT against its closed-form special case."""
+"""Wanda against hand-computed cases, calibration hooks, SparseGPT against its closed-form special case."""
 
 import pytest
 import torch

@@ -52,7 +52,7 @@ def load_checkpoint(folder: str | Path):
     return model, tok
 
 
-def _calib_batches(args, tok):
+def _calib_batches(args, tok, model=None):
     from .calib import stdlib_docstrings, tokenize_batches
 
     if args.calib is None:
@@ -66,12 +66,13 @@ def _calib_batches(args, tok):
         if not path.is_file():
             raise FileNotFoundError(f"calibration file {path} does not exist")
         texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()][: args.calib_samples]
-    return tokenize_batches(tok, texts, args.batch_size, args.max_length)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or args.max_length
+    return tokenize_batches(tok, texts, args.batch_size, min(args.max_length, limit))
 
 
 def run(args: argparse.Namespace) -> int:
     model, tok = load_checkpoint(args.model)
-    calib = _calib_batches(args, tok)
+    calib = _calib_batches(args, tok, model)
     options = {"pad": True} if args.pad else {}
     if args.method == "maskllm":
         options = {"steps": args.steps}

