@@ -223,8 +223,18 @@ def _parse(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int
     if (counts < 0).any():
         i = int(np.searchsorted(offsets, np.flatnonzero(counts < 0)[0], side="right") - 1)
         raise ValueError(f"RLE {i} has a negative count: {segs[i].tolist()[:8]}...")
-    seg_ids = np.repeat(np.arange(len(segs)), lengths)
-    totals = np.bincount(seg_ids, weights=counts.astype(np.float64), minlength=len(segs))
+    too_big = max((h * w for h, w in sizes), default=0)
+    if counts.size and counts.max() > too_big:  # also keeps the sums below from wrapping around
+        at = int(np.argmax(counts > too_big))
+        i = int(np.searchsorted(offsets, at, side="right") - 1)
+        raise ValueError(f"RLE {i} has a count {int(counts[at])}, more than its size {sizes[i][0]}x{sizes[i][1]} "
+                         f"holds")
+    if len(segs) == 1:
+        totals = [int(counts.sum())]
+    else:
+        cs = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=cs[1:])
+        totals = cs[offsets[1:]] - cs[offsets[:-1]]
     for i, (H, W) in enumerate(sizes):
         if totals[i] != H * W:
             raise ValueError(f"RLE {i} counts sum to {int(totals[i])}, but its size {H}x{W} needs {H * W}")
@@ -250,6 +260,9 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
     if len(open_end):
         i = int(open_end[0])
         raise ValueError(f"RLE counts string {i} ends inside a value at position {int(lens[i]) - 1}")
+    if last.all():  # one char per value (noise-like masks): sign-extend 5 bits through int8
+        x = (c << np.uint8(3)).view(np.int8) >> np.int8(3)  # (n,) values -16..15
+        return _undo_deltas(x.astype(np.int64), [len(t) for t in texts])
     ends = np.flatnonzero(last)
     gstart = np.empty_like(ends)
     gstart[0:1] = 0
@@ -262,22 +275,22 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
         p = int(gstart[g] - (str_end[i] - lens[i]))
         raise ValueError(f"RLE counts string {i} has a value longer than {_MAX_GROUPS} chars at position {p}")
     low = c & np.uint8(0x1F)
-    if K == 1:  # one char per value
-        x = low.astype(np.int64)
-    else:
-        x = low[gstart].astype(np.int64)
-        for g in range(1, K):  # group g of the values that have one
-            has = np.flatnonzero(glen > g)
-            x[has] |= low[gstart[has] + g].astype(np.int64) << (5 * g)
+    x = low[gstart].astype(np.int64)
+    for g in range(1, K):  # group g of the values that have one
+        has = np.flatnonzero(glen > g)
+        x[has] |= low[gstart[has] + g].astype(np.int64) << (5 * g)
     x -= ((c[ends] >> 4) & 1).astype(np.int64) << (5 * glen)  # sign-extend the last group (bit 4)
-    # Values per string, then undo the i > 2 delta: counts[i] = x[i] + counts[i - 2], i.e. a running sum along
-    # each chain x2, x4, ... and x1, x3, ... of every string, restarting at i <= 2.
-    if len(texts) == 1:
-        offsets = np.array([0, len(x)], dtype=np.int64)
-    else:
-        per_string = np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
-        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(per_string, out=offsets[1:])
+    per_string = [len(x)] if len(texts) == 1 else \
+        np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
+    return _undo_deltas(x, per_string)
+
+
+def _undo_deltas(x: np.ndarray, per_string) -> list[np.ndarray]:
+    """Counts from written values (``per_string`` values per string): counts[i] = x[i] + counts[i - 2] for
+    i > 2, i.e. a running sum along each chain x2, x4, ... and x1, x3, ... of every string, restarting at
+    i <= 2."""
+    offsets = np.zeros(len(per_string) + 1, dtype=np.int64)
+    np.cumsum(per_string, out=offsets[1:])
     sizes = np.diff(offsets)
     resets = np.sort(np.concatenate([offsets[:-1][sizes > i] + i for i in (0, 1, 2)]))
     counts = np.empty_like(x)
@@ -287,7 +300,7 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
             # cumsum that restarts at each reset: subtract the previous segment's total there
             xp[r[1:]] -= np.add.reduceat(xp, r)[:-1]
             np.cumsum(xp, out=counts[p::2])
-    if len(texts) == 1:
+    if len(per_string) == 1:
         return [counts]
     return [counts[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
 
