@@ -264,22 +264,26 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
         x = (c << np.uint8(3)).view(np.int8) >> np.int8(3)  # (n,) values -16..15
         return _undo_deltas(x.astype(np.int64), [len(t) for t in texts])
     ends = np.flatnonzero(last)
-    gstart = np.empty_like(ends)
-    gstart[0:1] = 0
-    gstart[1:] = ends[:-1] + 1
-    glen = ends - gstart + 1
+    glen = np.diff(ends, prepend=-1)  # chars per value
     K = int(glen.max()) if len(glen) else 1
     if K > _MAX_GROUPS:
         g = int(np.argmax(glen > _MAX_GROUPS))
-        i = int(np.searchsorted(str_end, gstart[g], side="right"))
-        p = int(gstart[g] - (str_end[i] - lens[i]))
+        start = int(ends[g] - glen[g] + 1)
+        i = int(np.searchsorted(str_end, start, side="right"))
+        p = int(start - (str_end[i] - lens[i]))
         raise ValueError(f"RLE counts string {i} has a value longer than {_MAX_GROUPS} chars at position {p}")
-    low = c & np.uint8(0x1F)
-    x = low[gstart].astype(np.int64)
-    for g in range(1, K):  # group g of the values that have one
-        has = np.flatnonzero(glen > g)
-        x[has] |= low[gstart[has] + g].astype(np.int64) << (5 * g)
-    x -= ((c[ends] >> 4) & 1).astype(np.int64) << (5 * glen)  # sign-extend the last group (bit 4)
+    # Every value's last group, sign-extended from bit 4; values of more chars then shift it up and add the
+    # lower groups (a minority of values: only those are gathered again).
+    x = ((c[ends] << np.uint8(3)).view(np.int8) >> np.int8(3)).astype(np.int64)
+    if K > 1:
+        m = np.flatnonzero(glen > 1)
+        lm = glen[m]
+        xm = x[m] << (5 * (lm - 1))
+        first = ends[m] - (lm - 1)
+        for g in range(K - 1):  # group g of the values that have more than g + 1 groups
+            has = np.flatnonzero(lm > g + 1)
+            xm[has] |= (c[first[has] + g] & np.uint8(0x1F)).astype(np.int64) << (5 * g)
+        x[m] = xm
     per_string = [len(x)] if len(texts) == 1 else \
         np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
     return _undo_deltas(x, per_string)
@@ -319,14 +323,18 @@ def rle_decode(rle, device=None):
     if len(set(sizes)) > 1:
         raise ValueError(f"batched decode needs one mask size, got {sorted(set(sizes))}")
     H, W = sizes[0] if sizes else (0, 0)
-    j, _ = _local_index(offsets)
     N = len(rles)
+    if N == 1:
+        vals = np.zeros(len(counts), dtype=bool)
+        vals[1::2] = True  # runs alternate 0, 1, 0, ...
+    else:
+        vals = (_local_index(offsets)[0] & 1).astype(bool)
     if device is not None and torch.device(device).type != "cpu":
-        vals = torch.from_numpy((j & 1).astype(bool)).to(device)
+        vals = torch.from_numpy(vals).to(device)
         flat = torch.repeat_interleave(vals, torch.from_numpy(counts).to(device), output_size=N * H * W)
         out = flat.reshape(N, W, H).transpose(1, 2)
     else:
-        flat = np.repeat((j & 1).astype(bool), counts)
+        flat = np.repeat(vals, counts)
         out = flat.reshape(N, W, H).transpose(0, 2, 1)
         if device is not None:  # CPU tensor: shares the numpy buffer (numpy's repeat beats repeat_interleave)
             out = torch.from_numpy(out)
