@@ -128,6 +128,13 @@ def test_sliding_window_layer_equals_dense_reference(model, batch):
     torch.testing.assert_close(plan_out, ref, atol=1e-6, rtol=0)
 
 
+def test_document_mask_of_the_wrong_length_is_a_clear_error(model):
+    hf.use_masks(model, "document:4,4")
+    with pytest.raises(ValueError, match="defined for length 8, got q_len=6"), torch.no_grad():
+        model(torch.arange(6).view(1, 6))
+    hf.clear_masks(model)
+
+
 def test_bad_plans(model):
     with pytest.raises(ValueError, match=r"layers \[7\] not in model"):
         hf.use_masks(model, {7: M.full()})

@@ -29,7 +29,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, prepare_padding_mask
 
-from masklab.attention.mods import MaskFn, and_masks, full
+from masklab.attention.compile import check_shape
+from masklab.attention.mods import MaskFn, full
 from masklab.attention.spec import parse, parse_layerwise
 
 __all__ = [
@@ -65,6 +66,8 @@ class MaskContext:
         hit = self._dense.get(key)
         if hit is not None:
             return hit[1]
+        if fn is not None:  # a masklab mask states its own constraints (document length, q_len == kv_len)
+            check_shape(fn, self.q_offset + self.q_length, self.kv_offset + self.kv_length)
         base = self.mask_function if fn is None else fn
         pad = self.padding_mask
 
@@ -212,15 +215,3 @@ def clear_masks(model, attn_implementation: str = "sdpa") -> None:
     for mod in _attention_modules(model).values():
         mod.masklab_mask = None
     model.set_attn_implementation(attn_implementation)
-
-
-def with_padding(fn: MaskFn, attention_mask: torch.Tensor) -> MaskFn:
-    """``fn`` AND a 2-D padding mask ``(B, L)`` (1 = real token), for use outside a model."""
-    pad = attention_mask.to(torch.bool)
-
-    def mask(b, h, q, kv):
-        return pad.to(kv.device)[b, kv]
-
-    mask.__name__ = "padding"
-    mask.batch = pad.shape[0]
-    return and_masks(fn, mask)
