@@ -107,15 +107,23 @@ def cmd_generate(args) -> None:
 
     model, tok = load_masked_lm(args.model)
     ids = parse_prompt(args.prompt, tok, max_len=model.config.max_position_embeddings)
+    options = {k: v for k, v in {"block_length": getattr(args, "block_length", None),
+                                 "cfg_scale": getattr(args, "cfg_scale", None),
+                                 "remasking": getattr(args, "remasking", None),
+                                 "alg_temp": getattr(args, "alg_temp", None),
+                                 "threshold": getattr(args, "threshold", None)}.items() if v is not None}
+    if getattr(args, "stop_at_eos", False):
+        options["eos_id"] = tok.eos_token_id
     g = generate(model, torch.tensor([ids]), mask_id=tok.mask_token_id, sampler=args.sampler, steps=args.steps,
                  temperature=args.temperature, seed=args.seed, top_k=args.top_k, top_p=args.top_p,
-                 return_order=True)
+                 return_order=True, **options)
     print(tok.decode(g.ids[0]))
+    print(f"{args.sampler}: {g.nfe} model calls", file=sys.stderr)
     if args.png:
         from masklab.viz.generation import render_unmasking, token_pieces
 
         render_unmasking(token_pieces(tok, g.ids[0]), g.order[0].tolist(), args.png,
-                         title=f"{args.sampler} sampler, {g.steps} steps, seed {args.seed}")
+                         title=f"{args.sampler} sampler, {g.nfe} model calls, seed {args.seed}")
         print(f"wrote {args.png}", file=sys.stderr)
 
 
@@ -164,12 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="fill <mask> / <mask:N> placeholders with a masked-diffusion sampler")
     s.add_argument("--model", required=True, help="run folder or checkpoint folder")
     s.add_argument("--prompt", required=True, help="text with <mask> (one token) or <mask:N> (N tokens)")
-    s.add_argument("--sampler", default="confidence", help="sampler name (default: confidence)")
-    s.add_argument("--steps", type=int, default=None, help="denoising steps (default: one token per step)")
-    s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    from masklab.sample.generate import add_sampler_arguments
+
+    add_sampler_arguments(s)
     s.add_argument("--png", help="also draw the unmasking order to this PNG")
     s.set_defaults(func=cmd_generate)
 

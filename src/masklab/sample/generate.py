@@ -14,7 +14,7 @@ from masklab.sample.samplers import SAMPLERS
 
 DECODER_OPTIONS = {"block_length", "eos_id", "fill_id", "cfg_scale", "pad_id"}  # every sampler takes these
 
-__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts"]
+__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts", "add_sampler_arguments"]
 
 
 @dataclass
@@ -127,3 +127,23 @@ def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: st
         return out
     used = int(torch.minimum(steps_t, n).max()) if sampler == "confidence" else int(steps_t.max())
     return Generation(out, order, used, stats.get("nfe", 0), stats)
+
+
+def add_sampler_arguments(s) -> None:
+    """Sampler choice and options shared by ``masklab generate`` and ``masklab show generation``."""
+    from masklab.sample.samplers import SAMPLERS
+    from masklab.sample.samplers.confidence import REMASKING
+
+    s.add_argument("--sampler", default="confidence", choices=sorted(SAMPLERS), help="default: confidence")
+    s.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: one token per step; ancestral: time steps, not clamped)")
+    s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks of N masked tokens")
+    s.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance (uncond masks the prompt)")
+    s.add_argument("--remasking", choices=REMASKING, default=None, help="confidence sampler: which score orders")
+    s.add_argument("--alg-temp", type=float, default=None, help="confidence sampler: Dream's random position choice")
+    s.add_argument("--threshold", type=float, default=None, help="threshold sampler: commit above this (0.9)")
+    s.add_argument("--stop-at-eos", action="store_true", help="stop at the first generated EOS")

@@ -63,16 +63,16 @@ def token_pieces(tokenizer, ids) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from masklab.sample.generate import add_sampler_arguments
+
     p.add_argument("--model", required=True, help="checkpoint folder (a run folder or its model/)")
     p.add_argument("--prompt", required=True, help="text with <mask> / <mask:N> placeholders")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampler_arguments(p)  # --sampler (ancestral, confidence, fhs, threshold) and its options
     p.add_argument("--out", required=True, help="PNG file to write")
 
 
 def run(args) -> None:
     from masklab.cli import cmd_generate
 
-    args.png, args.sampler, args.top_k, args.top_p = args.out, "confidence", None, None
+    args.png = args.out
     cmd_generate(args)

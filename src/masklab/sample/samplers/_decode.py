@@ -93,6 +93,7 @@ class Decoder:
         step = self.calls
         self.calls += 1
         self.stats["nfe"] += 2 if self.cfg_scale > 0 else 1
+        self.stats["row_nfe"] = self.stats.get("row_nfe", 0) + alive.long() * (2 if self.cfg_scale > 0 else 1)
         everyone = bool(alive.all())
         xs = x if everyone else x[alive]
         if self.cfg_scale > 0:
@@ -108,6 +109,8 @@ class Decoder:
             out = part.new_zeros((x.shape[0],) + tuple(part.shape[1:]))
             out[alive] = part
         check_logits(out[x == self.mask_id], step)
+        if self.mask_id < out.shape[-1]:  # the mask token is never a sample (MDLM's zero-masking probability)
+            out = out.index_fill(-1, torch.tensor([self.mask_id], device=out.device), float("-inf"))
         return out
 
     def uniforms(self, s: int, stream: int, dtype=torch.float64) -> torch.Tensor:

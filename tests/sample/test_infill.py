@@ -1,0 +1,34 @@
+"""Prompts with placeholders anywhere, and the DIJA-style expansion to the model's native mask tokens."""
+
+import pytest
+
+from masklab.data.tokenizers import byte_tokenizer
+from masklab.sample.infill import interleave, parse_prompt, red_team_prompt
+
+TOK = byte_tokenizer()
+
+
+def test_placeholders_expand_to_mask_ids_in_place():
+    ids = parse_prompt("ab<mask:3>c<mask>", TOK)
+    m = TOK.mask_token_id
+    assert ids == TOK("ab", add_special_tokens=False)["input_ids"] + [m] * 3 + \
+        TOK("c", add_special_tokens=False)["input_ids"] + [m]
+
+
+def test_red_team_prompt_gives_n_native_mask_tokens_per_placeholder():
+    template = interleave("Explain the procedure.", ["Step 1:", "Step 2:"], span=5)
+    assert template == "Explain the procedure.\nStep 1: <mask:5>\nStep 2: <mask:5>"
+    text = red_team_prompt(template, TOK)
+    assert TOK(text, add_special_tokens=False)["input_ids"].count(TOK.mask_token_id) == 10
+    assert red_team_prompt("a <mask:2> b", mask_token="<|mdm_mask|>") == "a <|mdm_mask|><|mdm_mask|> b"
+
+
+def test_bad_placeholders_are_refused():
+    with pytest.raises(ValueError, match="<mask:0> asks for no tokens"):
+        parse_prompt("x<mask:0>", TOK)
+    with pytest.raises(ValueError, match="no mask placeholder"):
+        parse_prompt("plain text", TOK)
+    with pytest.raises(ValueError, match="no native mask token"):
+        red_team_prompt("a <mask>")
+    with pytest.raises(ValueError, match="tokenized to"):
+        red_team_prompt("a <mask:2>", TOK, mask_token="<not-a-special>")
