@@ -264,7 +264,9 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
         x = (c << np.uint8(3)).view(np.int8) >> np.int8(3)  # (n,) values -16..15
         return _undo_deltas(x.astype(np.int64), [len(t) for t in texts])
     ends = np.flatnonzero(last)
-    glen = np.diff(ends, prepend=-1)  # chars per value
+    glen = np.empty(len(ends), dtype=np.int32)  # chars per value (int32: less fresh memory than diff's int64)
+    glen[:1] = ends[:1] + 1
+    np.subtract(ends[1:], ends[:-1], out=glen[1:], casting="unsafe")
     K = int(glen.max()) if len(glen) else 1
     if K > _MAX_GROUPS:
         g = int(np.argmax(glen > _MAX_GROUPS))
