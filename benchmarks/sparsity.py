@@ -80,6 +80,47 @@ def anchor_torch_ao(model) -> tuple[float, float, float]:
     return same / total, t_ours, t_ref
 
 
+def nll_table(folder: str, steps: int, calib_examples: int = 64, eval_batches: int = 8) -> None:
+    """Valid NLL of a masklab-trained checkpoint, dense and 2:4-pruned by each method (default layer filter).
+
+    Uses the training stack's own loader and evaluator: the recipe saved in ``masklab.json`` rebuilds the
+    task, ``objective.load_model`` loads the weights and ``objective.evaluate`` computes the valid metrics
+    on fixed held-out batches. Calibration and MaskLLM distillation (KL to the dense model's logits) use clean
+    training examples.
+    """
+    from masklab.train import checkpoint
+    from masklab.train.recipes.base import apply_overrides, from_dict
+
+    ckpt = checkpoint.resolve(folder)
+    recipe = from_dict(checkpoint.verify(ckpt)["recipe"])
+    overrides = (
+        [f"tokenizer={ckpt}"] if hasattr(recipe, "tokenizer") and (ckpt / "tokenizer.json").exists() else []
+    )
+    task = apply_overrides(recipe, overrides).build()
+    obj = task.objective
+    obj.load_model(ckpt)
+    dense_state = copy.deepcopy(obj.model.state_dict())
+    calib = [{"input_ids": task.train[i : i + 8]} for i in range(0, calib_examples, 8)]
+    rows = []
+    for method in ("dense", "magnitude", "wanda", "maskllm"):
+        obj.model.load_state_dict(dense_state)
+        t0 = time.perf_counter()
+        sp = 0.0
+        if method != "dense":
+            opts = {"steps": steps, "lr": 1e-3, "tau": (1.0, 0.05)} if method == "maskllm" else {}
+            report = sparsify_(
+                obj.model, method, 2, 4, calib=None if method == "magnitude" else calib, **opts
+            )
+            sp = report.sparsity
+        ev = obj.evaluate(task.valid, seed=recipe.seed, max_batches=eval_batches)
+        key = "nll_bound_bits" if "nll_bound_bits" in ev else "bits" if "bits" in ev else "loss"
+        rows.append((method, ev[key], key, sp, time.perf_counter() - t0))
+        print(f"{method:>10}: {key} {ev[key]:.4f}  sparsity {sp:.3f}", flush=True)
+    print(f"\n| method | valid {rows[0][2]} | pruned-layer sparsity | time (s) |\n|---|---|---|---|")
+    for method, v, _, sp, secs in rows:
+        print(f"| {method} | {v:.4f} | {sp:.3f} | {secs:.1f} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=128, help="train docstrings for Wanda/SparseGPT calibration")
@@ -94,8 +135,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reg", type=float, default=1e-5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[], help="methods to skip")
+    ap.add_argument("--nll-model", default=None, help="masklab checkpoint: print only its valid-NLL table")
+    ap.add_argument("--nll-steps", type=int, default=50, help="MaskLLM steps for the NLL table")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.nll_model:
+        nll_table(args.nll_model, args.nll_steps)
+        return 0
     from transformers import AutoModel, AutoTokenizer
 
     t_start = time.perf_counter()
