@@ -46,6 +46,7 @@ from masklab.corrupt.tokens import (
     random_mask,
     whole_word_mask,
     word_ids_from_offsets,
+    word_ids_from_starts,
 )
 
 __all__ = ["MLMCollator", "RTDCollator", "MEAPCollator", "MDMCollator", "pad_examples", "STRATEGIES"]
@@ -224,21 +225,17 @@ class MLMCollator(_Base):
         self.strategy, self.count, self.mix, self.lexicon = strategy, count, tuple(mix), lexicon
         self.span_options = dict(span_options or {})
         self.return_ngram_labels = return_ngram_labels
-        self._continuation: torch.Tensor | None = None
+        self._starts: torch.Tensor | None = None
 
     def word_ids(self, batch: dict, can: torch.Tensor) -> torch.Tensor:
-        """[B, L] word id per token (-1 outside words) from word_ids, offsets, or the ``##`` prefix."""
+        """[B, L] word id per token (-1 outside words) from word_ids, offsets, or the vocabulary's word marks."""
         if "word_ids" in batch:
             return torch.where(can, batch["word_ids"], -1)
         if "offset_mapping" in batch:
             return word_ids_from_offsets(batch["offset_mapping"], ~can)
-        if self._continuation is None:
-            self._continuation = continuation_table(self.tokenizer)
-        ids = batch["input_ids"]
-        cont = self._continuation[ids.clamp(0, len(self._continuation) - 1)] & can
-        starts = can & ~cont
-        wid = starts.long().cumsum(dim=1)
-        return torch.where(can, wid, -1)
+        if self._starts is None:
+            self._starts = word_start_table(self.tokenizer)
+        return word_ids_from_starts(batch["input_ids"], self._starts, can)
 
     def __call__(self, examples: Sequence[Any]) -> dict:
         batch, keys, can = self._batch(examples)
@@ -249,15 +246,26 @@ class MLMCollator(_Base):
         return out
 
 
-def continuation_table(tokenizer) -> torch.Tensor:
-    """[V] bool: True for vocabulary entries that continue a word (WordPiece ``##``)."""
+_SPACE_MARKS = "\u0120\u010a\u0109\u010d\u2581"  # byte-level space, newline, tab, CR; sentencepiece space
+
+
+def word_start_table(tokenizer) -> torch.Tensor:
+    """[V] bool: vocabulary entries that begin a word.
+
+    WordPiece: every token without the ``##`` continuation prefix. Byte-level BPE / sentencepiece: tokens whose
+    first symbol is a space-like marker (so a word is a whitespace-delimited chunk, punctuation included).
+    """
     vocab = tokenizer.get_vocab()
-    if not any(t.startswith("##") for t in vocab):
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no '##' continuation tokens: give each "
-                         "example 'word_ids' or 'offset_mapping' for word-level masking")
-    table = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.bool)
-    ids = [i for t, i in vocab.items() if t.startswith("##")]
-    table[torch.tensor(ids)] = True
+    size = max(len(tokenizer), max(vocab.values()) + 1)
+    table = torch.zeros(size, dtype=torch.bool)
+    if any(t.startswith("##") for t in vocab):
+        begins = [i for t, i in vocab.items() if not t.startswith("##")]
+    elif any(t[:1] in _SPACE_MARKS for t in vocab if t):
+        begins = [i for t, i in vocab.items() if t[:1] in _SPACE_MARKS]
+    else:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} marks no word boundaries ('##' or a space "
+                         "symbol): give each example 'word_ids' or 'offset_mapping' for word-level masking")
+    table[torch.tensor(begins, dtype=torch.long)] = True
     return table
 
 

@@ -21,7 +21,7 @@ from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
 __all__ = ["fast_bits", "fast_uniform", "random_mask", "whole_word_mask", "eligible", "replacement_pool", "check_prob", "select_count",
-           "apply_mix", "word_ids_from_offsets", "word_starts", "word_index", "spread_from_starts"]
+           "apply_mix", "word_ids_from_offsets", "word_ids_from_starts", "word_starts", "word_index", "spread_from_starts"]
 
 
 # ------------------------------------------------------------------------------------ fast keyed streams
@@ -218,6 +218,17 @@ def word_ids_from_offsets(offsets: torch.Tensor, special: torch.Tensor) -> torch
     new = ~special & ((starts != prev_end) | prev_special)
     wid = new.long().cumsum(dim=1)
     return torch.where(special, torch.full_like(wid, -1), wid)
+
+
+def word_ids_from_starts(ids: torch.Tensor, starts_table: torch.Tensor, can: torch.Tensor) -> torch.Tensor:
+    """Word id per token [B, L] (-1 where ``can`` is False) from a vocabulary table [V] bool that says which
+    tokens begin a word (WordPiece: no ``##``; byte-level BPE: a leading space symbol). A token after an
+    ineligible one also begins a word."""
+    begins = starts_table.to(ids.device)[ids.clamp(0, len(starts_table) - 1)]
+    prev_can = torch.cat([torch.zeros_like(can[:, :1]), can[:, :-1]], dim=1)
+    starts = can & (begins | ~prev_can)
+    wid = starts.long().cumsum(dim=1)
+    return torch.where(can, wid, torch.full_like(wid, -1))
 
 
 def word_starts(word_ids: torch.Tensor, can: torch.Tensor | None = None) -> torch.Tensor:

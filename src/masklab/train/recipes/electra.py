@@ -1,0 +1,61 @@
+"""ELECTRA / DeBERTaV3 replaced-token detection recipe. Launch: ``masklab train --recipe electra sharing=gdes``
+(embedding sharing ``none``, ``es`` as in ELECTRA, or ``gdes`` as in DeBERTaV3, the default)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from masklab.corrupt.replace import METHODS
+from masklab.corrupt.tokens import check_prob
+from masklab.objectives.electra import ELECTRA, SHARING
+from masklab.train.recipes.base import TextRecipe, register
+
+
+@dataclass
+class ElectraRecipe(TextRecipe):
+    sharing: str = "gdes"  # none | es (ELECTRA) | gdes (DeBERTaV3): how generator and discriminator share E
+    mask_prob: float = 0.15  # ELECTRA-small masks 15% (k per row, without replacement)
+    gen_layers: float = 0.5  # generator depth as a fraction of the discriminator's (same width: shared E)
+    rtd_weight: float = 50.0  # lambda in L_MLM + lambda L_Disc (ELECTRA)
+    sampling: str = "multinomial"  # multinomial (keyed inverse CDF) | gumbel (keyed Gumbel-max)
+    temperature: float = 1.0  # generator softmax temperature for sampling
+    disallow_correct: bool = False  # never sample the original token
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_prob("mask_prob", self.mask_prob)
+        if self.sharing not in SHARING:
+            raise ValueError(f"sharing must be one of {SHARING}, got {self.sharing!r}")
+        if self.sampling not in METHODS:
+            raise ValueError(f"sampling must be one of {METHODS}, got {self.sampling!r}")
+        if not 0 < self.gen_layers <= 1:
+            raise ValueError(f"gen_layers must be in (0, 1], got {self.gen_layers}")
+        if self.temperature <= 0 or self.rtd_weight < 0:
+            raise ValueError("temperature must be > 0 and rtd_weight >= 0")
+        if self.arch != "modernbert":
+            raise ValueError("ELECTRA needs bidirectional models: arch=modernbert")
+
+    def build_objective(self, model, info):
+        from transformers import ModernBertForTokenClassification
+
+        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
+            torch.manual_seed(self.seed + 1)
+            dcfg = copy.deepcopy(model.config)
+            dcfg.num_labels = 1
+            disc = ModernBertForTokenClassification._from_config(dcfg, attn_implementation="sdpa")
+            gcfg = copy.deepcopy(model.config)
+            gcfg.num_hidden_layers = max(1, round(model.config.num_hidden_layers * self.gen_layers))
+            if getattr(gcfg, "layer_types", None) is not None:  # per-layer attention kinds follow the depth
+                gcfg.layer_types = list(gcfg.layer_types)[: gcfg.num_hidden_layers]
+            gen = type(model)._from_config(gcfg, attn_implementation="sdpa")
+        return ELECTRA(disc, gen, info, sharing=self.sharing, prob=self.mask_prob, rtd_weight=self.rtd_weight,
+                       method=self.sampling, temperature=self.temperature, disallow_correct=self.disallow_correct)
+
+
+@register("electra", "ELECTRA RTD, generator + discriminator, DeBERTaV3 GDES sharing (sharing=none|es|gdes)")
+def electra():
+    return ElectraRecipe(sharing="gdes", preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64,
+                         steps=20000, lr=1e-3, warmup=500, eval_every=1000, ckpt_every=1000)
