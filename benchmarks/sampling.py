@@ -7,14 +7,16 @@ Train the two models first (each within its recipe's CPU budget):
     masklab train --recipe mdm-tiny --out runs/mdm256b seq_len=256
     masklab train --recipe ar --out runs/ar256 seq_len=256 max_minutes=4
 
-Every speed figure is printed beside the unigram entropy (bits) and generative perplexity (under the ``ar`` model)
-of the same samples, since low-entropy samples game gen-PPL. Parts:
+Every speed figure is printed beside the unigram entropy (bits) and generative perplexity (under the ``ar``
+model) of the same samples, since low-entropy samples game gen-PPL. Parts:
 
 A. FHS against MDLM ancestral (float64, cached model calls) on the trained MDM at L tokens: wall time, NFE.
 B. Threshold decoding (Fast-dLLM) against one-token-per-step confidence decoding: NFE reduction and quality.
-C. Ground truth: the same samplers on a random HMM whose exact conditionals make a perfect denoiser; the exact NLL of
+C. Ground truth: the same samplers on a random HMM whose exact conditionals make a perfect denoiser; the exact
+NLL of
    the samples (bits/token) shows what parallel decoding costs, without a reference-LM proxy.
-D. fp32 Gumbel-max against masklab's float64 inverse CDF on a distribution with many low-probability tokens: the
+D. fp32 Gumbel-max against masklab's float64 inverse CDF on a distribution with many low-probability tokens:
+the
    exact probability fp32 noise gives the tail (all 2**24 fp32 uniforms enumerated) and a Monte Carlo check.
 """
 
@@ -56,8 +58,11 @@ def row(name, r, ar, ignore, base_sec=None, base_nfe=None):
         extra += f"  FHS speed-up {r['seconds'] / base_sec:6.1f}x" if base_nfe is None else ""
     if base_nfe is not None:
         extra += f"  NFE per row / one-per-step {r['row_nfe'] / base_nfe:5.2f}"
-    print(f"  {name:<34} {r['seconds']:8.2f} s  NFE {r['nfe']:5d} (per row {r['row_nfe']:6.1f})  gen-PPL {ppl:7.2f}  entropy {ent:5.3f}{extra}",
-          flush=True)
+    print(
+        f"  {name:<34} {r['seconds']:8.2f} s  NFE {r['nfe']:5d} (per row {r['row_nfe']:6.1f})  "
+        f"gen-PPL {ppl:7.2f}  entropy {ent:5.3f}{extra}",
+        flush=True,
+    )
     return ppl, ent
 
 
@@ -65,8 +70,12 @@ def run(model, x, **kw):
     began = time.perf_counter()
     g = generate(model, x, return_order=True, **kw)
     row_nfe = g.stats.get("row_nfe", torch.tensor(float(g.nfe)))
-    return {"ids": g.ids, "nfe": g.nfe, "row_nfe": float(row_nfe.double().mean()),
-            "seconds": time.perf_counter() - began}
+    return {
+        "ids": g.ids,
+        "nfe": g.nfe,
+        "row_nfe": float(row_nfe.double().mean()),
+        "seconds": time.perf_counter() - began,
+    }
 
 
 def part_a_b(args):
@@ -77,7 +86,9 @@ def part_a_b(args):
     x = torch.full((args.batch, args.length), mask)
     seeds = list(range(args.batch))
     n = args.length
-    print(f"A. FHS vs ancestral: {args.batch} samples x {n} tokens, model {args.mdm}, gen-PPL under {args.ar}")
+    print(
+        f"A. FHS vs ancestral: {args.batch} samples x {n} tokens, model {args.mdm}, gen-PPL under {args.ar}"
+    )
     fhs = run(mdm, x, mask_id=mask, sampler="fhs", seed=seeds)
     row("fhs (one token per call)", fhs, ar, ignore)
     for T in args.ancestral_steps:
@@ -97,34 +108,44 @@ def part_c(args):
     hmm = RandomHMM(states=8, symbols=16, seed=0, alpha=0.02)
     L, B = 64, 128
     ref = hmm.sample(4096, L, seed=1)
-    print(f"C. exact HMM denoiser (8 states, 16 symbols, alpha 0.02), {B} samples x {L}: true NLL in bits/token")
+    print(
+        f"C. exact HMM denoiser (8 states, 16 symbols, alpha 0.02), {B} samples x {L}: true NLL in bits/token"
+    )
     print(f"  {'data (true samples)':<34} NLL {true_nll(hmm, ref):.4f}  entropy {unigram_entropy(ref):.3f}")
     x = torch.full((B, L), hmm.mask_id)
-    for name, kw in [("fhs", dict(sampler="fhs")),
-                     ("confidence random, 1/step", dict(sampler="confidence", remasking="random")),
-                     ("ancestral, L steps", dict(sampler="ancestral", steps=L)),
-                     ("ancestral, 4L steps", dict(sampler="ancestral", steps=4 * L)),
-                     ("confidence low_conf, 1/step", dict(sampler="confidence")),
-                     ("threshold 0.9", dict(sampler="threshold", threshold=0.9)),
-                     ("threshold 0.7", dict(sampler="threshold", threshold=0.7)),
-                     ("threshold 0.5", dict(sampler="threshold", threshold=0.5)),
-                     ("threshold 0.3", dict(sampler="threshold", threshold=0.3)),
-                     ("confidence random, 4/step", dict(sampler="confidence", remasking="random", steps=L // 4)),
-                     ("confidence random, all at once", dict(sampler="confidence", remasking="random", steps=1))]:
+    for name, kw in [
+        ("fhs", dict(sampler="fhs")),
+        ("confidence random, 1/step", dict(sampler="confidence", remasking="random")),
+        ("ancestral, L steps", dict(sampler="ancestral", steps=L)),
+        ("ancestral, 4L steps", dict(sampler="ancestral", steps=4 * L)),
+        ("confidence low_conf, 1/step", dict(sampler="confidence")),
+        ("threshold 0.9", dict(sampler="threshold", threshold=0.9)),
+        ("threshold 0.7", dict(sampler="threshold", threshold=0.7)),
+        ("threshold 0.5", dict(sampler="threshold", threshold=0.5)),
+        ("threshold 0.3", dict(sampler="threshold", threshold=0.3)),
+        ("confidence random, 4/step", dict(sampler="confidence", remasking="random", steps=L // 4)),
+        ("confidence random, all at once", dict(sampler="confidence", remasking="random", steps=1)),
+    ]:
         r = run(hmm, x, mask_id=hmm.mask_id, seed=list(range(B)), **kw)
-        print(f"  {name:<34} NLL {true_nll(hmm, r['ids']):.4f}  entropy {unigram_entropy(r['ids']):.3f}  "
-              f"NFE {r['nfe']:4d} (per row {r['row_nfe']:5.1f})  {r['seconds']:6.2f} s", flush=True)
+        print(
+            f"  {name:<34} NLL {true_nll(hmm, r['ids']):.4f}  entropy {unigram_entropy(r['ids']):.3f}  "
+            f"NFE {r['nfe']:4d} (per row {r['row_nfe']:5.1f})  {r['seconds']:6.2f} s",
+            flush=True,
+        )
 
 
 def part_d(args):
-    V_tail, D = 2 ** 16, 16.0
+    V_tail, D = 2**16, 16.0
     p_tail = V_tail * math.exp(-D) / (1 + V_tail * math.exp(-D))
-    # exact fp32 Gumbel-max: head wins unless the max tail noise beats head noise + D; enumerate every fp32 uniform
-    K = 2 ** 24
+    # exact fp32 Gumbel-max: the head wins unless the max tail noise beats head noise + D;
+    # enumerate every fp32 uniform
+    K = 2**24
     u = (np.arange(1, K, dtype=np.float64) / K).astype(np.float32)
     g = np.sort(-np.log(-np.log(u)).astype(np.float64))
     g0 = g[::16]
-    F = (np.searchsorted(g, g0 + D, side="right") + 1) / K  # P(one tail noise <= head noise + D), u = 0 included
+    F = (
+        np.searchsorted(g, g0 + D, side="right") + 1
+    ) / K  # P(one tail noise <= head noise + D), u = 0 included
     p32 = float(np.mean(1 - np.exp(V_tail * np.log(F))))
 
     def entropy(q):
@@ -140,10 +161,15 @@ def part_d(args):
         hits64 += int((categorical(batch, generator=gen) > 0).sum())
         draws += 256
     print(f"D. fp32 Gumbel vs float64: 1 head token + {V_tail} tail tokens {D:.0f} nats below it")
-    print(f"  exact tail probability {p_tail:.5f} (entropy {entropy(p_tail):.4f} bits); fp32 Gumbel-max, exact over "
-          f"all fp32 uniforms: {p32:.5f} (entropy {entropy(p32):.4f} bits, tail x{p32 / p_tail:.3f})")
-    print(f"  Monte Carlo, {draws} draws each: fp32 Gumbel tail {hits32 / draws:.5f}, "
-          f"float64 inverse CDF tail {hits64 / draws:.5f}")
+    print(
+        f"  exact tail probability {p_tail:.5f} (entropy {entropy(p_tail):.4f} bits); "
+        f"fp32 Gumbel-max, exact over all fp32 uniforms: {p32:.5f} "
+        f"(entropy {entropy(p32):.4f} bits, tail x{p32 / p_tail:.3f})"
+    )
+    print(
+        f"  Monte Carlo, {draws} draws each: fp32 Gumbel tail {hits32 / draws:.5f}, "
+        f"float64 inverse CDF tail {hits64 / draws:.5f}"
+    )
 
 
 def main():

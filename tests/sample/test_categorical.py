@@ -21,12 +21,13 @@ def test_float64_sampling_matches_a_long_tailed_distribution():
     p = logits.softmax(-1)
     n = 8000
     ids = categorical(logits.float().expand(n, -1), generator=torch.Generator().manual_seed(0))
-    # bins of about equal probability mass, ordered by token probability: the tail bins hold thousands of tokens
+    # bins of about equal mass, ordered by token probability: the tail bins hold thousands of tokens
     edges = torch.searchsorted(p.cumsum(0), torch.linspace(0.1, 0.9, 9, dtype=torch.float64)).unique()
     edges = edges[edges > 0]
     bins = torch.bucketize(ids, edges, right=True)
     counts = torch.bincount(bins, minlength=len(edges) + 1).double()
-    mass = torch.stack([p[lo:hi].sum() for lo, hi in zip([0] + edges.tolist(), edges.tolist() + [len(p)])])
+    bounds = zip([0] + edges.tolist(), edges.tolist() + [len(p)], strict=True)
+    mass = torch.stack([p[lo:hi].sum() for lo, hi in bounds])
     assert chisquare(counts.numpy(), (mass * n).numpy()).pvalue > 1e-3
 
 
@@ -34,10 +35,11 @@ def test_fp32_gumbel_lowers_entropy_where_float64_does_not():
     """One head token and 4096 tail tokens trailing by 20 nats (many low-probability tokens).
 
     Every fp32 uniform torch.rand returns lies in [2**-24, 1 - 2**-24] (or is 0: noise -inf), so the noise gap
-    between two tokens is below 19.45 and no tail token can ever win: fp32 Gumbel-max samples have entropy 0 here,
-    whatever the seed. The true entropy is positive, and float64 inverse CDF gives the tail exactly its mass: with
-    uniforms stratified over the top of [0, 1) the tail fraction is exact, not a Monte Carlo estimate."""
-    u = torch.tensor([2.0 ** -24, 1 - 2.0 ** -24], dtype=torch.float32)
+    between two tokens is below 19.45 and no tail token can ever win: fp32 Gumbel-max samples have entropy 0
+    here, whatever the seed. The true entropy is positive, and float64 inverse CDF gives the tail exactly its
+    mass: with uniforms stratified over the top of [0, 1) the tail fraction is exact, not a Monte Carlo
+    estimate."""
+    u = torch.tensor([2.0**-24, 1 - 2.0**-24], dtype=torch.float32)
     g = -torch.log(-torch.log(u))
     assert float(g[1] - g[0]) < 19.5
     V_tail, D = 4096, 20.0

@@ -16,7 +16,8 @@ def _ids(s):
 
 
 class Bigram:
-    """p(token at i) depends only on the token at i-1 (fixed random table): exact conditionals are easy to write."""
+    """p(token at i) depends only on the token at i-1 (fixed random table): exact conditionals are easy to
+    write."""
 
     def __init__(self):
         self.table = torch.randn(len(TOK), len(TOK), generator=torch.Generator().manual_seed(0)) * 3
@@ -45,7 +46,10 @@ def test_classify_picks_the_label_the_model_prefers():
             out[..., t] = 5.0
         return out
 
-    assert classify(model, TOK, ["<mask> f(x):", "x = 1\n<mask> g():"], ["class", "def", "if"]) == ["def", "def"]
+    assert classify(model, TOK, ["<mask> f(x):", "x = 1\n<mask> g():"], ["class", "def", "if"]) == [
+        "def",
+        "def",
+    ]
 
 
 def test_keyword_task_is_built_from_held_out_stdlib_lines():

@@ -1,9 +1,9 @@
 """Samplers on an exact toy model: a known joint over short sequences whose conditionals are computed exactly.
 
-One token per step from the model's exact conditionals in any order (FHS, confidence with random order) samples the
-joint exactly (chain rule); MDLM's ancestral sampler does too as its steps grow (Zheng et al. 2024, Prop. 4.1).
-Committing k > 1 tokens per step draws them independently given the rest, i.e. from the product of their
-conditionals, which departs from a correlated joint (Fast-dLLM, Wu et al. 2025, Sec. 3.3).
+One token per step from the model's exact conditionals in any order (FHS, confidence with random order)
+samples the joint exactly (chain rule); MDLM's ancestral sampler does too as its steps grow (Zheng et al.
+2024, Prop. 4.1). Committing k > 1 tokens per step draws them independently given the rest, i.e. from the
+product of their conditionals, which departs from a correlated joint (Fast-dLLM, Wu et al. 2025, Sec. 3.3).
 """
 
 import pytest
@@ -31,7 +31,7 @@ def joint():
 
 
 def _pvalue(joint, ids):
-    counts = torch.bincount(joint.index(ids), minlength=V ** L).double()
+    counts = torch.bincount(joint.index(ids), minlength=V**L).double()
     return _chi2(counts, joint.probs)
 
 
@@ -45,21 +45,27 @@ def _sample(joint, sampler, **kw):
     return generate(joint, x, mask_id=joint.mask_id, sampler=sampler, seed=list(range(N)), **kw)
 
 
-@pytest.mark.parametrize("sampler,kw", [
-    ("fhs", {}),
-    ("confidence", {"remasking": "random"}),  # steps default: one token per step
-    ("ancestral", {"steps": 128}),
-])
+@pytest.mark.parametrize(
+    "sampler,kw",
+    [
+        ("fhs", {}),
+        ("confidence", {"remasking": "random"}),  # steps default: one token per step
+        ("ancestral", {"steps": 128}),
+    ],
+)
 def test_one_token_per_step_reproduces_joint(joint, sampler, kw):
     assert _pvalue(joint, _sample(joint, sampler, **kw)) > 1e-3
 
 
-@pytest.mark.parametrize("sampler,kw", [
-    ("confidence", {"remasking": "random", "steps": 1}),  # all three tokens in one step
-    ("confidence", {"remasking": "random", "steps": 2}),  # two, then one
-    ("threshold", {"threshold": 0.0}),  # commits every position whose confidence exceeds 0: all at once
-    ("ancestral", {"steps": 1}),  # one time step: every token revealed together
-])
+@pytest.mark.parametrize(
+    "sampler,kw",
+    [
+        ("confidence", {"remasking": "random", "steps": 1}),  # all three tokens in one step
+        ("confidence", {"remasking": "random", "steps": 2}),  # two, then one
+        ("threshold", {"threshold": 0.0}),  # commits every position whose confidence exceeds 0: all at once
+        ("ancestral", {"steps": 1}),  # one time step: every token revealed together
+    ],
+)
 def test_parallel_decoding_departs_from_joint(joint, sampler, kw):
     assert _pvalue(joint, _sample(joint, sampler, **kw)) < 1e-6
 
@@ -69,5 +75,5 @@ def test_parallel_decoding_equals_product_of_marginals(joint):
     ids = _sample(joint, "confidence", remasking="random", steps=1)
     marg = joint(torch.full((1, L), joint.mask_id))[0].double().exp()  # (L, V)
     prod = (marg[0][:, None, None] * marg[1][None, :, None] * marg[2][None, None, :]).flatten()
-    counts = torch.bincount(joint.index(ids), minlength=V ** L).double()
+    counts = torch.bincount(joint.index(ids), minlength=V**L).double()
     assert _chi2(counts, prod) > 1e-3

@@ -20,8 +20,9 @@ def _one_thread():
 
 
 class PaddedHMM:
-    """The exact HMM denoiser on rows right-padded with PAD: a trailing pad is an unobserved position, which the
-    forward-backward pass marginalises out exactly, so a row's conditionals do not depend on its padding."""
+    """The exact HMM denoiser on rows right-padded with PAD: a trailing pad is an unobserved position, which
+    the forward-backward pass marginalises out exactly, so a row's conditionals do not depend on its
+    padding."""
 
     def __call__(self, x):
         return HMM(x.masked_fill(x == PAD, MASK))
@@ -29,7 +30,9 @@ class PaddedHMM:
 
 def _prompts():
     g = torch.Generator().manual_seed(0)
-    return [torch.randint(0, 12, (int(n),), generator=g).tolist() for n in torch.randint(1, 9, (8,), generator=g)]
+    return [
+        torch.randint(0, 12, (int(n),), generator=g).tolist() for n in torch.randint(1, 9, (8,), generator=g)
+    ]
 
 
 OPTIONS = [{}, {"block_length": 4}, {"cfg_scale": 1.5}, {"eos_id": 3, "fill_id": 0}]
@@ -45,16 +48,17 @@ def test_row_output_does_not_depend_on_its_batch(sampler, options):
     kw = dict(mask_id=MASK, sampler=sampler, pad_id=PAD, **options)
     together = generate(PaddedHMM(), batch, seed=seeds, **kw)
     for r in (0, 5):
-        alone = generate(PaddedHMM(), batch_prompts([prompts[r]], 10, mask_id=MASK, pad_id=PAD), seed=[seeds[r]],
-                         **kw)
+        alone = generate(
+            PaddedHMM(), batch_prompts([prompts[r]], 10, mask_id=MASK, pad_id=PAD), seed=[seeds[r]], **kw
+        )
         assert torch.equal(alone[0], together[r, : alone.shape[1]])
-        assert (together[r, alone.shape[1]:] == PAD).all()
+        assert (together[r, alone.shape[1] :] == PAD).all()
 
 
 def test_batch_invariance_with_a_real_hf_model():
-    """A ModernBERT (random init, micro preset) with attention masks: the batch changes matmul shapes, so logits
-    differ in the last float bits; the float64 keyed draws make equal ids still hold (a flip would need a uniform
-    within ~1e-6 of a CDF boundary)."""
+    """A ModernBERT (random init, micro preset) with attention masks: the batch changes matmul shapes, so
+    logits differ in the last float bits; the float64 keyed draws make equal ids still hold (a flip would need
+    a uniform within ~1e-6 of a CDF boundary)."""
     from masklab.data.tokenizers import byte_tokenizer, token_info
     from masklab.models import build_model
 
@@ -62,20 +66,36 @@ def test_batch_invariance_with_a_real_hf_model():
     info = token_info(tok)
     torch.manual_seed(0)
     model = build_model("modernbert", "micro", info, 64).eval()
-    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
-               ["def f(x):", "import os", "class A:\n    pass", "x = 1", "for i in r", "#", "return y", "if a:"]]
+    prompts = [
+        tok(t, add_special_tokens=False)["input_ids"]
+        for t in [
+            "def f(x):",
+            "import os",
+            "class A:\n    pass",
+            "x = 1",
+            "for i in r",
+            "#",
+            "return y",
+            "if a:",
+        ]
+    ]
     batch = batch_prompts(prompts, 12, mask_id=info.mask_id, pad_id=info.pad_id)
     seeds = list(range(8))
     for sampler in ("fhs",):
         kw = dict(mask_id=info.mask_id, sampler=sampler, pad_id=info.pad_id)
         together = generate(model, batch, seed=seeds, **kw)
-        alone = generate(model, batch_prompts([prompts[2]], 12, mask_id=info.mask_id, pad_id=info.pad_id),
-                         seed=[seeds[2]], **kw)
+        alone = generate(
+            model,
+            batch_prompts([prompts[2]], 12, mask_id=info.mask_id, pad_id=info.pad_id),
+            seed=[seeds[2]],
+            **kw,
+        )
         assert torch.equal(alone[0], together[2, : alone.shape[1]])
 
 
 def test_each_row_stops_at_its_own_eos():
     """Once a row generates EOS, the rest of its generated positions become fill_id and it stops calling."""
+
     def model(x):  # EOS (id 3) certain at position 4 of row 0 only; elsewhere token 1
         out = torch.full(x.shape + (5,), -30.0)
         out[..., 1] = 0.0
@@ -98,7 +118,7 @@ def test_blocks_are_revealed_in_order():
         g = generate(HMM, x, mask_id=MASK, sampler=sampler, block_length=4, return_order=True, seed=7)
         o = g.order[:, 1:]
         for b in range(2):
-            assert o[:, 4 * b: 4 * b + 4].max(1).values.lt(o[:, 4 * b + 4:].min(1).values).all(), sampler
+            assert o[:, 4 * b : 4 * b + 4].max(1).values.lt(o[:, 4 * b + 4 :].min(1).values).all(), sampler
 
 
 def test_cfg_unconditional_pass_masks_the_prompt():
@@ -112,7 +132,9 @@ def test_cfg_unconditional_pass_masks_the_prompt():
     generate(model, x, mask_id=5, sampler="confidence", cfg_scale=2.0)
     first = seen[0]
     assert first.shape[0] == 2 and torch.equal(first[0], x[0])
-    assert torch.equal(first[1], torch.full((5,), 5))  # prompt (1, 2, 3) masked, generated slots masked anyway
+    assert torch.equal(
+        first[1], torch.full((5,), 5)
+    )  # prompt (1, 2, 3) masked, generated slots masked anyway
 
 
 def test_confidence_steps_are_clamped_to_the_masked_count():
@@ -127,7 +149,9 @@ def test_threshold_uses_fewer_calls_when_the_model_is_sure():
         out[..., 1] = 0.0
         return out
 
-    g = generate(sure, torch.full((2, 16), 3), mask_id=3, sampler="threshold", threshold=0.9, return_order=True)
+    g = generate(
+        sure, torch.full((2, 16), 3), mask_id=3, sampler="threshold", threshold=0.9, return_order=True
+    )
     assert g.nfe == 1 and g.ids.eq(1).all()
 
 

@@ -1,9 +1,11 @@
 """Synthetic corpora whose distribution is known exactly: the ground truth for comparing samplers.
 
-- :class:`RandomHMM`: a random hidden Markov model (Dirichlet rows). ``log_prob`` is the exact sequence likelihood
+- :class:`RandomHMM`: a random hidden Markov model (Dirichlet rows). ``log_prob`` is the exact sequence
+likelihood
   by the forward algorithm (Rabiner 1989, Eq. 19-21, scaled), and ``denoiser`` gives the exact conditionals
-  p(x_i | observed positions) of any partly masked sequence by forward-backward with masked emissions set to 1, so
-  it is a perfect masked-diffusion model: samplers run on it are judged by the exact NLL of what they produce.
+  p(x_i | observed positions) of any partly masked sequence by forward-backward with masked emissions set to
+  1, so it is a perfect masked-diffusion model: samplers run on it are judged by the exact NLL of what they
+  produce.
 - :class:`TableJoint`: an explicit joint over all V^L short sequences, with exact conditionals by enumeration;
   small enough for chi-square tests of a sampler's output distribution.
 
@@ -13,6 +15,7 @@ Both denoisers are callables ``x [B, L] -> logits [B, L, V]`` with the mask id `
 from __future__ import annotations
 
 import itertools
+
 import numpy as np
 import torch
 
@@ -28,7 +31,8 @@ def _dirichlet(shape, alpha: float, rng: np.random.Generator) -> torch.Tensor:
 
 
 class RandomHMM:
-    """A random HMM with ``states`` hidden states over ``symbols`` symbols; ``alpha`` < 1 makes rows peaked."""
+    """A random HMM with ``states`` hidden states over ``symbols`` symbols; ``alpha`` < 1 makes rows
+    peaked."""
 
     def __init__(self, states: int = 8, symbols: int = 16, seed: int = 0, alpha: float = 0.3):
         if states <= 0 or symbols <= 1:
@@ -56,7 +60,8 @@ class RandomHMM:
         return torch.where(seen[..., None], e, torch.ones_like(e))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """[B] exact log p(x) in nats (forward algorithm with per-step scaling); masked positions marginalised."""
+        """[B] exact log p(x) in nats (forward algorithm with per-step scaling); masked positions
+        marginalised."""
         e = self._emission(x)
         a = self.start[None] * e[:, 0]  # (B, S)
         logp = torch.zeros(x.shape[0], dtype=torch.float64)
@@ -86,8 +91,10 @@ class RandomHMM:
             bw[:, i] = b
             b = (b * e[:, i]) @ self.trans.T
             b = b / b.sum(-1, keepdim=True)
-        # posterior of z_i given the other positions: forward without position i's own emission, times backward
-        prior_i = torch.cat([self.start.expand(B, 1, S), fw[:, :-1] @ self.trans], 1)  # p(z_i | x_<i) up to scale
+        # posterior of z_i given the other positions: forward without i's own emission, times backward
+        prior_i = torch.cat(
+            [self.start.expand(B, 1, S), fw[:, :-1] @ self.trans], 1
+        )  # p(z_i | x_<i) up to scale
         post = prior_i * bw
         post = post / post.sum(-1, keepdim=True)
         return (post @ self.emit).clamp(min=1e-300).log().float()  # (B, L, V)
@@ -100,17 +107,19 @@ class TableJoint:
 
     def __init__(self, probs: torch.Tensor, symbols: int, length: int):
         probs = torch.as_tensor(probs, dtype=torch.float64).flatten()
-        if probs.numel() != symbols ** length:
-            raise ValueError(f"need {symbols ** length} probabilities, got {probs.numel()}")
+        if probs.numel() != symbols**length:
+            raise ValueError(f"need {symbols**length} probabilities, got {probs.numel()}")
         self.probs = probs / probs.sum()
         self.symbols, self.length, self.mask_id = symbols, length, symbols
-        self.seqs = torch.tensor(list(itertools.product(range(symbols), repeat=length)))  # (V**L, L), row-major
+        self.seqs = torch.tensor(
+            list(itertools.product(range(symbols), repeat=length))
+        )  # (V**L, L), row-major
         self.onehot = torch.nn.functional.one_hot(self.seqs, symbols).double()  # (V**L, L, V)
 
     @classmethod
     def random(cls, symbols: int, length: int, seed: int = 0, sharpness: float = 2.0) -> TableJoint:
         """A random, strongly correlated joint: log-probs ~ sharpness * N(0, 1)."""
-        z = torch.randn(symbols ** length, dtype=torch.float64, generator=_gen(seed))
+        z = torch.randn(symbols**length, dtype=torch.float64, generator=_gen(seed))
         return cls((sharpness * z).exp(), symbols, length)
 
     def index(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,5 +138,3 @@ class TableJoint:
     def entropy_bits(self) -> float:
         p = self.probs[self.probs > 0]
         return float(-(p * p.log2()).sum())
-
-

@@ -1,11 +1,12 @@
 """Exact categorical sampling in float64 by inverse CDF.
 
-Why float64: Gumbel-max with float32 noise truncates the Gumbel tail (the largest float32 uniform below 1 caps the
-noise at about 16.6), which under-samples rare tokens and lowers the effective temperature of masked-diffusion
-samplers (Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked models and exploit
-inaccurate categorical sampling", Sec. 4). Here the probabilities of the rows being sampled are formed in float64
-and one 53-bit uniform per row picks the token from the cumulative sum, so a token of probability p is drawn with
-probability p up to float64 rounding. Only the sampled rows are promoted to float64.
+Why float64: Gumbel-max with float32 noise truncates the Gumbel tail (the largest float32 uniform below 1 caps
+the noise at about 16.6), which under-samples rare tokens and lowers the effective temperature of
+masked-diffusion samplers (Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked
+models and exploit inaccurate categorical sampling", Sec. 4). Here the probabilities of the rows being sampled
+are formed in float64 and one 53-bit uniform per row picks the token from the cumulative sum, so a token of
+probability p is drawn with probability p up to float64 rounding. Only the sampled rows are promoted to
+float64.
 """
 
 from __future__ import annotations
@@ -37,13 +38,19 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
-def categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None,
-                u: torch.Tensor | None = None) -> torch.Tensor:
+def categorical(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    u: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sample one id per row of ``logits`` [..., V]. Temperature 0 is greedy (argmax).
 
-    Randomness comes from ``u`` (float64 uniforms of shape ``logits.shape[:-1]``, e.g. keyed per row) or else from
-    ``generator``.
+    Randomness comes from ``u`` (float64 uniforms of shape ``logits.shape[:-1]``, e.g. keyed per row) or else
+    from ``generator``.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -60,15 +67,20 @@ def categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
     return idx.clamp_(max=logits.shape[-1] - 1)
 
 
-def gumbel_argmax(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gumbel_argmax(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The common Gumbel-max sampler, ``argmax(logits / T + G)`` with G = -log(-log U) in ``dtype``.
 
-    Kept as the reference (anchor) that :func:`categorical` is compared against: in float32 ``torch.rand`` is a
-    multiple of 2**-24, so G lies in [-2.81, 16.64] and a token whose logit trails the winner's by more than about
-    19.4 can never be drawn; tokens trailing by 12-19 are under-drawn. Many such tokens together (a large
-    vocabulary, or MDLM's many-step ancestral update whose "stay masked" category dwarfs every token) lower the
-    entropy of the samples (Zheng et al. 2024, Sec. 4).
+    Kept as the reference (anchor) that :func:`categorical` is compared against: in float32 ``torch.rand`` is
+    a multiple of 2**-24, so G lies in [-2.81, 16.64] and a token whose logit trails the winner's by more than
+    about 19.4 can never be drawn; tokens trailing by 12-19 are under-drawn. Many such tokens together (a
+    large vocabulary, or MDLM's many-step ancestral update whose "stay masked" category dwarfs every token)
+    lower the entropy of the samples (Zheng et al. 2024, Sec. 4).
     """
     u = torch.rand(logits.shape, dtype=dtype, device=logits.device, generator=generator)
     g = -torch.log(-torch.log(u))

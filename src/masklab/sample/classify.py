@@ -1,15 +1,15 @@
 """Generative classification with a masked LM head: score candidate label words at a mask slot.
 
-As ModernBERT-Large-Instruct (Clavié et al. 2025, "It's All in The [MASK]") does with single-token answers, the
-label is read off the MLM head at a ``<mask>`` slot in the text, with no classifier head and no fine-tuning. Labels
-of several tokens are scored exactly under the model by the chain rule: the slot is widened to the label's length
-and the label's tokens are revealed left to right, one model call per token, summing log p(token | context,
-tokens so far). ``normalize="mean"`` divides by the label's length (labels of different lengths otherwise favour
-short ones); ``"sum"`` keeps the total.
+As ModernBERT-Large-Instruct (Clavié et al. 2025, "It's All in The [MASK]") does with single-token answers,
+the label is read off the MLM head at a ``<mask>`` slot in the text, with no classifier head and no
+fine-tuning. Labels of several tokens are scored exactly under the model by the chain rule: the slot is
+widened to the label's length and the label's tokens are revealed left to right, one model call per token,
+summing log p(token | context, tokens so far). ``normalize="mean"`` divides by the label's length (labels of
+different lengths otherwise favour short ones); ``"sum"`` keeps the total.
 
-``masklab classify`` runs either one text (``--text "... <mask> ..." --labels a,b,c``) or the built-in stdlib task
-(``--task stdlib-keywords``): which Python keyword starts a line of held-out stdlib code, given the code around it,
-against the majority-class baseline.
+``masklab classify`` runs either one text (``--text "... <mask> ..." --labels a,b,c``) or the built-in stdlib
+task (``--task stdlib-keywords``): which Python keyword starts a line of held-out stdlib code, given the code
+around it, against the majority-class baseline.
 """
 
 from __future__ import annotations
@@ -33,8 +33,16 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def score_labels(model, tokenizer, texts: list[str], labels: list[str], *, normalize: str = "mean",
-                 max_len: int | None = None, batch_size: int = 256) -> torch.Tensor:
+def score_labels(
+    model,
+    tokenizer,
+    texts: list[str],
+    labels: list[str],
+    *,
+    normalize: str = "mean",
+    max_len: int | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
     """[N, C] log-score of each label at the single ``<mask>`` slot of each text (higher is more likely)."""
     if normalize not in ("mean", "sum"):
         raise ValueError(f"normalize must be 'mean' or 'sum', got {normalize!r}")
@@ -55,7 +63,7 @@ def score_labels(model, tokenizer, texts: list[str], labels: list[str], *, norma
         for c, ids in enumerate(lab):
             room = max_len - len(ids)
             keep_pre = min(len(pre), max(room // 2, room - len(post)))
-            p = pre[len(pre) - keep_pre:] if keep_pre > 0 else []
+            p = pre[len(pre) - keep_pre :] if keep_pre > 0 else []
             rows.append(p + [mask_id] * len(ids) + post[: room - len(p)])
             slots.append(len(p))
             targets.append(ids)
@@ -76,7 +84,7 @@ def score_labels(model, tokenizer, texts: list[str], labels: list[str], *, norma
             logp = fn(x).float().log_softmax(-1)  # (b, L, V)
             on = j < n_tok
             pos = (pos0 + j).clamp(max=L - 1)
-            total[start:start + len(chunk)] += torch.where(on, logp[b, pos, tgt[:, j]], 0.0).double()
+            total[start : start + len(chunk)] += torch.where(on, logp[b, pos, tgt[:, j]], 0.0).double()
             x[b[on], pos[on]] = tgt[on, j]
     lens = torch.tensor([len(t) for t in targets], dtype=torch.float64)
     score = total / lens if normalize == "mean" else total
@@ -93,7 +101,8 @@ def classify(model, tokenizer, texts, labels, **kw) -> list[str]:
 
 def keyword_task(n: int = 300, context: int = 96, seed: int = 0, split: str = "valid"):
     """(texts, gold labels): lines of held-out stdlib code that start with a keyword in :data:`KEYWORDS`, the
-    keyword replaced by ``<mask>``, with ``context`` characters of code on each side. Sampled evenly over files."""
+    keyword replaced by ``<mask>``, with ``context`` characters of code on each side. Sampled evenly over
+    files."""
     from masklab.data.stdlib import load_stdlib
 
     corpus = load_stdlib("stdlib-code")
@@ -103,7 +112,7 @@ def keyword_task(n: int = 300, context: int = 96, seed: int = 0, split: str = "v
     for text in docs:
         for mt in pat.finditer(text):
             a, b = mt.start(2), mt.end(2)
-            found.append((text[max(0, a - context):a] + SLOT + text[b:b + context], mt.group(2)))
+            found.append((text[max(0, a - context) : a] + SLOT + text[b : b + context], mt.group(2)))
     if not found:
         raise ValueError(f"no keyword lines found in the stdlib {split} split")
     g = torch.Generator().manual_seed(seed)
@@ -113,11 +122,15 @@ def keyword_task(n: int = 300, context: int = 96, seed: int = 0, split: str = "v
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run folder or checkpoint folder of a masked LM")
-    p.add_argument("--task", choices=["stdlib-keywords"], help="built-in evaluation (accuracy vs majority class)")
+    p.add_argument(
+        "--task", choices=["stdlib-keywords"], help="built-in evaluation (accuracy vs majority class)"
+    )
     p.add_argument("--text", help="text with one <mask> slot")
     p.add_argument("--labels", help="comma-separated candidate labels (default for --task: its label set)")
     p.add_argument("--n", type=int, default=300, help="examples for --task (default 300)")
-    p.add_argument("--normalize", choices=["mean", "sum"], default="mean", help="per-token mean or total log-prob")
+    p.add_argument(
+        "--normalize", choices=["mean", "sum"], default="mean", help="per-token mean or total log-prob"
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -141,5 +154,16 @@ def run(args) -> None:
     pred = classify(model, tok, texts, labels, normalize=args.normalize)
     acc = sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
     majority, count = Counter(gold).most_common(1)[0]
-    print(json.dumps({"task": args.task, "examples": len(gold), "normalize": args.normalize, "accuracy": acc,
-                      "majority_class": majority, "majority_accuracy": count / len(gold)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "task": args.task,
+                "examples": len(gold),
+                "normalize": args.normalize,
+                "accuracy": acc,
+                "majority_class": majority,
+                "majority_accuracy": count / len(gold),
+            },
+            indent=2,
+        )
+    )

@@ -1,12 +1,14 @@
 """Honest evaluation of masked-diffusion samples: quality, diversity and cost side by side.
 
-Generative perplexity alone is gamed by low-entropy samples (a sampler that repeats one likely token scores a low
-gen-PPL), so every figure here comes with the unigram entropy of the same samples (Zheng et al. 2024, Sec. 5
-report both for the same reason). Functions:
+Generative perplexity alone is gamed by low-entropy samples (a sampler that repeats one likely token scores a
+low gen-PPL), so every figure here comes with the unigram entropy of the same samples (Zheng et al. 2024, Sec.
+5 report both for the same reason). Functions:
 
-- :func:`gen_ppl`: perplexity of samples under a reference causal LM (recipe ``ar``, trained on the same corpus);
+- :func:`gen_ppl`: perplexity of samples under a reference causal LM (recipe ``ar``, trained on the same
+corpus);
 - :func:`unigram_entropy`: entropy in bits of the samples' token histogram;
-- :func:`nll_bound`: the MDM NLL upper bound on held-out data (MDLM Eq. 10, via :class:`masklab.objectives.MDM`);
+- :func:`nll_bound`: the MDM NLL upper bound on held-out data (MDLM Eq. 10, via
+:class:`masklab.objectives.MDM`);
 - :func:`timed_generate`: ``generate`` with NFE, wall time and tokens/s;
 - :func:`true_nll`: on the synthetic HMM corpus (:class:`masklab.data.synthetic.RandomHMM`), the exact NLL per
   token of the samples, the ground truth gen-PPL approximates.
@@ -27,14 +29,15 @@ __all__ = ["gen_ppl", "unigram_entropy", "nll_bound", "timed_generate", "true_nl
 
 @torch.no_grad()
 def gen_ppl(ar_model, ids: torch.Tensor, *, ignore_ids=(), batch_size: int = 32) -> float:
-    """exp(mean NLL per predicted token) of ``ids`` [B, L] under a causal LM; ``ignore_ids`` (pad, fill after EOS)
-    are neither predicted nor counted. The first token of each row is conditioned on, not scored."""
+    """exp(mean NLL per predicted token) of ``ids`` [B, L] under a causal LM; ``ignore_ids`` (pad, fill after
+    EOS) are neither predicted nor counted. The first token of each row is conditioned on, not scored."""
     total, count = 0.0, 0
     for start in range(0, ids.shape[0], batch_size):
-        x = ids[start:start + batch_size]
+        x = ids[start : start + batch_size]
         logits = logits_of(ar_model(input_ids=x) if hasattr(ar_model, "config") else ar_model(x)).float()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten(),
-                                                reduction="none").view(x.shape[0], -1)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), x[:, 1:].flatten(), reduction="none"
+        ).view(x.shape[0], -1)
         keep = torch.ones_like(x[:, 1:], dtype=torch.bool)
         for i in ignore_ids:
             keep &= x[:, 1:] != i
@@ -57,12 +60,17 @@ def unigram_entropy(ids: torch.Tensor, *, ignore_ids=(), vocab_size: int | None 
     return float(-(p * p.log2()).sum())
 
 
-def nll_bound(model, tokenizer, examples: torch.Tensor, *, seed: int = 0, max_batches: int | None = None) -> float:
-    """The MDM NLL upper bound in bits/token on held-out ``examples`` [N, L] (reuses the training objective)."""
+def nll_bound(
+    model, tokenizer, examples: torch.Tensor, *, seed: int = 0, max_batches: int | None = None
+) -> float:
+    """The MDM NLL upper bound in bits/token on held-out ``examples`` [N, L] (reuses the training
+    objective)."""
     from masklab.data.tokenizers import token_info
     from masklab.objectives.mdm import MDM
 
-    return MDM(model, token_info(tokenizer)).evaluate(examples, seed=seed, max_batches=max_batches)["nll_bound_bits"]
+    return MDM(model, token_info(tokenizer)).evaluate(examples, seed=seed, max_batches=max_batches)[
+        "nll_bound_bits"
+    ]
 
 
 def timed_generate(model, input_ids: torch.Tensor, **kw) -> dict:

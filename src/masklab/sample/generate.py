@@ -27,8 +27,8 @@ class Generation:
 
 
 def row_keys(seed: int | Sequence[int] | torch.Tensor | None, batch: int, device=None) -> torch.Tensor:
-    """Per-row keys: one seed per row (the row's output then does not depend on its batch), or one seed for all
-    rows (row r then draws from stream (seed, r))."""
+    """Per-row keys: one seed per row (the row's output then does not depend on its batch), or one seed for
+    all rows (row r then draws from stream (seed, r))."""
     if seed is None:
         seed = 0
     if isinstance(seed, int):
@@ -42,8 +42,8 @@ def row_keys(seed: int | Sequence[int] | torch.Tensor | None, batch: int, device
 def as_model_fn(model, pad_id: int | None = None):
     """A callable ids -> logits [B, L, V], for an HF model or any callable returning logits.
 
-    With ``pad_id`` an HF model gets ``attention_mask = ids != pad_id`` (always, so a row is computed the same way
-    whether or not its batch holds padding)."""
+    With ``pad_id`` an HF model gets ``attention_mask = ids != pad_id`` (always, so a row is computed the same
+    way whether or not its batch holds padding)."""
 
     def fn(x):
         with torch.no_grad():
@@ -55,8 +55,14 @@ def as_model_fn(model, pad_id: int | None = None):
     return fn
 
 
-def batch_prompts(prompts: Sequence[Sequence[int]], gen_length: int, *, mask_id: int | None, pad_id: int,
-                  suffix: Sequence[int] = ()) -> torch.Tensor:
+def batch_prompts(
+    prompts: Sequence[Sequence[int]],
+    gen_length: int,
+    *,
+    mask_id: int | None,
+    pad_id: int,
+    suffix: Sequence[int] = (),
+) -> torch.Tensor:
     """[B, L] ids: each prompt, then ``gen_length`` masks, then ``suffix``, right-padded with ``pad_id``.
 
     Right padding keeps every row's positions what they would be alone; pass the same ``pad_id`` to
@@ -72,22 +78,34 @@ def batch_prompts(prompts: Sequence[Sequence[int]], gen_length: int, *, mask_id:
     return torch.tensor([r + [pad_id] * (L - len(r)) for r in rows], dtype=torch.long)
 
 
-def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: str = "confidence",
-             steps: int | Sequence[int] | None = None, temperature: float = 1.0, seed=None, top_k: int | None = None,
-             top_p: float | None = None, return_order: bool = False, **options):
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    *,
+    mask_id: int | None,
+    sampler: str = "confidence",
+    steps: int | Sequence[int] | None = None,
+    temperature: float = 1.0,
+    seed=None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    return_order: bool = False,
+    **options,
+):
     """Fill every position of ``input_ids`` [B, L] (or [L]) that equals ``mask_id``.
 
-    ``sampler``: one of ``SAMPLERS`` (ancestral, fhs, confidence, threshold). ``seed``: an int (row r uses stream
-    (seed, r)) or one int per row (a row's output is then independent of its batch), or None (= 0).
+    ``sampler``: one of ``SAMPLERS`` (ancestral, fhs, confidence, threshold). ``seed``: an int (row r uses
+    stream (seed, r)) or one int per row (a row's output is then independent of its batch), or None (= 0).
 
-    ``steps`` (an int, or one per row) defaults to each row's number of masked tokens (one token per step). For
-    ``confidence`` more steps than a row's masked tokens are clamped to that count, since a step that commits
-    nothing changes nothing; ``ancestral`` takes its time steps as given; ``fhs`` and ``threshold`` choose their own.
+    ``steps`` (an int, or one per row) defaults to each row's number of masked tokens (one token per step).
+    For ``confidence`` more steps than a row's masked tokens are clamped to that count, since a step that
+    commits nothing changes nothing; ``ancestral`` takes its time steps as given; ``fhs`` and ``threshold``
+    choose their own.
 
     ``options`` (every sampler): ``block_length`` (semi-autoregressive blocks), ``cfg_scale`` (classifier-free
     guidance; the unconditional pass masks the prompt), ``eos_id`` / ``fill_id`` (a row stops at its first
-    generated EOS), ``pad_id`` (padding: excluded from attention, never filled). Sampler-specific: ``remasking``
-    and ``alg_temp`` (confidence), ``threshold`` (threshold).
+    generated EOS), ``pad_id`` (padding: excluded from attention, never filled). Sampler-specific:
+    ``remasking`` and ``alg_temp`` (confidence), ``threshold`` (threshold).
 
     Returns the ids, or a :class:`Generation` (ids, reveal order, NFE) when ``return_order`` is set.
     """
@@ -98,8 +116,10 @@ def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: st
     allowed = set(inspect.signature(SAMPLERS[sampler]).parameters) | DECODER_OPTIONS
     for k in options:
         if k not in allowed:
-            raise ValueError(f"sampler {sampler!r} does not take option {k!r}; it takes "
-                             f"{sorted(allowed - {'model_fn', 'x', 'options', 'stats', 'order', 'keys'})}")
+            raise ValueError(
+                f"sampler {sampler!r} does not take option {k!r}; it takes "
+                f"{sorted(allowed - {'model_fn', 'x', 'options', 'stats', 'order', 'keys'})}"
+            )
     squeeze = input_ids.dim() == 1
     x = input_ids[None] if squeeze else input_ids
     if x.dim() != 2 or x.shape[1] == 0:
@@ -118,9 +138,19 @@ def generate(model, input_ids: torch.Tensor, *, mask_id: int | None, sampler: st
     order = torch.where(x == mask_id, 0, -1).to(torch.long)
     stats: dict = {}
     pad_id = options.get("pad_id")
-    out = SAMPLERS[sampler](as_model_fn(model, pad_id), x, mask_id=mask_id, steps=steps_t,
-                            keys=row_keys(seed, x.shape[0], x.device), temperature=temperature, top_k=top_k,
-                            top_p=top_p, order=order, stats=stats, **options)
+    out = SAMPLERS[sampler](
+        as_model_fn(model, pad_id),
+        x,
+        mask_id=mask_id,
+        steps=steps_t,
+        keys=row_keys(seed, x.shape[0], x.device),
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        order=order,
+        stats=stats,
+        **options,
+    )
     if squeeze:
         out, order = out[0], order[0]
     if not return_order:
@@ -135,15 +165,27 @@ def add_sampler_arguments(s) -> None:
     from masklab.sample.samplers.confidence import REMASKING
 
     s.add_argument("--sampler", default="confidence", choices=sorted(SAMPLERS), help="default: confidence")
-    s.add_argument("--steps", type=int, default=None,
-                   help="denoising steps (default: one token per step; ancestral: time steps, not clamped)")
+    s.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps (default: one token per step; ancestral: time steps, not clamped)",
+    )
     s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks of N masked tokens")
-    s.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance (uncond masks the prompt)")
-    s.add_argument("--remasking", choices=REMASKING, default=None, help="confidence sampler: which score orders")
-    s.add_argument("--alg-temp", type=float, default=None, help="confidence sampler: Dream's random position choice")
+    s.add_argument(
+        "--block-length", type=int, default=None, help="semi-autoregressive blocks of N masked tokens"
+    )
+    s.add_argument(
+        "--cfg-scale", type=float, default=None, help="classifier-free guidance (uncond masks the prompt)"
+    )
+    s.add_argument(
+        "--remasking", choices=REMASKING, default=None, help="confidence sampler: which score orders"
+    )
+    s.add_argument(
+        "--alg-temp", type=float, default=None, help="confidence sampler: Dream's random position choice"
+    )
     s.add_argument("--threshold", type=float, default=None, help="threshold sampler: commit above this (0.9)")
     s.add_argument("--stop-at-eos", action="store_true", help="stop at the first generated EOS")

@@ -2,10 +2,11 @@
 
 Masks may stand anywhere (infilling, mdlm #21): :func:`parse_prompt` turns such a prompt into ids for
 :func:`masklab.sample.generate`. :func:`red_team_prompt` is the DIJA-style helper (Wen et al. 2025, "The Devil
-behind the Mask: An Emergent Safety Vulnerability of Diffusion LLMs", Sec. 3): it expands the placeholders of an
-interleaved mask-text prompt into the model's *native* mask token text (``<|mdm_mask|>`` for LLaDA, ``<mask>`` for
-BERT-style tokenizers, ...), so the same template can be sent to any diffusion LM's own chat pipeline when
-evaluating whether its safety alignment survives bidirectional infilling. :func:`interleave` builds such a template.
+behind the Mask: An Emergent Safety Vulnerability of Diffusion LLMs", Sec. 3): it expands the placeholders of
+an interleaved mask-text prompt into the model's *native* mask token text (``<|mdm_mask|>`` for LLaDA,
+``<mask>`` for BERT-style tokenizers, ...), so the same template can be sent to any diffusion LM's own chat
+pipeline when evaluating whether its safety alignment survives bidirectional infilling. :func:`interleave`
+builds such a template.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def parse_prompt(text: str, tokenizer, max_len: int | None = None) -> list[int]:
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token")
     if not PLACEHOLDER.search(text):
-        raise ValueError("the prompt has no mask placeholder: write <mask> or <mask:N> where text should be filled")
+        raise ValueError(
+            "the prompt has no mask placeholder: write <mask> or <mask:N> where text should be filled"
+        )
     ids: list[int] = []
     pos = 0
     for m in PLACEHOLDER.finditer(text):
         if m.start() > pos:
-            ids += tokenizer(text[pos:m.start()], add_special_tokens=False)["input_ids"]
+            ids += tokenizer(text[pos : m.start()], add_special_tokens=False)["input_ids"]
         ids += [tokenizer.mask_token_id] * _count(m)
         pos = m.end()
     if pos < len(text):

@@ -1,10 +1,9 @@
-"""Unmasking order of a masked-diffusion sample: each generated token coloured by the step that revealed it."""
+"""Unmasking order of a masked-diffusion sample: each generated token coloured by the step that revealed
+it."""
 
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
 
 from masklab.viz._png import plt, save
 
@@ -46,8 +45,16 @@ def render_unmasking(pieces: list[str], order: list[int], out, title: str = "", 
             color = "#e8e8e8" if step < 0 else cmap(step / max(1, n_steps - 1))
             ax.add_patch(plt.Rectangle((x, -y - 1), 0.95, 0.9, color=color))
             ink = "black" if step < 0 or step / max(1, n_steps - 1) > 0.6 else "white"
-            ax.text(x + 0.47, -y - 0.55, _label(text)[:3], ha="center", va="center", fontsize=8, color=ink,
-                    family="monospace")
+            ax.text(
+                x + 0.47,
+                -y - 0.55,
+                _label(text)[:3],
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=ink,
+                family="monospace",
+            )
     ax.set_xlim(0, ncols)
     ax.set_ylim(-len(rows) - 0.1, 0.1)
     ax.axis("off")

@@ -1,26 +1,27 @@
 """Samplers for masked-diffusion generation, one file each, all with one call signature:
 
-    sampler(model_fn, x, *, mask_id, steps, keys, temperature, top_k, top_p, order, stats=None, **options) -> x
+    sampler(model_fn, x, *, mask_id, steps, keys, temperature, top_k, top_p, order, stats=None, **options)
+        -> x
 
 ``model_fn(x)`` returns logits [B, L, V]; ``x`` [B, L] holds ``mask_id`` where tokens are to be generated;
-``steps`` is an int or one int per row [B]; ``keys`` [B] are per-row keys (a row's output depends only on its key,
-its prompt and the model's logits for that row); ``order`` [B, L] int is filled in place with the step at which
-each position was revealed (-1 stays for prompt tokens); ``stats`` (a dict) receives ``nfe``, the number of model
-calls. The sampler returns the filled ids.
+``steps`` is an int or one int per row [B]; ``keys`` [B] are per-row keys (a row's output depends only on its
+key, its prompt and the model's logits for that row); ``order`` [B, L] int is filled in place with the step at
+which each position was revealed (-1 stays for prompt tokens); ``stats`` (a dict) receives ``nfe`` (model
+calls) and ``row_nfe`` [B] (calls in which each row still had a mask). The sampler returns the filled ids.
 
 Options every sampler takes (handled by :class:`masklab.sample.samplers._decode.Decoder`): ``block_length``
-(semi-autoregressive blocks over each row's masked positions), ``eos_id`` (a row stops at its first generated EOS:
-the generated positions after it become ``fill_id``, default ``eos_id``). Classifier-free guidance (``cfg_scale``)
-wraps ``model_fn`` in :func:`masklab.sample.generate.generate`, so it too works with every sampler.
+(semi-autoregressive blocks over each row's masked positions), ``cfg_scale`` (classifier-free guidance; the
+unconditional pass masks the prompt), ``eos_id`` / ``fill_id`` (a row stops at its first generated EOS: the
+generated positions after it become ``fill_id``, default ``eos_id``), ``pad_id`` (never filled, not prompt).
 
-=============  ======================================================  =========================================
-sampler        rule                                                    steps
-=============  ======================================================  =========================================
-ancestral      MDLM: each masked token revealed w.p. (t-s)/t            time steps, not clamped; cached calls
-fhs            first-hitting: one uniform position per step             one per masked token (``steps`` ignored)
-confidence     LLaDA/Dream: commit the k most confident per step        clamped to the masked count per row
-threshold      Fast-dLLM: commit all above a threshold, >= 1 per step   decided by confidence (``steps`` ignored)
-=============  ======================================================  =========================================
+==========  ======================================================  =====================================
+sampler     rule                                                    steps
+==========  ======================================================  =====================================
+ancestral   MDLM: each masked token revealed w.p. (t-s)/t per step  time steps, not clamped; cached calls
+fhs         first-hitting: one uniform position per step            one per masked token (steps ignored)
+confidence  LLaDA/Dream: commit the k most confident per step       clamped to the masked count per row
+threshold   Fast-dLLM: commit all above a threshold, >= 1 per step  set by the confidences (ignored)
+==========  ======================================================  =====================================
 """
 
 from masklab.sample.samplers.ancestral import ancestral

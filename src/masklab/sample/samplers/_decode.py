@@ -1,13 +1,13 @@
 """State shared by every sampler: semi-autoregressive blocks, keyed draws, commits, EOS stopping, NaN checks.
 
 A sampler owns only its rule for *which* masked positions to reveal at a step and *what* to put there; the
-:class:`Decoder` owns the rest, so every sampler gets ``block_length``, ``eos_id``, top-k/top-p and per-row keys
-the same way.
+:class:`Decoder` owns the rest, so every sampler gets ``block_length``, ``eos_id``, top-k/top-p and per-row
+keys the same way.
 
-Per-row schedules (batch invariance): ``steps`` is one count per row, each row's masked positions are split into
-blocks by their rank among the row's masks (so a row's blocks do not depend on the other rows' prompt lengths),
-and the uniforms for row r at (block b, step s) come from ``derive(keys[r], b, s)``. A row's output is then a
-function of its prompt, its key and the model's logits for that row only.
+Per-row schedules (batch invariance): ``steps`` is one count per row, each row's masked positions are split
+into blocks by their rank among the row's masks (so a row's blocks do not depend on the other rows' prompt
+lengths), and the uniforms for row r at (block b, step s) come from ``derive(keys[r], b, s)``. A row's output
+is then a function of its prompt, its key and the model's logits for that row only.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def check_logits(logits: torch.Tensor, step: int) -> None:
 
 
 def split_evenly(total: torch.Tensor, parts: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, width]: ``total`` [B] spread over the first ``parts`` [B] slots, remainder on the earliest slots."""
+    """[B, width]: ``total`` [B] spread over the first ``parts`` [B] slots, remainder on the earliest
+    slots."""
     parts = parts.clamp(min=1)[:, None]
     j = torch.arange(width, device=total.device)[None]
     base = torch.div(total[:, None], parts, rounding_mode="floor")
@@ -37,8 +38,26 @@ def split_evenly(total: torch.Tensor, parts: torch.Tensor, width: int) -> torch.
 class Decoder:
     """Holds the ids being filled and the bookkeeping for one ``generate`` call."""
 
-    def __init__(self, model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None,
-                 block_length=None, eos_id=None, fill_id=None, cfg_scale=0.0, pad_id=None, stats=None, clamp=True):
+    def __init__(
+        self,
+        model_fn,
+        x,
+        *,
+        mask_id,
+        steps,
+        keys,
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        order=None,
+        block_length=None,
+        eos_id=None,
+        fill_id=None,
+        cfg_scale=0.0,
+        pad_id=None,
+        stats=None,
+        clamp=True,
+    ):
         if block_length is not None and block_length <= 0:
             raise ValueError(f"block_length must be positive, got {block_length}")
         if cfg_scale < 0:
@@ -49,7 +68,9 @@ class Decoder:
         B, L = x.shape
         self.order = order if order is not None else torch.full((B, L), -1, dtype=torch.long, device=x.device)
         self.generated = x == mask_id  # (B, L) positions this call fills
-        self.prompt = ~self.generated & (x != pad_id if pad_id is not None else True)  # masked for CFG's uncond pass
+        self.prompt = ~self.generated & (
+            x != pad_id if pad_id is not None else True
+        )  # masked for CFG's uncond pass
         self.eos_id = eos_id
         self.fill_id = eos_id if fill_id is None else fill_id
         self.stats = stats if stats is not None else {}
@@ -66,13 +87,18 @@ class Decoder:
         self.n_blocks = int(n_blocks.max()) if B else 0
         # steps per block per row, at least one per non-empty block, never more than the block's tokens
         per_block = split_evenly(self.steps, n_blocks, max(self.n_blocks, 1))  # (B, n_blocks)
-        size = torch.stack([(self.block_of == b).sum(1) for b in range(self.n_blocks)], 1) if self.n_blocks else \
-            per_block
+        size = (
+            torch.stack([(self.block_of == b).sum(1) for b in range(self.n_blocks)], 1)
+            if self.n_blocks
+            else per_block
+        )
         self.block_steps = torch.minimum(per_block.clamp(min=1), size) if clamp else per_block.clamp(min=1)
-        self.offset = torch.zeros(B, dtype=torch.long, device=x.device)  # per-row step count of finished blocks
+        self.offset = torch.zeros(
+            B, dtype=torch.long, device=x.device
+        )  # per-row step count of finished blocks
         self.block = 0
 
-    # -- the loop ---------------------------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------------------
     def blocks(self):
         """Yield (block index, active [B, L] bool, steps [B]) for each semi-autoregressive block in turn."""
         for b in range(self.n_blocks):
@@ -87,7 +113,8 @@ class Decoder:
         return (self.block_of == self.block) & (self.x == self.mask_id)
 
     def logits(self, x: torch.Tensor | None = None) -> torch.Tensor:
-        """Model logits [B, L, V] for the current ids; only rows that still hold a mask are sent to the model."""
+        """Model logits [B, L, V] for the current ids; only rows that still hold a mask are sent to the
+        model."""
         x = self.x if x is None else x
         alive = (x == self.mask_id).any(1)
         step = self.calls
@@ -114,17 +141,20 @@ class Decoder:
         return out
 
     def uniforms(self, s: int, stream: int, dtype=torch.float64) -> torch.Tensor:
-        """[B, L] uniforms for (block, step s, stream): row r depends only on keys[r]. Streams never overlap."""
+        """[B, L] uniforms for (block, step s, stream): row r depends only on keys[r]. Streams never
+        overlap."""
         k = keyed.derive(self.keys, self.block, s)
         return keyed.uniform64(k, self.x.shape[1], stream).to(dtype)
 
     def draw(self, logits_sel: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, s: int) -> torch.Tensor:
-        """One token per selected (row, col) from its logits [N, V], temperature/top-k/top-p applied, in float64."""
+        """One token per selected (row, col) from its logits [N, V], temperature/top-k/top-p applied, in
+        float64."""
         u = self.uniforms(s, 0)[rows, cols]
         return categorical(logits_sel, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, u=u)
 
     def commit(self, commit: torch.Tensor, proposal: torch.Tensor, s: int) -> None:
-        """Write ``proposal`` [B, L] where ``commit`` [B, L]; record the step; stop rows at their first new EOS."""
+        """Write ``proposal`` [B, L] where ``commit`` [B, L]; record the step; stop rows at their first new
+        EOS."""
         commit = commit & (self.x == self.mask_id)
         self.x = torch.where(commit, proposal.to(self.x.dtype), self.x)
         step = self.offset + s  # (B,) per-row step number

@@ -1,18 +1,21 @@
 """Confidence-ordered parallel unmasking: LLaDA's remasking rules and Dream's confidence scores.
 
-At each step every active masked position draws a token; the row then commits the ``k`` positions with the highest
-score and leaves the rest masked. ``k`` spreads the block's masked count evenly over the block's steps, as LLaDA's
-``get_num_transfer_tokens``. Scores (``remasking``):
+At each step every active masked position draws a token; the row then commits the ``k`` positions with the
+highest score and leaves the rest masked. ``k`` spreads the block's masked count evenly over the block's
+steps, as LLaDA's ``get_num_transfer_tokens``. Scores (``remasking``):
 
-- ``low_confidence`` (LLaDA, Nie et al. 2025, Alg. 5) and ``maskgit_plus`` (Dream, Ye et al. 2025; MaskGIT): the
+- ``low_confidence`` (LLaDA, Nie et al. 2025, Alg. 5) and ``maskgit_plus`` (Dream, Ye et al. 2025; MaskGIT):
+the
   probability of the drawn token. The two names are the same rule.
 - ``topk_margin`` (Dream): top-1 minus top-2 probability.
 - ``entropy`` (Dream): minus the entropy of the position's distribution.
-- ``random`` (LLaDA): a keyed uniform, i.e. a uniformly random order. With one token per step this is exact: it is
+- ``random`` (LLaDA): a keyed uniform, i.e. a uniformly random order. With one token per step this is exact:
+it is
   any-order autoregressive sampling from the model's conditionals.
 
-``alg_temp > 0`` (Dream) picks the ``k`` positions at random with weights softmax(score / alg_temp) instead of the
-top ``k`` (Dream's multinomial, as Gumbel-top-k with keyed noise). Probabilities are taken after temperature and top-k/top-p.
+``alg_temp > 0`` (Dream) picks the ``k`` positions at random with weights softmax(score / alg_temp) instead of
+the top ``k`` (Dream's multinomial, as Gumbel-top-k with keyed noise). Probabilities are taken after
+temperature and top-k/top-p.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ __all__ = ["confidence", "REMASKING", "scores"]
 REMASKING = ("low_confidence", "maskgit_plus", "topk_margin", "entropy", "random")
 
 
-def scores(kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: float, top_k, top_p) -> torch.Tensor:
+def scores(
+    kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: float, top_k, top_p
+) -> torch.Tensor:
     """Confidence [N] of each row of ``logits`` [N, V] given its drawn token ``tok`` [N]."""
-    x = filter_logits(logits.float() / max(temperature, 1e-6) if temperature > 0 else logits.float(), top_k, top_p)
+    x = filter_logits(
+        logits.float() / max(temperature, 1e-6) if temperature > 0 else logits.float(), top_k, top_p
+    )
     logp = x.log_softmax(-1)  # (N, V)
     if kind in ("low_confidence", "maskgit_plus"):
         return logp.gather(-1, tok[:, None]).squeeze(-1).exp()
@@ -42,14 +49,39 @@ def scores(kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: floa
     raise ValueError(f"unknown confidence {kind!r}")
 
 
-def confidence(model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None,
-               remasking="low_confidence", alg_temp=0.0, stats=None, **options):
+def confidence(
+    model_fn,
+    x,
+    *,
+    mask_id,
+    steps,
+    keys,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    order=None,
+    remasking="low_confidence",
+    alg_temp=0.0,
+    stats=None,
+    **options,
+):
     if remasking not in REMASKING:
         raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
     if alg_temp < 0:
         raise ValueError(f"alg_temp must be >= 0, got {alg_temp}")
-    d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, keys=keys, temperature=temperature, top_k=top_k,
-                top_p=top_p, order=order, stats=stats, **options)
+    d = Decoder(
+        model_fn,
+        x,
+        mask_id=mask_id,
+        steps=steps,
+        keys=keys,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        order=order,
+        stats=stats,
+        **options,
+    )
     B, L = x.shape
     for _, active, n_steps in d.blocks():
         counts = split_evenly(active.sum(1), n_steps, int(n_steps.max()))  # (B, steps of this block)

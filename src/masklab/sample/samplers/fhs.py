@@ -1,16 +1,16 @@
-"""First-hitting sampler (FHS; Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked models
-and exploit inaccurate categorical sampling", Alg. 1 / Prop. 4.1).
+"""First-hitting sampler (FHS; Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked
+models and exploit inaccurate categorical sampling", Alg. 1 / Prop. 4.1).
 
-In a masked diffusion with n masked tokens at time t, the n reveal times are i.i.d. uniform on (0, t), so the next
-one to be revealed is the first hit t' = t * u^(1/n), u ~ U(0, 1), and which position it is is uniform over the n
-masked positions. FHS jumps straight to t': one model call per revealed token, one uniformly chosen masked position
-per step, its token drawn from the model's conditional. This is exact in distribution for the ancestral (MDLM)
-sampler with infinitely many steps, at the cost of only n model calls. Rows of a batch run in lockstep, one token
-each per step; a row with fewer masks finishes early.
+In a masked diffusion with n masked tokens at time t, the n reveal times are i.i.d. uniform on (0, t), so the
+next one to be revealed is the first hit t' = t * u^(1/n), u ~ U(0, 1), and which position it is is uniform
+over the n masked positions. FHS jumps straight to t': one model call per revealed token, one uniformly chosen
+masked position per step, its token drawn from the model's conditional. This is exact in distribution for the
+ancestral (MDLM) sampler with infinitely many steps, at the cost of only n model calls. Rows of a batch run in
+lockstep, one token each per step; a row with fewer masks finishes early.
 
-The model here is time-agnostic (it sees only x_t), so t only matters as a record: the reveal times are written to
-``stats["times"]`` [B, L] when a ``stats`` dict is given. ``steps`` is ignored: FHS always takes one step per
-masked token (per block with ``block_length``).
+The model here is time-agnostic (it sees only x_t), so t only matters as a record: the reveal times are
+written to ``stats["times"]`` [B, L] when a ``stats`` dict is given. ``steps`` is ignored: FHS always takes
+one step per masked token (per block with ``block_length``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,34 @@ from masklab.sample.samplers._decode import Decoder
 __all__ = ["fhs"]
 
 
-def fhs(model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None, stats=None,
-        **options):
+def fhs(
+    model_fn,
+    x,
+    *,
+    mask_id,
+    steps,
+    keys,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    order=None,
+    stats=None,
+    **options,
+):
     n = (x == mask_id).sum(1)
-    d = Decoder(model_fn, x, mask_id=mask_id, steps=n, keys=keys, temperature=temperature, top_k=top_k,
-                top_p=top_p, order=order, stats=stats, **options)
+    d = Decoder(
+        model_fn,
+        x,
+        mask_id=mask_id,
+        steps=n,
+        keys=keys,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        order=order,
+        stats=stats,
+        **options,
+    )
     B, L = x.shape
     t = torch.ones(B, dtype=torch.float64, device=x.device)  # (B,) current time of each row
     times = torch.full((B, L), float("nan"), dtype=torch.float64, device=x.device)

@@ -1,11 +1,12 @@
-"""Confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025, Sec. 3.3 "confidence-aware parallel decoding").
+"""Confidence-threshold parallel decoding (Fast-dLLM, Wu et al. 2025, Sec. 3.3 "confidence-aware parallel
+decoding").
 
 Each step every active masked position draws a token; every position whose drawn token has probability above
-``threshold`` is committed, and at least the single most confident one is, so each step makes progress. Where the
-model is sure, many tokens land in one model call (fewer NFE); where it is not, it falls back to one token per step.
-Fast-dLLM's Theorem 1: if the committed marginals are all above a threshold close to 1, the product of marginals is
-close to the joint, so greedy parallel decoding stays near one-token-per-step quality; the tests and benchmark
-measure how near.
+``threshold`` is committed, and at least the single most confident one is, so each step makes progress. Where
+the model is sure, many tokens land in one model call (fewer NFE); where it is not, it falls back to one token
+per step. Fast-dLLM's Theorem 1: if the committed marginals are all above a threshold close to 1, the product
+of marginals is close to the joint, so greedy parallel decoding stays near one-token-per-step quality; the
+tests and benchmark measure how near.
 
 ``steps`` is ignored: the number of steps is decided by the confidences (at most one per masked token). With
 ``block_length`` it runs block by block, as Fast-dLLM does with LLaDA's semi-autoregressive blocks.
@@ -21,13 +22,37 @@ from masklab.sample.samplers.confidence import scores
 __all__ = ["threshold"]
 
 
-def threshold(model_fn, x, *, mask_id, steps, keys, temperature=1.0, top_k=None, top_p=None, order=None, stats=None,
-              threshold=0.9, **options):
+def threshold(
+    model_fn,
+    x,
+    *,
+    mask_id,
+    steps,
+    keys,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    order=None,
+    stats=None,
+    threshold=0.9,
+    **options,
+):
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     n = (x == mask_id).sum(1)
-    d = Decoder(model_fn, x, mask_id=mask_id, steps=n, keys=keys, temperature=temperature, top_k=top_k,
-                top_p=top_p, order=order, stats=stats, **options)
+    d = Decoder(
+        model_fn,
+        x,
+        mask_id=mask_id,
+        steps=n,
+        keys=keys,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        order=order,
+        stats=stats,
+        **options,
+    )
     B, L = x.shape
     for _ in d.blocks():
         s = 0
