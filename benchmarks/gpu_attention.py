@@ -79,64 +79,70 @@ def main(argv=None):
             (f"sliding_window:{args.window}", mods.sliding_window(args.window)),
             (f"causal document x{args.docs}", mods.document(doc_lengths(L, args.docs), causal=True)),
         ):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            bm = to_block_mask(fn, L, L, device=dev, cache=None)
-            torch.cuda.synchronize()
-            build_ms = (time.perf_counter() - t0) * 1e3
-            dense = to_dense(fn, L, L, device=dev)
+            try:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                bm = to_block_mask(fn, L, L, device=dev, cache=None)
+                torch.cuda.synchronize()
+                build_ms = (time.perf_counter() - t0) * 1e3
+                dense = to_dense(fn, L, L, device=dev)
 
-            def sdpa_fwd(dense=dense, q=q, k=k, v=v):
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
+                def sdpa_fwd(dense=dense, q=q, k=k, v=v):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
 
-            def flex_fwd(fn=fn, q=q, k=k, v=v):
-                return attention(q, k, v, fn, backend="flex")
+                def flex_fwd(fn=fn, q=q, k=k, v=v):
+                    return attention(q, k, v, fn, backend="flex")
 
-            def sdpa_train(dense=dense, q=q, k=k, v=v, do=do):
-                qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
-                F.scaled_dot_product_attention(qq, kk, vv, attn_mask=dense).backward(do)
-                return qq.grad
+                def sdpa_train(dense=dense, q=q, k=k, v=v, do=do):
+                    qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
+                    F.scaled_dot_product_attention(qq, kk, vv, attn_mask=dense).backward(do)
+                    return qq.grad
 
-            def flex_train(fn=fn, q=q, k=k, v=v, do=do):
-                qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
-                attention(qq, kk, vv, fn, backend="flex").backward(do)
-                return qq.grad
+                def flex_train(fn=fn, q=q, k=k, v=v, do=do):
+                    qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
+                    attention(qq, kk, vv, fn, backend="flex").backward(do)
+                    return qq.grad
 
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                flex_fwd()
-            flex_train()  # compiles the backward too
-            torch.cuda.synchronize()
-            compile_s = time.perf_counter() - t0
-            with torch.no_grad():
-                sdpa_fwd()
-                fwd_sdpa = cuda_time(sdpa_fwd, args.repeat)
-                fwd_flex = cuda_time(flex_fwd, args.repeat)
-                err = (sdpa_fwd().float() - flex_fwd().float()).abs().max().item()
-            sdpa_train()
-            train_sdpa = cuda_time(sdpa_train, args.repeat)
-            train_flex = cuda_time(flex_train, args.repeat)
-            dq_err = (sdpa_train().float() - flex_train().float()).abs().max().item()
-            r = dict(
-                L=L,
-                mask=label,
-                fwd_sdpa=fwd_sdpa,
-                fwd_flex=fwd_flex,
-                train_sdpa=train_sdpa,
-                train_flex=train_flex,
-                build_ms=build_ms,
-                compile_s=compile_s,
-                sparsity=bm.sparsity(),
-                err=err,
-                dq_err=dq_err,
-            )
-            rows.append(r)
-            print(
-                f"  L={L} {label}: fwd {fwd_sdpa:.2f} vs {fwd_flex:.2f} ms (x{fwd_sdpa / fwd_flex:.2f}), "
-                f"fwd+bwd {train_sdpa:.2f} vs {train_flex:.2f} ms (x{train_sdpa / train_flex:.2f}), "
-                f"compile {compile_s:.1f} s",
-                flush=True,
-            )
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    flex_fwd()
+                flex_train()  # compiles the backward too
+                torch.cuda.synchronize()
+                compile_s = time.perf_counter() - t0
+                with torch.no_grad():
+                    sdpa_fwd()
+                    fwd_sdpa = cuda_time(sdpa_fwd, args.repeat)
+                    fwd_flex = cuda_time(flex_fwd, args.repeat)
+                    err = (sdpa_fwd().float() - flex_fwd().float()).abs().max().item()
+                sdpa_train()
+                train_sdpa = cuda_time(sdpa_train, args.repeat)
+                train_flex = cuda_time(flex_train, args.repeat)
+                dq_err = (sdpa_train().float() - flex_train().float()).abs().max().item()
+                r = dict(
+                    L=L,
+                    mask=label,
+                    fwd_sdpa=fwd_sdpa,
+                    fwd_flex=fwd_flex,
+                    train_sdpa=train_sdpa,
+                    train_flex=train_flex,
+                    build_ms=build_ms,
+                    compile_s=compile_s,
+                    sparsity=bm.sparsity(),
+                    err=err,
+                    dq_err=dq_err,
+                )
+                rows.append(r)
+                print(
+                    f"  L={L} {label}: fwd {fwd_sdpa:.2f} vs {fwd_flex:.2f} ms (x{fwd_sdpa / fwd_flex:.2f}), "
+                    f"fwd+bwd {train_sdpa:.2f} vs {train_flex:.2f} ms (x{train_sdpa / train_flex:.2f}), "
+                    f"compile {compile_s:.1f} s",
+                    flush=True,
+                )
+            except Exception as e:  # one failing shape must not lose the rest of the table
+                print(
+                    f"  L={L} {label}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                )
+                torch.cuda.empty_cache()
     print()
     print(
         "| L | mask | fwd SDPA ms | fwd Flex ms | fwd speed-up | fwd+bwd SDPA ms | fwd+bwd Flex ms "
