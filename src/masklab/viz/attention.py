@@ -17,9 +17,16 @@ from masklab.attention.spec import is_layerwise, parse, parse_layerwise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="mask spec, e.g. 'causal&sliding_window:8' or 'layerwise:bidir=0-1,causal=2-3'")
-    parser.add_argument("--len", type=int, default=None, dest="length",
-                        help="sequence length (default: the mask's own length, else 16)")
+    parser.add_argument(
+        "spec", help="mask spec, e.g. 'causal&sliding_window:8' or 'layerwise:bidir=0-1,causal=2-3'"
+    )
+    parser.add_argument(
+        "--len",
+        type=int,
+        default=None,
+        dest="length",
+        help="sequence length (default: the mask's own length, else 16)",
+    )
     parser.add_argument("--out", required=True, help="output .png")
     parser.add_argument("--row", type=int, default=0, help="batch row for masks with per-row padding")
 
