@@ -78,21 +78,36 @@ def _changes_numpy(masks: np.ndarray) -> np.ndarray:
     dt = _index_dtype(size)
     if size == 0:
         return np.zeros(0, dt)
+    # Masks go through in chunks of about 2 MiB so that one scratch buffer is reused while it is in cache (a
+    # fresh buffer per batch costs more in page faults than the scan itself).
+    per = max(1, _CHUNK_BYTES // (H * W))
+    buf = np.empty(-(-min(N, per) * H * W // 8) * 8, dtype=np.uint8)
+    out = [_chunk_changes(masks[a:a + per], buf, dt) + dt(a * H * W) for a in range(0, N, per)]
+    return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+_CHUNK_BYTES = 1 << 21
+
+
+def _chunk_changes(masks: np.ndarray, buf: np.ndarray, dt: type) -> np.ndarray:
+    N, H, W = masks.shape
+    size = N * H * W
     u = masks.view(np.uint8) if masks.dtype == np.bool_ else (masks != 0).view(np.uint8)
     # Changes are found on the C-order array (no transpose copy): down a column, and from the bottom of column
     # x-1 to the top of column x. Bytes are 0/1, so XOR marks a change with 1. The buffer is padded to whole
     # 8-byte words so that changes can be located a word at a time.
-    buf = np.zeros(-(-size // 8) * 8, dtype=np.uint8)
+    padded = -(-size // 8) * 8
+    buf[size:padded] = 0
     d = buf[:size].reshape(N, H, W)
     np.bitwise_xor(u[:, 1:], u[:, :-1], out=d[:, 1:])
     np.bitwise_xor(u[:, 0, 1:], u[:, -1, :-1], out=d[:, 0, 1:])
     d[:, 0, 0] = u[:, 0, 0]
-    words = buf.view(np.uint64)
+    words = buf[:padded].view(np.uint64)
     hit = np.flatnonzero(words != 0)  # (bool scans are numpy's fast nonzero path)
     if len(hit) * 4 > len(words):
         # Dense changes (noise-like masks): a transposed copy then a linear scan beats sorting many positions.
         f = np.ascontiguousarray(u.transpose(0, 2, 1)).reshape(N, H * W)
-        d2 = np.empty((N, H * W), dtype=np.uint8)
+        d2 = d.reshape(N, H * W)
         d2[:, 0] = f[:, 0]
         np.bitwise_xor(f[:, 1:], f[:, :-1], out=d2[:, 1:])
         return np.flatnonzero(d2.view(np.bool_)).astype(dt, copy=False)
