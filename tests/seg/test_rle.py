@@ -186,7 +186,8 @@ def test_chunked_scan_with_stale_padding_matches_pycocotools(monkeypatch):
     rng = np.random.default_rng(6)
     ms = rng.random((9, 30, 41)) < np.array([0.0, 1.0, 0.5, 0.02, 0.5, 0.98, 0.3, 1.0, 0.0])[:, None, None]
     ms[8, 4:20, 9:30] = True  # sparse changes after an all-ones mask: a stale padding byte would add a run
-    want = [r["counts"].decode() for r in coco.encode(np.asfortranarray(ms.transpose(1, 2, 0).astype(np.uint8)))]
+    refs = coco.encode(np.asfortranarray(ms.transpose(1, 2, 0).astype(np.uint8)))
+    want = [r["counts"].decode() for r in refs]
     for chunk in (1, 2500, 1 << 21):  # 1 byte: one mask per chunk; 2500: two (1230 bytes each); default: all
         monkeypatch.setattr(rle, "_CHUNK_BYTES", chunk)
         assert [r["counts"] for r in rle_encode(ms)] == want

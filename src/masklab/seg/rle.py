@@ -242,8 +242,8 @@ def _parse(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int
     if counts.size and counts.max() > too_big:  # also keeps the sums below from wrapping around
         at = int(np.argmax(counts > too_big))
         i = int(np.searchsorted(offsets, at, side="right") - 1)
-        raise ValueError(f"RLE {i} has a count {int(counts[at])}, more than its size {sizes[i][0]}x{sizes[i][1]} "
-                         f"holds")
+        H, W = sizes[i]
+        raise ValueError(f"RLE {i} has a count {int(counts[at])}, more than its size {H}x{W} holds")
     if len(segs) == 1:
         totals = [int(counts.sum())]
     else:
