@@ -1,6 +1,6 @@
 """Segmentation benchmark: masklab.seg.rle vs pycocotools (C) in one process, and R-RLE length reduction.
 
-Run: .venv/bin/python benchmarks/seg.py [--repeat 30] [--batch 32] [--threads 1]
+Run: .venv/bin/python benchmarks/seg.py [--repeat 30] [--batch 32] [--threads 1] [--device cuda]
 Prints min-of-repeats times (interleaved: anchor, masklab, anchor, ...) and the ratio masklab / pycocotools.
 """
 
@@ -35,7 +35,7 @@ def masks_1024() -> dict[str, np.ndarray]:
     return {"camera>128": camera, "coins>100": coins, "noise p=0.5 (worst case)": noise}
 
 
-def bench_rle(repeat: int, batch: int) -> None:
+def bench_rle(repeat: int, batch: int, device: str) -> None:
     print("## RLE encode/decode, 1024x1024 (ms, best of", repeat, ")")
     print(f"{'mask':28s} {'op':7s} {'pycocotools':>11s} {'masklab':>9s} {'ratio':>6s}")
     for name, m in masks_1024().items():
@@ -52,17 +52,26 @@ def bench_rle(repeat: int, batch: int) -> None:
     base = list(masks_1024().values())[:2]
     ms = np.stack([np.roll(base[i % 2], 7 * i, axis=1) for i in range(batch)])  # (N, H, W)
     f = np.asfortranarray(ms.transpose(1, 2, 0).astype(np.uint8))  # (H, W, N) Fortran, for pycocotools
-    tm = torch.from_numpy(ms)
+    tm = torch.from_numpy(ms).to(device)
     refs = coco.encode(f)
     assert [r["counts"] for r in rle_encode(tm)] == [r["counts"].decode() for r in refs]
     ours = rle_encode(ms)
+    assert torch.equal(rle_decode(ours, device=device).cpu(), torch.from_numpy(ms))
+
+    def on_device(fn):  # wait for the device so that the time covers the work
+        out = fn()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return out
+
+    print(f"(torch tensors on {device})")
     t = best({"coco": lambda: coco.encode(f), "numpy": lambda: rle_encode(ms),
-              "torch": lambda: rle_encode(tm)},
+              "torch": lambda: on_device(lambda: rle_encode(tm))},
              max(3, repeat // 5))
     print(f"encode  pycocotools {t['coco']:8.1f}  numpy {t['numpy']:8.1f} ({t['numpy'] / t['coco']:.2f}x)  "
           f"torch {t['torch']:8.1f} ({t['torch'] / t['coco']:.2f}x)")
     t = best({"coco": lambda: coco.decode(refs), "numpy": lambda: rle_decode(ours),
-              "torch": lambda: rle_decode(ours, device="cpu")}, max(3, repeat // 5))
+              "torch": lambda: on_device(lambda: rle_decode(ours, device=device))}, max(3, repeat // 5))
     print(f"decode  pycocotools {t['coco']:8.1f}  numpy {t['numpy']:8.1f} ({t['numpy'] / t['coco']:.2f}x)  "
           f"torch {t['torch']:8.1f} ({t['torch'] / t['coco']:.2f}x)")
 
@@ -109,10 +118,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu", help="device of the batched torch masks (e.g. cuda)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, numpy {np.__version__}, torch {torch.__version__}\n")
-    bench_rle(args.repeat, args.batch)
+    bench_rle(args.repeat, args.batch, args.device)
     bench_descriptors()
 
 

@@ -20,7 +20,10 @@ pycocotools, each a clear error instead of a silent result:
 * Decoded masks are ``bool`` [H, W] (pycocotools returns ``uint8``); use ``.astype(np.uint8)`` for a drop-in.
 
 Functions accept one RLE (a dict) or a list of them; a list gives the batched result. Masks may be numpy
-arrays or torch tensors; ``rle_encode`` of a torch tensor finds run boundaries on the tensor's device."""
+arrays or torch tensors; ``rle_encode`` of a tensor on an accelerator finds run boundaries there (a CPU tensor
+shares memory with numpy and takes the numpy path). The numpy path finds changes on the C-order array a
+64-bit word at a time and sorts only the change positions into column-major order; the counts text is built
+as one byte buffer."""
 
 from __future__ import annotations
 
@@ -330,9 +333,8 @@ def rle_decode(rle, device=None):
     """Pixels of one RLE (bool [H, W]) or of a list of same-size RLEs (bool [N, H, W]).
 
     ``counts`` may be the compressed ``str``/``bytes`` or a list of ints (uncompressed COCO RLE). With
-    ``device`` (a str or ``torch.device``) the result is a torch bool tensor built on that device; otherwise a
-    numpy
-    array (Fortran-ordered per mask, like pycocotools).
+    ``device`` (a str or ``torch.device``) the result is a torch bool tensor built on that device (on CPU, a
+    view of the numpy result); otherwise a numpy array (Fortran-ordered per mask, like pycocotools).
     """
     single = isinstance(rle, dict)
     rles = [rle] if single else list(rle)
