@@ -135,23 +135,53 @@ def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_t
     # number of spans per row, as in _compute_mask_indices (eps per example so rows do not depend on the batch)
     cap = max(T // mask_length, 1)
     n_max = min(max(int(mask_prob * T / mask_length + 1), min_masks), cap)  # static bound: no device sync
-    eps = src.uniform(1, stream=0xE95)[:, 0]
-    n = (mask_prob * sz / mask_length + eps).floor().long().clamp(min=min_masks)
-    n = torch.where(n * mask_length > T, torch.full_like(n, T // mask_length), n)
+    draw = src.order(T + 1, stream=0x57A)  # [B, T + 1]: start scores, then eps in the last column
+    eps = draw[:, T]
+    eps = (eps >> 39).float() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps
+    n = (sz * (mask_prob / mask_length) + eps).long()  # floor: both terms are >= 0
+    if min_masks > 0:
+        n = n.clamp(min=min_masks)
+    if (max(int(mask_prob * T / mask_length + 1), min_masks)) * mask_length > T:  # HF's cap, when it can bind
+        n = torch.where(n * mask_length > T, torch.full_like(n, T // mask_length), n)
     j = torch.arange(n_max, device=dev)
-    lens = span_lengths(src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length, mask_other)
+    static = mask_type == "static"
+
+    if not no_overlap and static and start_logits is None:
+        # fast path (the wav2vec2 default): distinct uniform starts in [0, sz - M], spans of exactly M
+        score = draw[:, : T - mask_length + 1]
+        if lengths is not None:
+            n_cand = (sz - (mask_length - 1)).clamp(min=0)
+            n = torch.minimum(n, n_cand)
+            big = torch.iinfo(score.dtype).max if score.dtype == torch.int64 else 2.0
+            score = score.masked_fill(torch.arange(score.shape[1], device=dev) >= n_cand[:, None], big)
+        elif n_max > T - mask_length + 1:
+            n = n.clamp(max=T - mask_length + 1)
+        starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
+        starts = starts.masked_fill(j >= n[:, None], T)  # unused spans -> a scratch column
+        mask = torch.zeros(B, T + mask_length, dtype=torch.bool, device=dev)
+        mask.scatter_(1, (starts[:, :, None] + torch.arange(mask_length, device=dev)).view(B, -1), True)
+        mask = mask[:, :T]
+        if same_count:
+            mask = _equalize(mask, src.uniform(T, stream=0xEC0))
+        return mask
+
+    if static:
+        lens = torch.full((B, n_max), mask_length, dtype=torch.long, device=dev)
+    else:
+        lens = span_lengths(src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length,
+                            mask_other)
 
     if not no_overlap:
         min_len = torch.where(j < n[:, None], lens, torch.full_like(lens, T + 1)).amin(1)
-        min_len = mask_length if mask_type == "static" else min_len.clamp(max=T)
-        n_cand = (sz - min_len + (1 if mask_type == "static" else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
+        min_len = mask_length if static else min_len.clamp(max=T)
+        n_cand = (sz - min_len + (1 if static else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
         n = torch.minimum(n, n_cand)
         score = src.uniform(T, stream=0x57A)
-        if start_logits is not None:  # Efraimidis-Spirakis: top-k of log(u)/w ~ sampling without replacement
+        if start_logits is not None:  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
             score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
         score = torch.where(torch.arange(T, device=dev) < n_cand[:, None], score,
                             torch.full_like(score, float("inf")))
-        starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # the first n are a uniform n-subset
+        starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
     else:
         active = j < n[:, None]
         lens = lens * active

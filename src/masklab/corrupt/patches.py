@@ -51,6 +51,7 @@ __all__ = [
     "STRATEGIES",
     "COLORS",
     "keyed_noise",
+    "keyed_bits",
 ]
 
 COLORS = ("white", "red", "blue", "green", "purple")
@@ -135,19 +136,31 @@ def _srl(x: torch.Tensor, s: int) -> torch.Tensor:
     return (x >> s) & ((1 << (64 - s)) - 1)
 
 
-def keyed_noise(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
-    """Uniform float32 in [0, 1) [B, n], 24-bit resolution; element j of row b depends only on (keys[b], stream, j).
+def keyed_bits(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
+    """Uniform non-negative int64 [B, n] (63 random bits); element j of row b depends only on (keys[b], stream, j).
 
-    A splitmix64 finalizer on int64 (wrapping multiplies): about 10x cheaper than :func:`keyed.uniform`'s 16-bit
-    split arithmetic, which matters for the 1 ms budget of a 256 x 196 patch mask.
+    splitmix64: the row key (already hashed by :func:`keyed.example_keys`) seeds a Weyl sequence over
+    (stream, j) and the splitmix64 finalizer mixes each element. int64 multiplies wrap, so this is ~15 tensor
+    ops, where :func:`keyed.bits`' 16-bit split arithmetic takes ~40: it matters for a 1 ms patch-mask budget.
     """
-    k = keyed.derive(keys.reshape(-1), stream)[:, None]  # [B, 1] uint32 in int64
-    j = torch.arange(n, device=keys.device, dtype=torch.int64)
-    x = k * _C1 + j * _C2
-    x = (x ^ _srl(x, 30)) * _C2
-    x = (x ^ _srl(x, 27)) * _C3
-    x = x ^ _srl(x, 31)
-    return _srl(x, 40).float() * (1.0 / (1 << 24))
+    j = _weyl(n, stream, keys.device)
+    x = keys.reshape(-1, 1) * _C1 + j
+    # arithmetic shifts: one op each; the xorshift-multiply rounds still mix all 63 low bits
+    x = (x ^ (x >> 30)) * _C2
+    x = (x ^ (x >> 27)) * _C3
+    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+@lru_cache(maxsize=256)
+def _weyl(n: int, stream: int, device) -> torch.Tensor:
+    """(stream * 2**31 + j) * C2 for j < n: the per-position half of the splitmix64 state, cached."""
+    j = torch.arange(n, dtype=torch.int64) + ((stream & 0xFFFFFFFF) << 31)
+    return (j * _C2).to(device)
+
+
+def keyed_noise(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
+    """Uniform float32 in [0, 1) [B, n] with 24-bit resolution, from :func:`keyed_bits`."""
+    return (keyed_bits(keys, n, stream) >> 39).float() * (1.0 / (1 << 24))
 
 
 class _Source:
@@ -176,6 +189,12 @@ class _Source:
         if self.gen is not None:
             return torch.rand(self.batch, n, generator=self.gen, device=self.gen.device).to(self.device)
         return keyed_noise(self.keys, n, stream)
+
+    def order(self, n: int, stream: int) -> torch.Tensor:
+        """[B, n] values whose order within a row is uniformly random (int64 bits or floats): for top-k."""
+        if self.gen is not None:
+            return self.uniform(n, stream)
+        return keyed_bits(self.keys, n, stream)
 
 
 def _check_grid(grid) -> tuple[int, int]:
@@ -232,8 +251,7 @@ def random_patches(grid, ratio: float = 0.75, *, batch: int | None = None, keys=
     N = H * W
     k = _num_masked(N, ratio)
     src = _Source(batch, keys, seed, epoch, device)
-    u = src.uniform(N, stream=0x5A7C)
-    return PatchMask(_mask_bottom(u, N - k), (H, W))
+    return PatchMask(_mask_bottom(src.order(N, stream=0x5A7C), N - k), (H, W))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,8 +347,7 @@ def simmim_patches(grid, ratio: float = 0.6, *, cell: int = 8, batch: int | None
         raise ValueError(f"cell {cell} must divide the {H}x{W} grid and be no larger than it")
     h, w = H // cell, W // cell
     src = _Source(batch, keys, seed, epoch, device)
-    u = src.uniform(h * w, stream=0x5133)
-    coarse = _mask_top(u, math.ceil(r * h * w)).view(-1, h, 1, w, 1)
+    coarse = _mask_top(src.order(h * w, stream=0x5133), math.ceil(r * h * w)).view(-1, h, 1, w, 1)
     mask = coarse.expand(-1, h, cell, w, cell).reshape(-1, H * W)
     return PatchMask(mask, (H, W))
 
