@@ -127,10 +127,10 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout", type=int, default=256, help="held-out docstrings (evaluation)")
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=150, help="MaskLLM steps")
-    ap.add_argument("--lr", type=float, default=5e-2)
+    ap.add_argument("--steps", type=int, default=100, help="MaskLLM steps")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--prior-strength", type=float, default=3.0)
-    ap.add_argument("--tau", type=float, nargs=2, default=(4.0, 0.05))
+    ap.add_argument("--tau", type=float, nargs=2, default=(1.0, 0.05))
     ap.add_argument("--kappa", type=float, nargs=2, default=(1e2, 5e2))
     ap.add_argument("--reg", type=float, default=1e-5)
     ap.add_argument("--threads", type=int, default=2)
@@ -206,6 +206,12 @@ def main(argv=None) -> int:
                 prior="wanda",
                 loss_fn=loss_fn,
                 batches=train_b,
+                log=lambda i, loss, t0=t0: (
+                    i % 10 == 0
+                    and print(
+                        f"    step {i:4d}  1-cos {loss:.4f}  {time.perf_counter() - t0:.0f}s", flush=True
+                    )
+                ),
                 **cfg,
             )
         else:

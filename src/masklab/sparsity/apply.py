@@ -138,7 +138,7 @@ def _sparsegpt(model, layers, n, m, calib, blocksize=128, percdamp=0.01):
     return masks
 
 
-def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=None, **cfg_kwargs):
+def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=None, log=None, **cfg_kwargs):
     """MaskLLM from a one-shot prior mask (``prior``: "magnitude", "wanda" or None, computed on ``calib``).
     ``loss_fn(model, batch)`` defaults to distilling the dense model's outputs
     (``learnable.distill_loss_fn``); it is trained on ``batches`` (default: the calibration batches)."""
@@ -151,7 +151,7 @@ def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=No
         raise ValueError(f"unknown MaskLLM prior {prior!r}; expected 'magnitude', 'wanda' or None")
     priors = None if prior is None else METHODS[prior](model, layers, n, m, calib)
     loss_fn = loss_fn or distill_loss_fn(model)
-    return train_masks(model, layers, loss_fn, calib if batches is None else batches, cfg, priors)
+    return train_masks(model, layers, loss_fn, calib if batches is None else batches, cfg, priors, log)
 
 
 METHODS: dict[str, Callable] = {

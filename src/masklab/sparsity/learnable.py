@@ -204,8 +204,9 @@ def train_masks(
     try:
         for step in range(cfg.steps):
             set_schedule(masks, step, cfg)
-            loss = loss_fn(model, batches[step % len(batches)])
-            total = loss + cfg.reg * sparse_weight_reg(modules) if cfg.reg else loss
+            with parametrize.cached():  # one mask sample per step, shared by the loss and the regulariser
+                loss = loss_fn(model, batches[step % len(batches)])
+                total = loss + cfg.reg * sparse_weight_reg(modules) if cfg.reg else loss
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
