@@ -15,6 +15,8 @@ B. Threshold decoding (Fast-dLLM) against one-token-per-step confidence decoding
 C. Ground truth: the same samplers on a random HMM whose exact conditionals make a perfect denoiser; the exact
 NLL of
    the samples (bits/token) shows what parallel decoding costs, without a reference-LM proxy.
+E. The sampler's own cost with a free model (fixed logits), to show where FHS's advantage lives: MDLM's
+   ancestral update draws a (V+1)-way categorical for every masked position at every step.
 D. fp32 Gumbel-max against masklab's float64 inverse CDF on a distribution with many low-probability tokens:
 the
    exact probability fp32 noise gives the tail (all 2**24 fp32 uniforms enumerated) and a Monte Carlo check.
@@ -55,11 +57,12 @@ def row(name, r, ar, ignore, base_sec=None, base_nfe=None):
     ent = unigram_entropy(r["ids"], ignore_ids=ignore)
     extra = ""
     if base_sec is not None:
-        extra += f"  FHS speed-up {r['seconds'] / base_sec:6.1f}x" if base_nfe is None else ""
+        extra += f"  FHS speed-up {r['cpu'] / base_sec:6.1f}x (CPU time)" if base_nfe is None else ""
     if base_nfe is not None:
         extra += f"  NFE per row / one-per-step {r['row_nfe'] / base_nfe:5.2f}"
     print(
-        f"  {name:<34} {r['seconds']:8.2f} s  NFE {r['nfe']:5d} (per row {r['row_nfe']:6.1f})  "
+        f"  {name:<30} {r['seconds']:7.1f} s wall {r['cpu']:7.1f} s CPU  "
+        f"NFE {r['nfe']:5d} (per row {r['row_nfe']:6.1f})  "
         f"gen-PPL {ppl:7.2f}  entropy {ent:5.3f}{extra}",
         flush=True,
     )
@@ -67,23 +70,26 @@ def row(name, r, ar, ignore, base_sec=None, base_nfe=None):
 
 
 def run(model, x, **kw):
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     g = generate(model, x, return_order=True, **kw)
+    cpu = time.process_time() - cpu
     row_nfe = g.stats.get("row_nfe", torch.tensor(float(g.nfe)))
     return {
         "ids": g.ids,
         "nfe": g.nfe,
         "row_nfe": float(row_nfe.double().mean()),
         "seconds": time.perf_counter() - began,
+        "cpu": cpu,
     }
 
 
 def part_a_b(args):
     mdm, tok = load(args.mdm)
     ar, _ = load(args.ar, causal=True)
+    mdm, ar = mdm.to(args.device), ar.to(args.device)
     mask = tok.mask_token_id
     ignore = (tok.pad_token_id,)
-    x = torch.full((args.batch, args.length), mask)
+    x = torch.full((args.batch, args.length), mask, device=args.device)
     seeds = list(range(args.batch))
     n = args.length
     print(
@@ -93,7 +99,7 @@ def part_a_b(args):
     row("fhs (one token per call)", fhs, ar, ignore)
     for T in args.ancestral_steps:
         r = run(mdm, x, mask_id=mask, sampler="ancestral", steps=T, seed=seeds)
-        row(f"ancestral, {T} steps", r, ar, ignore, base_sec=fhs["seconds"])
+        row(f"ancestral, {T} steps", r, ar, ignore, base_sec=fhs["cpu"])
     print(f"B. threshold vs one token per step (confidence, low_confidence), {args.batch} x {n}")
     one = run(mdm, x, mask_id=mask, sampler="confidence", seed=seeds)
     row("confidence, 1 token/step", one, ar, ignore)
@@ -102,6 +108,30 @@ def part_a_b(args):
         row(f"threshold {th}", r, ar, ignore, base_nfe=one["nfe"])
     r = run(mdm, x, mask_id=mask, sampler="confidence", steps=n // 4, seed=seeds)
     row("confidence, 4 tokens/step", r, ar, ignore, base_nfe=one["nfe"])
+
+
+class FixedLogits:
+    """A model that costs nothing: the same random logits every call, to time the sampler alone."""
+
+    def __init__(self, batch, length, vocab):
+        self.logits = torch.randn(batch, length, vocab, generator=torch.Generator().manual_seed(0)) * 2
+
+    def __call__(self, x):
+        return self.logits[: x.shape[0]]
+
+
+def part_e(args):
+    B, L = args.batch, args.length
+    print(f"E. sampler cost alone (a model that returns fixed logits at no cost), {B} x {L}: CPU seconds")
+    for V in (261, 8192):
+        m = FixedLogits(B, L, V + 1)
+        x = torch.full((B, L), V)
+        f = run(m, x, mask_id=V, sampler="fhs", seed=list(range(B)))
+        line = f"  V={V:<5}  fhs {f['cpu']:6.2f} s"
+        for T in (L, 4 * L):
+            a = run(m, x, mask_id=V, sampler="ancestral", steps=T, seed=list(range(B)))
+            line += f"  ancestral {T} steps {a['cpu']:6.2f} s ({a['cpu'] / f['cpu']:4.1f}x)"
+        print(line, flush=True)
 
 
 def part_c(args):
@@ -181,7 +211,8 @@ def main():
     p.add_argument("--ancestral-steps", type=int, nargs="*", default=[256, 4096])
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.5])
     p.add_argument("--mc-seconds", type=float, default=30.0)
-    p.add_argument("--parts", default="abcd")
+    p.add_argument("--parts", default="abcde")
+    p.add_argument("--device", default="cpu", help="device for part A/B models (cuda: see gpu_sampling.sh)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,6 +222,8 @@ def main():
         part_c(args)
     if "d" in args.parts:
         part_d(args)
+    if "e" in args.parts:
+        part_e(args)
 
 
 if __name__ == "__main__":
