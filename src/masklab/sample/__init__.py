@@ -1,8 +1,9 @@
-"""Masked-diffusion generation: exact categorical sampling, samplers, infill."""
+"""Masked-diffusion generation: exact categorical sampling, samplers, infill, classification, evaluation."""
 
 from masklab.sample.categorical import categorical
-from masklab.sample.generate import Generation, generate
-from masklab.sample.infill import parse_prompt
+from masklab.sample.generate import Generation, batch_prompts, generate
+from masklab.sample.infill import parse_prompt, red_team_prompt
 from masklab.sample.samplers import SAMPLERS
 
-__all__ = ["categorical", "generate", "Generation", "parse_prompt", "SAMPLERS"]
+__all__ = ["categorical", "generate", "Generation", "batch_prompts", "parse_prompt", "red_team_prompt",
+           "SAMPLERS"]
