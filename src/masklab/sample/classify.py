@@ -128,6 +128,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", help="text with one <mask> slot")
     p.add_argument("--labels", help="comma-separated candidate labels (default for --task: its label set)")
     p.add_argument("--n", type=int, default=300, help="examples for --task (default 300)")
+    p.add_argument("--context", type=int, default=96, help="--task: characters of code on each side of the slot")
     p.add_argument(
         "--normalize", choices=["mean", "sum"], default="mean", help="per-token mean or total log-prob"
     )
@@ -149,7 +150,7 @@ def run(args) -> None:
         for w, s in sorted(zip(labels, scores.tolist(), strict=True), key=lambda t: -t[1]):
             print(f"{s:9.4f}  {w}")
         return
-    texts, gold = keyword_task(args.n, seed=args.seed)
+    texts, gold = keyword_task(args.n, context=args.context, seed=args.seed)
     labels = [w for w in args.labels.split(",") if w] if args.labels else list(KEYWORDS)
     pred = classify(model, tok, texts, labels, normalize=args.normalize)
     acc = sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
