@@ -19,22 +19,19 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
 
 from masklab.corrupt import keyed  # noqa: E402
-from masklab.objectives.mae import MAE, MAEConfig, linear_probe, mask_for, train_mae  # noqa: E402
+from masklab.objectives.mae import (  # noqa: E402
+    MAE,
+    MAEConfig,
+    digits_images,
+    linear_probe,
+    mask_for,
+    train_mae,
+)
 
 STRATEGIES = ["random", "block", "simmim", "colormae-white", "colormae-red", "colormae-blue", "colormae-green",
               "colormae-purple", "hpm", "referring"]
-
-
-def digits(size: int = 16):
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8) in [0, 1]
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    order = keyed.uniform(keyed.example_keys(0, 0, [0]), len(x), stream=1)[0].argsort()
-    x, y, raw = x[order], d.target[order.numpy()], d.data[order.numpy()]
-    return x, y, raw
 
 
 def main():
@@ -45,7 +42,9 @@ def main():
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    x, y, raw = digits()
+    x, y = digits_images(16)
+    y = y.numpy()
+    raw = digits_images(8)[0].reshape(len(x), -1).numpy()  # the original 64 pixels, same order
     n_train = 1347
     xtr, ytr, xte, yte = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     cfg = dict(image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1)
