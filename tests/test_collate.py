@@ -9,9 +9,13 @@ from transformers import AutoTokenizer
 from masklab.collate import MDMCollator, MEAPCollator, MLMCollator, RTDCollator
 from masklab.corrupt.ngram import NgramLexicon
 
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "Tokenization isn't trivial, unbelievably.",
-         "Masked language models predict hidden words from context.", "A short one.",
-         "Whole word masking hides every piece of a word at once."] * 4
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Tokenization isn't trivial, unbelievably.",
+    "Masked language models predict hidden words from context.",
+    "A short one.",
+    "Whole word masking hides every piece of a word at once.",
+] * 4
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +26,28 @@ def tok():
 @pytest.fixture(scope="module")
 def examples(tok):
     enc = tok(TEXTS, return_special_tokens_mask=True)
-    return [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-             "special_tokens_mask": enc["special_tokens_mask"][i], "idx": i} for i in range(len(TEXTS))]
+    return [
+        {
+            "input_ids": enc["input_ids"][i],
+            "attention_mask": enc["attention_mask"][i],
+            "special_tokens_mask": enc["special_tokens_mask"][i],
+            "idx": i,
+        }
+        for i in range(len(TEXTS))
+    ]
 
 
 def lexicon(tok):
-    return NgramLexicon.build(tok(TEXTS)["input_ids"], len(tok), size=20, min_count=2,
-                              special_ids=tok.all_special_ids)
+    return NgramLexicon.build(
+        tok(TEXTS)["input_ids"], len(tok), size=20, min_count=2, special_ids=tok.all_special_ids
+    )
 
 
 def collators(tok):
-    return [MLMCollator(tok, s, prob=0.3, lexicon=lexicon(tok) if s == "ngram" else None)
-            for s in ("random", "whole_word", "span", "ngram")] + [RTDCollator(tok), MEAPCollator(tok),
-                                                                   MDMCollator(tok)]
+    return [
+        MLMCollator(tok, s, prob=0.3, lexicon=lexicon(tok) if s == "ngram" else None)
+        for s in ("random", "whole_word", "span", "ngram")
+    ] + [RTDCollator(tok), MEAPCollator(tok), MDMCollator(tok)]
 
 
 def test_output_fields_like_hf(tok, examples):
@@ -47,8 +60,11 @@ def test_output_fields_like_hf(tok, examples):
         if not isinstance(c, MEAPCollator):
             sel = b["labels"] != -100
             assert sel.any()
-            orig = torch.nn.utils.rnn.pad_sequence([torch.tensor(e["input_ids"]) for e in examples],
-                                                   batch_first=True, padding_value=tok.pad_token_id)
+            orig = torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(e["input_ids"]) for e in examples],
+                batch_first=True,
+                padding_value=tok.pad_token_id,
+            )
             assert torch.equal(b["labels"][sel], orig[sel])
             assert torch.equal(b["input_ids"][~sel], orig[~sel])
             assert not torch.isin(orig[sel], torch.tensor(tok.all_special_ids)).any()
@@ -80,7 +96,7 @@ def test_dataloader_workers_do_not_change_masks(tok, examples):
     for workers in (0, 2):
         dl = torch.utils.data.DataLoader(examples, batch_size=4, collate_fn=c, num_workers=workers)
         outs.append([b["input_ids"] for b in dl])
-    assert all(torch.equal(x, y) for x, y in zip(*outs))
+    assert all(torch.equal(x, y) for x, y in zip(*outs, strict=True))
 
 
 def test_bad_input(tok, examples):
@@ -121,8 +137,14 @@ def test_batches_feed_a_hf_model_like_trainer_does(tok, examples):
     (transformers.Trainer itself needs accelerate, which is not installed here.)"""
     from transformers import BertConfig, BertForMaskedLM
 
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     model = BertForMaskedLM(cfg)
     for c in collators(tok):
         batch = next(iter(torch.utils.data.DataLoader(examples, batch_size=4, collate_fn=c)))

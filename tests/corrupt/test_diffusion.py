@@ -1,4 +1,5 @@
-"""Masked-diffusion noising: MDLM/LLaDA forward process and MDiff4STR's six strategies plus token replacement."""
+"""Masked-diffusion noising: MDLM/LLaDA forward process and MDiff4STR's six strategies plus token
+replacement."""
 
 import pytest
 import torch
@@ -13,8 +14,15 @@ def noise(strategy, B=400, L=30, **kw):
     ids = torch.randint(4, V, (B, L))
     ids[:, 0] = 1
     ids[: B // 4, -5:] = 0
-    return ids, mdiff4str_noise(ids, keyed.example_keys(0, 0, range(B)), mask_id=MASK, vocab_size=V,
-                                special_ids=SPECIAL, strategies=(strategy,), **kw)
+    return ids, mdiff4str_noise(
+        ids,
+        keyed.example_keys(0, 0, range(B)),
+        mask_id=MASK,
+        vocab_size=V,
+        special_ids=SPECIAL,
+        strategies=(strategy,),
+        **kw,
+    )
 
 
 def test_each_strategy_shape():
@@ -57,12 +65,21 @@ def test_token_replacement_noise_rate_and_targets():
 
 def test_strategy_weights_and_errors():
     ids = torch.randint(4, V, (3000, 10))
-    c = mdiff4str_noise(ids, keyed.example_keys(0, 0, range(3000)), mask_id=MASK, vocab_size=V,
-                        special_ids=SPECIAL, strategies=("full", "cloze"), weights=(0.25, 0.75))
+    c = mdiff4str_noise(
+        ids,
+        keyed.example_keys(0, 0, range(3000)),
+        mask_id=MASK,
+        vocab_size=V,
+        special_ids=SPECIAL,
+        strategies=("full", "cloze"),
+        weights=(0.25, 0.75),
+    )
     full = (c.mask.sum(1) == 10).double().mean()
     assert abs(float(full) - 0.25) < 0.03
     with pytest.raises(ValueError, match="strategy"):
-        mdiff4str_noise(ids, keyed.example_keys(0, 0, range(3000)), mask_id=MASK, vocab_size=V, strategies=("x",))
+        mdiff4str_noise(
+            ids, keyed.example_keys(0, 0, range(3000)), mask_id=MASK, vocab_size=V, strategies=("x",)
+        )
 
 
 def test_mdm_noise_rate_is_t():

@@ -14,8 +14,15 @@ def test_positions_exact_k_without_replacement():
     B, L = 32, 40
     ids = torch.randint(4, 100, (B, L))
     ids[:4, 30:] = 0
-    c = electra_mask(ids, keyed.example_keys(0, 0, range(B)), mask_id=MASK, vocab_size=100, special_ids=SPECIAL,
-                     prob=0.15, max_predictions=5)
+    c = electra_mask(
+        ids,
+        keyed.example_keys(0, 0, range(B)),
+        mask_id=MASK,
+        vocab_size=100,
+        special_ids=SPECIAL,
+        prob=0.15,
+        max_predictions=5,
+    )
     n = (ids != 0).sum(1)
     want = torch.clamp(torch.clamp(torch.floor(n * 0.15 + 0.5), min=1), max=5).long()
     assert torch.equal(c.mask.sum(1), want)
@@ -29,8 +36,16 @@ def law(method, temperature=1.0, disallow=False, n=20000):
     lg = logits.expand(B, 10, V)
     original = torch.full((B, 10), 4)
     sel = torch.ones(B, 10, dtype=torch.bool)
-    out = sample_replacements(lg, original, sel, keyed.example_keys(0, 0, range(B)), method=method,
-                              temperature=temperature, disallow_correct=disallow, banned=SPECIAL)
+    out = sample_replacements(
+        lg,
+        original,
+        sel,
+        keyed.example_keys(0, 0, range(B)),
+        method=method,
+        temperature=temperature,
+        disallow_correct=disallow,
+        banned=SPECIAL,
+    )
     freq = torch.bincount(out.flatten(), minlength=V).double() / out.numel()
     x = logits.double() / temperature
     x[:4] = -torch.inf

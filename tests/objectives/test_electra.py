@@ -7,13 +7,14 @@ from transformers import ModernBertForTokenClassification
 
 from masklab.corrupt import keyed
 from masklab.data.tokenizers import TokenInfo
-from masklab.objectives.electra import ELECTRA, GDESEmbedding
+from masklab.objectives.electra import GDESEmbedding
 from masklab.train.recipes import get_recipe
 from masklab.train.recipes.base import apply_overrides
 
 V = 40
-INFO = TokenInfo(vocab_size=V, mask_id=1, pad_id=0, eos_id=2, bos_id=3, special_ids=(0, 1, 2, 3, 4),
-                 never_mask=(0, 1, 3))
+INFO = TokenInfo(
+    vocab_size=V, mask_id=1, pad_id=0, eos_id=2, bos_id=3, special_ids=(0, 1, 2, 3, 4), never_mask=(0, 1, 3)
+)
 
 
 def build(sharing):
@@ -68,7 +69,7 @@ def test_saved_discriminator_is_plain_hf_with_materialised_embedding(tmp_path):
     again = build("gdes")
     again.load_model(tmp_path)
     assert torch.equal(again.model.get_input_embeddings().delta, emb.delta)
-    for (k, a), b in zip(obj.state_dict().items(), again.state_dict().values()):
+    for (k, a), b in zip(obj.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 

@@ -1,6 +1,7 @@
 """Masked-diffusion noising (MDLM, Sahoo et al. 2024, Eq. 10; LLaDA, Nie et al. 2025, Eq. 3).
 
-Each sequence draws a time t in [eps, 1) and every eligible token is replaced by the mask token with probability t.
+Each sequence draws a time t in [eps, 1) and every eligible token is replaced by the mask token with
+probability t.
 The loss weight of a masked position is 1/t, which makes the per-token cross-entropy an upper bound on the
 negative log-likelihood (the ELBO of the linear schedule).
 """
@@ -18,8 +19,15 @@ __all__ = ["sample_t", "mdm_noise", "mdiff4str_noise", "T_SAMPLING", "STRATEGIES
 T_SAMPLING = ("iid", "antithetic", "stratified")
 
 
-def sample_t(keys: torch.Tensor, *, eps: float = 1e-3, mode: str = "iid", position: torch.Tensor | None = None,
-             batch_size: int | None = None, batch_key: torch.Tensor | None = None) -> torch.Tensor:
+def sample_t(
+    keys: torch.Tensor,
+    *,
+    eps: float = 1e-3,
+    mode: str = "iid",
+    position: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    batch_key: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-sequence time t [B] in [eps, 1).
 
     iid:        t from the example's own key only.
@@ -38,7 +46,9 @@ def sample_t(keys: torch.Tensor, *, eps: float = 1e-3, mode: str = "iid", positi
             raise ValueError(f"t sampling {mode!r} needs the global batch position, size and key")
         if mode == "antithetic":
             pair = torch.div(position, 2, rounding_mode="floor")
-            u = keyed.uniform(keyed.derive(batch_key.reshape(1).expand_as(pair), pair), 1, 7, torch.float64)[:, 0]
+            u = keyed.uniform(keyed.derive(batch_key.reshape(1).expand_as(pair), pair), 1, 7, torch.float64)[
+                :, 0
+            ]
             u = torch.where(position % 2 == 1, 1.0 - u, u)
         else:
             u0 = keyed.uniform(batch_key.reshape(1), 1, stream=7, dtype=torch.float64)[0, 0]
@@ -46,9 +56,11 @@ def sample_t(keys: torch.Tensor, *, eps: float = 1e-3, mode: str = "iid", positi
     return (eps + (1.0 - eps) * u).float()
 
 
-def mdm_noise(ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id: int,
-              special_ids=()) -> Corruption:
-    """Mask each eligible token of ``ids`` [B, L] with probability ``t`` [B]; weights are 1/t on masked tokens."""
+def mdm_noise(
+    ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id: int, special_ids=()
+) -> Corruption:
+    """Mask each eligible token of ``ids`` [B, L] with probability ``t`` [B]; weights are 1/t on masked
+    tokens."""
     can = eligible(ids, special_ids)
     u = fast_uniform(keys, ids.shape[1], stream=8)
     masked = (u < t[:, None]) & can
@@ -63,9 +75,18 @@ def mdm_noise(ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id
 STRATEGIES = ("full", "left_to_right", "right_to_left", "block", "cloze", "random")
 
 
-def mdiff4str_noise(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size: int, special_ids=(),
-                    strategies: tuple[str, ...] = STRATEGIES, weights: tuple[float, ...] | None = None,
-                    replace_prob: float = 0.0, eps: float = 1e-3) -> Corruption:
+def mdiff4str_noise(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids=(),
+    strategies: tuple[str, ...] = STRATEGIES,
+    weights: tuple[float, ...] | None = None,
+    replace_prob: float = 0.0,
+    eps: float = 1e-3,
+) -> Corruption:
     """MDiff4STR noising (Masked Diffusion for Scene Text Recognition, Sec. 3.2): each row draws one strategy.
 
     With n eligible tokens and a per-row t ~ U[eps, 1) (stream 9):
@@ -86,10 +107,15 @@ def mdiff4str_noise(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, voca
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         raise ValueError(f"unknown MDiff4STR strategy {bad or strategies!r}; choose from {STRATEGIES}")
-    w = torch.ones(len(strategies), dtype=torch.float64) if weights is None else torch.as_tensor(
-        weights, dtype=torch.float64)
+    w = (
+        torch.ones(len(strategies), dtype=torch.float64)
+        if weights is None
+        else torch.as_tensor(weights, dtype=torch.float64)
+    )
     if len(w) != len(strategies) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be {len(strategies)} non-negative numbers with a positive sum, got {weights}")
+        raise ValueError(
+            f"weights must be {len(strategies)} non-negative numbers with a positive sum, got {weights}"
+        )
     dev = ids.device
     B, L = ids.shape
     can = eligible(ids, special_ids)

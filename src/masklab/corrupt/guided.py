@@ -1,12 +1,15 @@
 """Score-guided masking: mask what a score points at (Ask2Mask, Baskar et al. 2022; HPM, Wang et al. 2023).
 
 Ask2Mask (Sec. 3) scores every position with an external model and masks positions chosen by the score instead
-of uniformly; Hard Patches Mining (HPM, Sec. 3.3) predicts a per-token loss and masks the hardest tokens, moving
+of uniformly; Hard Patches Mining (HPM, Sec. 3.3) predicts a per-token loss and masks the hardest tokens,
+moving
 from random to guided masking with an easy-to-hard schedule (the guided share grows linearly during training).
 
 Given scores [B, L], each row masks exactly ``round(prob * n)`` eligible tokens (or ``count``): ``guided`` of
-them chosen by score, the rest uniformly among the others. ``mode``: ``top`` (highest scores), ``bottom`` (lowest)
-or ``proportional`` (sampled without replacement with probability proportional to ``score ** (1/temperature)``,
+them chosen by score, the rest uniformly among the others. ``mode``: ``top`` (highest scores), ``bottom``
+(lowest)
+or ``proportional`` (sampled without replacement with probability proportional to ``score **
+(1/temperature)``,
 by keyed Gumbel-top-k, Kool et al. 2019).
 """
 
@@ -39,11 +42,22 @@ def easy_to_hard(progress: float, *, start: float = 0.0, end: float = 1.0) -> fl
     return float(check_prob("start", start) + (check_prob("end", end) - start) * progress)
 
 
-def score_guided_mask(ids: torch.Tensor, keys: torch.Tensor, scores: torch.Tensor, *, mask_id: int,
-                      vocab_size: int, special_ids: Sequence[int], prob: float = 0.15,
-                      count: int | torch.Tensor | None = None, mode: str = "top", guided: float = 1.0,
-                      temperature: float = 1.0, mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                      can: torch.Tensor | None = None) -> Corruption:
+def score_guided_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    prob: float = 0.15,
+    count: int | torch.Tensor | None = None,
+    mode: str = "top",
+    guided: float = 1.0,
+    temperature: float = 1.0,
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    can: torch.Tensor | None = None,
+) -> Corruption:
     """Mask ``ids`` [B, L] guided by ``scores`` [B, L] (higher = more likely masked for top/proportional)."""
     check_ids(ids)
     check_prob("prob", prob)
@@ -56,8 +70,11 @@ def score_guided_mask(ids: torch.Tensor, keys: torch.Tensor, scores: torch.Tenso
         raise ValueError(f"temperature must be > 0, got {temperature}")
     ok = eligible(ids, special_ids) if can is None else eligible(ids, special_ids) & can
     n = ok.sum(dim=1)
-    k = torch.floor(n.double() * prob + 0.5).long() if count is None else torch.minimum(
-        torch.as_tensor(count, device=ids.device).long().expand(len(n)), n)
+    k = (
+        torch.floor(n.double() * prob + 0.5).long()
+        if count is None
+        else torch.minimum(torch.as_tensor(count, device=ids.device).long().expand(len(n)), n)
+    )
     kg = torch.floor(k.double() * guided + 0.5).long()
     s = scores.detach().double()
     if mode == "proportional":
@@ -71,5 +88,11 @@ def score_guided_mask(ids: torch.Tensor, keys: torch.Tensor, scores: torch.Tenso
     rank = key.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     chosen = (rank < kg[:, None]) & ok
     rest = select_count(ok & ~chosen, fast_uniform(keys, ids.shape[1], stream=61), k - chosen.sum(dim=1))
-    return apply_mix(ids, chosen | rest, keys, mask_id=mask_id, pool=replacement_pool(vocab_size, special_ids,
-                     ids.device), mix=mix)
+    return apply_mix(
+        ids,
+        chosen | rest,
+        keys,
+        mask_id=mask_id,
+        pool=replacement_pool(vocab_size, special_ids, ids.device),
+        mix=mix,
+    )

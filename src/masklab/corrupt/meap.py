@@ -1,7 +1,8 @@
 """MEAP: Mask-Enhanced Autoregressive Prediction (Zhuang et al. 2025, Sec. 3).
 
 MEAP trains a decoder-only model with plain next-token prediction, but a small random fraction of the *input*
-tokens is replaced by a mask token first. The targets stay the original next tokens, so the loss is the ordinary
+tokens is replaced by a mask token first. The targets stay the original next tokens, so the loss is the
+ordinary
 causal-LM loss on the clean sequence while the model must look past the holes. MEAP's reference code draws one
 pattern for the whole batch; here every row draws its own, keyed on (seed, epoch, example index).
 """
@@ -18,10 +19,18 @@ from masklab.corrupt.tokens import check_ids, check_prob, eligible, fast_uniform
 __all__ = ["meap_mask"]
 
 
-def meap_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, special_ids: Sequence[int] = (),
-              prob: float = 0.15, count: int | torch.Tensor | None = None,
-              attention_mask: torch.Tensor | None = None) -> Corruption:
-    """Replace a ``prob`` fraction (exactly ``round(prob * n)`` of the n eligible tokens, or ``count``) of each row
+def meap_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    mask_id: int,
+    special_ids: Sequence[int] = (),
+    prob: float = 0.15,
+    count: int | torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> Corruption:
+    """Replace a ``prob`` fraction (exactly ``round(prob * n)`` of the n eligible tokens, or ``count``) of
+    each row
     of ``ids`` [B, L] with ``mask_id``.
 
     ``targets`` are the ORIGINAL ids (Hugging Face causal-LM ``labels``: the model shifts them by one), with

@@ -8,7 +8,8 @@ PMI(w1..wn) = log p(w1..wn) - sum_i log p(wi), and the best ``size`` per n are k
 lexicon with a t-test; PMI is the statistic this library's issue asks for.)
 
 Masking is vectorized: every position looks up the longest lexicon n-gram that starts there (one
-``searchsorted`` per n), becomes a unit start with probability ``prob / n`` (so the expected masked fraction is
+``searchsorted`` per n), becomes a unit start with probability ``prob / n`` (so the expected masked fraction
+is
 about ``prob``), and a start inside an earlier chosen unit is dropped (one running maximum), so units never
 overlap. ``collapse=True`` turns each unit into one mask token and shortens the row.
 """
@@ -36,7 +37,8 @@ def _encode(windows: torch.Tensor, base: int) -> torch.Tensor:
 
 @dataclass
 class NgramLexicon:
-    """N-gram vocabulary V_N. ``tokens[j]`` [max_n] holds the tokens of n-gram j (-1 padded), ``n[j]`` its length.
+    """N-gram vocabulary V_N. ``tokens[j]`` [max_n] holds the tokens of n-gram j (-1 padded), ``n[j]`` its
+    length.
 
     ``keys`` holds the sorted encoded n-grams and ``index`` the n-gram id of each key.
     """
@@ -53,14 +55,23 @@ class NgramLexicon:
         return int(self.n.numel())
 
     @classmethod
-    def build(cls, sequences: Iterable[Sequence[int]] | torch.Tensor, vocab_size: int, *, max_n: int = 3,
-              size: int = 10_000, min_count: int = 2, special_ids: Sequence[int] = ()) -> NgramLexicon:
-        """Count n-grams (2 <= n <= max_n) of ``sequences`` (never across sequences or special tokens); keep the
+    def build(
+        cls,
+        sequences: Iterable[Sequence[int]] | torch.Tensor,
+        vocab_size: int,
+        *,
+        max_n: int = 3,
+        size: int = 10_000,
+        min_count: int = 2,
+        special_ids: Sequence[int] = (),
+    ) -> NgramLexicon:
+        """Count n-grams (2 <= n <= max_n) of ``sequences`` (never across sequences or special tokens); keep
+        the
         ``size`` n-grams of highest PMI per n among those seen at least ``min_count`` times."""
         if not 2 <= max_n <= 3:
             raise ValueError(f"max_n must be 2 or 3, got {max_n}")
         base = vocab_size + 1
-        if base ** max_n >= 2 ** 62:
+        if base**max_n >= 2**62:
             raise ValueError(f"vocab_size {vocab_size} too large to encode {max_n}-grams in int64")
         if torch.is_tensor(sequences):
             rows = [r for r in sequences.long()]
@@ -96,7 +107,9 @@ class NgramLexicon:
         return cls.from_tokens(tokens, n, pmi, vocab_size)
 
     @classmethod
-    def from_tokens(cls, tokens: torch.Tensor, n: torch.Tensor, pmi: torch.Tensor, vocab_size: int) -> NgramLexicon:
+    def from_tokens(
+        cls, tokens: torch.Tensor, n: torch.Tensor, pmi: torch.Tensor, vocab_size: int
+    ) -> NgramLexicon:
         base = vocab_size + 1
         keys = _encode(torch.where(tokens >= 0, tokens, vocab_size), base)
         order = keys.argsort()
@@ -110,8 +123,13 @@ class NgramLexicon:
         win = padded.unfold(1, n, 1)  # (B, L, n)
         valid = (win >= 0).all(dim=-1) & (win < self.vocab_size).all(dim=-1)
         if n < self.max_n:
-            win = torch.cat([win, torch.full((B, L, self.max_n - n), self.vocab_size, dtype=win.dtype,
-                                             device=win.device)], dim=-1)
+            win = torch.cat(
+                [
+                    win,
+                    torch.full((B, L, self.max_n - n), self.vocab_size, dtype=win.dtype, device=win.device),
+                ],
+                dim=-1,
+            )
         key = _encode(win.clamp(min=0), base)
         keys = self.keys.to(ids.device)
         pos = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
@@ -123,8 +141,10 @@ class NgramLexicon:
 class NgramCorruption(Corruption):
     """A Corruption plus ERNIE-Gram's targets.
 
-    ngram_targets:  [B, L'] n-gram id (in the lexicon) at the first position of each masked n-gram with n >= 2.
-    fine_targets:   [B, L', max_n] the original tokens of the unit masked at each position (IGNORE_INDEX padded).
+    ngram_targets:  [B, L'] n-gram id (in the lexicon) at the first position of each masked n-gram with n >=
+    2.
+    fine_targets:   [B, L', max_n] the original tokens of the unit masked at each position (IGNORE_INDEX
+    padded).
     attention_mask: [B, L'] 1 on real positions (rows shorten when ``collapse=True``).
     source:         [B, L'] position of each output token in the input row (-1 on padding).
     """
@@ -135,15 +155,26 @@ class NgramCorruption(Corruption):
     source: torch.Tensor | None = None
 
 
-def ngram_mask(ids: torch.Tensor, keys: torch.Tensor, lexicon: NgramLexicon, *, mask_id: int, vocab_size: int,
-               special_ids: Sequence[int], prob: float = 0.15, collapse: bool = False, pad_id: int = 0,
-               mix: tuple[float, float, float] = (0.8, 0.1, 0.1), can: torch.Tensor | None = None
-               ) -> NgramCorruption:
+def ngram_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    lexicon: NgramLexicon,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    prob: float = 0.15,
+    collapse: bool = False,
+    pad_id: int = 0,
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    can: torch.Tensor | None = None,
+) -> NgramCorruption:
     """ERNIE-Gram n-gram masking of ``ids`` [B, L].
 
     collapse=False: every token of a chosen unit is corrupted (mix drawn once per unit); ``targets`` are the
     fine-grained tokens, ``ngram_targets`` sit on the unit's first token.
-    collapse=True: each chosen unit becomes ONE mask token (mix is not used), the row shortens, ``targets`` hold
+    collapse=True: each chosen unit becomes ONE mask token (mix is not used), the row shortens, ``targets``
+    hold
     the unit's first token and ``fine_targets`` all of its tokens.
     """
     check_ids(ids)
@@ -173,14 +204,18 @@ def ngram_mask(ids: torch.Tensor, keys: torch.Tensor, lexicon: NgramLexicon, *, 
     ngram_t = torch.where(start & (n_at >= 2), ng_at, torch.full_like(ids, IGNORE_INDEX))
     offs = torch.arange(lexicon.max_n, device=dev)
     src = (pos[..., None] + offs).clamp(max=L - 1)  # (B, L, max_n)
-    fine = torch.where(start[..., None] & (offs < n_at[..., None]), ids.gather(1, src.reshape(B, -1)).reshape(
-        B, L, -1), torch.full_like(src, IGNORE_INDEX))
+    fine = torch.where(
+        start[..., None] & (offs < n_at[..., None]),
+        ids.gather(1, src.reshape(B, -1)).reshape(B, L, -1),
+        torch.full_like(src, IGNORE_INDEX),
+    )
     if not collapse:
         role_u = fast_uniform(keys, L, stream=31).gather(1, unit_start)
         pool = replacement_pool(vocab_size, special_ids, dev)
         c = apply_mix(ids, covered, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=role_u)
-        return NgramCorruption(c.inputs, c.targets, c.mask, c.weights, c.kind, ngram_t, fine,
-                               torch.ones_like(ids), pos.clone())
+        return NgramCorruption(
+            c.inputs, c.targets, c.mask, c.weights, c.kind, ngram_t, fine, torch.ones_like(ids), pos.clone()
+        )
     # collapse: keep non-covered tokens and unit starts; compact each row to the left
     keep = ~covered | start
     real = keep & ((ids != pad_id) | ok)
@@ -197,7 +232,14 @@ def ngram_mask(ids: torch.Tensor, keys: torch.Tensor, lexicon: NgramLexicon, *, 
     inputs = torch.where(start, torch.full_like(ids, mask_id), ids)
     targets = torch.where(start, ids, torch.full_like(ids, IGNORE_INDEX))
     kind = torch.where(start, MASKED, 0).to(torch.int8)
-    return NgramCorruption(compact(inputs, pad_id), compact(targets, IGNORE_INDEX), compact(start, False),
-                           compact(start.float(), 0.0), compact(kind, 0), compact(ngram_t, IGNORE_INDEX),
-                           compact(fine, IGNORE_INDEX), compact(real.long(), 0), compact(pos, -1))
-
+    return NgramCorruption(
+        compact(inputs, pad_id),
+        compact(targets, IGNORE_INDEX),
+        compact(start, False),
+        compact(start.float(), 0.0),
+        compact(kind, 0),
+        compact(ngram_t, IGNORE_INDEX),
+        compact(fine, IGNORE_INDEX),
+        compact(real.long(), 0),
+        compact(pos, -1),
+    )

@@ -1,13 +1,15 @@
 """Replaced-token detection sampling (ELECTRA, Clark et al. 2020, Sec. 2; DeBERTaV3, He et al. 2023, Sec. 3).
 
-ELECTRA picks k = min(max_predictions, max(1, round(prob * n))) positions per row *without replacement*, feeds a
+ELECTRA picks k = min(max_predictions, max(1, round(prob * n))) positions per row *without replacement*,
+feeds a
 small generator the row with those positions masked (85% mask token, 15% kept, as in ELECTRA's
 ``pretrain_helpers.mask``), samples a token at each masked position from the generator's softmax, and trains a
 discriminator to tell, at every position, whether the token is the original. A sampled token that equals the
 original is labelled *original* (Eq. 2, "if the generator happens to generate the correct token, that token is
 considered real"). ``disallow_correct`` removes the original token from the sampling distribution.
 
-Sampling is keyed: ``multinomial`` draws one number per position and inverts the CDF (float64); ``gumbel`` draws
+Sampling is keyed: ``multinomial`` draws one number per position and inverts the CDF (float64); ``gumbel``
+draws
 one Gumbel noise per (position, vocabulary entry) and takes the argmax (exact same law, V times more hashing).
 Both give the same sample for an example whatever the batch it sits in. Pass ``generator`` (a torch.Generator)
 instead of ``keys`` for fast non-keyed sampling.
@@ -36,9 +38,18 @@ __all__ = ["electra_mask", "sample_replacements", "rtd_labels", "METHODS"]
 METHODS = ("gumbel", "multinomial")
 
 
-def electra_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size: int,
-                 special_ids: Sequence[int], prob: float = 0.15, max_predictions: int | None = None,
-                 mix: tuple[float, float, float] = (0.85, 0.0, 0.15), can: torch.Tensor | None = None) -> Corruption:
+def electra_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    prob: float = 0.15,
+    max_predictions: int | None = None,
+    mix: tuple[float, float, float] = (0.85, 0.0, 0.15),
+    can: torch.Tensor | None = None,
+) -> Corruption:
     """Generator input: exactly k positions per row without replacement (k as in ELECTRA), then ``mix``."""
     check_ids(ids)
     check_prob("prob", prob)
@@ -49,14 +60,28 @@ def electra_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_s
         k = torch.clamp(k, max=max_predictions)
     k = torch.where(n > 0, k, torch.zeros_like(k))
     selected = select_count(ok, fast_uniform(keys, ids.shape[1], stream=50), k)
-    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=replacement_pool(vocab_size, special_ids, ids.device),
-                     mix=mix)
+    return apply_mix(
+        ids,
+        selected,
+        keys,
+        mask_id=mask_id,
+        pool=replacement_pool(vocab_size, special_ids, ids.device),
+        mix=mix,
+    )
 
 
-def sample_replacements(logits: torch.Tensor, original: torch.Tensor, selected: torch.Tensor,
-                        keys: torch.Tensor | None = None, *, method: str = "gumbel", temperature: float = 1.0,
-                        disallow_correct: bool = False, generator: torch.Generator | None = None,
-                        banned: Sequence[int] = ()) -> torch.Tensor:
+def sample_replacements(
+    logits: torch.Tensor,
+    original: torch.Tensor,
+    selected: torch.Tensor,
+    keys: torch.Tensor | None = None,
+    *,
+    method: str = "gumbel",
+    temperature: float = 1.0,
+    disallow_correct: bool = False,
+    generator: torch.Generator | None = None,
+    banned: Sequence[int] = (),
+) -> torch.Tensor:
     """Discriminator input [B, L]: ``original`` with generator samples at ``selected`` positions.
 
     logits [B, L, V] (only rows at ``selected`` are used, so pass full logits), original [B, L] ids,
@@ -101,12 +126,14 @@ def sample_replacements(logits: torch.Tensor, original: torch.Tensor, selected: 
 def _keyed_at(keys: torch.Tensor, pos: torch.Tensor, n: int, stream: int) -> torch.Tensor:
     """Uniform float64 in (0, 1) [N, n] for each (key, position): a key per position, then n counters."""
     k = keyed.derive(keys, pos)
-    return (keyed.uniform64(k, n, stream) + 2.0 ** -54).clamp(max=1 - 2.0 ** -53)
+    return (keyed.uniform64(k, n, stream) + 2.0**-54).clamp(max=1 - 2.0**-53)
 
 
-def rtd_labels(disc_inputs: torch.Tensor, original: torch.Tensor,
-               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Discriminator labels [B, L] float: 1 where the token differs from the original, else 0 (sampled == original
+def rtd_labels(
+    disc_inputs: torch.Tensor, original: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Discriminator labels [B, L] float: 1 where the token differs from the original, else 0 (sampled ==
+    original
     counts as original); -100 on padding when ``attention_mask`` is given."""
     y = (disc_inputs != original).float()
     if attention_mask is not None:

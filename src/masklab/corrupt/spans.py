@@ -1,16 +1,17 @@
 """Span masking (SpanBERT, Joshi et al. 2020, Sec. 3.1), vectorized over the batch.
 
-SpanBERT masks contiguous spans of whole words until 15% of the sequence is masked. Span lengths (in words) follow
-a geometric distribution l ~ Geo(p=0.2) clipped at l_max=10 (truncated and renormalised, mean 3.8), and the
-80/10/10 replacement is decided per span, not per token.
+SpanBERT masks contiguous spans of whole words until 15% of the sequence is masked. Span lengths (in
+words) follow a geometric distribution l ~ Geo(p=0.2) clipped at l_max=10 (truncated and renormalised, mean
+3.8), and the 80/10/10 replacement is decided per span, not per token.
 
-masklab's budget is exact: a row with W eligible words masks exactly ``round(prob * W)`` words (or ``count``).
-Span lengths are drawn until they reach the budget and the last span is cut to fit. The spans are placed by a
-uniform stars-and-bars draw: with S spans, K masked words and gap g there are F = W - K - (S-1) g free words, and
-choosing S distinct slots out of F + S places every span at once, with no overlap and at least g free words
-between spans (adjacent spans may touch when g = 0, exactly as in SpanBERT's sampler). A row where the gap cannot
-fit uses the largest gap that does. With ``no_overlap=False`` every span picks its start independently and the
-union is masked (the budget is then an upper bound). No Python loop over rows or spans.
+masklab's budget is exact: a row with W eligible words masks exactly ``round(prob * W)`` words (or
+``count``). Span lengths are drawn until they reach the budget and the last span is cut to fit. The spans are
+placed by a uniform stars-and-bars draw: with S spans, K masked words and gap g there are
+F = W - K - (S-1) g free words, and choosing S distinct slots out of F + S places every span at once, with no
+overlap and at least g free words between spans (adjacent spans may touch when g = 0, as in SpanBERT's
+sampler). When the gap cannot fit S spans, the last spans are merged into one (which may then exceed
+``high``): the budget and the gap always hold. With ``no_overlap=False`` every span picks its start independently and
+the union is masked (the budget is then an upper bound). No Python loop over rows or spans.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ __all__ = ["span_mask", "length_table", "LENGTHS"]
 LENGTHS = ("geometric", "poisson", "uniform", "fixed")
 
 
-def length_table(dist: str = "geometric", *, p: float = 0.2, lam: float = 3.0, low: int = 1,
-                 high: int = 10) -> torch.Tensor:
+def length_table(
+    dist: str = "geometric", *, p: float = 0.2, lam: float = 3.0, low: int = 1, high: int = 10
+) -> torch.Tensor:
     """Probabilities [high + 1] of span lengths 0..high (0 has probability 0), float64.
 
     geometric: P(l) ∝ p (1-p)^(l-1) on [low, high] (SpanBERT: p=0.2, high=10).
@@ -68,12 +70,27 @@ def length_table(dist: str = "geometric", *, p: float = 0.2, lam: float = 3.0, l
     return w / w.sum()
 
 
-def span_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size: int, special_ids: Sequence[int],
-              word_ids: torch.Tensor | None = None, prob: float = 0.15, count: int | torch.Tensor | None = None,
-              lengths: str | torch.Tensor = "geometric", p: float = 0.2, lam: float = 3.0, low: int = 1,
-              high: int = 10, no_overlap: bool = True, min_gap: int = 0,
-              mix: tuple[float, float, float] = (0.8, 0.1, 0.1), per_span_mix: bool = True,
-              can: torch.Tensor | None = None) -> Corruption:
+def span_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    word_ids: torch.Tensor | None = None,
+    prob: float = 0.15,
+    count: int | torch.Tensor | None = None,
+    lengths: str | torch.Tensor = "geometric",
+    p: float = 0.2,
+    lam: float = 3.0,
+    low: int = 1,
+    high: int = 10,
+    no_overlap: bool = True,
+    min_gap: int = 0,
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    per_span_mix: bool = True,
+    can: torch.Tensor | None = None,
+) -> Corruption:
     """SpanBERT masking of ``ids`` [B, L] with per-example ``keys`` [B].
 
     ``word_ids`` [B, L] (-1 outside words) makes span lengths count words; without it every token is a word.
@@ -89,7 +106,9 @@ def span_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size
     ok = eligible(ids, special_ids)
     if word_ids is not None:
         if word_ids.shape != ids.shape:
-            raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
+            raise ValueError(
+                f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}"
+            )
         ok = ok & (word_ids >= 0)
     if can is not None:
         ok = ok & can
@@ -117,8 +136,14 @@ def span_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size
 
     wmax = max(int(W.max()), 1) if B else 1
     if no_overlap:
-        gaps = torch.clamp(S - 1, min=1)
-        g = torch.clamp(torch.div(W - K, gaps, rounding_mode="floor"), max=min_gap)  # (B,) feasible gap
+        if min_gap > 0:  # too many spans for the gap: merge the last ones so every gap holds
+            fit = torch.div(W - K, min_gap, rounding_mode="floor") + 1
+            S_new = torch.minimum(S, fit.clamp(min=1))
+            i = torch.arange(smax, device=dev)
+            tail = torch.where(i >= (S_new - 1)[:, None], ell, torch.zeros_like(ell)).sum(dim=1, keepdim=True)
+            ell = torch.where(i < (S_new - 1)[:, None], ell, torch.where(i == (S_new - 1)[:, None], tail, 0))
+            S = torch.where(S > 0, S_new, S)
+        g = torch.full_like(S, min_gap)
         free = W - K - (S - 1).clamp(min=0) * g  # (B,) free words to spread over S + 1 bins
         slots = free + S
         # choose S distinct slots out of free + S, in increasing order (stars and bars)
@@ -129,7 +154,9 @@ def span_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size
         chosen = rank < S[:, None]
         which = (chosen.long().cumsum(dim=1) - 1).clamp(min=0)
         which = torch.where(chosen, which, torch.full_like(which, smax))
-        c = torch.zeros(B, smax + 1, dtype=torch.long, device=dev).scatter_(1, which, pos.expand(B, -1))[:, :smax]
+        c = torch.zeros(B, smax + 1, dtype=torch.long, device=dev).scatter_(1, which, pos.expand(B, -1))[
+            :, :smax
+        ]
         i = torch.arange(smax, device=dev)
         start = c - i + (ell.cumsum(dim=1) - ell) + i * g[:, None]
     else:

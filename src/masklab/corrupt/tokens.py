@@ -1,11 +1,14 @@
-"""Random token masking (BERT, Devlin et al. 2019, Sec. 3.1) and whole-word masking (BERT README, 2019 update).
+"""Random token masking (BERT, Devlin et al. 2019, Sec. 3.1) and whole-word masking (BERT README, 2019
+update).
 
 Selected positions get the mask token with probability ``mix[0]``, a random non-special token with
-``mix[1]`` and stay unchanged with ``mix[2]`` (80/10/10 by default). Special and pad tokens are never selected and
+``mix[1]`` and stay unchanged with ``mix[2]`` (80/10/10 by default). Special and pad tokens are never
+selected and
 never drawn as replacements. A row that holds only special tokens is left untouched (documented no-op).
 
 Whole-word masking selects words instead of tokens: each word draws one number at its first token and all its
-tokens follow that draw. Word ids come from the tokenizer's ``word_ids()`` (-1 for none), from offsets with the
+tokens follow that draw. Word ids come from the tokenizer's ``word_ids()`` (-1 for none), from offsets with
+the
 rule Hugging Face uses (:func:`word_ids_from_offsets`), or from a continuation-prefix table (``##``). Grouping
 uses a running maximum over positions, so memory is O(L) per row (Hugging Face builds a [B, L, L] tensor).
 """
@@ -20,13 +23,30 @@ import torch
 from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
-__all__ = ["fast_bits", "fast_uniform", "random_mask", "whole_word_mask", "eligible", "replacement_pool", "check_prob", "select_count",
-           "apply_mix", "word_ids_from_offsets", "word_ids_from_starts", "word_starts", "word_index", "spread_from_starts"]
+__all__ = [
+    "fast_bits",
+    "fast_uniform",
+    "fast_example_keys",
+    "random_mask",
+    "whole_word_mask",
+    "eligible",
+    "replacement_pool",
+    "check_prob",
+    "select_count",
+    "apply_mix",
+    "word_ids_from_offsets",
+    "word_ids_from_starts",
+    "word_starts",
+    "word_index",
+    "spread_from_starts",
+]
 
 
 # ------------------------------------------------------------------------------------ fast keyed streams
-# keyed.bits computes lowbias32 in int64 with 16-bit split multiplies. The same hash in int32 arithmetic (wrapping
-# multiply, masked right shifts for the logical shift) gives bit-identical values with about a third of the ops at
+# keyed.bits computes lowbias32 in int64 with 16-bit split multiplies. The same hash in int32 arithmetic
+# (wrapping
+# multiply, masked right shifts for the logical shift) gives bit-identical values with about a third of the
+# ops at
 # half the width, which is what makes masking faster than torch.bernoulli. tests/corrupt/test_tokens.py checks
 # fast_bits == keyed.bits.
 
@@ -46,8 +66,10 @@ def _to_i32(x: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=8)
 def _k(device: str) -> tuple[torch.Tensor, ...]:
     """0-dim int32 constants (a Python scalar costs a wrap and a copy per op)."""
-    return tuple(torch.tensor(v, dtype=torch.int32, device=device)
-                 for v in (16, 15, 8, 0xFFFF, 0x1FFFF, 0xFFFFFF, _C1, _C2))
+    return tuple(
+        torch.tensor(v, dtype=torch.int32, device=device)
+        for v in (16, 15, 8, 0xFFFF, 0x1FFFF, 0xFFFFFF, _C1, _C2)
+    )
 
 
 def _mix32_i32(x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +83,27 @@ def _mix32_i32(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+_GOLDEN = _s32(0x9E3779B9)
+
+
+def _derive_i32(h: torch.Tensor, salt: torch.Tensor | int) -> torch.Tensor:
+    """``keyed.derive`` for one salt on int32 keys (bit-identical, wrapping adds)."""
+    h = h + _GOLDEN
+    h += salt if torch.is_tensor(salt) else _s32(salt & 0xFFFFFFFF)
+    h = _mix32_i32(h)
+    h ^= _GOLDEN
+    return _mix32_i32(h)
+
+
+def fast_example_keys(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
+    """Bit-identical to ``keyed.example_keys(seed, epoch, index)`` (int64 uint32 values), in int32
+    arithmetic."""
+    index = torch.as_tensor(index, dtype=torch.int64)
+    base = torch.full(index.shape, _s32(int(seed) & 0xFFFFFFFF), dtype=torch.int32, device=index.device)
+    h = _derive_i32(_derive_i32(base, int(epoch)), _to_i32(index & 0xFFFFFFFF))
+    return h.long() & 0xFFFFFFFF
+
+
 def fast_bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
     """Bit-identical to ``keyed.bits(keys, n, stream)`` but as int32 [B, n] (two's complement of the uint32).
 
@@ -68,9 +111,11 @@ def fast_bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> to
     """
     many = not isinstance(stream, int)
     streams = list(stream) if many else [stream]
-    salt = torch.tensor(streams, device=keys.device)[:, None]
-    k = _to_i32(keyed.derive(keys.reshape(1, -1), salt))[..., None]  # (S, B, 1)
-    h = _mix32_i32(k ^ _counter(n, str(keys.device)))
+    salt = _to_i32(torch.tensor(streams, device=keys.device))[:, None]
+    k = _derive_i32(_to_i32(keys.reshape(1, -1) & 0xFFFFFFFF).expand(len(streams), -1).clone(), salt)[
+        ..., None
+    ]
+    h = _mix32_i32(k ^ _counter(n, str(keys.device)))  # (S, B, n)
     h += k
     h = _mix32_i32(h)
     return h if many else h[0]
@@ -84,7 +129,8 @@ def _counter(n: int, device: str) -> torch.Tensor:
 
 
 def fast_uniform(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
-    """Bit-identical to ``keyed.uniform(keys, n, stream)`` (float32, 24-bit resolution), [B, n] or [S, B, n]."""
+    """Bit-identical to ``keyed.uniform(keys, n, stream)`` (float32, 24-bit resolution), [B, n] or [S, B,
+    n]."""
     return _unit(fast_bits(keys, n, stream))
 
 
@@ -127,9 +173,27 @@ def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> to
     return ~torch.isin(ids, torch.as_tensor(special, dtype=ids.dtype, device=ids.device))
 
 
+def eligible_in_vocab(ids: torch.Tensor, special_ids, vocab_size: int) -> torch.Tensor:
+    """Same as :func:`eligible`, by one lookup in a cached [V] table (ids outside [0, V) fall back)."""
+    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(ids.device))
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        return eligible(ids, special_ids)
+    return table.index_select(0, ids.reshape(-1)).view(ids.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _special_table(vocab_size: int, special_ids: tuple, device: str) -> torch.Tensor:
+    keep = torch.ones(vocab_size, dtype=torch.bool, device=device)
+    special = torch.tensor(special_ids, dtype=torch.long, device=device)
+    keep[special[(special >= 0) & (special < vocab_size)]] = False
+    return keep
+
+
 def replacement_pool(vocab_size: int, special_ids, device=None) -> torch.Tensor:
     """Sorted ids that may be drawn as random replacements: the vocabulary minus special tokens (cached)."""
-    return _pool(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(torch.device(device or "cpu")))
+    return _pool(
+        int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(torch.device(device or "cpu"))
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -153,10 +217,19 @@ def select_count(can: torch.Tensor, u: torch.Tensor, count: int | torch.Tensor) 
     return (rank < count) & can
 
 
-def apply_mix(ids: torch.Tensor, selected: torch.Tensor, keys: torch.Tensor, *, mask_id: int,
-              pool: torch.Tensor, mix: tuple[float, float, float], role_u: torch.Tensor | None = None,
-              pick: torch.Tensor | None = None) -> Corruption:
-    """Turn a selection into a Corruption: mask / random / unchanged by ``mix``, targets at selected positions.
+def apply_mix(
+    ids: torch.Tensor,
+    selected: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    mask_id: int,
+    pool: torch.Tensor,
+    mix: tuple[float, float, float],
+    role_u: torch.Tensor | None = None,
+    pick: torch.Tensor | None = None,
+) -> Corruption:
+    """Turn a selection into a Corruption: mask / random / unchanged by ``mix``, targets at selected
+    positions.
 
     ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span); ``pick``
     [B, L] uint32 draws (int32 storage, stream 2) may be passed when already computed.
@@ -180,29 +253,42 @@ def apply_mix(ids: torch.Tensor, selected: torch.Tensor, keys: torch.Tensor, *, 
     return Corruption(inputs, targets, selected, selected.float(), kind)
 
 
-def random_mask(ids: torch.Tensor, keys: torch.Tensor, *, mask_id: int, vocab_size: int,
-                special_ids: Sequence[int], prob: float = 0.15, count: int | torch.Tensor | None = None,
-                mix: tuple[float, float, float] = (0.8, 0.1, 0.1), can: torch.Tensor | None = None) -> Corruption:
+def random_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    prob: float = 0.15,
+    count: int | torch.Tensor | None = None,
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    can: torch.Tensor | None = None,
+) -> Corruption:
     """BERT masking of ``ids`` [B, L] with per-example ``keys`` [B] (see :func:`keyed.example_keys`).
 
-    ``prob`` selects each eligible token independently (as Hugging Face's collator does); ``count`` instead selects
-    exactly that many per row (int or [B] tensor), capped by the number of eligible tokens. ``can`` [B, L] bool
+    ``prob`` selects each eligible token independently (as Hugging Face's collator does); ``count`` instead
+    selects
+    exactly that many per row (int or [B] tensor), capped by the number of eligible tokens. ``can`` [B, L]
+    bool
     further restricts the eligible positions (for example ``attention_mask.bool()``).
     """
     check_ids(ids)
     check_prob("prob", prob)
-    ok = eligible(ids, special_ids)
+    ok = eligible_in_vocab(ids, special_ids, vocab_size)
     if can is not None:
         ok = ok & can
     draws = fast_bits(keys, ids.shape[1], (0, 1, 2))  # select, role, replacement in one hashing pass
     u = _unit(draws[0])
     selected = (u < prob) & ok if count is None else select_count(ok, u, count)
     pool = replacement_pool(vocab_size, special_ids, ids.device)
-    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]),
-                     pick=draws[2])
+    return apply_mix(
+        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]), pick=draws[2]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- words
+
 
 def word_ids_from_offsets(offsets: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
     """Word id per token [B, L] (-1 on special tokens) from character offsets [B, L, 2], Hugging Face's rule.
@@ -232,7 +318,8 @@ def word_ids_from_starts(ids: torch.Tensor, starts_table: torch.Tensor, can: tor
 
 
 def word_starts(word_ids: torch.Tensor, can: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, L] bool: the first token of each word. ``word_ids`` < 0 and ``can == False`` are not in any word."""
+    """[B, L] bool: the first token of each word. ``word_ids`` < 0 and ``can == False`` are not in any
+    word."""
     inw = word_ids >= 0 if can is None else (word_ids >= 0) & can
     prev = torch.cat([torch.full_like(word_ids[:, :1], -2), word_ids[:, :-1]], dim=1)
     prev_in = torch.cat([torch.zeros_like(inw[:, :1]), inw[:, :-1]], dim=1)
@@ -246,27 +333,41 @@ def word_index(starts: torch.Tensor, inword: torch.Tensor) -> torch.Tensor:
 
 
 def spread_from_starts(values: torch.Tensor, starts: torch.Tensor, inword: torch.Tensor) -> torch.Tensor:
-    """Copy ``values`` [B, L] from each word's first token onto all its tokens (O(L): running max of start index)."""
+    """Copy ``values`` [B, L] from each word's first token onto all its tokens (O(L): running max of start
+    index)."""
     pos = torch.arange(starts.shape[1], device=starts.device).expand_as(starts)
     src = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=1).values
     return values.gather(1, src)
 
 
-def whole_word_mask(ids: torch.Tensor, keys: torch.Tensor, word_ids: torch.Tensor, *, mask_id: int,
-                    vocab_size: int, special_ids: Sequence[int], prob: float = 0.15,
-                    count: int | torch.Tensor | None = None, mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                    can: torch.Tensor | None = None) -> Corruption:
-    """Whole-word masking: select each word with ``prob`` (or exactly ``count`` words per row); mask all its tokens.
+def whole_word_mask(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    word_ids: torch.Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    prob: float = 0.15,
+    count: int | torch.Tensor | None = None,
+    mix: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    can: torch.Tensor | None = None,
+) -> Corruption:
+    """Whole-word masking: select each word with ``prob`` (or exactly ``count`` words per row); mask all its
+    tokens.
 
-    ``word_ids`` [B, L]: word id per token, -1 for tokens in no word (specials, padding). Consecutive tokens with
+    ``word_ids`` [B, L]: word id per token, -1 for tokens in no word (specials, padding). Consecutive tokens
+    with
     the same id form one word. The mask/random/keep ``mix`` is drawn per token, as in BERT's
     ``create_pretraining_data.py``; Hugging Face's whole-word collator forces mix=(1, 0, 0).
     """
     check_ids(ids)
     check_prob("prob", prob)
     if word_ids.shape != ids.shape:
-        raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
-    ok = eligible(ids, special_ids) & (word_ids >= 0)
+        raise ValueError(
+            f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}"
+        )
+    ok = eligible_in_vocab(ids, special_ids, vocab_size) & (word_ids >= 0)
     if can is not None:
         ok = ok & can
     starts = word_starts(word_ids, ok)
@@ -275,5 +376,6 @@ def whole_word_mask(ids: torch.Tensor, keys: torch.Tensor, word_ids: torch.Tenso
     chosen = (u < prob) & starts if count is None else select_count(starts, u, count)
     selected = spread_from_starts(chosen, starts, ok) & ok
     pool = replacement_pool(vocab_size, special_ids, ids.device)
-    return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]),
-                     pick=draws[2])
+    return apply_mix(
+        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]), pick=draws[2]
+    )

@@ -1,14 +1,17 @@
 """ELECTRA replaced-token detection (Clark et al. 2020, Eq. 1-2) with DeBERTaV3 embedding sharing (He et al.
 2023, Sec. 3: ES and gradient-disentangled embedding sharing, GDES).
 
-A small generator (an MLM) fills k masked positions per row (drawn without replacement); its samples replace the
-originals and a discriminator labels every token as original or replaced (a sample equal to the original counts as
+A small generator (an MLM) fills k masked positions per row (drawn without replacement); its samples replace
+the
+originals and a discriminator labels every token as original or replaced (a sample equal to the original
+counts as
 original). Loss: L_MLM(generator) + lambda * L_RTD(discriminator), lambda = 50 (ELECTRA).
 
 Embedding sharing between the two networks:
   none: separate token embeddings.
   es:   one embedding matrix E trained by both losses (ELECTRA; DeBERTaV3's "ES", the tug-of-war).
-  gdes: the discriminator embeds with sg(E_G) + E_delta, E_delta initialised to zero (DeBERTaV3 Eq. 5): the RTD
+  gdes: the discriminator embeds with sg(E_G) + E_delta, E_delta initialised to zero (DeBERTaV3 Eq. 5): the
+  RTD
         loss updates only E_delta, the MLM loss only E_G. The saved discriminator holds E_G + E_delta.
 ``self.model`` (the checkpoint) is the discriminator; the generator is saved beside it in ``generator/``.
 """
@@ -34,7 +37,8 @@ SHARING = ("none", "es", "gdes")
 
 
 class GDESEmbedding(nn.Module):
-    """Token embedding sg(E_G) + E_delta: the generator's table, detached, plus a learned zero-initialised delta."""
+    """Token embedding sg(E_G) + E_delta: the generator's table, detached, plus a learned zero-initialised
+    delta."""
 
     def __init__(self, base: nn.Embedding):
         super().__init__()
@@ -63,16 +67,31 @@ def _tok_embeddings(model: nn.Module) -> tuple[nn.Module, str]:
 class ELECTRA(Objective):
     name = "electra"
 
-    def __init__(self, discriminator: nn.Module, generator: nn.Module, info: TokenInfo, *, sharing: str = "gdes",
-                 prob: float = 0.15, rtd_weight: float = 50.0, method: str = "multinomial",
-                 temperature: float = 1.0, disallow_correct: bool = False, max_predictions: int | None = None):
+    def __init__(
+        self,
+        discriminator: nn.Module,
+        generator: nn.Module,
+        info: TokenInfo,
+        *,
+        sharing: str = "gdes",
+        prob: float = 0.15,
+        rtd_weight: float = 50.0,
+        method: str = "multinomial",
+        temperature: float = 1.0,
+        disallow_correct: bool = False,
+        max_predictions: int | None = None,
+    ):
         if sharing not in SHARING:
             raise ValueError(f"embedding sharing must be one of {SHARING}, got {sharing!r}")
         super().__init__(discriminator)
         self.generator, self.info, self.sharing = generator, info, sharing
         self.prob, self.rtd_weight, self.method = prob, rtd_weight, method
         self.gen_weight = 1.0  # weight of the generator's MLM loss (tests set 0 to isolate the RTD gradient)
-        self.temperature, self.disallow_correct, self.max_predictions = temperature, disallow_correct, max_predictions
+        self.temperature, self.disallow_correct, self.max_predictions = (
+            temperature,
+            disallow_correct,
+            max_predictions,
+        )
         g_parent, g_attr = _tok_embeddings(generator)
         d_parent, d_attr = _tok_embeddings(discriminator)
         g_emb = getattr(g_parent, g_attr)
@@ -86,34 +105,56 @@ class ELECTRA(Objective):
 
     def forward(self, batch, keys, **_):
         info = self.info
-        c = electra_mask(batch, keys, mask_id=info.mask_id, vocab_size=info.vocab_size,
-                         special_ids=info.special_ids, prob=self.prob, max_predictions=self.max_predictions)
+        c = electra_mask(
+            batch,
+            keys,
+            mask_id=info.mask_id,
+            vocab_size=info.vocab_size,
+            special_ids=info.special_ids,
+            prob=self.prob,
+            max_predictions=self.max_predictions,
+        )
         g_logits = logits_of(self.generator(input_ids=c.inputs))  # (B, L, V)
-        g_loss = F.cross_entropy(g_logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX)
-        disc_in = sample_replacements(g_logits, batch, c.mask, keys, method=self.method,
-                                      temperature=self.temperature, disallow_correct=self.disallow_correct,
-                                      banned=info.special_ids)  # (B, L), no gradient through sampling
+        g_loss = F.cross_entropy(
+            g_logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX
+        )
+        disc_in = sample_replacements(
+            g_logits,
+            batch,
+            c.mask,
+            keys,
+            method=self.method,
+            temperature=self.temperature,
+            disallow_correct=self.disallow_correct,
+            banned=info.special_ids,
+        )  # (B, L), no gradient through sampling
         labels = rtd_labels(disc_in, batch)  # (B, L) 1 = replaced
         d_logits = logits_of(self.model(input_ids=disc_in))[..., 0].float()  # (B, L)
         real = batch != info.pad_id
         d_loss = F.binary_cross_entropy_with_logits(d_logits[real], labels[real])
         loss = self.gen_weight * g_loss + self.rtd_weight * d_loss
         hit = (g_logits.argmax(-1) == c.targets) & c.mask
-        metrics = {"gen_loss": g_loss.detach(), "disc_loss": d_loss.detach(),
-                   "gen_acc": (hit.sum() / c.mask.sum().clamp(min=1)).detach(),
-                   "disc_acc": ((d_logits[real] > 0).float() == labels[real]).float().mean().detach(),
-                   "replaced_frac": labels[real].mean().detach(), "gen_bits": g_loss.detach() / math.log(2)}
+        metrics = {
+            "gen_loss": g_loss.detach(),
+            "disc_loss": d_loss.detach(),
+            "gen_acc": (hit.sum() / c.mask.sum().clamp(min=1)).detach(),
+            "disc_acc": ((d_logits[real] > 0).float() == labels[real]).float().mean().detach(),
+            "replaced_frac": labels[real].mean().detach(),
+            "gen_bits": g_loss.detach() / math.log(2),
+        }
         return loss, metrics
 
     # ------------------------------------------------------------------------------------- checkpoints
     def save_model(self, path: Path) -> None:
-        """Discriminator as a plain HF model (GDES: E_G + E_delta materialised), generator in ``generator/``."""
+        """Discriminator as a plain HF model (GDES: E_G + E_delta materialised), generator in
+        ``generator/``."""
         path = Path(path)
         parent, attr = self._d_slot
         current = getattr(parent, attr)
         if isinstance(current, GDESEmbedding):
-            plain = nn.Embedding.from_pretrained(current.weight.detach().clone(), freeze=False,
-                                                 padding_idx=current.padding_idx)
+            plain = nn.Embedding.from_pretrained(
+                current.weight.detach().clone(), freeze=False, padding_idx=current.padding_idx
+            )
             setattr(parent, attr, plain)
             try:
                 self.model.save_pretrained(path, safe_serialization=True)
@@ -127,7 +168,11 @@ class ELECTRA(Objective):
     def load_model(self, path: Path) -> None:
         path = Path(path)
         dev = str(self.device)
-        _load(self.generator, load_file(path / "generator" / "model.safetensors", device=dev), path / "generator")
+        _load(
+            self.generator,
+            load_file(path / "generator" / "model.safetensors", device=dev),
+            path / "generator",
+        )
         state = load_file(path / "model.safetensors", device=dev)
         parent, attr = self._d_slot
         current = getattr(parent, attr)
@@ -136,7 +181,10 @@ class ELECTRA(Objective):
             state.pop(key)
             current.delta.data.copy_(load_file(path / "gdes_delta.safetensors", device=dev)["delta"])
             state = {k: v for k, v in state.items()}
-            skip = {key.replace(f"{attr}.weight", f"{attr}.base.weight"), key.replace(f"{attr}.weight", f"{attr}.delta")}
+            skip = {
+                key.replace(f"{attr}.weight", f"{attr}.base.weight"),
+                key.replace(f"{attr}.weight", f"{attr}.delta"),
+            }
         else:
             skip = set()
         _load(self.model, state, path, skip)
@@ -147,5 +195,6 @@ def _load(model: nn.Module, state: dict, where: Path, skip: set = frozenset()) -
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     missing = [k for k in missing if k not in tied and k not in skip and not k.endswith("decoder.weight")]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {where} does not match the model: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"checkpoint {where} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )

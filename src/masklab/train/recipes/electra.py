@@ -1,4 +1,5 @@
-"""ELECTRA / DeBERTaV3 replaced-token detection recipe. Launch: ``masklab train --recipe electra sharing=gdes``
+"""ELECTRA / DeBERTaV3 replaced-token detection recipe. Launch: ``masklab train --recipe electra
+sharing=gdes``
 (embedding sharing ``none``, ``es`` as in ELECTRA, or ``gdes`` as in DeBERTaV3, the default)."""
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ class ElectraRecipe(TextRecipe):
     def build_objective(self, model, info):
         from transformers import ModernBertForTokenClassification
 
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # HF initialises from the global RNG: seed it, then restore it
             torch.manual_seed(self.seed + 1)
             dcfg = copy.deepcopy(model.config)
             dcfg.num_labels = 1
@@ -51,11 +54,30 @@ class ElectraRecipe(TextRecipe):
             if getattr(gcfg, "layer_types", None) is not None:  # per-layer attention kinds follow the depth
                 gcfg.layer_types = list(gcfg.layer_types)[: gcfg.num_hidden_layers]
             gen = type(model)._from_config(gcfg, attn_implementation="sdpa")
-        return ELECTRA(disc, gen, info, sharing=self.sharing, prob=self.mask_prob, rtd_weight=self.rtd_weight,
-                       method=self.sampling, temperature=self.temperature, disallow_correct=self.disallow_correct)
+        return ELECTRA(
+            disc,
+            gen,
+            info,
+            sharing=self.sharing,
+            prob=self.mask_prob,
+            rtd_weight=self.rtd_weight,
+            method=self.sampling,
+            temperature=self.temperature,
+            disallow_correct=self.disallow_correct,
+        )
 
 
 @register("electra", "ELECTRA RTD, generator + discriminator, DeBERTaV3 GDES sharing (sharing=none|es|gdes)")
 def electra():
-    return ElectraRecipe(sharing="gdes", preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64,
-                         steps=20000, lr=1e-3, warmup=500, eval_every=1000, ckpt_every=1000)
+    return ElectraRecipe(
+        sharing="gdes",
+        preset="small",
+        tokenizer="bpe:4096",
+        seq_len=256,
+        batch_size=64,
+        steps=20000,
+        lr=1e-3,
+        warmup=500,
+        eval_every=1000,
+        ckpt_every=1000,
+    )

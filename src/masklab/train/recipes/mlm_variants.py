@@ -45,12 +45,17 @@ class CorruptionMLM(MLM):
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX)
         hit = (logits.argmax(-1) == c.targets) & c.mask
-        return loss, {"masked_acc": (hit.sum() / c.mask.sum().clamp(min=1)).detach(),
-                      "bits": loss.detach() / math.log(2), "mask_frac": c.mask.float().mean().detach()}
+        return loss, {
+            "masked_acc": (hit.sum() / c.mask.sum().clamp(min=1)).detach(),
+            "bits": loss.detach() / math.log(2),
+            "mask_frac": c.mask.float().mean().detach(),
+        }
 
 
 def _common(o: CorruptionMLM) -> dict:
-    return dict(mask_id=o.info.mask_id, vocab_size=o.info.vocab_size, special_ids=o.info.special_ids, mix=o.mix)
+    return dict(
+        mask_id=o.info.mask_id, vocab_size=o.info.vocab_size, special_ids=o.info.special_ids, mix=o.mix
+    )
 
 
 def _wwm(o, batch, keys):
@@ -58,8 +63,16 @@ def _wwm(o, batch, keys):
 
 
 def _span(o, batch, keys):
-    return span_mask(batch, keys, word_ids=o.word_ids(batch), prob=o.prob, lengths=o.span_lengths,
-                     high=o.span_max, min_gap=o.span_gap, **_common(o))
+    return span_mask(
+        batch,
+        keys,
+        word_ids=o.word_ids(batch),
+        prob=o.prob,
+        lengths=o.span_lengths,
+        high=o.span_max,
+        min_gap=o.span_gap,
+        **_common(o),
+    )
 
 
 def _ngram(o, batch, keys):
@@ -95,8 +108,13 @@ class WordMLMRecipe(MLMRecipe):
         o = task.objective
         o.starts = word_start_table(task.tokenizer)
         if self.strategy == "ngram":
-            o.lexicon = NgramLexicon.build(task.train[:4096], o.info.vocab_size, size=self.lexicon_size,
-                                           min_count=self.lexicon_min_count, special_ids=o.info.special_ids)
+            o.lexicon = NgramLexicon.build(
+                task.train[:4096],
+                o.info.vocab_size,
+                size=self.lexicon_size,
+                min_count=self.lexicon_min_count,
+                special_ids=o.info.special_ids,
+            )
         return task
 
 
@@ -104,8 +122,18 @@ _CORRUPT = {"whole_word": _wwm, "span": _span, "ngram": _ngram}
 
 
 def _recipe(strategy: str) -> WordMLMRecipe:
-    return WordMLMRecipe(strategy=strategy, preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64,
-                         steps=20000, lr=1e-3, warmup=500, eval_every=1000, ckpt_every=1000)
+    return WordMLMRecipe(
+        strategy=strategy,
+        preset="small",
+        tokenizer="bpe:4096",
+        seq_len=256,
+        batch_size=64,
+        steps=20000,
+        lr=1e-3,
+        warmup=500,
+        eval_every=1000,
+        ckpt_every=1000,
+    )
 
 
 @register("mlm-wwm", "BERT whole-word masking (80/10/10 per token) on stdlib code, BPE-4096, small preset")
