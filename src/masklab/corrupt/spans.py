@@ -10,8 +10,8 @@ placed by a uniform stars-and-bars draw: with S spans, K masked words and gap g 
 F = W - K - (S-1) g free words, and choosing S distinct slots out of F + S places every span at once, with no
 overlap and at least g free words between spans (adjacent spans may touch when g = 0, as in SpanBERT's
 sampler). When the gap cannot fit S spans, the last spans are merged into one (which may then exceed
-``high``): the budget and the gap always hold. With ``no_overlap=False`` every span picks its start independently and
-the union is masked (the budget is then an upper bound). No Python loop over rows or spans.
+``high``): the budget and the gap always hold. With ``no_overlap=False`` every span picks its start
+independently and the union is masked (the budget is then an upper bound). No Python loop over rows or spans.
 """
 
 from __future__ import annotations
