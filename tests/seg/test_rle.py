@@ -128,9 +128,10 @@ def test_any_counts_survive_the_string_codec(counts):
     c = np.asarray(counts, dtype=np.int64)
     (s,) = _counts_to_strings(c, np.array([0, len(c)]))
     assert np.array_equal(_strings_to_counts([s.encode()])[0], c)
-    # pycocotools compresses the same counts (given uncompressed) to the same string. Only below 2**27: its
-    # rleToString allocates 6 chars per count, and larger deltas need 7, which overflows its buffer (segfault).
-    c = c % 2**27
+    # pycocotools compresses the same counts (given uncompressed) to the same string. The oracle only sees counts
+    # below 2**24: with counts of a few 1e7 its frPyObjects/rleToString crashes the process ("free(): invalid
+    # pointer", seen here with 20000 random lists), so larger counts are checked by the round trip above only.
+    c = c % 2**24
     (s,) = _counts_to_strings(c, np.array([0, len(c)]))
     size = [int(c.sum()), 1]
     ref = coco.frPyObjects({"size": size, "counts": [int(v) for v in c]}, *size)
