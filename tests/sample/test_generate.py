@@ -180,6 +180,8 @@ def test_bad_input_is_refused():
         batch_prompts([[1, 2]], 0, mask_id=MASK, pad_id=PAD)
     with pytest.raises(ValueError, match="no mask token"):
         generate(HMM, torch.zeros(1, 4, dtype=torch.long), mask_id=MASK)
+    with pytest.raises(ValueError, match="got 3 step counts for 1 rows"):
+        generate(HMM, x, mask_id=MASK, steps=[1, 2, 3])
     with pytest.raises(ValueError, match="steps must be positive"):
         generate(HMM, x, mask_id=MASK, steps=0)
     with pytest.raises(ValueError, match="unknown sampler 'nope'"):

@@ -130,7 +130,10 @@ def generate(
     if steps is None:
         steps_t = n
     else:
-        steps_t = torch.as_tensor(steps, dtype=torch.long, device=x.device).expand(x.shape[0])
+        steps_t = torch.as_tensor(steps, dtype=torch.long, device=x.device).flatten()
+        if steps_t.numel() not in (1, x.shape[0]):
+            raise ValueError(f"got {steps_t.numel()} step counts for {x.shape[0]} rows")
+        steps_t = steps_t.expand(x.shape[0])
         if int(steps_t.min()) <= 0:
             raise ValueError(f"steps must be positive, got {steps}")
     if temperature < 0:
