@@ -135,17 +135,10 @@ def test_only_special_row_is_a_noop(tok, examples):
 def test_batches_feed_a_hf_model_like_trainer_does(tok, examples):
     """What Trainer does with a data_collator: DataLoader(dataset, collate_fn=c), then model(**batch).loss.
     (transformers.Trainer itself needs accelerate, which is not installed here.)"""
-    from transformers import BertConfig, BertForMaskedLM
+    from masklab.data.tokenizers import token_info
+    from masklab.models import build_model
 
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    model = BertForMaskedLM(cfg)
+    model = build_model("modernbert", "micro", token_info(tok), 64)  # a plain ModernBertForMaskedLM
     for c in collators(tok):
         batch = next(iter(torch.utils.data.DataLoader(examples, batch_size=4, collate_fn=c)))
         out = model(**batch)

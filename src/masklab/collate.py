@@ -63,7 +63,7 @@ _PASS = ("input_ids", "attention_mask", "token_type_ids")
 def _rows(examples: Sequence[Any]) -> list[Mapping]:
     if not isinstance(examples, Sequence) or len(examples) == 0:
         raise ValueError("cannot collate an empty batch")
-    out = [ex if isinstance(ex, Mapping) else {"input_ids": ex} for ex in examples]
+    out = [ex if type(ex) is dict or isinstance(ex, Mapping) else {"input_ids": ex} for ex in examples]
     for i, ex in enumerate(out):
         if "input_ids" not in ex:
             raise ValueError(f"example {i} has no 'input_ids' (keys: {sorted(ex)})")

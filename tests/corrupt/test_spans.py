@@ -53,7 +53,7 @@ def rows(draw):
     return ids, wid
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     data=rows(),
     prob=st.floats(0, 1),
