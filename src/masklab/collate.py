@@ -86,8 +86,18 @@ def _flat(rows: list) -> torch.Tensor:
 
 
 def _pad_field(rows: list, lens: torch.Tensor, width: int, fill, left: bool) -> torch.Tensor:
-    """[B, width, ...] from ragged ``rows`` (lists, arrays or tensors), right (or left) padded with
-    ``fill``."""
+    """[B, width, ...] from ragged ``rows`` (lists, arrays or tensors), right or left padded with ``fill``."""
+    if not torch.is_tensor(rows[0]):  # numpy row copies: ~2x faster than a flat fromiter + scatter
+        first = next((r[0] for r in rows if len(r)), 0)
+        tail = tuple(np.shape(first))  # () for ids, (2,) for offsets
+        arr = np.full((len(rows), width) + tail, fill, dtype=np.int64)
+        for i, r in enumerate(rows):
+            if len(r):
+                if left:
+                    arr[i, width - len(r) :] = r
+                else:
+                    arr[i, : len(r)] = r
+        return torch.from_numpy(arr)
     flat = _flat(rows)
     pos = torch.arange(width)
     real = pos >= (width - lens)[:, None] if left else pos < lens[:, None]
