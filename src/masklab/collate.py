@@ -1,10 +1,9 @@
 """Hugging Face-style collators built on :mod:`masklab.corrupt`.
 
 Each collator takes a list of tokenized examples (dicts as ``datasets`` yields them, or bare id lists), pads
-them,
-corrupts them with keyed randomness and returns a dict of tensors that a ``transformers`` model accepts, so it
-works as ``data_collator`` in ``transformers.Trainer``, in a ``torch.utils.data.DataLoader`` and in masklab's
-loop.
+them, corrupts them with keyed randomness and returns a dict of tensors that a ``transformers`` model accepts,
+so it works as ``data_collator`` in ``transformers.Trainer``, in a ``torch.utils.data.DataLoader`` and in
+masklab's loop.
 
 - :class:`MLMCollator`   input_ids, attention_mask, labels (-100 where nothing is predicted); strategy
                          "random" | "whole_word" | "span" | "ngram". Same output as
@@ -16,15 +15,14 @@ replacement.
 
 Keyed determinism: an example's mask is a function of (seed, epoch, example index) only. The index is the
 example's ``"idx"`` field when present, otherwise a hash of its token ids (so a reshuffled or re-batched
-example
-still gets the same mask). Call :meth:`set_epoch` at each epoch for fresh masks.
+example still gets the same mask). Call :meth:`set_epoch` at each epoch for fresh masks.
 
 Word boundaries (whole_word, span): the example's ``"word_ids"`` (None or -1 outside words) if present, else
-its
-``"offset_mapping"`` with Hugging Face's rule, else the tokenizer's continuation prefix (WordPiece ``##``).
+its ``"offset_mapping"`` with Hugging Face's rule, else the tokenizer's continuation prefix (WordPiece
+``##``).
 
-Bad input raises ValueError: prob outside [0, 1], a tokenizer without mask token, an empty batch or example.
-A row that holds only special tokens is a documented no-op (no position selected, labels all -100).
+Bad input raises ValueError: prob outside [0, 1], a tokenizer without mask token, an empty batch or example. A
+row that holds only special tokens is a documented no-op (no position selected, labels all -100).
 """
 
 from __future__ import annotations
@@ -280,7 +278,7 @@ class MLMCollator(_Base):
     """Masked-LM collator: a drop-in for ``DataCollatorForLanguageModeling(tokenizer, mlm_probability=prob)``.
 
     strategy: "random" (BERT), "whole_word" (BERT WWM), "span" (SpanBERT; ``span_options`` go to
-    :func:`masklab.corrupt.spans.span_mask`), "ngram" (ERNIE-Gram; needs ``lexicon``).
+        :func:`masklab.corrupt.spans.span_mask`), "ngram" (ERNIE-Gram; needs ``lexicon``).
     prob: selection rate (random, whole_word: per token / word; span: exact word budget; ngram: unit rate).
     count: exact number of tokens (random) or words (whole_word, span) per row instead of ``prob``.
     mix: mask / random / keep shares of selected tokens (BERT 80/10/10).
@@ -353,8 +351,8 @@ def word_start_table(tokenizer) -> torch.Tensor:
     """[V] bool: vocabulary entries that begin a word.
 
     WordPiece: every token without the ``##`` continuation prefix. Byte-level BPE / sentencepiece: tokens
-    whose
-    first symbol is a space-like marker (so a word is a whitespace-delimited chunk, punctuation included).
+    whose first symbol is a space-like marker (so a word is a whitespace-delimited chunk, punctuation
+    included).
     """
     vocab = tokenizer.get_vocab()
     size = max(len(tokenizer), max(vocab.values()) + 1)
@@ -378,8 +376,7 @@ def word_start_table(tokenizer) -> torch.Tensor:
 class RTDCollator(_Base):
     """ELECTRA / DeBERTaV3 generator input: k = min(max_predictions, max(1, round(prob n))) positions per row
     without replacement; 85% become the mask token and 15% stay (ELECTRA). ``labels`` hold the originals
-    there;
-    the discriminator input comes from the generator's samples
+    there; the discriminator input comes from the generator's samples
     (:func:`masklab.corrupt.replace.sample_replacements`).
     """
 
@@ -426,8 +423,7 @@ class RTDCollator(_Base):
 
 class MEAPCollator(_Base):
     """MEAP causal-LM input: ``round(prob n)`` random real tokens per row become the mask token; ``labels``
-    are the
-    clean ids (-100 on padding), which a Hugging Face causal LM shifts into next-token targets."""
+    are the clean ids (-100 on padding), which a Hugging Face causal LM shifts into next-token targets."""
 
     def __init__(
         self,

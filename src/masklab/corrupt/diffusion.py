@@ -1,9 +1,8 @@
 """Masked-diffusion noising (MDLM, Sahoo et al. 2024, Eq. 10; LLaDA, Nie et al. 2025, Eq. 3).
 
 Each sequence draws a time t in [eps, 1) and every eligible token is replaced by the mask token with
-probability t.
-The loss weight of a masked position is 1/t, which makes the per-token cross-entropy an upper bound on the
-negative log-likelihood (the ELBO of the linear schedule).
+probability t. The loss weight of a masked position is 1/t, which makes the per-token cross-entropy an upper
+bound on the negative log-likelihood (the ELBO of the linear schedule).
 """
 
 from __future__ import annotations

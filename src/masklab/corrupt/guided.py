@@ -2,15 +2,13 @@
 
 Ask2Mask (Sec. 3) scores every position with an external model and masks positions chosen by the score instead
 of uniformly; Hard Patches Mining (HPM, Sec. 3.3) predicts a per-token loss and masks the hardest tokens,
-moving
-from random to guided masking with an easy-to-hard schedule (the guided share grows linearly during training).
+moving from random to guided masking with an easy-to-hard schedule (the guided share grows linearly during
+training).
 
 Given scores [B, L], each row masks exactly ``round(prob * n)`` eligible tokens (or ``count``): ``guided`` of
 them chosen by score, the rest uniformly among the others. ``mode``: ``top`` (highest scores), ``bottom``
-(lowest)
-or ``proportional`` (sampled without replacement with probability proportional to ``score **
-(1/temperature)``,
-by keyed Gumbel-top-k, Kool et al. 2019).
+(lowest) or ``proportional`` (sampled without replacement with probability proportional to ``score **
+(1/temperature)``, by keyed Gumbel-top-k, Kool et al. 2019).
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 MEAP trains a decoder-only model with plain next-token prediction, but a small random fraction of the *input*
 tokens is replaced by a mask token first. The targets stay the original next tokens, so the loss is the
-ordinary
-causal-LM loss on the clean sequence while the model must look past the holes. MEAP's reference code draws one
-pattern for the whole batch; here every row draws its own, keyed on (seed, epoch, example index).
+ordinary causal-LM loss on the clean sequence while the model must look past the holes. MEAP's reference code
+draws one pattern for the whole batch; here every row draws its own, keyed on (seed, epoch, example index).
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ def meap_mask(
     attention_mask: torch.Tensor | None = None,
 ) -> Corruption:
     """Replace a ``prob`` fraction (exactly ``round(prob * n)`` of the n eligible tokens, or ``count``) of
-    each row
-    of ``ids`` [B, L] with ``mask_id``.
+    each row of ``ids`` [B, L] with ``mask_id``.
 
     ``targets`` are the ORIGINAL ids (Hugging Face causal-LM ``labels``: the model shifts them by one), with
     IGNORE_INDEX on padding (``attention_mask == 0``). Special tokens (BOS, pad) are never masked.

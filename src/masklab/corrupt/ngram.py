@@ -3,14 +3,13 @@
 ERNIE-Gram masks whole n-grams (n <= 3) taken from a lexicon, and predicts each masked n-gram twice: as one
 identity in an n-gram vocabulary V_N (explicit n-gram prediction, Eq. 4, with the n-gram collapsed to one mask
 token) and as its fine-grained tokens (Eq. 5). The lexicon here is built from corpus statistics: every n-gram
-(2 <= n <= max_n) seen at least ``min_count`` times is scored by pointwise mutual information,
-PMI(w1..wn) = log p(w1..wn) - sum_i log p(wi), and the best ``size`` per n are kept. (ERNIE-Gram ranks its
-lexicon with a t-test; PMI is the statistic this library's issue asks for.)
+(2 <= n <= max_n) seen at least ``min_count`` times is scored by pointwise mutual information, PMI(w1..wn) =
+log p(w1..wn) - sum_i log p(wi), and the best ``size`` per n are kept. (ERNIE-Gram ranks its lexicon with a
+t-test; PMI is the statistic this library's issue asks for.)
 
 Masking is vectorized: every position looks up the longest lexicon n-gram that starts there (one
 ``searchsorted`` per n), becomes a unit start with probability ``prob / n`` (so the expected masked fraction
-is
-about ``prob``), and a start inside an earlier chosen unit is dropped (one running maximum), so units never
+is about ``prob``), and a start inside an earlier chosen unit is dropped (one running maximum), so units never
 overlap. ``collapse=True`` turns each unit into one mask token and shortens the row.
 """
 
@@ -66,8 +65,7 @@ class NgramLexicon:
         special_ids: Sequence[int] = (),
     ) -> NgramLexicon:
         """Count n-grams (2 <= n <= max_n) of ``sequences`` (never across sequences or special tokens); keep
-        the
-        ``size`` n-grams of highest PMI per n among those seen at least ``min_count`` times."""
+        the ``size`` n-grams of highest PMI per n among those seen at least ``min_count`` times."""
         if not 2 <= max_n <= 3:
             raise ValueError(f"max_n must be 2 or 3, got {max_n}")
         base = vocab_size + 1
@@ -141,10 +139,8 @@ class NgramLexicon:
 class NgramCorruption(Corruption):
     """A Corruption plus ERNIE-Gram's targets.
 
-    ngram_targets:  [B, L'] n-gram id (in the lexicon) at the first position of each masked n-gram with n >=
-    2.
-    fine_targets:   [B, L', max_n] the original tokens of the unit masked at each position (IGNORE_INDEX
-    padded).
+    ngram_targets:  [B, L'] n-gram id (in the lexicon) at the first position of each masked n-gram, n >= 2.
+    fine_targets:   [B, L', max_n] the original tokens of the unit masked at each position (-100 padded).
     attention_mask: [B, L'] 1 on real positions (rows shorten when ``collapse=True``).
     source:         [B, L'] position of each output token in the input row (-1 on padding).
     """
@@ -172,10 +168,9 @@ def ngram_mask(
     """ERNIE-Gram n-gram masking of ``ids`` [B, L].
 
     collapse=False: every token of a chosen unit is corrupted (mix drawn once per unit); ``targets`` are the
-    fine-grained tokens, ``ngram_targets`` sit on the unit's first token.
-    collapse=True: each chosen unit becomes ONE mask token (mix is not used), the row shortens, ``targets``
-    hold
-    the unit's first token and ``fine_targets`` all of its tokens.
+    fine-grained tokens, ``ngram_targets`` sit on the unit's first token. collapse=True: each chosen unit
+    becomes ONE mask token (mix is not used), the row shortens, ``targets`` hold the unit's first token and
+    ``fine_targets`` all of its tokens.
     """
     check_ids(ids)
     check_prob("prob", prob)

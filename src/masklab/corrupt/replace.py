@@ -1,18 +1,16 @@
 """Replaced-token detection sampling (ELECTRA, Clark et al. 2020, Sec. 2; DeBERTaV3, He et al. 2023, Sec. 3).
 
-ELECTRA picks k = min(max_predictions, max(1, round(prob * n))) positions per row *without replacement*,
-feeds a
-small generator the row with those positions masked (85% mask token, 15% kept, as in ELECTRA's
+ELECTRA picks k = min(max_predictions, max(1, round(prob * n))) positions per row *without replacement*, feeds
+a small generator the row with those positions masked (85% mask token, 15% kept, as in ELECTRA's
 ``pretrain_helpers.mask``), samples a token at each masked position from the generator's softmax, and trains a
 discriminator to tell, at every position, whether the token is the original. A sampled token that equals the
 original is labelled *original* (Eq. 2, "if the generator happens to generate the correct token, that token is
 considered real"). ``disallow_correct`` removes the original token from the sampling distribution.
 
 Sampling is keyed: ``multinomial`` draws one number per position and inverts the CDF (float64); ``gumbel``
-draws
-one Gumbel noise per (position, vocabulary entry) and takes the argmax (exact same law, V times more hashing).
-Both give the same sample for an example whatever the batch it sits in. Pass ``generator`` (a torch.Generator)
-instead of ``keys`` for fast non-keyed sampling.
+draws one Gumbel noise per (position, vocabulary entry) and takes the argmax (exact same law, V times more
+hashing). Both give the same sample for an example whatever the batch it sits in. Pass ``generator`` (a
+torch.Generator) instead of ``keys`` for fast non-keyed sampling.
 """
 
 from __future__ import annotations
@@ -84,9 +82,9 @@ def sample_replacements(
 ) -> torch.Tensor:
     """Discriminator input [B, L]: ``original`` with generator samples at ``selected`` positions.
 
-    logits [B, L, V] (only rows at ``selected`` are used, so pass full logits), original [B, L] ids,
-    selected [B, L] bool. ``banned`` token ids (specials) are never sampled. The generator's logits are
-    detached: ELECTRA does not back-propagate through sampling.
+    logits [B, L, V] (only rows at ``selected`` are used, so pass full logits), original [B, L] ids, selected
+    [B, L] bool. ``banned`` token ids (specials) are never sampled. The generator's logits are detached:
+    ELECTRA does not back-propagate through sampling.
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choose from {METHODS}")
@@ -133,8 +131,7 @@ def rtd_labels(
     disc_inputs: torch.Tensor, original: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Discriminator labels [B, L] float: 1 where the token differs from the original, else 0 (sampled ==
-    original
-    counts as original); -100 on padding when ``attention_mask`` is given."""
+    original counts as original); -100 on padding when ``attention_mask`` is given."""
     y = (disc_inputs != original).float()
     if attention_mask is not None:
         y = torch.where(attention_mask.bool(), y, torch.full_like(y, -100.0))

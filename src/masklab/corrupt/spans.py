@@ -1,17 +1,17 @@
 """Span masking (SpanBERT, Joshi et al. 2020, Sec. 3.1), vectorized over the batch.
 
-SpanBERT masks contiguous spans of whole words until 15% of the sequence is masked. Span lengths (in
-words) follow a geometric distribution l ~ Geo(p=0.2) clipped at l_max=10 (truncated and renormalised, mean
-3.8), and the 80/10/10 replacement is decided per span, not per token.
+SpanBERT masks contiguous spans of whole words until 15% of the sequence is masked. Span lengths (in words)
+follow a geometric distribution l ~ Geo(p=0.2) clipped at l_max=10 (truncated and renormalised, mean 3.8), and
+the 80/10/10 replacement is decided per span, not per token.
 
-masklab's budget is exact: a row with W eligible words masks exactly ``round(prob * W)`` words (or
-``count``). Span lengths are drawn until they reach the budget and the last span is cut to fit. The spans are
-placed by a uniform stars-and-bars draw: with S spans, K masked words and gap g there are
-F = W - K - (S-1) g free words, and choosing S distinct slots out of F + S places every span at once, with no
-overlap and at least g free words between spans (adjacent spans may touch when g = 0, as in SpanBERT's
-sampler). When the gap cannot fit S spans, the last spans are merged into one (which may then exceed
-``high``): the budget and the gap always hold. With ``no_overlap=False`` every span picks its start
-independently and the union is masked (the budget is then an upper bound). No Python loop over rows or spans.
+masklab's budget is exact: a row with W eligible words masks exactly ``round(prob * W)`` words (or ``count``).
+Span lengths are drawn until they reach the budget and the last span is cut to fit. The spans are placed by a
+uniform stars-and-bars draw: with S spans, K masked words and gap g there are F = W - K - (S-1) g free words,
+and choosing S distinct slots out of F + S places every span at once, with no overlap and at least g free
+words between spans (adjacent spans may touch when g = 0, as in SpanBERT's sampler). When the gap cannot fit S
+spans, the last spans are merged into one (which may then exceed ``high``): the budget and the gap always
+hold. With ``no_overlap=False`` every span picks its start independently and the union is masked (the budget
+is then an upper bound). No Python loop over rows or spans.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def span_mask(
     """SpanBERT masking of ``ids`` [B, L] with per-example ``keys`` [B].
 
     ``word_ids`` [B, L] (-1 outside words) makes span lengths count words; without it every token is a word.
-    ``lengths`` names a distribution for :func:`length_table` or gives the table itself.
-    Budget: exactly ``round(prob * W)`` words per row (W eligible words), or ``count`` (capped at W).
+    ``lengths`` names a distribution for :func:`length_table` or gives the table itself. Budget: exactly
+    ``round(prob * W)`` words per row (W eligible words), or ``count`` (capped at W).
     """
     check_ids(ids)
     check_prob("prob", prob)

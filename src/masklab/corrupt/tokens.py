@@ -1,16 +1,15 @@
 """Random token masking (BERT, Devlin et al. 2019, Sec. 3.1) and whole-word masking (BERT README, 2019
 update).
 
-Selected positions get the mask token with probability ``mix[0]``, a random non-special token with
-``mix[1]`` and stay unchanged with ``mix[2]`` (80/10/10 by default). Special and pad tokens are never
-selected and
-never drawn as replacements. A row that holds only special tokens is left untouched (documented no-op).
+Selected positions get the mask token with probability ``mix[0]``, a random non-special token with ``mix[1]``
+and stay unchanged with ``mix[2]`` (80/10/10 by default). Special and pad tokens are never selected and never
+drawn as replacements. A row that holds only special tokens is left untouched (documented no-op).
 
 Whole-word masking selects words instead of tokens: each word draws one number at its first token and all its
 tokens follow that draw. Word ids come from the tokenizer's ``word_ids()`` (-1 for none), from offsets with
-the
-rule Hugging Face uses (:func:`word_ids_from_offsets`), or from a continuation-prefix table (``##``). Grouping
-uses a running maximum over positions, so memory is O(L) per row (Hugging Face builds a [B, L, L] tensor).
+the rule Hugging Face uses (:func:`word_ids_from_offsets`), or from a continuation-prefix table (``##``).
+Grouping uses a running maximum over positions, so memory is O(L) per row (Hugging Face builds a [B, L, L]
+tensor).
 """
 
 from __future__ import annotations
@@ -268,10 +267,8 @@ def random_mask(
     """BERT masking of ``ids`` [B, L] with per-example ``keys`` [B] (see :func:`keyed.example_keys`).
 
     ``prob`` selects each eligible token independently (as Hugging Face's collator does); ``count`` instead
-    selects
-    exactly that many per row (int or [B] tensor), capped by the number of eligible tokens. ``can`` [B, L]
-    bool
-    further restricts the eligible positions (for example ``attention_mask.bool()``).
+    selects exactly that many per row (int or [B] tensor), capped by the number of eligible tokens. ``can``
+    [B, L] bool further restricts the eligible positions (for example ``attention_mask.bool()``).
     """
     check_ids(ids)
     check_prob("prob", prob)
@@ -357,8 +354,7 @@ def whole_word_mask(
     tokens.
 
     ``word_ids`` [B, L]: word id per token, -1 for tokens in no word (specials, padding). Consecutive tokens
-    with
-    the same id form one word. The mask/random/keep ``mix`` is drawn per token, as in BERT's
+    with the same id form one word. The mask/random/keep ``mix`` is drawn per token, as in BERT's
     ``create_pretraining_data.py``; Hugging Face's whole-word collator forces mix=(1, 0, 0).
     """
     check_ids(ids)

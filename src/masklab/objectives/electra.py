@@ -2,10 +2,8 @@
 2023, Sec. 3: ES and gradient-disentangled embedding sharing, GDES).
 
 A small generator (an MLM) fills k masked positions per row (drawn without replacement); its samples replace
-the
-originals and a discriminator labels every token as original or replaced (a sample equal to the original
-counts as
-original). Loss: L_MLM(generator) + lambda * L_RTD(discriminator), lambda = 50 (ELECTRA).
+the originals and a discriminator labels every token as original or replaced (a sample equal to the original
+counts as original). Loss: L_MLM(generator) + lambda * L_RTD(discriminator), lambda = 50 (ELECTRA).
 
 Embedding sharing between the two networks:
   none: separate token embeddings.

