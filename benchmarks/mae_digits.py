@@ -5,15 +5,18 @@
 
 Digits (1797 images, 8x8, no download) are upsampled to 16x16 (bilinear) so that a 2x2-pixel patch has several
 distinct pixels for MAE's per-patch normalized target; the grid is 8x8 patches. One fixed split: 1347 train /
-450 test (keyed permutation, seed 0). Each strategy trains the same tiny MAE (same init, same batches, same step
-count) and is probed with a logistic regression on the mean-pooled encoder output with every patch visible.
+450 test (keyed permutation, seed 0). Each strategy trains the same tiny MAE (same init, same batches, same
+step count) and is probed with a logistic regression on the mean-pooled encoder output with every patch
+visible.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
+os.environ.setdefault(
+    "OMP_NUM_THREADS", "1"
+)  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
 
 import argparse  # noqa: E402
 import time  # noqa: E402
@@ -30,8 +33,18 @@ from masklab.objectives.mae import (  # noqa: E402
     train_mae,
 )
 
-STRATEGIES = ["random", "block", "simmim", "colormae-white", "colormae-red", "colormae-blue", "colormae-green",
-              "colormae-purple", "hpm", "referring"]
+STRATEGIES = [
+    "random",
+    "block",
+    "simmim",
+    "colormae-white",
+    "colormae-red",
+    "colormae-blue",
+    "colormae-green",
+    "colormae-purple",
+    "hpm",
+    "referring",
+]
 
 
 def main():
@@ -47,7 +60,9 @@ def main():
     raw = digits_images(8)[0].reshape(len(x), -1).numpy()  # the original 64 pixels, same order
     n_train = 1347
     xtr, ytr, xte, yte = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-    cfg = dict(image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1)
+    cfg = dict(
+        image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1
+    )
     rows = [("raw pixels (64 values)", linear_probe(raw[:n_train], ytr, raw[n_train:], yte), "", 0.0)]
     torch.manual_seed(args.seed)
     init = MAE(MAEConfig(**cfg)).eval()
@@ -56,8 +71,15 @@ def main():
     t_all = time.time()
     for s in args.strategies.split(","):
         t0 = time.time()
-        model = train_mae(xtr, s, config=MAEConfig(**cfg, loss_head=s == "hpm"), ratio=args.ratio,
-                          steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+        model = train_mae(
+            xtr,
+            s,
+            config=MAEConfig(**cfg, loss_head=s == "hpm"),
+            ratio=args.ratio,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
         f = model.features(x).numpy()
         with torch.no_grad():
             keys = keyed.example_keys(args.seed, 0xFFFF, torch.arange(len(xte)))
@@ -65,8 +87,14 @@ def main():
             recon = float(model(xte, pm).recon)
         acc = linear_probe(f[:n_train], ytr, f[n_train:], yte)
         rows.append((s, acc, f"{recon:.3f}", time.time() - t0))
-        print(f"{s:16s} probe {acc:.4f}  test recon (random mask) {recon:.3f}  {time.time() - t0:.0f}s", flush=True)
-    print(f"\ntotal {time.time() - t_all:.0f}s, steps {args.steps}, batch {args.batch_size}, ratio {args.ratio}\n")
+        print(
+            f"{s:16s} probe {acc:.4f}  test recon (random mask) {recon:.3f}  {time.time() - t0:.0f}s",
+            flush=True,
+        )
+    print(
+        f"\ntotal {time.time() - t_all:.0f}s, steps {args.steps}, batch {args.batch_size}, "
+        f"ratio {args.ratio}\n"
+    )
     print("| features | linear-probe acc (450 test) | MAE loss on a random 75% test mask | train time (s) |")
     print("|---|---|---|---|")
     for name, acc, recon, t in rows:

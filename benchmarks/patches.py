@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/patches.py
 
 Frames: ``span_mask`` vs Hugging Face ``_compute_mask_indices`` (the fairseq port, per-row NumPy loop) at
-(64, 500), mask_prob 0.65, mask_length 10 (wav2vec2 base). Patches: batch 256 on a 14x14 grid; anchors are MAE's
-``random_masking`` (torch.rand + argsort) and BEiT's ``MaskingGenerator`` (per-image Python loop, re-typed here
-from the BEiT repository's semantics). One thread: the masks are small and the machine is shared.
+(64, 500), mask_prob 0.65, mask_length 10 (wav2vec2 base). Patches: batch 256 on a 14x14 grid; anchors are
+MAE's
+``random_masking`` (torch.rand + argsort) and BEiT's ``MaskingGenerator`` (per-image Python loop, re-typed
+here from the BEiT repository's semantics). One thread: the masks are small and the machine is shared.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class BeitMaskingGenerator:
             if w < self.width and h < self.height:
                 top = random.randint(0, self.height - h)
                 left = random.randint(0, self.width - w)
-                num_masked = mask[top:top + h, left:left + w].sum()
+                num_masked = mask[top : top + h, left : left + w].sum()
                 if 0 < h * w - num_masked <= max_mask_patches:
                     for i in range(top, top + h):
                         for j in range(left, left + w):
@@ -110,14 +111,18 @@ def main():
     ours_k = bench(lambda: span_mask((64, 500), 0.65, 10, keys=keys))
     gen = torch.Generator().manual_seed(0)
     ours_g = bench(lambda: span_mask((64, 500), 0.65, 10, seed=gen))
-    rows += [("frames (64, 500) p=0.65 M=10", "HF _compute_mask_indices", hf, "span_mask (seed=int)", ours),
-             ("", "", hf, "span_mask (keys given)", ours_k),
-             ("", "", hf, "span_mask (torch.Generator)", ours_g)]
+    rows += [
+        ("frames (64, 500) p=0.65 M=10", "HF _compute_mask_indices", hf, "span_mask (seed=int)", ours),
+        ("", "", hf, "span_mask (keys given)", ours_k),
+        ("", "", hf, "span_mask (torch.Generator)", ours_g),
+    ]
     lengths = torch.randint(250, 501, (64,), generator=torch.Generator().manual_seed(1))
     att = (torch.arange(500) < lengths[:, None]).long()
     hf_p = bench(lambda: _compute_mask_indices((64, 500), 0.65, 10, attention_mask=att))
     ours_p = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths, seed=0))
-    rows.append(("frames, padded lengths 250-500", "HF _compute_mask_indices", hf_p, "span_mask (keyed)", ours_p))
+    rows.append(
+        ("frames, padded lengths 250-500", "HF _compute_mask_indices", hf_p, "span_mask (keyed)", ours_p)
+    )
     ours_s = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths, same_count=True, seed=0))
     rows.append(("frames, padded, same_count", "HF (no equal counts)", hf_p, "span_mask same_count", ours_s))
 
@@ -129,20 +134,31 @@ def main():
     r_keys = bench(lambda: P.random_patches(grid, 0.75, keys=pkeys).mask)
     r_gen = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=gen).mask)
     r_ids = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=0).ids_restore)
-    rows += [("random 256 x 14x14", "MAE random_masking", mae, "random_patches (seed=int), mask", r_keyed),
-             ("", "", mae, "random_patches (keys given), mask", r_keys),
-             ("", "", mae, "random_patches (torch.Generator), mask", r_gen),
-             ("", "", mae, "random_patches (keyed), mask + ids", r_ids)]
+    rows += [
+        ("random 256 x 14x14", "MAE random_masking", mae, "random_patches (seed=int), mask", r_keyed),
+        ("", "", mae, "random_patches (keys given), mask", r_keys),
+        ("", "", mae, "random_patches (torch.Generator), mask", r_gen),
+        ("", "", mae, "random_patches (keyed), mask + ids", r_ids),
+    ]
     for color in ("green", "red"):
         c_keyed = bench(lambda c=color: P.colormae_patches(grid, c, 0.75, keys=pkeys).mask)
         c_gen = bench(lambda c=color: P.colormae_patches(grid, c, 0.75, batch=B, seed=gen).mask)
-        rows += [(f"colormae-{color} 256 x 14x14", "MAE random_masking (argsort)", mae,
-                  "colormae_patches (keys given), mask", c_keyed),
-                 ("", "", mae, "colormae_patches (torch.Generator), mask", c_gen)]
+        rows += [
+            (
+                f"colormae-{color} 256 x 14x14",
+                "MAE random_masking (argsort)",
+                mae,
+                "colormae_patches (keys given), mask",
+                c_keyed,
+            ),
+            ("", "", mae, "colormae_patches (torch.Generator), mask", c_gen),
+        ]
     beit = BeitMaskingGenerator(14, 75)
     t_beit = bench(lambda: [beit() for _ in range(B)], min_time=2.0, reps=3)
     t_block = bench(lambda: P.block_patches(grid, 75 / 196, batch=B, seed=0).mask)
-    rows.append(("block 256 x 14x14, 75 patches", "BEiT MaskingGenerator x256", t_beit, "block_patches", t_block))
+    rows.append(
+        ("block 256 x 14x14, 75 patches", "BEiT MaskingGenerator x256", t_beit, "block_patches", t_block)
+    )
     short = np.mean([beit().sum() < 75 for _ in range(2000)])
     t_simmim = bench(lambda: P.simmim_patches(grid, 0.6, cell=2, batch=B, seed=0).mask)
     rows.append(("simmim 256 x 14x14 (cell 2)", "MAE random_masking", mae, "simmim_patches", t_simmim))
@@ -151,8 +167,10 @@ def main():
     print("|---|---|---|---|---|---|")
     for case, anchor, ta, name, tm in rows:
         print(f"| {case} | {anchor} | {ta * 1e3:.3f} | {name} | {tm * 1e3:.3f} | {ta / tm:.1f}x |")
-    print(f"\nBEiT MaskingGenerator(14, 75) stops below 75 masked patches in {short:.1%} of 2000 draws; "
-          "block_patches always masks exactly 75.")
+    print(
+        f"\nBEiT MaskingGenerator(14, 75) stops below 75 masked patches in {short:.1%} of 2000 draws; "
+        "block_patches always masks exactly 75."
+    )
 
 
 if __name__ == "__main__":

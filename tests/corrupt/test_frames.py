@@ -1,4 +1,5 @@
-"""Frame span masks against the Hugging Face wav2vec2 oracle, plus the extensions (lengths, no_overlap, same_count)."""
+"""Frame span masks against the Hugging Face wav2vec2 oracle, plus the extensions (lengths, no_overlap,
+same_count)."""
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ def _runs(mask):
 
 def _hf(shape, p, M, reps, attention_mask=None):
     np.random.seed(0)
-    return np.concatenate([_compute_mask_indices(shape, p, M, attention_mask=attention_mask) for _ in range(reps)])
+    return np.concatenate(
+        [_compute_mask_indices(shape, p, M, attention_mask=attention_mask) for _ in range(reps)]
+    )
 
 
 @pytest.mark.parametrize("p, M", [(0.65, 10), (0.05, 10), (0.3, 3), (0.5, 1)])
@@ -52,7 +55,8 @@ def test_spans_have_exact_length_when_no_overlap():
     assert set(runs.tolist()) == {7}  # every span intact, none merged: gaps of >= 3 frames
     gaps = np.diff(np.flatnonzero(np.diff(np.pad(m[0].astype(np.int8), 1))))[1::2]
     assert (gaps >= 3).all()
-    # stars and bars places spans uniformly: away from the ends every frame is about equally likely to be masked
+    # stars and bars places spans uniformly: away from the ends every frame is about equally likely to be
+    # masked
     sparse = span_mask((3000, 300), 0.1, 7, no_overlap=True, min_space=3, seed=2).numpy()
     freq = sparse[:, 20:280].mean(0)
     assert abs(freq.mean() - 0.1) < 0.01 and freq.min() > 0.07 and freq.max() < 0.13
@@ -61,14 +65,15 @@ def test_spans_have_exact_length_when_no_overlap():
 @pytest.mark.parametrize("mask_type", ["static", "uniform", "normal", "poisson"])
 def test_same_count_equalizes_rows_without_fragmenting(mask_type):
     lengths = torch.tensor([300, 280, 250, 300] * 50)
-    m = span_mask((200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, same_count=True,
-                  seed=3)
+    m = span_mask(
+        (200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, same_count=True, seed=3
+    )
     counts = m.sum(1)
     assert bool((counts == counts[0]).all()) and int(counts[0]) > 0
     free = span_mask((200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, seed=3)
     assert not bool((m & ~free).any())  # only removes frames
-    # not fragmenting: every run of the result is a contiguous part of one run of the original, and each original
-    # run loses frames only from its end, so the number of runs never grows
+    # not fragmenting: every run of the result is a contiguous part of one run of the original, and each
+    # original run loses frames only from its end, so the number of runs never grows
     assert len(_runs(m.numpy())) <= len(_runs(free.numpy()))
     starts_new = m & ~torch.nn.functional.pad(m, (1, 0))[:, :-1]
     starts_old = free & ~torch.nn.functional.pad(free, (1, 0))[:, :-1]
@@ -85,7 +90,10 @@ def test_span_length_distributions_follow_fairseq():
     poi = span_lengths(u, u2, "poisson", 4, 0).numpy()
     assert poi.mean() == pytest.approx(4, abs=0.06) and poi.var() == pytest.approx(4, abs=0.2)
     rng = np.random.default_rng(0).poisson(4, 20000)
-    assert np.abs(np.bincount(poi, minlength=20)[:12] / 2e4 - np.bincount(rng, minlength=20)[:12] / 2e4).max() < 0.01
+    assert (
+        np.abs(np.bincount(poi, minlength=20)[:12] / 2e4 - np.bincount(rng, minlength=20)[:12] / 2e4).max()
+        < 0.01
+    )
 
 
 def test_keyed_rows_do_not_depend_on_the_batch():

@@ -14,8 +14,12 @@ N = 196
 
 def _make(name, grid=GRID, batch=64, **kw):
     if name == "hpm":
-        return P.hpm_patches(torch.rand(batch, grid[0] * grid[1], generator=torch.Generator().manual_seed(1)), grid,
-                             seed=3, **kw)
+        return P.hpm_patches(
+            torch.rand(batch, grid[0] * grid[1], generator=torch.Generator().manual_seed(1)),
+            grid,
+            seed=3,
+            **kw,
+        )
     if name == "referring":
         return P.referring_patches(grid, boxes=[[2, 3, 9, 12]] * batch, seed=3, **kw)
     if name == "simmim":
@@ -49,8 +53,16 @@ def test_noise_reproduces_the_mask_in_hugging_face_vitmae():
     from transformers import ViTMAEConfig, ViTMAEModel
 
     pm = P.random_patches((4, 4), 0.75, batch=3, seed=0)
-    cfg = ViTMAEConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=16, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=32, mask_ratio=0.75)
+    cfg = ViTMAEConfig(
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        mask_ratio=0.75,
+    )
     out = ViTMAEModel(cfg).eval()(torch.zeros(3, 1, 8, 8), noise=pm.noise())
     assert torch.equal(out.mask.bool(), pm.mask)
 
@@ -105,7 +117,8 @@ def test_block_masks_are_made_of_blocks_and_rarely_need_random_fill():
     isolated = (img > 0) & (four == 0)
     assert float(isolated.sum() / img.sum()) < 0.01
     assert bool((nb >= img).all())
-    # reference: with target = min = max = 16 the mask is the first fitting candidate block, cut in raster order
+    # reference: with target = min = max = 16 the mask is the first fitting candidate block, cut in raster
+    # order
     keys = keyed.example_keys(0, 0, torch.arange(100))
     one = P.block_patches((8, 8), 16 / 64, min_block=16, max_block=16, keys=keys).image()
     top, left, h, w = P.beit_blocks(keys, (8, 8), 32, min_block=16, max_block=16)
@@ -115,7 +128,7 @@ def test_block_masks_are_made_of_blocks_and_rarely_need_random_fill():
         if h[b, i] * w[b, i] < 16:
             continue
         ref = torch.zeros(8, 8, dtype=torch.bool)
-        ref[top[b, i]:top[b, i] + h[b, i], left[b, i]:left[b, i] + w[b, i]] = True
+        ref[top[b, i] : top[b, i] + h[b, i], left[b, i] : left[b, i] + w[b, i]] = True
         ref.view(-1)[ref.view(-1).cumsum(0) > 16] = False
         assert torch.equal(one[b], ref)
         checked += 1
@@ -146,7 +159,9 @@ def test_colormae_noise_has_the_filter_spectrum(color):
     # the expected power spectrum of filtered white noise is |H(f)|^2 (times a constant); compare band shares
     x = P.colored_noise(GRID, color, batch=3000, seed=0)
     resp = P.noise_response(color, GRID)
-    full = torch.cat([resp, resp[:, 1:(GRID[1] + 1) // 2].flip(1)], 1)  # rfft grid -> full grid (even symmetric)
+    full = torch.cat(
+        [resp, resp[:, 1 : (GRID[1] + 1) // 2].flip(1)], 1
+    )  # rfft grid -> full grid (even symmetric)
     expected = _band_power_from_psd(full.pow(2), GRID)
     assert torch.allclose(_band_power(x, GRID), expected, atol=0.02)
 
@@ -160,8 +175,10 @@ def _band_power_from_psd(psd, grid):
 
 
 def test_colormae_masks_keep_the_color_of_their_noise():
-    share = {c: _band_power(P.colormae_patches(GRID, c, 0.75, batch=2000, seed=0).mask.float(), GRID)
-             for c in P.COLORS}
+    share = {
+        c: _band_power(P.colormae_patches(GRID, c, 0.75, batch=2000, seed=0).mask.float(), GRID)
+        for c in P.COLORS
+    }
     low, mid, high = 0, 1, 2
     assert share["red"][low] > 2 * share["white"][low]  # red: blobs
     assert share["blue"][high] > share["white"][high] + 0.1  # blue: dispersed
@@ -180,8 +197,10 @@ def test_hpm_masks_the_hardest_patches_first():
         if n_hard:
             assert bool(pm.mask.gather(1, top).all())
     # easy-to-hard: the mean predicted loss of masked patches rises with progress
-    means = [float((loss * P.hpm_patches(loss, GRID, progress=p, seed=1).mask).sum() / (32 * 147))
-             for p in (0.0, 0.5, 1.0)]
+    means = [
+        float((loss * P.hpm_patches(loss, GRID, progress=p, seed=1).mask).sum() / (32 * 147))
+        for p in (0.0, 0.5, 1.0)
+    ]
     assert means[0] < means[1] < means[2]
     assert P.hpm_alpha(0.5) == pytest.approx(0.25)
 
@@ -223,4 +242,4 @@ def test_bad_inputs_raise_clear_errors(call, match):
 def test_uneven_rows_have_no_ids_keep():
     pm = P.PatchMask(torch.tensor([[True, False], [True, True]]), (1, 2))
     with pytest.raises(ValueError, match="different numbers"):
-        pm.ids_keep
+        _ = pm.ids_keep

@@ -1,5 +1,6 @@
 """Masked frame prediction: masked frames are hidden from the model, padding and weights shape the loss."""
 
+import pytest
 import torch
 
 from masklab.corrupt.frames import span_mask
@@ -28,7 +29,16 @@ def test_loss_skips_padding_and_applies_utterance_weights():
     assert torch.allclose(out.loss, ref)
 
 
-def test_training_learns_to_fill_smooth_signals():
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_training_learns_to_fill_smooth_signals(one_thread):
     torch.manual_seed(0)
     t = torch.linspace(0, 6.28, 32)
     freq = torch.rand(32, 1) * 2 + 0.5

@@ -1,6 +1,7 @@
 """MAE objective: HF ViTMAE as the oracle for patchify and the normalized-pixel loss; the encoder never sees
 masked patches; training lowers the loss on real digits."""
 
+import pytest
 import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -23,10 +24,20 @@ TINY = dict(image_size=8, patch_size=2, channels=1, dim=16, depth=1, heads=2, de
 
 
 def test_patchify_and_loss_match_hugging_face_vitmae():
-    cfg = ViTMAEConfig(image_size=8, patch_size=2, num_channels=3, hidden_size=16, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=32, decoder_hidden_size=16,
-                       decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-                       norm_pix_loss=True)
+    cfg = ViTMAEConfig(
+        image_size=8,
+        patch_size=2,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        norm_pix_loss=True,
+    )
     hf = ViTMAEForPreTraining(cfg).eval()
     x = torch.randn(4, 3, 8, 8)
     assert torch.equal(patchify(x, 2), hf.patchify(x))
@@ -94,7 +105,16 @@ def test_mask_for_gives_every_strategy_an_exact_count():
         assert model(x, pm).loss.item() > 0
 
 
-def test_training_lowers_the_masked_loss_on_digits():
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_training_lowers_the_masked_loss_on_digits(one_thread):
     from sklearn.datasets import load_digits
 
     x = torch.tensor(load_digits().images[:128], dtype=torch.float32)[:, None] / 16  # (128, 1, 8, 8)

@@ -1,26 +1,27 @@
 """Frame masks for speech and other signals: spans of time steps hidden from the encoder.
 
-:func:`span_mask` follows wav2vec 2.0's span masking (Baevski et al. 2020, Sec. 3.1: sample a proportion ``p`` of
-time steps as starting indices, mask the next ``M`` steps; spans may overlap), as implemented by fairseq's
+:func:`span_mask` follows wav2vec 2.0's span masking (Baevski et al. 2020, Sec. 3.1: sample a proportion ``p``
+of time steps as starting indices, mask the next ``M`` steps; spans may overlap), as implemented by fairseq's
 ``compute_mask_indices`` and ported to Hugging Face as ``_compute_mask_indices``:
 
-- the number of spans in a row of ``sz`` valid frames is ``int(mask_prob * sz / mask_length + eps)``, ``eps ~ U(0,1)``
-  (probabilistic rounding), at least ``min_masks``, capped so the spans fit;
+- the number of spans in a row of ``sz`` valid frames is ``int(mask_prob * sz / mask_length + eps)``, ``eps ~
+  U(0,1)`` (probabilistic rounding), at least ``min_masks``, capped so the spans fit;
 - span starts are distinct, uniform over ``[0, sz - mask_length]``; spans may overlap (default);
 - span lengths are ``static`` (= mask_length) or, as in fairseq, ``uniform`` on [mask_other, 2*mask_length],
   ``normal`` (mean mask_length, std mask_other, at least 1) or ``poisson`` (mean mask_length).
 
-Beyond the anchors: ``no_overlap=True`` places the spans without overlap and with at least ``min_space`` unmasked
-frames between them, uniformly over all such placements ("stars and bars", one pass, no rejection loop);
-``same_count=True`` gives every row the smallest row's masked count by dropping whole spans and shortening one,
-never splitting a span into pieces (fairseq's ``require_same_masks`` instead unmasks random frames, which fragments
-spans). Everything is batched: no per-row Python loop, any device.
+Beyond the anchors: ``no_overlap=True`` places the spans without overlap and with at least ``min_space``
+unmasked frames between them, uniformly over all such placements ("stars and bars", one pass, no rejection
+loop);
+``same_count=True`` gives every row the smallest row's masked count by dropping whole spans and shortening
+one, never splitting a span into pieces (fairseq's ``require_same_masks`` instead unmasks random frames, which
+fragments spans). Everything is batched: no per-row Python loop, any device.
 
-:func:`ask2mask` picks the span starts from per-frame scorer confidence (Ask2Mask, Baskar et al. 2022, Sec. 2: mask
-the frames the scorer is confident about) and returns utterance-level loss weights (their Sec. 2.2).
+:func:`ask2mask` picks the span starts from per-frame scorer confidence (Ask2Mask, Baskar et al. 2022, Sec. 2:
+mask the frames the scorer is confident about) and returns utterance-level loss weights (their Sec. 2.2).
 
-Randomness: ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int with ``epoch``; rows are
-example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``.
+Randomness: ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int with ``epoch``;
+rows are example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class FrameMask:
     weights: torch.Tensor
 
 
-def span_lengths(u: torch.Tensor, u2: torch.Tensor, mask_type: str, mask_length: int,
-                 mask_other: float) -> torch.Tensor:
-    """Span lengths (long, same shape as ``u``) from uniforms ``u``, ``u2`` in [0, 1), as fairseq draws them."""
+def span_lengths(
+    u: torch.Tensor, u2: torch.Tensor, mask_type: str, mask_length: int, mask_other: float
+) -> torch.Tensor:
+    """Span lengths (long, same shape as ``u``) from uniforms ``u``, ``u2`` in [0, 1), as fairseq draws
+    them."""
     if mask_type == "static":
         return torch.full_like(u, mask_length, dtype=torch.long)
     if mask_type == "uniform":  # rng.randint(mask_other, 2 * mask_length + 1)
@@ -84,27 +87,48 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     start = mask & ~torch.nn.functional.pad(mask, (1, 0))[:, :T]
     run = start.cumsum(1) - 1  # run id of each masked frame (garbage where unmasked)
     run = torch.where(mask, run, torch.full_like(run, T))  # unmasked -> overflow slot T
-    run_len = torch.zeros(B, T + 1, dtype=torch.long, device=mask.device).scatter_add_(1, run, mask.long())[:, :T]
+    run_len = torch.zeros(B, T + 1, dtype=torch.long, device=mask.device).scatter_add_(1, run, mask.long())[
+        :, :T
+    ]
     n_runs = start.sum(1, keepdim=True)
     prio = torch.where(torch.arange(T, device=mask.device) < n_runs, u, torch.full_like(u, 2.0))
     order = prio.argsort(1)  # runs in random order, non-runs last
     before = run_len.gather(1, order).cumsum(1) - run_len.gather(1, order)  # masked frames before each run
     allow = torch.zeros_like(before).scatter_(1, order, (target - before).clamp(min=0))  # per run id
-    offset = torch.arange(T, device=mask.device) - (start.long() * torch.arange(T, device=mask.device)).cummax(1).values
+    offset = (
+        torch.arange(T, device=mask.device)
+        - (start.long() * torch.arange(T, device=mask.device)).cummax(1).values
+    )
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
-def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_type: str = "static",
-              mask_other: float = 0.0, min_masks: int = 0, no_overlap: bool = False, min_space: int = 0,
-              same_count: bool = False, start_logits: torch.Tensor | None = None, keys=None, seed=None,
-              epoch: int = 0, device=None) -> torch.Tensor:
+def span_mask(
+    shape,
+    mask_prob: float,
+    mask_length: int,
+    *,
+    lengths=None,
+    mask_type: str = "static",
+    mask_other: float = 0.0,
+    min_masks: int = 0,
+    no_overlap: bool = False,
+    min_space: int = 0,
+    same_count: bool = False,
+    start_logits: torch.Tensor | None = None,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+    device=None,
+) -> torch.Tensor:
     """Span mask of ``shape`` = (B, T): bool, True = masked.
 
-    lengths:      [B] valid frames per row (right padding); padding is never masked. Default T for every row.
-    mask_type:    span length distribution: static | uniform | normal | poisson (``mask_other`` as in fairseq).
+    lengths:      [B] valid frames per row (right padding); padding is never masked. Default T for every
+                  row.
+    mask_type:    span length distribution: static | uniform | normal | poisson (``mask_other`` as in
+                  fairseq).
     min_masks:    at least this many spans per row (capped so the spans fit).
-    no_overlap:   place spans without overlap, at least ``min_space`` unmasked frames apart; spans that do not fit
-                  are dropped (fairseq drops them too).
+    no_overlap:   place spans without overlap, at least ``min_space`` unmasked frames apart; spans that do
+                  not fit are dropped (fairseq drops them too).
     same_count:   every row ends with the same masked count (the smallest row's), without splitting spans.
     start_logits: [B, T] log-weights for span starts (Ask2Mask); default uniform. Overlap mode only.
     """
@@ -132,7 +156,8 @@ def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_t
     if B == 0:
         return torch.zeros(0, T, dtype=torch.bool, device=dev)
 
-    # number of spans per row, as in _compute_mask_indices (eps per example so rows do not depend on the batch)
+    # number of spans per row, as in _compute_mask_indices (eps per example so rows do not depend on the
+    # batch)
     cap = max(T // mask_length, 1)
     n_max = min(max(int(mask_prob * T / mask_length + 1), min_masks), cap)  # static bound: no device sync
     draw = src.order(T + 1, stream=0x57A)  # [B, T + 1]: start scores, then eps in the last column
@@ -168,8 +193,9 @@ def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_t
     if static:
         lens = torch.full((B, n_max), mask_length, dtype=torch.long, device=dev)
     else:
-        lens = span_lengths(src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length,
-                            mask_other)
+        lens = span_lengths(
+            src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length, mask_other
+        )
 
     if not no_overlap:
         min_len = torch.where(j < n[:, None], lens, torch.full_like(lens, T + 1)).amin(1)
@@ -177,10 +203,13 @@ def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_t
         n_cand = (sz - min_len + (1 if static else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
         n = torch.minimum(n, n_cand)
         score = src.uniform(T, stream=0x57A)
-        if start_logits is not None:  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
+        if (
+            start_logits is not None
+        ):  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
             score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
-        score = torch.where(torch.arange(T, device=dev) < n_cand[:, None], score,
-                            torch.full_like(score, float("inf")))
+        score = torch.where(
+            torch.arange(T, device=dev) < n_cand[:, None], score, torch.full_like(score, float("inf"))
+        )
         starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
     else:
         active = j < n[:, None]
@@ -194,8 +223,9 @@ def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_t
         # choose n distinct slots among free + n: slot order = spans interleaved with free frames
         m = T + n_max
         score = src.uniform(m, stream=0x57B)
-        score = torch.where(torch.arange(m, device=dev) < (free + n)[:, None], score,
-                            torch.full_like(score, float("inf")))
+        score = torch.where(
+            torch.arange(m, device=dev) < (free + n)[:, None], score, torch.full_like(score, float("inf"))
+        )
         slots = score.topk(n_max, dim=1, largest=False, sorted=True).indices
         slots = torch.where(j < n[:, None], slots, torch.full_like(slots, 2 * m)).sort(1).values
         before = (lens + min_space).cumsum(1) - (lens + min_space)  # span frames + gaps before span j
@@ -208,12 +238,22 @@ def span_mask(shape, mask_prob: float, mask_length: int, *, lengths=None, mask_t
     return mask
 
 
-def ask2mask(confidence: torch.Tensor, mask_prob: float = 0.65, mask_length: int = 10, *, lengths=None,
-             temperature: float = 1.0, normalize_weights: bool = True, keys=None, seed=None, epoch: int = 0,
-             **span_kw) -> FrameMask:
+def ask2mask(
+    confidence: torch.Tensor,
+    mask_prob: float = 0.65,
+    mask_length: int = 10,
+    *,
+    lengths=None,
+    temperature: float = 1.0,
+    normalize_weights: bool = True,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+    **span_kw,
+) -> FrameMask:
     """Ask2Mask: span starts drawn without replacement with probability proportional to
-    ``confidence ** (1 / temperature)`` (a scorer's per-frame confidence in [0, 1], [B, T]); utterance weights are
-    the mean confidence over valid frames, divided by its batch mean when ``normalize_weights``.
+    ``confidence ** (1 / temperature)`` (a scorer's per-frame confidence in [0, 1], [B, T]); utterance weights
+    are the mean confidence over valid frames, divided by its batch mean when ``normalize_weights``.
 
     temperature -> 0 takes the most confident frames; temperature -> inf is plain :func:`span_mask`.
     """
@@ -226,9 +266,23 @@ def ask2mask(confidence: torch.Tensor, mask_prob: float = 0.65, mask_length: int
     B, T = confidence.shape
     conf = confidence.float()
     logits = torch.log(conf.clamp(min=1e-12)) / temperature
-    mask = span_mask((B, T), mask_prob, mask_length, lengths=lengths, start_logits=logits, keys=keys, seed=seed,
-                     epoch=epoch, device=confidence.device, **span_kw)
-    sz = torch.full((B,), T, device=conf.device) if lengths is None else torch.as_tensor(lengths, device=conf.device)
+    mask = span_mask(
+        (B, T),
+        mask_prob,
+        mask_length,
+        lengths=lengths,
+        start_logits=logits,
+        keys=keys,
+        seed=seed,
+        epoch=epoch,
+        device=confidence.device,
+        **span_kw,
+    )
+    sz = (
+        torch.full((B,), T, device=conf.device)
+        if lengths is None
+        else torch.as_tensor(lengths, device=conf.device)
+    )
     valid = torch.arange(T, device=conf.device) < sz[:, None]
     w = (conf * valid).sum(1) / valid.sum(1).clamp(min=1)
     if normalize_weights:

@@ -1,28 +1,31 @@
 """Patch masks on an H x W grid for masked image modelling: which patches the encoder must not see.
 
-Every generator returns a :class:`PatchMask`: ``mask`` [B, H*W] bool (True = masked, patches in row-major order)
-with the same number of masked patches in every row, plus ``ids_keep`` / ``ids_restore`` for an MAE encoder and
-decoder (computed on first use). All generators are batched tensor code with no per-row Python loop.
+Every generator returns a :class:`PatchMask`: ``mask`` [B, H*W] bool (True = masked, patches in row-major
+order) with the same number of masked patches in every row, plus ``ids_keep`` / ``ids_restore`` for an MAE
+encoder and decoder (computed on first use). All generators are batched tensor code with no per-row Python
+loop.
 
 Generators (one function each, same keyword interface):
 
-- :func:`random_patches`   MAE (He et al. 2022, Sec. 3 "Masking"): uniform without replacement, ``int(N*(1-r))``
-  patches kept, exactly as MAE's ``random_masking``.
+- :func:`random_patches`   MAE (He et al. 2022, Sec. 3 "Masking"): uniform without replacement,
+  ``int(N*(1-r))`` patches kept, exactly as MAE's ``random_masking``.
 - :func:`block_patches`    BEiT block-wise masking (Bao et al. 2022, Algorithm 1): rectangles with area >=
-  ``min_block`` and log-uniform aspect ratio, added until the target count. BEiT's loop can stop short; here the
-  block that crosses the target is cut in raster order so the count is exact.
-- :func:`simmim_patches`   SimMIM (Xie et al. 2022, Sec. 3.1): random cells of a coarse grid, ``ceil(r*cells)`` cells.
+  ``min_block`` and log-uniform aspect ratio, added until the target count. BEiT's loop can stop short; here
+  the block that crosses the target is cut in raster order so the count is exact.
+- :func:`simmim_patches`   SimMIM (Xie et al. 2022, Sec. 3.1): random cells of a coarse grid,
+  ``ceil(r*cells)`` cells.
 - :func:`colormae_patches` ColorMAE (Hinojosa et al. 2024, Sec. 3): white noise filtered on the fly into red
-  (low-pass), blue (high-pass), green (band-pass) or purple (band-stop) noise; the strongest values are kept, as in
-  the ColorMAE code, with no downloaded pattern bank.
-- :func:`hpm_patches`      HPM (Wang et al. 2023, Sec. 3.3): a fraction ``alpha_t`` of the masked patches are the ones
-  with the highest predicted loss; ``alpha_t`` grows linearly with training progress (easy-to-hard), the rest random.
-- :func:`referring_patches` OneRef referring-aware masking (Xiao et al. 2024, Sec. 3.2): a higher ratio inside the
-  referred box or region, with the total count per row fixed.
+  (low-pass), blue (high-pass), green (band-pass) or purple (band-stop) noise; the strongest values are kept,
+  as in the ColorMAE code, with no downloaded pattern bank.
+- :func:`hpm_patches`      HPM (Wang et al. 2023, Sec. 3.3): a fraction ``alpha_t`` of the masked patches are
+  the ones with the highest predicted loss; ``alpha_t`` grows linearly with training progress (easy-to-hard),
+  the rest random.
+- :func:`referring_patches` OneRef referring-aware masking (Xiao et al. 2024, Sec. 3.2): a higher ratio inside
+  the referred box or region, with the total count per row fixed.
 
-Randomness: pass ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int, with ``epoch``;
-rows are example indices 0..B-1; ``None`` means 0), or ``seed`` as a ``torch.Generator`` (then ``torch.rand`` with
-that generator is used instead of keyed noise).
+Randomness: pass ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int, with
+``epoch``; rows are example indices 0..B-1; ``None`` means 0), or ``seed`` as a ``torch.Generator`` (then
+``torch.rand`` with that generator is used instead of keyed noise).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ __all__ = [
 COLORS = ("white", "red", "blue", "green", "purple")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # record
 
 
@@ -86,7 +89,9 @@ class PatchMask:
             B, N = self.mask.shape
             counts = self.mask.sum(1)
             if B and not bool((counts == counts[0]).all()):
-                raise ValueError(f"rows mask different numbers of patches ({counts.tolist()}): no fixed ids_keep")
+                raise ValueError(
+                    f"rows mask different numbers of patches ({counts.tolist()}): no fixed ids_keep"
+                )
             K = N - (int(counts[0]) if B else 0)
             m = self.mask
             keep = (~m).nonzero()[:, 1].view(B, K)
@@ -114,8 +119,9 @@ class PatchMask:
         return torch.cat([self.ids_keep, self.ids_masked], 1)
 
     def noise(self) -> torch.Tensor:
-        """[B, N] float ``noise`` for Hugging Face ``ViTMAEModel(pixel_values, noise=...)``: its ``argsort`` is
-        ``ids_shuffle``, so HF keeps exactly these patches when ``int(N * (1 - config.mask_ratio)) == K``."""
+        """[B, N] float ``noise`` for Hugging Face ``ViTMAEModel(pixel_values, noise=...)``: its
+        ``argsort`` is ``ids_shuffle``, so HF keeps exactly these patches when
+        ``int(N * (1 - config.mask_ratio)) == K``."""
         return self.ids_restore.float()
 
     def image(self) -> torch.Tensor:
@@ -123,7 +129,7 @@ class PatchMask:
         return self.mask.view(-1, *self.grid)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # randomness and checks
 
 _C1 = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64 constants as signed int64
@@ -137,7 +143,8 @@ def _srl(x: torch.Tensor, s: int) -> torch.Tensor:
 
 
 def keyed_bits(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
-    """Uniform non-negative int64 [B, n] (63 random bits); element j of row b depends only on (keys[b], stream, j).
+    """Uniform non-negative int64 [B, n] (63 random bits); element j of row b depends only on (keys[b],
+    stream, j).
 
     splitmix64: the row key (already hashed by :func:`keyed.example_keys`) seeds a Weyl sequence over
     (stream, j) and the splitmix64 finalizer mixes each element. int64 multiplies wrap, so this is ~15 tensor
@@ -182,8 +189,9 @@ class _Source:
                 self.gen, self.keys = seed, None
             else:
                 self.gen = None
-                self.keys = keyed.example_keys(0 if seed is None else int(seed), epoch, torch.arange(self.batch),
-                                               device=self.device)
+                self.keys = keyed.example_keys(
+                    0 if seed is None else int(seed), epoch, torch.arange(self.batch), device=self.device
+                )
 
     def uniform(self, n: int, stream: int) -> torch.Tensor:
         if self.gen is not None:
@@ -219,7 +227,8 @@ def _num_masked(N: int, ratio: float) -> int:
 
 
 def _mask_top(score: torch.Tensor, k: int) -> torch.Tensor:
-    """[B, N] bool with exactly the ``k`` largest scores of each row set (ties broken by topk, still exact)."""
+    """[B, N] bool with exactly the ``k`` largest scores of each row set (ties broken by topk, still
+    exact)."""
     B, N = score.shape
     out = torch.zeros(B, N, dtype=torch.bool, device=score.device)
     if k >= N:
@@ -240,12 +249,13 @@ def _mask_bottom(score: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # MAE random
 
 
-def random_patches(grid, ratio: float = 0.75, *, batch: int | None = None, keys=None, seed=None, epoch: int = 0,
-                   device=None) -> PatchMask:
+def random_patches(
+    grid, ratio: float = 0.75, *, batch: int | None = None, keys=None, seed=None, epoch: int = 0, device=None
+) -> PatchMask:
     """MAE random masking: exactly ``N - int(N * (1 - ratio))`` patches masked per row, uniformly."""
     H, W = _check_grid(grid)
     N = H * W
@@ -254,17 +264,28 @@ def random_patches(grid, ratio: float = 0.75, *, batch: int | None = None, keys=
     return PatchMask(_mask_bottom(src.order(N, stream=0x5A7C), N - k), (H, W))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # BEiT block-wise
 
 
-def beit_blocks(src_or_keys, grid, num_blocks: int, *, min_block: int, max_block: int,
-                min_aspect: float = 0.3, max_aspect: float | None = None, stream: int = 0xBE17):
-    """Candidate blocks [B, num_blocks] as (top, left, h, w) long tensors, drawn as in BEiT's ``MaskingGenerator``.
+def beit_blocks(
+    src_or_keys,
+    grid,
+    num_blocks: int,
+    *,
+    min_block: int,
+    max_block: int,
+    min_aspect: float = 0.3,
+    max_aspect: float | None = None,
+    stream: int = 0xBE17,
+):
+    """Candidate blocks [B, num_blocks] as (top, left, h, w) long tensors, drawn as in BEiT's
+    ``MaskingGenerator``.
 
-    Area ~ U(min_block, max_block), log aspect ratio ~ U(log min_aspect, log max_aspect), ``h = round(sqrt(A*a))``,
-    ``w = round(sqrt(A/a))``, position uniform. A candidate that does not fit the grid is returned with h = w = 0
-    (BEiT retries up to 10 times; here more candidates are drawn instead).
+    Area ~ U(min_block, max_block), log aspect ratio ~ U(log min_aspect, log max_aspect), ``h =
+    round(sqrt(A*a))``,
+    ``w = round(sqrt(A/a))``, position uniform. A candidate that does not fit the grid is returned with h = w
+    = 0 (BEiT retries up to 10 times; here more candidates are drawn instead).
     """
     src = src_or_keys if isinstance(src_or_keys, _Source) else _Source(None, src_or_keys, None, 0, None)
     H, W = grid
@@ -282,13 +303,25 @@ def beit_blocks(src_or_keys, grid, num_blocks: int, *, min_block: int, max_block
     return top, left, h, w
 
 
-def block_patches(grid, ratio: float = 0.4, *, batch: int | None = None, min_block: int = 16,
-                  max_block: int | None = None, min_aspect: float = 0.3, max_aspect: float | None = None,
-                  num_blocks: int = 32, keys=None, seed=None, epoch: int = 0, device=None) -> PatchMask:
+def block_patches(
+    grid,
+    ratio: float = 0.4,
+    *,
+    batch: int | None = None,
+    min_block: int = 16,
+    max_block: int | None = None,
+    min_aspect: float = 0.3,
+    max_aspect: float | None = None,
+    num_blocks: int = 32,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+    device=None,
+) -> PatchMask:
     """BEiT block-wise masking with exactly ``round(ratio * N)`` masked patches per row.
 
-    Defaults are BEiT's (75 of 196 patches ~ 0.4, ``min_num_patches=16``, ``min_aspect=0.3``). Candidate blocks are
-    added in order; the block that would pass the target is filled in raster order up to it. If all
+    Defaults are BEiT's (75 of 196 patches ~ 0.4, ``min_num_patches=16``, ``min_aspect=0.3``). Candidate
+    blocks are added in order; the block that would pass the target is filled in raster order up to it. If all
     ``num_blocks`` candidates together cover less than the target (rare; see tests), the rest is random.
     """
     H, W = _check_grid(grid)
@@ -302,12 +335,21 @@ def block_patches(grid, ratio: float = 0.4, *, batch: int | None = None, min_blo
         raise ValueError(f"aspect range must be positive and ordered, got ({min_aspect}, {max_aspect})")
     amax = max_aspect or 1.0 / min_aspect
     aspects = [math.exp(math.log(min_aspect) + i / 63 * math.log(amax / min_aspect)) for i in range(64)]
-    if not any(round(math.sqrt(min_block * a)) <= H and round(math.sqrt(min_block / a)) <= W for a in aspects):
+    if not any(
+        round(math.sqrt(min_block * a)) <= H and round(math.sqrt(min_block / a)) <= W for a in aspects
+    ):
         raise ValueError(f"a block of min_block={min_block} patches does not fit a {H}x{W} grid")
     src = _Source(batch, keys, seed, epoch, device)
     B, dev = src.batch, src.device
-    top, left, h, w = beit_blocks(src, (H, W), num_blocks, min_block=min_block, max_block=max_block,
-                                  min_aspect=min_aspect, max_aspect=max_aspect)
+    top, left, h, w = beit_blocks(
+        src,
+        (H, W),
+        num_blocks,
+        min_block=min_block,
+        max_block=max_block,
+        min_aspect=min_aspect,
+        max_aspect=max_aspect,
+    )
     R = num_blocks
     rows = torch.arange(H, device=dev)
     cols = torch.arange(W, device=dev)
@@ -333,14 +375,23 @@ def block_patches(grid, ratio: float = 0.4, *, batch: int | None = None, min_blo
     return PatchMask(mask, (H, W))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # SimMIM
 
 
-def simmim_patches(grid, ratio: float = 0.6, *, cell: int = 8, batch: int | None = None, keys=None, seed=None,
-                   epoch: int = 0, device=None) -> PatchMask:
-    """SimMIM masking: ``ceil(ratio * cells)`` random cells of ``cell x cell`` patches (SimMIM: 32px mask patches over
-    4px model patches -> ``cell=8``)."""
+def simmim_patches(
+    grid,
+    ratio: float = 0.6,
+    *,
+    cell: int = 8,
+    batch: int | None = None,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+    device=None,
+) -> PatchMask:
+    """SimMIM masking: ``ceil(ratio * cells)`` random cells of ``cell x cell`` patches (SimMIM: 32px mask
+    patches over 4px model patches -> ``cell=8``)."""
     H, W = _check_grid(grid)
     r = _check_ratio("ratio", ratio)
     if cell < 1 or cell > H or cell > W or H % cell or W % cell:
@@ -352,7 +403,7 @@ def simmim_patches(grid, ratio: float = 0.6, *, cell: int = 8, batch: int | None
     return PatchMask(mask, (H, W))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # ColorMAE
 
 
@@ -380,14 +431,16 @@ def noise_response(color: str, grid) -> torch.Tensor:
 
 @lru_cache(maxsize=64)
 def _filter_matrix(color: str, H: int, W: int) -> torch.Tensor:
-    """[N, N] real matrix of the circular 2-D filter: ``noise @ M`` filters each row (one matmul per batch)."""
+    """[N, N] real matrix of the circular 2-D filter: ``noise @ M`` filters each row (one matmul per
+    batch)."""
     eye = torch.eye(H * W, dtype=torch.float64).view(H * W, H, W)
     out = torch.fft.irfft2(torch.fft.rfft2(eye) * noise_response(color, (H, W)), s=(H, W))
     return out.reshape(H * W, H * W).float()
 
 
-def colored_noise(grid, color: str, *, batch: int | None = None, keys=None, seed=None, epoch: int = 0,
-                  device=None) -> torch.Tensor:
+def colored_noise(
+    grid, color: str, *, batch: int | None = None, keys=None, seed=None, epoch: int = 0, device=None
+) -> torch.Tensor:
     """[B, H*W] zero-mean noise with the ``color`` spectrum: white noise times the circulant filter."""
     H, W = _check_grid(grid)
     noise_response(color, (H, W))  # validates the color
@@ -398,9 +451,19 @@ def colored_noise(grid, color: str, *, batch: int | None = None, keys=None, seed
     return u @ _filter_matrix(color, H, W).to(u.device)
 
 
-def colormae_patches(grid, color: str = "green", ratio: float = 0.75, *, batch: int | None = None, keys=None,
-                     seed=None, epoch: int = 0, device=None) -> PatchMask:
-    """ColorMAE masking: keep the ``int(N * (1 - ratio))`` strongest values of colored noise, mask the rest."""
+def colormae_patches(
+    grid,
+    color: str = "green",
+    ratio: float = 0.75,
+    *,
+    batch: int | None = None,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+    device=None,
+) -> PatchMask:
+    """ColorMAE masking: keep the ``int(N * (1 - ratio))`` strongest values of colored noise, mask the
+    rest."""
     H, W = _check_grid(grid)
     N = H * W
     k = _num_masked(N, ratio)
@@ -409,7 +472,7 @@ def colormae_patches(grid, color: str = "green", ratio: float = 0.75, *, batch: 
     return PatchMask(~keep, (H, W))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # HPM
 
 
@@ -421,8 +484,17 @@ def hpm_alpha(progress: float, alpha_max: float = 0.5) -> float:
     return _check_ratio("progress", progress) * _check_ratio("alpha_max", alpha_max)
 
 
-def hpm_patches(pred_loss: torch.Tensor, grid, ratio: float = 0.75, *, progress: float = 1.0,
-                alpha_max: float = 0.5, keys=None, seed=None, epoch: int = 0) -> PatchMask:
+def hpm_patches(
+    pred_loss: torch.Tensor,
+    grid,
+    ratio: float = 0.75,
+    *,
+    progress: float = 1.0,
+    alpha_max: float = 0.5,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+) -> PatchMask:
     """HPM masking from a predicted per-patch loss [B, N]: the ``int(M * alpha_t)`` patches with the highest
     predicted loss are masked (hard patches), the other ``M - int(M * alpha_t)`` masked patches are random,
     M = number masked and ``alpha_t = hpm_alpha(progress, alpha_max)``."""
@@ -438,7 +510,7 @@ def hpm_patches(pred_loss: torch.Tensor, grid, ratio: float = 0.75, *, progress:
     return PatchMask(_mask_top(u + 2.0 * hard, k), (H, W))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # OneRef referring-aware
 
 
@@ -461,15 +533,30 @@ def region_from_boxes(boxes, grid, image_size=None, min_cover: float = 0.5) -> t
     ph, pw = ih / H, iw / W
     ey = torch.arange(H + 1, device=boxes.device) * ph  # patch edges
     ex = torch.arange(W + 1, device=boxes.device) * pw
-    oy = (torch.minimum(ey[1:], y1[:, None]) - torch.maximum(ey[:-1], y0[:, None])).clamp(min=0) / ph  # [B, H]
-    ox = (torch.minimum(ex[1:], x1[:, None]) - torch.maximum(ex[:-1], x0[:, None])).clamp(min=0) / pw  # [B, W]
+    oy = (torch.minimum(ey[1:], y1[:, None]) - torch.maximum(ey[:-1], y0[:, None])).clamp(
+        min=0
+    ) / ph  # [B, H]
+    ox = (torch.minimum(ex[1:], x1[:, None]) - torch.maximum(ex[:-1], x0[:, None])).clamp(
+        min=0
+    ) / pw  # [B, W]
     return oy[:, :, None] * ox[:, None, :] >= min_cover - 1e-6
 
 
-def referring_patches(grid, region=None, *, boxes=None, image_size=None, ratio: float = 0.6,
-                      inside_ratio: float = 0.8, keys=None, seed=None, epoch: int = 0) -> PatchMask:
-    """Referring-aware masking: ``round(inside_ratio * n_in)`` patches of the referred region are masked, and the
-    rest of the fixed total ``N - int(N * (1 - ratio))`` is drawn from outside (clamped where a region is too big
+def referring_patches(
+    grid,
+    region=None,
+    *,
+    boxes=None,
+    image_size=None,
+    ratio: float = 0.6,
+    inside_ratio: float = 0.8,
+    keys=None,
+    seed=None,
+    epoch: int = 0,
+) -> PatchMask:
+    """Referring-aware masking: ``round(inside_ratio * n_in)`` patches of the referred region are masked, and
+    the rest of the fixed total ``N - int(N * (1 - ratio))`` is drawn from outside (clamped where a region is
+    too big
     or too small to honour both). ``region``: [B, H, W] bool at patch level, or give ``boxes`` [B, 4]."""
     H, W = _check_grid(grid)
     N = H * W
@@ -495,7 +582,7 @@ def referring_patches(grid, region=None, *, boxes=None, image_size=None, ratio: 
     return PatchMask(mask, (H, W))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # registry (names used by `masklab show patches` and the mae-digits run)
 
 

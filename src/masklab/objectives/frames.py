@@ -1,10 +1,10 @@
 """Masked frame prediction for sequences of feature vectors (speech features, sensor frames, ...).
 
-Spans of frames chosen by :func:`masklab.corrupt.frames.span_mask` (or :func:`ask2mask`) are replaced by a learned
-mask embedding, a bidirectional transformer reads the sequence, and a linear head regresses the original frames.
-The loss is the L1 distance on masked, non-padded frames only, as in masked predictive coding for speech (Mockingjay,
-Liu et al. 2020, Sec. 2.2; TERA, Liu et al. 2021), optionally weighted per utterance (Ask2Mask's utterance-level
-confidence weighting, Baskar et al. 2022, Sec. 2.2).
+Spans of frames chosen by :func:`masklab.corrupt.frames.span_mask` (or :func:`ask2mask`) are replaced by a
+learned mask embedding, a bidirectional transformer reads the sequence, and a linear head regresses the
+original frames. The loss is the L1 distance on masked, non-padded frames only, as in masked predictive coding
+for speech (Mockingjay, Liu et al. 2020, Sec. 2.2; TERA, Liu et al. 2021), optionally weighted per utterance
+(Ask2Mask's utterance-level confidence weighting, Baskar et al. 2022, Sec. 2.2).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ class FrameOutput:
     pred: torch.Tensor  # [B, T, F] predicted frames
 
 
-def masked_frame_loss(pred: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
+def masked_frame_loss(
+    pred: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean L1 over masked frames; ``weights`` [B] scales each utterance's frames (Ask2Mask)."""
     per_frame = (pred - frames).abs().mean(-1)  # (B, T)
     m = mask.float()
@@ -41,8 +42,9 @@ class MaskedFramePredictor(nn.Module):
         self.inp = nn.Linear(feat_dim, dim)
         self.mask_emb = nn.Parameter(torch.randn(dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, feat_dim)
@@ -54,7 +56,9 @@ class MaskedFramePredictor(nn.Module):
         if mask.shape != (B, T):
             raise ValueError(f"mask must be [{B}, {T}], got {tuple(mask.shape)}")
         x = self.inp(frames)
-        x = torch.where(mask[..., None], self.mask_emb.to(x.dtype), x) + self.pos[:T]  # the model never sees them
+        x = (
+            torch.where(mask[..., None], self.mask_emb.to(x.dtype), x) + self.pos[:T]
+        )  # the model never sees them
         pad = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=frames.device)

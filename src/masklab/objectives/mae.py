@@ -1,15 +1,19 @@
-"""MAE: masked autoencoding of image patches (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners").
+"""MAE: masked autoencoding of image patches (He et al. 2022, "Masked Autoencoders Are Scalable Vision
+Learners").
 
-The encoder sees only the visible patches (no mask tokens, Sec. 3 "MAE encoder"); a light decoder gets the encoded
-visible patches plus a shared mask token at every masked position, unshuffled with ``ids_restore`` (Sec. 3 "MAE
-decoder"), and predicts the pixels of every patch. The loss is the mean squared error on masked patches only, with
-each target patch normalized by its own mean and variance (``norm_pix_loss``, Sec. 3 "Reconstruction target").
+The encoder sees only the visible patches (no mask tokens, Sec. 3 "MAE encoder"); a light decoder gets the
+encoded visible patches plus a shared mask token at every masked position, unshuffled with ``ids_restore``
+(Sec. 3 "MAE decoder"), and predicts the pixels of every patch. The loss is the mean squared error on masked
+patches only, with each target patch normalized by its own mean and variance (``norm_pix_loss``, Sec. 3
+"Reconstruction target").
 
-Any :mod:`masklab.corrupt.patches` strategy supplies the mask. For HPM (Wang et al. 2023) the decoder has an extra
-loss-prediction head trained with HPM's relative (pairwise ranking) loss, Eq. 6; :meth:`MAE.predict_loss` gives the
-per-patch predicted loss that :func:`masklab.corrupt.patches.hpm_patches` turns into a mask.
+Any :mod:`masklab.corrupt.patches` strategy supplies the mask. For HPM (Wang et al. 2023) the decoder has an
+extra loss-prediction head trained with HPM's relative (pairwise ranking) loss, Eq. 6;
+:meth:`MAE.predict_loss` gives the per-patch predicted loss that :func:`masklab.corrupt.patches.hpm_patches`
+turns into a mask.
 
-The model is a tiny ViT built from ``torch.nn`` (pre-norm transformer blocks, fixed 2-D sin-cos positions as in MAE).
+The model is a tiny ViT built from ``torch.nn`` (pre-norm transformer blocks, fixed 2-D sin-cos positions as
+in MAE).
 :func:`train_mae` is a small top-to-bottom training loop and :func:`linear_probe` the evaluation used by
 ``benchmarks/mae_digits.py``.
 """
@@ -29,8 +33,21 @@ from torch import nn
 from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
 
-__all__ = ["patchify", "unpatchify", "sincos_2d", "ViTEncoder", "MAE", "MAEConfig", "MAEOutput", "mae_loss",
-           "hpm_rank_loss", "mask_for", "train_mae", "linear_probe", "ink_boxes"]
+__all__ = [
+    "patchify",
+    "unpatchify",
+    "sincos_2d",
+    "ViTEncoder",
+    "MAE",
+    "MAEConfig",
+    "MAEOutput",
+    "mae_loss",
+    "hpm_rank_loss",
+    "mask_for",
+    "train_mae",
+    "linear_probe",
+    "ink_boxes",
+]
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -56,15 +73,17 @@ def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
         raise ValueError(f"dim must be a multiple of 4 for 2-D sin-cos positions, got {dim}")
     h, w = grid
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     out = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
     return torch.cat(out, 1).float()
 
 
 def _layer(dim, heads, mlp_ratio):
-    return nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu",
-                                      batch_first=True, norm_first=True)
+    return nn.TransformerEncoderLayer(
+        dim, heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
 
 
 def _blocks(dim, depth, heads, mlp_ratio):
@@ -72,10 +91,18 @@ def _blocks(dim, depth, heads, mlp_ratio):
 
 
 class ViTEncoder(nn.Module):
-    """Tiny ViT over patch vectors: linear embedding + sin-cos positions + pre-norm blocks + final LayerNorm."""
+    """Tiny ViT over patch vectors: linear embedding + sin-cos positions + pre-norm blocks + final
+    LayerNorm."""
 
-    def __init__(self, patch_dim: int, grid: tuple[int, int], dim: int = 64, depth: int = 2, heads: int = 4,
-                 mlp_ratio: float = 2.0):
+    def __init__(
+        self,
+        patch_dim: int,
+        grid: tuple[int, int],
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+    ):
         super().__init__()
         self.grid = tuple(grid)
         self.embed = nn.Linear(patch_dim, dim)
@@ -84,7 +111,8 @@ class ViTEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, patches: torch.Tensor, ids_keep: torch.Tensor | None = None, all_layers: bool = False):
-        """patches [B, N, P]; ``ids_keep`` [B, K] selects the visible patches -> [B, K, D] (or a list per layer)."""
+        """patches [B, N, P]; ``ids_keep`` [B, K] selects the visible patches -> [B, K, D] (or a list per
+        layer)."""
         x = self.embed(patches) + self.pos  # (B, N, D)
         if ids_keep is not None:
             x = x.gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))  # (B, K, D): visible only
@@ -129,7 +157,9 @@ def normalized_target(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (patches - mean) / (var + eps) ** 0.5
 
 
-def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mae_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean MSE over masked patches, per-patch MSE [B, N]): MAE computes the loss on masked patches only."""
     per_patch = (pred - target).pow(2).mean(-1)  # (B, N)
     m = mask.float()
@@ -213,7 +243,8 @@ class MAE(nn.Module):
 
 
 def ink_boxes(images: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
-    """[B, 4] (x0, y0, x1, y1) pixel box around the pixels above ``threshold`` (the digit): the referred region."""
+    """[B, 4] (x0, y0, x1, y1) pixel box around the pixels above ``threshold`` (the digit): the referred
+    region."""
     ink = images.amax(1) > threshold  # (B, H, W)
     B, H, W = ink.shape
     rows, cols = ink.any(2), ink.any(1)
@@ -228,15 +259,22 @@ def ink_boxes(images: torch.Tensor, threshold: float = 0.25) -> torch.Tensor:
     return torch.where(empty[:, None], torch.tensor([0.0, 0.0, W, H], device=images.device), box)
 
 
-def mask_for(strategy: str, model: MAE, images: torch.Tensor, keys: torch.Tensor, ratio: float,
-             progress: float) -> P.PatchMask:
+def mask_for(
+    strategy: str, model: MAE, images: torch.Tensor, keys: torch.Tensor, ratio: float, progress: float
+) -> P.PatchMask:
     """The patch mask of ``strategy`` for a batch; HPM asks the model, referring masks the digit's ink box."""
     grid = model.config.grid
     if strategy == "hpm":
         return P.hpm_patches(model.predict_loss(images), grid, ratio, progress=progress, keys=keys)
     if strategy == "referring":
-        return P.referring_patches(grid, boxes=ink_boxes(images), image_size=images.shape[-2:], ratio=ratio,
-                                   inside_ratio=min(1.0, ratio + 0.15), keys=keys)
+        return P.referring_patches(
+            grid,
+            boxes=ink_boxes(images),
+            image_size=images.shape[-2:],
+            ratio=ratio,
+            inside_ratio=min(1.0, ratio + 0.15),
+            keys=keys,
+        )
     if strategy == "block":
         N = grid[0] * grid[1]
         return P.block_patches(grid, ratio, keys=keys, min_block=max(1, N // 16), max_block=N // 3)
@@ -247,18 +285,33 @@ def mask_for(strategy: str, model: MAE, images: torch.Tensor, keys: torch.Tensor
     return P.STRATEGIES[strategy](grid, ratio, keys=keys)
 
 
-def train_mae(images: torch.Tensor, strategy: str = "random", *, config: MAEConfig | None = None,
-              ratio: float = 0.75, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, warmup: int = 100,
-              weight_decay: float = 0.05, seed: int = 0, log_every: int = 0) -> MAE:
+def train_mae(
+    images: torch.Tensor,
+    strategy: str = "random",
+    *,
+    config: MAEConfig | None = None,
+    ratio: float = 0.75,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    warmup: int = 100,
+    weight_decay: float = 0.05,
+    seed: int = 0,
+    log_every: int = 0,
+) -> MAE:
     """Train an MAE on ``images`` [N, C, H, W] with one patch strategy; returns the model (eval mode)."""
-    config = config or MAEConfig(image_size=images.shape[-1], channels=images.shape[1],
-                                 loss_head=strategy == "hpm")
+    config = config or MAEConfig(
+        image_size=images.shape[-1], channels=images.shape[1], loss_head=strategy == "hpm"
+    )
     torch.manual_seed(seed)  # weight init only; masks and batches are keyed below
     model = MAE(config)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other,
-                             "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
     n = images.shape[0]
     per_epoch = max(n // batch_size, 1)
     t0 = time.time()
@@ -270,7 +323,7 @@ def train_mae(images: torch.Tensor, strategy: str = "random", *, config: MAEConf
         # batch: a keyed permutation per epoch, so the data order is a function of (seed, epoch)
         epoch, i = divmod(step, per_epoch)
         order = keyed.uniform(keyed.example_keys(seed, epoch, [0]), n, stream=7)[0].argsort()
-        idx = order[i * batch_size:(i + 1) * batch_size]
+        idx = order[i * batch_size : (i + 1) * batch_size]
         x = images[idx]
         keys = keyed.example_keys(seed, epoch, idx)
         pm = mask_for(strategy, model, x, keys, ratio, progress=(step + 1) / steps)
@@ -295,9 +348,9 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float = 1.0) -> float:
 
 
 def digits_images(size: int = 16):
-    """scikit-learn's bundled digits as ([1797, 1, size, size] float in [0, 1], labels [1797]) in a fixed keyed
-    order (seed 0): the first 1347 are the training split, the last 450 the test split. Bilinear upsampling gives
-    a 2x2 patch several distinct pixels for the per-patch normalized target."""
+    """scikit-learn's bundled digits as ([1797, 1, size, size] float in [0, 1], labels [1797]) in a fixed
+    keyed order (seed 0): the first 1347 are the training split, the last 450 the test split. Bilinear
+    upsampling gives a 2x2 patch several distinct pixels for the per-patch normalized target."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -317,7 +370,9 @@ class MAEObjective(nn.Module):
     def __init__(self, model: MAE, strategy: str = "random", ratio: float = 0.75, total_steps: int = 1):
         super().__init__()
         if strategy not in P.STRATEGIES:
-            raise ValueError(f"unknown patch strategy {strategy!r}; expected one of {', '.join(P.STRATEGIES)}")
+            raise ValueError(
+                f"unknown patch strategy {strategy!r}; expected one of {', '.join(P.STRATEGIES)}"
+            )
         self.model, self.strategy, self.ratio, self.total_steps = model, strategy, ratio, max(total_steps, 1)
         self.calls = 0
 

@@ -1,14 +1,14 @@
 """MaskAlign: masked image modelling without reconstruction (Xue et al. 2023, "Stare at What You See").
 
-The student encoder sees only the visible patches of a masked image; a frozen teacher sees the whole image. The
-student's visible-patch features are aligned with the teacher's features at the same positions (Sec. 3.2, Eq. 2):
-no decoder and no mask tokens. Dynamic Alignment (Sec. 3.3, Eq. 3-4) maps each of the student's last ``S`` layers
-through a linear adapter and mixes them with learned softmax weights per teacher level; both sides are
-LayerNorm-ed without affine parameters and compared with smooth-L1.
+The student encoder sees only the visible patches of a masked image; a frozen teacher sees the whole image.
+The student's visible-patch features are aligned with the teacher's features at the same positions (Sec. 3.2,
+Eq. 2): no decoder and no mask tokens. Dynamic Alignment (Sec. 3.3, Eq. 3-4) maps each of the student's last
+``S`` layers through a linear adapter and mixes them with learned softmax weights per teacher level; both
+sides are LayerNorm-ed without affine parameters and compared with smooth-L1.
 
-The teacher is any module mapping patch vectors [B, N, P] to a list of per-level features [B, N, Dt] (for example a
-frozen :class:`masklab.objectives.mae.ViTEncoder` with ``all_layers=True``, or a CLIP vision tower wrapped to
-patches). Its parameters are frozen here and it runs in eval mode under ``no_grad``.
+The teacher is any module mapping patch vectors [B, N, P] to a list of per-level features [B, N, Dt] (for
+example a frozen :class:`masklab.objectives.mae.ViTEncoder` with ``all_layers=True``, or a CLIP vision tower
+wrapped to patches). Its parameters are frozen here and it runs in eval mode under ``no_grad``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,19 @@ def _gather(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 class MaskAlign(nn.Module):
-    """``forward(patches, patch_mask) -> MaskAlignOutput``; ``patches`` [B, N, P] from :func:`mae.patchify`."""
+    """``forward(patches, patch_mask) -> MaskAlignOutput``; ``patches`` [B, N, P] from
+    :func:`mae.patchify`."""
 
-    def __init__(self, student: ViTEncoder, teacher: nn.Module, *, student_dim: int, teacher_dim: int,
-                 student_levels: int = 1, teacher_levels: int = 1):
+    def __init__(
+        self,
+        student: ViTEncoder,
+        teacher: nn.Module,
+        *,
+        student_dim: int,
+        teacher_dim: int,
+        student_levels: int = 1,
+        teacher_levels: int = 1,
+    ):
         super().__init__()
         if student_levels < 1 or student_levels > len(student.layers):
             raise ValueError(f"student_levels must be in [1, {len(student.layers)}], got {student_levels}")
@@ -58,11 +67,11 @@ class MaskAlign(nn.Module):
         with torch.no_grad():
             t = self.teacher(patches)  # the teacher sees the whole image
             t = list(t) if isinstance(t, (list, tuple)) else [t]
-            t = t[-self.teacher_levels:]
+            t = t[-self.teacher_levels :]
             if len(t) != self.teacher_levels:
                 raise ValueError(f"teacher returned {len(t)} levels, expected {self.teacher_levels}")
             targets = [F.layer_norm(_gather(x, pm.ids_keep), x.shape[-1:]) for x in t]  # (B, K, Dt) each
-        hidden = self.student(patches, pm.ids_keep, all_layers=True)[-self.student_levels:]  # visible only
+        hidden = self.student(patches, pm.ids_keep, all_layers=True)[-self.student_levels :]  # visible only
         adapted = torch.stack([a(h) for a, h in zip(self.adapters, hidden, strict=True)])  # (S, B, K, Dt)
         weights = self.mix.softmax(-1)  # (T, S)
         losses = []

@@ -2,9 +2,9 @@
 
     masklab show patches colormae-green --out green.png
 
-Each panel is one keyed draw (seed, epoch 0, example i) on the same image; masked patches are greyed out. ``hpm``
-uses the patch's pixel variance as a stand-in for a trained loss predictor; ``referring`` uses a box around the
-image centre (drawn in red).
+Each panel is one keyed draw (seed, epoch 0, example i) on the same image; masked patches are greyed out.
+``hpm`` uses the patch's pixel variance as a stand-in for a trained loss predictor; ``referring`` uses a box
+around the image centre (drawn in red).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from masklab.corrupt import patches as P
 def add_arguments(parser) -> None:
     parser.add_argument("strategy", choices=sorted(P.STRATEGIES), help="patch mask strategy")
     parser.add_argument("--out", required=True, help="output .png file")
-    parser.add_argument("--grid", type=int, default=14, help="patches per side (default 14, as ViT-B/16 at 224)")
+    parser.add_argument(
+        "--grid", type=int, default=14, help="patches per side (default 14, as ViT-B/16 at 224)"
+    )
     parser.add_argument("--ratio", type=float, default=None, help="mask ratio (default: the strategy's)")
     parser.add_argument("--panels", type=int, default=4, help="number of draws to show")
     parser.add_argument("--seed", type=int, default=0)
@@ -32,8 +34,9 @@ def _image(size: int) -> np.ndarray:
     return transform.resize(img, (size, size), anti_aliasing=True)
 
 
-def masks_for(strategy: str, grid: int, n: int, seed: int, ratio: float | None, image: np.ndarray,
-              progress: float = 1.0):
+def masks_for(
+    strategy: str, grid: int, n: int, seed: int, ratio: float | None, image: np.ndarray, progress: float = 1.0
+):
     """(PatchMask, box or None) for ``n`` panels of ``strategy`` on ``image`` [S, S, 3]."""
     kw = {} if ratio is None else {"ratio": ratio}
     g = (grid, grid)

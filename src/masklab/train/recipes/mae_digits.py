@@ -41,17 +41,32 @@ class MAEDigitsRecipe(Recipe):
         if self.data != "sklearn-digits":
             raise ValueError(f"mae-digits reads only data=sklearn-digits, got {self.data!r}")
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
 
     def build(self) -> Task:
         x, _ = digits_images(self.image_size)
-        cfg = MAEConfig(image_size=self.image_size, patch_size=self.patch_size, dim=self.dim, depth=self.depth,
-                        decoder_dim=self.decoder_dim, loss_head=self.strategy == "hpm")
+        cfg = MAEConfig(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            dim=self.dim,
+            depth=self.depth,
+            decoder_dim=self.decoder_dim,
+            loss_head=self.strategy == "hpm",
+        )
         objective = MAEObjective(MAE(cfg), self.strategy, self.mask_ratio, total_steps=self.steps)
-        return Task(objective, x[:1347], x[1347:], f"sklearn-digits-{self.image_size}px-split1347",
-                    info={"strategy": self.strategy, "grid": list(cfg.grid)})
+        return Task(
+            objective,
+            x[:1347],
+            x[1347:],
+            f"sklearn-digits-{self.image_size}px-split1347",
+            info={"strategy": self.strategy, "grid": list(cfg.grid)},
+        )
 
 
-@register("mae-digits", "MAE on sklearn digits (8x8 -> 16x16, 8x8 patches); strategy=random|block|colormae-*|...")
+@register(
+    "mae-digits", "MAE on sklearn digits (8x8 -> 16x16, 8x8 patches); strategy=random|block|colormae-*|..."
+)
 def mae_digits():
     return MAEDigitsRecipe()
