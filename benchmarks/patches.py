@@ -11,6 +11,7 @@ here from the BEiT repository's semantics). One thread: the masks are small and 
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import time
@@ -23,15 +24,19 @@ from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
 from masklab.corrupt.frames import span_mask
 
+SYNC = lambda: None  # noqa: E731  (torch.cuda.synchronize with --device cuda)
+
 
 def bench(fn, min_time=1.0, reps=5):
     """Median over ``reps`` rounds of the mean time per call (seconds)."""
     fn()
+    SYNC()
     n = 1
     while True:
         t = time.perf_counter()
         for _ in range(n):
             fn()
+        SYNC()
         dt = time.perf_counter() - t
         if dt > min_time / reps:
             break
@@ -41,6 +46,7 @@ def bench(fn, min_time=1.0, reps=5):
         t = time.perf_counter()
         for _ in range(n):
             fn()
+        SYNC()
         out.append((time.perf_counter() - t) / n)
     return float(np.median(out))
 
@@ -99,6 +105,12 @@ class BeitMaskingGenerator:
 
 
 def main():
+    global SYNC
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="device for the masklab side (anchors stay on CPU)")
+    dev = torch.device(ap.parse_args().device)
+    if dev.type == "cuda":
+        SYNC = torch.cuda.synchronize
     torch.set_num_threads(1)
     rows = []
     np.random.seed(0)
@@ -106,10 +118,10 @@ def main():
 
     # frames
     hf = bench(lambda: _compute_mask_indices((64, 500), 0.65, 10))
-    ours = bench(lambda: span_mask((64, 500), 0.65, 10, seed=0))
-    keys = keyed.example_keys(0, 0, torch.arange(64))  # what a training loop passes in
+    ours = bench(lambda: span_mask((64, 500), 0.65, 10, seed=0, device=dev))
+    keys = keyed.example_keys(0, 0, torch.arange(64), device=dev)  # what a training loop passes in
     ours_k = bench(lambda: span_mask((64, 500), 0.65, 10, keys=keys))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(0)
     ours_g = bench(lambda: span_mask((64, 500), 0.65, 10, seed=gen))
     rows += [
         ("frames (64, 500) p=0.65 M=10", "HF _compute_mask_indices", hf, "span_mask (seed=int)", ours),
@@ -119,21 +131,23 @@ def main():
     lengths = torch.randint(250, 501, (64,), generator=torch.Generator().manual_seed(1))
     att = (torch.arange(500) < lengths[:, None]).long()
     hf_p = bench(lambda: _compute_mask_indices((64, 500), 0.65, 10, attention_mask=att))
-    ours_p = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths, seed=0))
+    ours_p = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths.to(dev), seed=0, device=dev))
     rows.append(
         ("frames, padded lengths 250-500", "HF _compute_mask_indices", hf_p, "span_mask (keyed)", ours_p)
     )
-    ours_s = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths, same_count=True, seed=0))
+    ours_s = bench(
+        lambda: span_mask((64, 500), 0.65, 10, lengths=lengths.to(dev), same_count=True, seed=0, device=dev)
+    )
     rows.append(("frames, padded, same_count", "HF (no equal counts)", hf_p, "span_mask same_count", ours_s))
 
     # patches
     B, grid = 256, (14, 14)
     mae = bench(lambda: mae_random_masking(B, 196, 0.75))
-    r_keyed = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=0).mask)
-    pkeys = keyed.example_keys(0, 0, torch.arange(B))
+    r_keyed = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=0, device=dev).mask)
+    pkeys = keyed.example_keys(0, 0, torch.arange(B), device=dev)
     r_keys = bench(lambda: P.random_patches(grid, 0.75, keys=pkeys).mask)
-    r_gen = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=gen).mask)
-    r_ids = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=0).ids_restore)
+    r_gen = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=gen, device=dev).mask)
+    r_ids = bench(lambda: P.random_patches(grid, 0.75, batch=B, seed=0, device=dev).ids_restore)
     rows += [
         ("random 256 x 14x14", "MAE random_masking", mae, "random_patches (seed=int), mask", r_keyed),
         ("", "", mae, "random_patches (keys given), mask", r_keys),
@@ -142,7 +156,7 @@ def main():
     ]
     for color in ("green", "red"):
         c_keyed = bench(lambda c=color: P.colormae_patches(grid, c, 0.75, keys=pkeys).mask)
-        c_gen = bench(lambda c=color: P.colormae_patches(grid, c, 0.75, batch=B, seed=gen).mask)
+        c_gen = bench(lambda c=color: P.colormae_patches(grid, c, 0.75, batch=B, seed=gen, device=dev).mask)
         rows += [
             (
                 f"colormae-{color} 256 x 14x14",
@@ -155,12 +169,12 @@ def main():
         ]
     beit = BeitMaskingGenerator(14, 75)
     t_beit = bench(lambda: [beit() for _ in range(B)], min_time=2.0, reps=3)
-    t_block = bench(lambda: P.block_patches(grid, 75 / 196, batch=B, seed=0).mask)
+    t_block = bench(lambda: P.block_patches(grid, 75 / 196, batch=B, seed=0, device=dev).mask)
     rows.append(
         ("block 256 x 14x14, 75 patches", "BEiT MaskingGenerator x256", t_beit, "block_patches", t_block)
     )
     short = np.mean([beit().sum() < 75 for _ in range(2000)])
-    t_simmim = bench(lambda: P.simmim_patches(grid, 0.6, cell=2, batch=B, seed=0).mask)
+    t_simmim = bench(lambda: P.simmim_patches(grid, 0.6, cell=2, batch=B, seed=0, device=dev).mask)
     rows.append(("simmim 256 x 14x14 (cell 2)", "MAE random_masking", mae, "simmim_patches", t_simmim))
 
     print("| case | anchor | anchor ms | masklab | masklab ms | speed-up |")

@@ -184,6 +184,8 @@ class _Source:
         else:
             if batch is None or int(batch) < 0:
                 raise ValueError(f"batch must be a non-negative int when no keys are given, got {batch}")
+            if device is None and isinstance(seed, torch.Generator):
+                device = seed.device  # draws stay where the generator lives
             self.batch, self.device = int(batch), torch.device(device or "cpu")
             if isinstance(seed, torch.Generator):
                 self.gen, self.keys = seed, None
@@ -438,6 +440,11 @@ def _filter_matrix(color: str, H: int, W: int) -> torch.Tensor:
     return out.reshape(H * W, H * W).float()
 
 
+@lru_cache(maxsize=64)
+def _filter_on(color: str, H: int, W: int, device: torch.device) -> torch.Tensor:
+    return _filter_matrix(color, H, W).to(device)
+
+
 def colored_noise(
     grid, color: str, *, batch: int | None = None, keys=None, seed=None, epoch: int = 0, device=None
 ) -> torch.Tensor:
@@ -448,7 +455,7 @@ def colored_noise(
     u = src.uniform(H * W, stream=0xC010) - 0.5
     if color == "white":
         return u
-    return u @ _filter_matrix(color, H, W).to(u.device)
+    return u @ _filter_on(color, H, W, u.device)
 
 
 def colormae_patches(
