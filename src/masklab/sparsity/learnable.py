@@ -211,7 +211,7 @@ def train_masks(
             total.backward()
             opt.step()
             if log is not None:
-                log(step, float(loss))
+                log(step, float(loss.detach()))
     finally:
         model.train(was_training)
         out = export_(modules)
