@@ -1,6 +1,6 @@
 """2:4 semi-structured sparse matmul vs dense on CUDA (``torch.sparse.to_sparse_semi_structured``).
 
-    PYTHONPATH=src python3 benchmarks/gpu_sparsity.py          # < 60 s on one H100
+    PYTHONPATH=src python3 benchmarks/gpu_sparsity.py [--cutlass]     # < 60 s on one H100
 
 For Linear shapes of MiniLM-L6 and larger LLM-like shapes, prunes a random fp16 weight to 2:4 with
 ``masklab.sparsity.nm_mask``, converts it with ``masklab.sparsity.export_semi_structured`` and times
@@ -45,13 +45,20 @@ def bench(fn, repeats=50, warmup=10) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cutlass", action="store_true", help="force CUTLASS kernels instead of cuSPARSELt")
+    args = ap.parse_args(argv)
+    if args.cutlass:
+        torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS = True
     reason = semi_structured_support(torch.float16)
     if reason is not None:
         print(reason)
         return 0
     t0 = time.time()
-    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  cutlass={args.cutlass}")
     print(f"{'tokens x in -> out':>24}  {'dense ms':>9}  {'2:4 ms':>9}  {'speed-up':>8}  max|diff|")
     g = torch.Generator(device="cuda").manual_seed(0)
     for tokens, d_in, d_out in SHAPES:
