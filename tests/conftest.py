@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 
 CORPUS_DOCS = [
     "def add(a, b):\n    return a + b\n",
-    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        self.items.append(x)\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+    "    def push(self, x):\n        self.items.append(x)\n",
     "import os\nprint(os.getcwd())\n",
     "for i in range(10):\n    if i % 2 == 0:\n        print(i)\n",
 ] * 6

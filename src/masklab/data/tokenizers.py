@@ -15,7 +15,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-__all__ = ["SPECIALS", "TokenInfo", "cache_dir", "byte_tokenizer", "train_bpe", "build_tokenizer", "token_info", "encode_stream"]
+__all__ = ["SPECIALS", "TokenInfo", "cache_dir", "byte_tokenizer", "train_bpe", "build_tokenizer", "token_info",
+           "encode_stream"]
 
 SPECIALS = {"pad_token": "<pad>", "mask_token": "<mask>", "bos_token": "<bos>", "eos_token": "<eos>",
             "unk_token": "<unk>"}

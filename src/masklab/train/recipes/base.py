@@ -21,7 +21,8 @@ import torch
 
 from masklab.models import ARCHS, PRESETS, build_model
 
-__all__ = ["Recipe", "TextRecipe", "Task", "register", "RECIPES", "get_recipe", "apply_overrides", "to_dict", "from_dict"]
+__all__ = ["Recipe", "TextRecipe", "Task", "register", "RECIPES", "get_recipe", "apply_overrides", "to_dict",
+           "from_dict"]
 
 RECIPES: dict[str, tuple[Callable[[], Recipe], str]] = {}
 _CLASSES: dict[str, type] = {}  # recipe classes by name, for reloading a saved recipe
