@@ -143,6 +143,14 @@ def cmd_bench(args) -> None:
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
+def _add_module_command(subparsers, name: str, module: str) -> None:
+    """A subcommand from a module exposing add_arguments(parser) and run(args)."""
+    mod = importlib.import_module(module)
+    p = subparsers.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from masklab.viz import SHOW
 
@@ -181,26 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="draw a mask as a PNG")
     kinds = s.add_subparsers(dest="kind", required=True)
     for kind, module in SHOW.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        k = kinds.add_parser(kind, help=(mod.__doc__ or kind).strip().splitlines()[0])
-        mod.add_arguments(k)
-        k.set_defaults(func=mod.run)
-
+        _add_module_command(kinds, kind, module)
     for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        s = sub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
-        mod.add_arguments(s)
-        s.set_defaults(func=mod.run)
+        _add_module_command(sub, name, module)
 
     s = sub.add_parser("bench", help="list or run a benchmark script from ./benchmarks")
     s.add_argument("name", nargs="?")
