@@ -93,9 +93,7 @@ def nll_table(folder: str, steps: int, calib_examples: int = 64, eval_batches: i
 
     ckpt = checkpoint.resolve(folder)
     recipe = from_dict(checkpoint.verify(ckpt)["recipe"])
-    overrides = (
-        [f"tokenizer={ckpt}"] if hasattr(recipe, "tokenizer") and (ckpt / "tokenizer.json").exists() else []
-    )
+    overrides = [f"tokenizer={ckpt}"] if hasattr(recipe, "tokenizer") and (ckpt / "tokenizer.json").exists() else []
     task = apply_overrides(recipe, overrides).build()
     obj = task.objective
     obj.load_model(ckpt)
@@ -108,9 +106,7 @@ def nll_table(folder: str, steps: int, calib_examples: int = 64, eval_batches: i
         sp = 0.0
         if method != "dense":
             opts = {"steps": steps, "lr": 1e-3, "tau": (1.0, 0.05)} if method == "maskllm" else {}
-            report = sparsify_(
-                obj.model, method, 2, 4, calib=None if method == "magnitude" else calib, **opts
-            )
+            report = sparsify_(obj.model, method, 2, 4, calib=None if method == "magnitude" else calib, **opts)
             sp = report.sparsity
         ev = obj.evaluate(task.valid, seed=recipe.seed, max_batches=eval_batches)
         key = "nll_bound_bits" if "nll_bound_bits" in ev else "bits" if "bits" in ev else "loss"
@@ -208,9 +204,7 @@ def main(argv=None) -> int:
                 batches=train_b,
                 log=lambda i, loss, t0=t0: (
                     i % 10 == 0
-                    and print(
-                        f"    step {i:4d}  1-cos {loss:.4f}  {time.perf_counter() - t0:.0f}s", flush=True
-                    )
+                    and print(f"    step {i:4d}  1-cos {loss:.4f}  {time.perf_counter() - t0:.0f}s", flush=True)
                 ),
                 **cfg,
             )
@@ -220,9 +214,7 @@ def main(argv=None) -> int:
         secs = time.perf_counter() - t0
         assert len(report.layers) == 36 and all(r.nm_ok for r in report.layers)
         rows.append((method, cos_to_dense(model), report.sparsity, secs))
-        print(
-            f"{method:>10}: cos {rows[-1][1]:.4f}  sparsity {report.sparsity:.3f}  ({secs:.1f}s)", flush=True
-        )
+        print(f"{method:>10}: cos {rows[-1][1]:.4f}  sparsity {report.sparsity:.3f}  ({secs:.1f}s)", flush=True)
 
     print("\n| method | mean cos to dense (held-out) | encoder Linear sparsity | time (s) |")
     print("|---|---|---|---|")
@@ -231,13 +223,9 @@ def main(argv=None) -> int:
     cos = dict((r[0], r[1]) for r in rows)
     if {"magnitude", "wanda", "maskllm"} <= cos.keys():
         print(
-            f"\nwanda > magnitude: {cos['wanda'] > cos['magnitude']}; "
-            f"maskllm > wanda: {cos['maskllm'] > cos['wanda']}"
+            f"\nwanda > magnitude: {cos['wanda'] > cos['magnitude']}; maskllm > wanda: {cos['maskllm'] > cos['wanda']}"
         )
-    print(
-        f"total {time.perf_counter() - t_start:.1f}s, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
-    )
+    print(f"total {time.perf_counter() - t_start:.1f}s, torch {torch.__version__}, {torch.get_num_threads()} threads")
     return 0
 
 

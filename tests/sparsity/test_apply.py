@@ -54,9 +54,7 @@ def test_every_method_leaves_each_chosen_layer_exactly_2of4(method):
         assert is_nm(report.masks[r.name], 2, 4) and not w[~report.masks[r.name]].any()
         if method != "sparsegpt":  # SparseGPT also updates the surviving weights
             assert torch.equal(w, dense[r.name + ".weight"] * report.masks[r.name])
-    assert torch.equal(
-        model.cls.predictions.transform.dense.weight, dense["cls.predictions.transform.dense.weight"]
-    )
+    assert torch.equal(model.cls.predictions.transform.dense.weight, dense["cls.predictions.transform.dense.weight"])
     assert "total" in report.table() and report.to_dict()["method"] == method
 
 

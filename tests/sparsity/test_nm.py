@@ -52,9 +52,7 @@ def test_2of4_on_a_hand_example():
 
 
 def test_conv_weight_groups_along_flattened_input_dims():
-    w = torch.randn(
-        3, 2, 2, 2, generator=torch.Generator().manual_seed(0)
-    )  # (out, in, kh, kw): 8 inputs per row
+    w = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(0))  # (out, in, kh, kw): 8 inputs per row
     mask = nm_mask(w, 2, 4)
     assert mask.shape == w.shape and is_nm(mask.reshape(3, -1), 2, 4)
 

@@ -115,9 +115,7 @@ def test_bad_inputs_raise(tmp_path):
         topk_changed({"a": torch.zeros(3)}, {"a": torch.ones(3)}, 4)
     with pytest.raises(ValueError, match="matches no trainable parameter"):
         lt_sft(model, lambda m, b: m(b).sum(), [torch.ones(1, 10)], k=1, filter=lambda n, p: False)
-    bad = SparseDiff(
-        {"nope.weight": torch.tensor([0])}, {"nope.weight": torch.tensor([1.0])}, {"nope.weight": (1,)}
-    )
+    bad = SparseDiff({"nope.weight": torch.tensor([0])}, {"nope.weight": torch.tensor([1.0])}, {"nope.weight": (1,)})
     with pytest.raises(ValueError, match="nope.weight"):
         apply_(model, bad)
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))

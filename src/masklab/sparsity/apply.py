@@ -95,17 +95,14 @@ class SparsityReport:
             "m": self.m,
             "sparsity": self.sparsity,
             "layers": [
-                {"name": r.name, "shape": list(r.shape), "sparsity": r.sparsity, "nm_ok": r.nm_ok}
-                for r in self.layers
+                {"name": r.name, "shape": list(r.shape), "sparsity": r.sparsity, "nm_ok": r.nm_ok} for r in self.layers
             ],
         }
 
 
 def _needs_calib(method: str, calib) -> None:
     if calib is None:
-        raise ValueError(
-            f"method {method!r} needs calibration data: pass calib=<batch or iterable of batches>"
-        )
+        raise ValueError(f"method {method!r} needs calibration data: pass calib=<batch or iterable of batches>")
 
 
 def _magnitude(model, layers, n, m, calib, pad=False):
@@ -116,9 +113,7 @@ def _wanda(model, layers, n, m, calib, pad=False):
     _needs_calib("wanda", calib)
     stats = collect_input_stats(model, layers, calib)
     return {
-        name: nm_mask(
-            mod.weight, n, m, scores=wanda(mod.weight, stats[name].norm.to(mod.weight.device)), pad=pad
-        )
+        name: nm_mask(mod.weight, n, m, scores=wanda(mod.weight, stats[name].norm.to(mod.weight.device)), pad=pad)
         for name, mod in layers.items()
     }
 
@@ -180,9 +175,7 @@ def select_layers(model: nn.Module, filter: Callable[[str, nn.Module], bool] | s
             heads.add(id(out))
     layers = {n: mod for n, mod in model.named_modules() if filt(n, mod) and id(mod) not in heads}
     if not layers:
-        raise ValueError(
-            f"the layer filter {getattr(filter, '__name__', filter)!r} matches no layer of the model"
-        )
+        raise ValueError(f"the layer filter {getattr(filter, '__name__', filter)!r} matches no layer of the model")
     for name, mod in layers.items():
         if not isinstance(getattr(mod, "weight", None), torch.Tensor) or mod.weight.dim() < 2:
             raise ValueError(f"layer {name!r} has no 2-D weight to prune")
@@ -227,9 +220,7 @@ def sparsify_(
             mod.weight.mul_(mask.to(mod.weight.dtype))
             report.masks[name] = mask
             ok = mask[0].numel() % m == 0 and is_nm(mask, n, m)
-            report.layers.append(
-                LayerReport(name, tuple(mod.weight.shape), int(mask.sum()), mask.numel(), ok)
-            )
+            report.layers.append(LayerReport(name, tuple(mod.weight.shape), int(mask.sum()), mask.numel(), ok))
     return report
 
 
@@ -251,9 +242,7 @@ def export_semi_structured(model: nn.Module, names: list[str] | Mapping | None =
     every layer reports why; a layer whose shape or dtype the kernel refuses reports the kernel's message.
     """
     modules = dict(model.named_modules())
-    names = (
-        list(names) if names is not None else [n for n, mod in modules.items() if isinstance(mod, nn.Linear)]
-    )
+    names = list(names) if names is not None else [n for n, mod in modules.items() if isinstance(mod, nn.Linear)]
     status = {}
     for name in names:
         mod = modules[name]

@@ -248,9 +248,7 @@ def distill_loss_fn(teacher: nn.Module) -> Callable[[nn.Module, object], torch.T
         s_out = run_model(model, batch)
         if getattr(t_out, "logits", None) is not None:
             t, s = t_out.logits.float(), s_out.logits.float()
-            return F.kl_div(
-                F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean"
-            )
+            return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
         t, s = output_tensor(t_out).float(), output_tensor(s_out).float()
         return F.mse_loss(s, t) / t.var().clamp_min(1e-12)
 

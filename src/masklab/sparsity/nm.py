@@ -35,9 +35,7 @@ def _scores_for(weight: torch.Tensor, scores: torch.Tensor | None) -> torch.Tens
     if scores is None:
         return weight.detach().abs()
     if scores.shape != weight.shape:
-        raise ValueError(
-            f"scores shape {tuple(scores.shape)} does not match weight shape {tuple(weight.shape)}"
-        )
+        raise ValueError(f"scores shape {tuple(scores.shape)} does not match weight shape {tuple(weight.shape)}")
     return scores.detach()
 
 
@@ -59,9 +57,7 @@ def nm_mask(
     rem = cols % m
     if rem:
         if not pad:
-            raise ValueError(
-                f"input dimension {cols} is not divisible by m={m}; pass pad=True to pad the last group"
-            )
+            raise ValueError(f"input dimension {cols} is not divisible by m={m}; pass pad=True to pad the last group")
         flat = torch.nn.functional.pad(flat, (0, m - rem), value=float("-inf"))
     groups = flat.reshape(rows, -1, m)  # (R, G, m)
     keep = torch.zeros_like(groups, dtype=torch.bool)

@@ -40,8 +40,7 @@ def wanda(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
     """Wanda score ``|W_ij| * ||X_j||_2``; ``weight`` [out, in], ``input_norm`` [in] (``InputStats.norm``)."""
     if weight.dim() != 2 or input_norm.shape != (weight.shape[1],):
         raise ValueError(
-            f"wanda needs weight [out, in] and input_norm [in], got {tuple(weight.shape)} and "
-            f"{tuple(input_norm.shape)}"
+            f"wanda needs weight [out, in] and input_norm [in], got {tuple(weight.shape)} and {tuple(input_norm.shape)}"
         )
     return weight.detach().abs() * input_norm.to(weight.device, torch.float32)[None, :]
 
@@ -80,9 +79,7 @@ def run_model(model: nn.Module, batch):
     """Call ``model`` on one calibration batch: ``model(**batch)`` for a dict, ``model(batch)`` otherwise."""
     if isinstance(batch, Mapping):
         dev = next((p.device for p in model.parameters()), None)
-        return model(
-            **{k: (v.to(dev) if torch.is_tensor(v) and dev is not None else v) for k, v in batch.items()}
-        )
+        return model(**{k: (v.to(dev) if torch.is_tensor(v) and dev is not None else v) for k, v in batch.items()})
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
@@ -108,9 +105,7 @@ def collect_input_stats(
                 st = stats[name] = InputStats(
                     torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
                     0,
-                    torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-                    if hessian
-                    else None,
+                    torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device) if hessian else None,
                 )
             st.sq_sum += (x * x).sum(0)
             st.count += x.shape[0]
@@ -135,9 +130,7 @@ def collect_input_stats(
         raise ValueError("calibration data is empty: calib yielded no batch")
     missing = [name for name in modules if name not in stats]
     if missing:
-        raise ValueError(
-            f"calibration never reached layer {missing[0]!r} ({len(missing)} layers not reached)"
-        )
+        raise ValueError(f"calibration never reached layer {missing[0]!r} ({len(missing)} layers not reached)")
     return stats
 
 

@@ -84,14 +84,11 @@ def topk_changed(
     sizes = [before[n].numel() for n in names]
     if not 0 < k <= sum(sizes):
         raise ValueError(f"k must be in [1, {sum(sizes)}] (number of candidate entries), got {k}")
-    delta = torch.cat(
-        [(after[n].detach().float() - before[n].float()).abs().reshape(-1).cpu() for n in names]
-    )
+    delta = torch.cat([(after[n].detach().float() - before[n].float()).abs().reshape(-1).cpu() for n in names])
     flat = torch.zeros(delta.numel(), dtype=torch.bool)
     flat[delta.topk(k).indices] = True
     return {
-        n: part.reshape(before[n].shape).to(before[n].device)
-        for n, part in zip(names, flat.split(sizes), strict=True)
+        n: part.reshape(before[n].shape).to(before[n].device) for n, part in zip(names, flat.split(sizes), strict=True)
     }
 
 
@@ -149,9 +146,7 @@ def _params(model: nn.Module, diff: SparseDiff) -> dict[str, nn.Parameter]:
         if name not in params:
             raise ValueError(f"sparse diff names parameter {name!r}, which the model does not have")
         if tuple(params[name].shape) != tuple(diff.shapes[name]):
-            raise ValueError(
-                f"shape of {name!r}: diff {diff.shapes[name]}, model {tuple(params[name].shape)}"
-            )
+            raise ValueError(f"shape of {name!r}: diff {diff.shapes[name]}, model {tuple(params[name].shape)}")
     return params
 
 
@@ -169,9 +164,7 @@ def apply_(model: nn.Module, diff: SparseDiff, alpha: float = 1.0) -> DiffHandle
 
 
 def _select(model: nn.Module, filter: Callable[[str, nn.Parameter], bool] | None) -> dict[str, nn.Parameter]:
-    chosen = {
-        n: p for n, p in model.named_parameters() if p.requires_grad and (filter is None or filter(n, p))
-    }
+    chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and (filter is None or filter(n, p))}
     if not chosen:
         raise ValueError("the parameter filter matches no trainable parameter")
     return chosen

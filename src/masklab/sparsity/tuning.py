@@ -73,9 +73,7 @@ class BinaryMask(nn.Module):
         return weight * _BinarizeSTE.apply(self.scores, self.threshold).to(weight.dtype)
 
 
-def grad_dropout(
-    g_task: torch.Tensor, g_reg: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def grad_dropout(g_task: torch.Tensor, g_reg: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """R-AMT gradient dropout: keep each element of ``g_task`` with probability ``P`` (module docstring)."""
     if g_task.shape != g_reg.shape:
         raise ValueError(f"gradient shapes differ: {tuple(g_task.shape)} vs {tuple(g_reg.shape)}")

@@ -16,9 +16,7 @@ from masklab.sparsity.nm import nm_patterns
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=None, help="checkpoint folder (default: MiniLM package, else random)"
-    )
+    parser.add_argument("--model", default=None, help="checkpoint folder (default: MiniLM package, else random)")
     parser.add_argument("--random", action="store_true", help="use a random 3-layer MLP")
     parser.add_argument("--method", default="magnitude", choices=sorted(METHODS))
     parser.add_argument("--n", type=int, default=2)
@@ -82,14 +80,10 @@ def run(args: argparse.Namespace) -> int:
     ax = fig.add_subplot(grid[:, 0])
     shown = torch.where(keep, w, torch.full_like(w, float("nan")))
     ax.imshow(shown.numpy(), cmap="viridis", interpolation="nearest")
-    ax.imshow(
-        (~keep).float().numpy(), cmap="Greys", alpha=0.25 * (~keep).float().numpy(), interpolation="nearest"
-    )
+    ax.imshow((~keep).float().numpy(), cmap="Greys", alpha=0.25 * (~keep).float().numpy(), interpolation="nearest")
     for x in range(args.m, keep.shape[1], args.m):
         ax.axvline(x - 0.5, color="white", lw=0.8)
-    ax.set_title(
-        f"{pick}\n|W| of kept weights (blank = pruned), groups of {args.m} along the input dim", fontsize=9
-    )
+    ax.set_title(f"{pick}\n|W| of kept weights (blank = pruned), groups of {args.m} along the input dim", fontsize=9)
     ax.set_xlabel("input dimension")
     ax.set_ylabel("output dimension")
 
