@@ -42,11 +42,7 @@ from masklab.corrupt.record import Corruption
 from masklab.corrupt.replace import electra_mask
 from masklab.corrupt.spans import span_mask
 from masklab.corrupt.tokens import (
-    _counter,
-    _mix32_i32,
-    _to_i32,
     check_prob,
-    fast_example_keys,
     random_mask,
     whole_word_mask,
     word_ids_from_offsets,
@@ -145,7 +141,7 @@ def pad_examples(
 def content_index(ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B] a 32-bit hash of each row's real tokens and their positions: the example index when none is
     given."""
-    h = _mix32_i32(_to_i32(ids & 0xFFFFFFFF) ^ _counter(ids.shape[1], str(ids.device))).long() & 0xFFFFFFFF
+    h = keyed.hash_positions(ids)
     h = h.masked_fill_(~attention_mask.bool(), 0)
     return (h.sum(dim=1) ^ attention_mask.sum(dim=1)) & 0xFFFFFFFF
 
@@ -194,7 +190,7 @@ class _Base:
         idx = batch.pop("idx", None)
         if idx is None:
             idx = content_index(batch["input_ids"], batch["attention_mask"])
-        keys = fast_example_keys(self.seed, self.epoch, idx)  # == keyed.example_keys, fewer ops
+        keys = keyed.example_keys(self.seed, self.epoch, idx)
         can = batch["attention_mask"].bool()
         stm = batch.pop("special_tokens_mask", None)
         if stm is not None:

@@ -284,14 +284,14 @@ def test_whole_word_memory_is_linear():
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), stream=st.integers(0, 1000))
-def test_fast_streams_are_bit_identical_to_keyed(seed, n, stream):
-    """The int32 hash must reproduce keyed.bits / keyed.uniform exactly (same masks as the reference
-    stream)."""
-    from masklab.corrupt.tokens import fast_bits, fast_uniform
-
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 300), prob=st.floats(0.0, 1.0))
+def test_selection_and_roles_read_the_keyed_streams(seed, n, prob):
+    """random_mask selects where keyed stream 0 is below ``prob`` and masks where stream 1 is below mix[0]."""
     keys = keyed.example_keys(seed, 3, range(7))
-    ref = keyed.bits(keys, n, stream)
-    got = fast_bits(keys, n, stream).long() & 0xFFFFFFFF
-    assert torch.equal(ref, got)
-    assert torch.equal(keyed.uniform(keys, n, stream), fast_uniform(keys, n, stream))
+    ids = torch.randint(5, V, (7, n), generator=torch.Generator().manual_seed(seed))
+    ids[:, 0] = SPECIAL[0]
+    c = random_mask(ids, keys, mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=prob)
+    ok = ~torch.isin(ids, torch.tensor(SPECIAL))
+    selected = (keyed.uniform(keys, n, 0) < prob) & ok
+    assert torch.equal(c.mask, selected)
+    assert torch.equal(c.inputs == MASK, selected & (keyed.uniform(keys, n, 1) < 0.8))

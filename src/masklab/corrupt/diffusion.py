@@ -11,7 +11,7 @@ import torch
 
 from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, Corruption
-from masklab.corrupt.tokens import _fast_index, eligible, fast_uniform
+from masklab.corrupt.tokens import eligible
 
 __all__ = ["sample_t", "mdm_noise", "mdiff4str_noise", "T_SAMPLING", "STRATEGIES"]
 
@@ -61,7 +61,7 @@ def mdm_noise(
     """Mask each eligible token of ``ids`` [B, L] with probability ``t`` [B]; weights are 1/t on masked
     tokens."""
     can = eligible(ids, special_ids)
-    u = fast_uniform(keys, ids.shape[1], stream=8)
+    u = keyed.uniform(keys, ids.shape[1], stream=8)
     masked = (u < t[:, None]) & can
     inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
     targets = torch.where(masked, ids, torch.full_like(ids, IGNORE_INDEX))
@@ -135,7 +135,7 @@ def mdiff4str_noise(
         2: r < m[:, None],
         3: (r >= off[:, None]) & (r < (off + m)[:, None]),
         4: r == cloze_at[:, None],
-        5: fast_uniform(keys, L, stream=8).double() < t[:, None],
+        5: keyed.uniform(keys, L, stream=8).double() < t[:, None],
     }
     masked = torch.zeros_like(can)
     for c, sel in col.items():
@@ -144,9 +144,9 @@ def mdiff4str_noise(
     inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
     replaced = torch.zeros_like(can)
     if replace_prob > 0:
-        replaced = can & ~masked & (fast_uniform(keys, L, stream=10) < replace_prob)
+        replaced = can & ~masked & (keyed.uniform(keys, L, stream=10) < replace_prob)
         pool = replacement_pool(vocab_size, special_ids, dev)
-        pick = pool[_fast_index(keys, L, 11, len(pool))].to(ids.dtype)
+        pick = pool[keyed.bits(keys, L, 11) % len(pool)].to(ids.dtype)
         inputs = torch.where(replaced, pick, inputs)
     target_on = masked | replaced
     targets = torch.where(target_on, ids, torch.full_like(ids, IGNORE_INDEX))

@@ -24,7 +24,6 @@ from masklab.corrupt.tokens import (
     check_ids,
     check_prob,
     eligible,
-    fast_uniform,
     replacement_pool,
     select_count,
 )
@@ -85,7 +84,7 @@ def score_guided_mask(
     key = torch.where(ok & torch.isfinite(key), key, torch.full_like(key, torch.inf))
     rank = key.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     chosen = (rank < kg[:, None]) & ok
-    rest = select_count(ok & ~chosen, fast_uniform(keys, ids.shape[1], stream=61), k - chosen.sum(dim=1))
+    rest = select_count(ok & ~chosen, keyed.uniform(keys, ids.shape[1], stream=61), k - chosen.sum(dim=1))
     return apply_mix(
         ids,
         chosen | rest,

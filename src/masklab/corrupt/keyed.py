@@ -1,73 +1,159 @@
-"""Counter-based, keyed random numbers: the randomness behind every masklab mask.
+"""Counter-based, keyed random numbers: the randomness behind every masklab mask (the only implementation).
 
 A mask for example ``i`` is a pure function of ``(seed, epoch, i)`` and the position inside the example, so it
 does not depend on batch composition, padding, device, DataLoader workers or any global RNG state. The stream is
 a 32-bit integer hash (Wellons' ``lowbias32``) of the example key and a counter, evaluated on whole tensors at once,
-so there is no per-row Python loop and no ``torch.Generator`` per example.
+so there is no per-row Python loop and no ``torch.Generator`` per example:
 
-All values are uint32 numbers held in int64 tensors; every multiply is split into 16-bit halves so nothing
-overflows int64.
+    k        = derive(key, stream)
+    bits[j]  = lowbias32(lowbias32(k ^ lowbias32(2 j + 1)) + k)        (all arithmetic mod 2**32)
+    derive(h, s) = lowbias32(lowbias32(h + 0x9E3779B9 + s) ^ 0x9E3779B9)   (once per salt)
+
+Keys and the public results of :func:`bits`, :func:`derive` and :func:`example_keys` are uint32 numbers held in
+int64 tensors. Internally the hash runs in int32 arithmetic (wrapping multiplies and adds, ``(x >> s) & mask``
+for the logical shift), which gives the same bits as the mod-2**32 definition above with few, narrow tensor ops.
+:func:`bits32` returns that int32 form directly (the two's complement of the uint32) for hot paths;
+:func:`unit` turns it into floats. tests/corrupt/test_keyed.py checks everything against a plain int64
+reference of the formulas above.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["example_keys", "bits", "uniform", "uniform64", "derive"]
+__all__ = ["example_keys", "bits", "bits32", "unit", "uniform", "uniform64", "derive", "hash_positions"]
 
 _M32 = 0xFFFFFFFF
-_GOLDEN = 0x9E3779B9
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for x < 2**32, without int64 overflow."""
-    lo, hi = c & 0xFFFF, c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+def _s32(c: int) -> int:
+    """A uint32 Python int -> the int32 with the same bits."""
+    c &= _M32
+    return c - (1 << 32) if c >= (1 << 31) else c
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+_GOLDEN = _s32(0x9E3779B9)
 
 
-def _as_tensor(v, device=None) -> torch.Tensor:
-    return torch.as_tensor(v, dtype=torch.int64, device=device) & _M32
+def _to_i32(x: torch.Tensor) -> torch.Tensor:
+    """Integers (any int dtype) -> int32 holding their low 32 bits."""
+    if x.dtype == torch.int32:
+        return x
+    x = x.long() & _M32
+    return torch.where(x >= (1 << 31), x - (1 << 32), x).to(torch.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _k(device: str) -> tuple[torch.Tensor, ...]:
+    """0-dim int32 constants per device (a Python scalar costs a wrap and a copy per op)."""
+    return tuple(
+        torch.tensor(v, dtype=torch.int32, device=device)
+        for v in (16, 15, 8, 0xFFFF, 0x1FFFF, 0xFFFFFF, _s32(0x7FEB352D), _s32(0x846CA68B))
+    )
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on an int32 tensor, in place (the caller owns ``x``)."""
+    s16, s15, _, m16, m17, _, c1, c2 = _k(str(x.device))
+    x ^= (x >> s16).bitwise_and_(m16)
+    x *= c1
+    x ^= (x >> s15).bitwise_and_(m17)
+    x *= c2
+    x ^= (x >> s16).bitwise_and_(m16)
+    return x
+
+
+def _salt(s, device) -> torch.Tensor | int:
+    if torch.is_tensor(s):
+        return _to_i32(s.to(device))
+    return _s32(int(s))
+
+
+def _derive(h: torch.Tensor, salt: torch.Tensor | int) -> torch.Tensor:
+    """One salt on int32 keys (broadcasts ``h`` against a tensor ``salt``); returns a new tensor."""
+    h = (h + _GOLDEN) + salt
+    h = _mix(h)
+    h ^= _GOLDEN
+    return _mix(h)
+
+
+@functools.lru_cache(maxsize=64)
+def _counter(n: int, device: str) -> torch.Tensor:
+    """lowbias32(2 j + 1) for j < n as int32 [n] (the per-position half of :func:`bits`), cached per length."""
+    return _mix(torch.arange(n, dtype=torch.int32, device=device) * 2 + 1)
 
 
 def derive(keys: torch.Tensor, *salts: int | torch.Tensor) -> torch.Tensor:
-    """A new key per element of ``keys`` for each salt (a step number, a stream name hash, ...)."""
-    h = keys & _M32
+    """A new key per element of ``keys`` for each salt (a step number, a stream name hash, ...).
+
+    Salts may be ints or integer tensors that broadcast against ``keys``; the result is uint32 in int64.
+    """
+    keys = torch.as_tensor(keys)
+    h = _to_i32(keys)
     for s in salts:
-        h = _mix32((h + _GOLDEN + _as_tensor(s, h.device)) & _M32)
-        h = _mix32(h ^ _GOLDEN)
-    return h
+        h = _derive(h, _salt(s, h.device))
+    return h.long() & _M32
 
 
 def example_keys(seed: int, epoch: int | torch.Tensor, index, device=None) -> torch.Tensor:
-    """One key per example, from (seed, epoch, example index). ``index``: int sequence or tensor [B]."""
-    index = _as_tensor(index, device)
-    base = _as_tensor(seed, index.device)
+    """One key per example, from (seed, epoch, example index). ``index``: int sequence or tensor [B].
+
+    Returns uint32 keys in an int64 tensor shaped like ``index``.
+    """
+    index = torch.as_tensor(index, dtype=torch.int64, device=device)
+    seed = _s32(int(seed)) if not torch.is_tensor(seed) else _to_i32(seed.to(index.device))
+    base = torch.full(index.shape, 0, dtype=torch.int32, device=index.device) + seed
     return derive(base, epoch, index)
 
 
-def bits(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
-    """Uniform uint32 values [B, n] (in int64): element j of row b depends only on (keys[b], stream, j)."""
-    ctr = torch.arange(n, device=keys.device, dtype=torch.int64)
-    k = derive(keys.reshape(-1), stream)[:, None]
-    h = _mix32((k ^ _mix32((ctr * 2 + 1) & _M32)) & _M32)
-    return _mix32((h + k) & _M32)
+def bits32(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
+    """The keyed stream as int32 [B, n] (two's complement of the uint32 that :func:`bits` returns).
+
+    Element j of row b depends only on (keys[b], stream, j). ``stream`` may be a sequence of S streams: one
+    hashing pass then returns [S, B, n] (fewer, larger tensor ops).
+    """
+    many = isinstance(stream, Sequence) or (torch.is_tensor(stream) and stream.dim() > 0)
+    streams = [int(s) for s in stream] if many else [int(stream)]
+    salt = torch.tensor([_s32(s) for s in streams], dtype=torch.int32, device=keys.device)[:, None]
+    k = _derive(_to_i32(keys.reshape(1, -1)), salt)[..., None]  # (S, B, 1)
+    h = _mix(k ^ _counter(int(n), str(keys.device)))  # (S, B, n)
+    h += k
+    h = _mix(h)
+    return h if many else h[0]
 
 
-def uniform(keys: torch.Tensor, n: int, stream: int = 0, dtype=torch.float32) -> torch.Tensor:
-    """Uniform floats in [0, 1) with 24-bit resolution, shape [B, n]."""
-    return (bits(keys, n, stream) >> 8).to(dtype) * (1.0 / (1 << 24))
+def bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
+    """Uniform uint32 values [B, n] in int64 (or [S, B, n] for S streams): see :func:`bits32`."""
+    return bits32(keys, n, stream).long() & _M32
+
+
+def unit(b: torch.Tensor) -> torch.Tensor:
+    """int32 draws from :func:`bits32` -> float32 in [0, 1) with 24-bit resolution (the top 24 bits)."""
+    _, _, s8, _, _, m24, _, _ = _k(str(b.device))
+    return (b >> s8).bitwise_and_(m24).float().mul_(1.0 / (1 << 24))
+
+
+def uniform(
+    keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0, dtype=torch.float32
+) -> torch.Tensor:
+    """Uniform floats in [0, 1) with 24-bit resolution, shape [B, n] (or [S, B, n]): ``(bits >> 8) / 2**24``."""
+    u = unit(bits32(keys, n, stream))
+    return u if dtype == torch.float32 else u.to(dtype)
 
 
 def uniform64(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
-    """Uniform float64 in [0, 1) with 53-bit resolution, shape [B, n] (two 32-bit draws per value)."""
-    hi = bits(keys, n, 2 * stream + 1) >> 5  # 27 bits
-    lo = bits(keys, n, 2 * stream + 2) >> 6  # 26 bits
+    """Uniform float64 in [0, 1) with 53-bit resolution, shape [B, n] (streams 2s+1 and 2s+2 per value)."""
+    b = bits(keys, n, (2 * stream + 1, 2 * stream + 2))
+    hi = b[0] >> 5  # 27 bits
+    lo = b[1] >> 6  # 26 bits
     return (hi.double() * (1 << 26) + lo.double()) * (1.0 / (1 << 53))
+
+
+def hash_positions(values: torch.Tensor) -> torch.Tensor:
+    """``lowbias32(values[..., j] ^ lowbias32(2 j + 1))`` as uint32 in int64: a per-position hash of content
+    (the low 32 bits of each value), used to key examples by their tokens when no index is given."""
+    h = _mix(_to_i32(values) ^ _counter(values.shape[-1], str(values.device)))
+    return h.long() & _M32

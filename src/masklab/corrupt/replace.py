@@ -26,7 +26,6 @@ from masklab.corrupt.tokens import (
     check_ids,
     check_prob,
     eligible,
-    fast_uniform,
     replacement_pool,
     select_count,
 )
@@ -57,7 +56,7 @@ def electra_mask(
     if max_predictions is not None:
         k = torch.clamp(k, max=max_predictions)
     k = torch.where(n > 0, k, torch.zeros_like(k))
-    selected = select_count(ok, fast_uniform(keys, ids.shape[1], stream=50), k)
+    selected = select_count(ok, keyed.uniform(keys, ids.shape[1], stream=50), k)
     return apply_mix(
         ids,
         selected,

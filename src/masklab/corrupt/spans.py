@@ -28,7 +28,6 @@ from masklab.corrupt.tokens import (
     check_ids,
     check_prob,
     eligible,
-    fast_uniform,
     replacement_pool,
     word_index,
     word_starts,
@@ -131,7 +130,7 @@ def span_mask(
     ell = torch.where(active, torch.minimum(ell, K[:, None] - before), torch.zeros_like(ell))
     S = active.sum(dim=1)
     # shuffle active spans so the cut span is not always last
-    order = torch.where(active, fast_uniform(keys, smax, stream=21), torch.full(ell.shape, 2.0, device=dev))
+    order = torch.where(active, keyed.uniform(keys, smax, stream=21), torch.full(ell.shape, 2.0, device=dev))
     ell = ell.gather(1, order.argsort(dim=1, stable=True))
 
     wmax = max(int(W.max()), 1) if B else 1
@@ -147,7 +146,7 @@ def span_mask(
         free = W - K - (S - 1).clamp(min=0) * g  # (B,) free words to spread over S + 1 bins
         slots = free + S
         # choose S distinct slots out of free + S, in increasing order (stars and bars)
-        u = fast_uniform(keys, wmax + 1, stream=22)
+        u = keyed.uniform(keys, wmax + 1, stream=22)
         pos = torch.arange(wmax + 1, device=dev)
         u = torch.where(pos[None] < slots[:, None], u, torch.full_like(u, 2.0))
         rank = u.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
@@ -176,7 +175,7 @@ def span_mask(
     selected = word_on.gather(1, tok_idx) & ok
     role_u = None
     if per_span_mix:
-        span_u = fast_uniform(keys, smax, stream=23)
+        span_u = keyed.uniform(keys, smax, stream=23)
         role_u = span_u.gather(1, span_no.clamp(min=0, max=smax - 1).gather(1, tok_idx))
     pool = replacement_pool(vocab_size, special_ids, dev)
     return apply_mix(ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=role_u)

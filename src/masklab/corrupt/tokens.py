@@ -23,9 +23,6 @@ from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
 __all__ = [
-    "fast_bits",
-    "fast_uniform",
-    "fast_example_keys",
     "random_mask",
     "whole_word_mask",
     "eligible",
@@ -41,113 +38,11 @@ __all__ = [
 ]
 
 
-# ------------------------------------------------------------------------------------ fast keyed streams
-# keyed.bits computes lowbias32 in int64 with 16-bit split multiplies. The same hash in int32 arithmetic
-# (wrapping
-# multiply, masked right shifts for the logical shift) gives bit-identical values with about a third of the
-# ops at
-# half the width, which is what makes masking faster than torch.bernoulli. tests/corrupt/test_tokens.py checks
-# fast_bits == keyed.bits.
-
-
-def _s32(c: int) -> int:
-    return c - (1 << 32) if c >= (1 << 31) else c
-
-
-_C1, _C2 = _s32(0x7FEB352D), _s32(0x846CA68B)
-
-
-def _to_i32(x: torch.Tensor) -> torch.Tensor:
-    """uint32 values held in int64 -> the same bits as int32."""
-    return torch.where(x >= (1 << 31), x - (1 << 32), x).to(torch.int32)
-
-
-@functools.lru_cache(maxsize=8)
-def _k(device: str) -> tuple[torch.Tensor, ...]:
-    """0-dim int32 constants (a Python scalar costs a wrap and a copy per op)."""
-    return tuple(
-        torch.tensor(v, dtype=torch.int32, device=device)
-        for v in (16, 15, 8, 0xFFFF, 0x1FFFF, 0xFFFFFF, _C1, _C2)
-    )
-
-
-def _mix32_i32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 on int32 in place (wrapping multiplies; ``(x >> s) & m`` is the logical shift)."""
-    s16, s15, _, m16, m17, _, c1, c2 = _k(str(x.device))
-    x ^= (x >> s16).bitwise_and_(m16)
-    x *= c1
-    x ^= (x >> s15).bitwise_and_(m17)
-    x *= c2
-    x ^= (x >> s16).bitwise_and_(m16)
-    return x
-
-
-_GOLDEN = _s32(0x9E3779B9)
-
-
-def _derive_i32(h: torch.Tensor, salt: torch.Tensor | int) -> torch.Tensor:
-    """``keyed.derive`` for one salt on int32 keys (bit-identical, wrapping adds)."""
-    h = h + _GOLDEN
-    h += salt if torch.is_tensor(salt) else _s32(salt & 0xFFFFFFFF)
-    h = _mix32_i32(h)
-    h ^= _GOLDEN
-    return _mix32_i32(h)
-
-
-def fast_example_keys(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
-    """Bit-identical to ``keyed.example_keys(seed, epoch, index)`` (int64 uint32 values), in int32
-    arithmetic."""
-    index = torch.as_tensor(index, dtype=torch.int64)
-    base = torch.full(index.shape, _s32(int(seed) & 0xFFFFFFFF), dtype=torch.int32, device=index.device)
-    h = _derive_i32(_derive_i32(base, int(epoch)), _to_i32(index & 0xFFFFFFFF))
-    return h.long() & 0xFFFFFFFF
-
-
-def fast_bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
-    """Bit-identical to ``keyed.bits(keys, n, stream)`` but as int32 [B, n] (two's complement of the uint32).
-
-    ``stream`` may be a list of S streams: one hashing pass returns [S, B, n] (fewer, larger tensor ops).
-    """
-    many = not isinstance(stream, int)
-    streams = list(stream) if many else [stream]
-    salt = _to_i32(torch.tensor(streams, device=keys.device))[:, None]
-    k = _derive_i32(_to_i32(keys.reshape(1, -1) & 0xFFFFFFFF).expand(len(streams), -1).clone(), salt)[
-        ..., None
-    ]
-    h = _mix32_i32(k ^ _counter(n, str(keys.device)))  # (S, B, n)
-    h += k
-    h = _mix32_i32(h)
-    return h if many else h[0]
-
-
-@functools.lru_cache(maxsize=64)
-def _counter(n: int, device: str) -> torch.Tensor:
-    """lowbias32(2 j + 1) for j < n, int32 (the per-position half of keyed.bits), cached per length."""
-    ctr = torch.arange(n, device=device, dtype=torch.int64)
-    return _to_i32(keyed._mix32((ctr * 2 + 1) & 0xFFFFFFFF))
-
-
-def fast_uniform(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
-    """Bit-identical to ``keyed.uniform(keys, n, stream)`` (float32, 24-bit resolution), [B, n] or [S, B,
-    n]."""
-    return _unit(fast_bits(keys, n, stream))
-
-
-def _unit(b: torch.Tensor) -> torch.Tensor:
-    _, _, s8, _, _, m24, _, _ = _k(str(b.device))
-    return (b >> s8).bitwise_and_(m24).float().mul_(1.0 / (1 << 24))
-
-
 def _index(b: torch.Tensor, size: int) -> torch.Tensor:
-    """uint32 draws (int32 storage) -> uniform index in [0, size) as int64, equal to ``bits % size``."""
+    """int32 draws from :func:`keyed.bits32` -> uniform index in [0, size) as int64 (``keyed.bits % size``)."""
     b = b.long()
     b &= 0xFFFFFFFF
     return b.remainder_(size)
-
-
-def _fast_index(keys: torch.Tensor, n: int, stream: int, size: int) -> torch.Tensor:
-    """``keyed.bits(keys, n, stream) % size`` as int64 [B, n]."""
-    return _index(fast_bits(keys, n, stream), size)
 
 
 def check_prob(name: str, p: float) -> float:
@@ -231,20 +126,20 @@ def apply_mix(
     positions.
 
     ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span); ``pick``
-    [B, L] uint32 draws (int32 storage, stream 2) may be passed when already computed.
+    [B, L] int32 draws of stream 2 (:func:`keyed.bits32`) may be passed when already computed.
     """
     p_mask, p_rand, p_keep = (check_prob("mix entry", p) for p in mix)
     if abs(p_mask + p_rand + p_keep - 1.0) > 1e-6:
         raise ValueError(f"mix must sum to 1, got {mix}")
     B, L = ids.shape
     if role_u is None:
-        role_u = fast_uniform(keys, L, stream=1)
+        role_u = keyed.uniform(keys, L, stream=1)
     as_mask = selected & (role_u < p_mask)
     inputs = ids.masked_fill(as_mask, mask_id)
     kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED)
     if p_rand > 0:
         as_rand = selected & (role_u >= p_mask) & (role_u < p_mask + p_rand)
-        pick = _index(fast_bits(keys, L, 2) if pick is None else pick, len(pool))
+        pick = _index(keyed.bits32(keys, L, 2) if pick is None else pick, len(pool))
         drawn = pool.to(ids.device).index_select(0, pick.reshape(-1)).view(B, L).to(ids.dtype)
         inputs = torch.where(as_rand, drawn, inputs)
         kind.masked_fill_(as_rand, RANDOM)
@@ -275,12 +170,12 @@ def random_mask(
     ok = eligible_in_vocab(ids, special_ids, vocab_size)
     if can is not None:
         ok = ok & can
-    draws = fast_bits(keys, ids.shape[1], (0, 1, 2))  # select, role, replacement in one hashing pass
-    u = _unit(draws[0])
+    draws = keyed.bits32(keys, ids.shape[1], (0, 1, 2))  # select, role, replacement in one hashing pass
+    u = keyed.unit(draws[0])
     selected = (u < prob) & ok if count is None else select_count(ok, u, count)
     pool = replacement_pool(vocab_size, special_ids, ids.device)
     return apply_mix(
-        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]), pick=draws[2]
+        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
     )
 
 
@@ -367,11 +262,11 @@ def whole_word_mask(
     if can is not None:
         ok = ok & can
     starts = word_starts(word_ids, ok)
-    draws = fast_bits(keys, ids.shape[1], (0, 1, 2))
-    u = _unit(draws[0])  # one draw per word, read at its first token
+    draws = keyed.bits32(keys, ids.shape[1], (0, 1, 2))
+    u = keyed.unit(draws[0])  # one draw per word, read at its first token
     chosen = (u < prob) & starts if count is None else select_count(starts, u, count)
     selected = spread_from_starts(chosen, starts, ok) & ok
     pool = replacement_pool(vocab_size, special_ids, ids.device)
     return apply_mix(
-        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=_unit(draws[1]), pick=draws[2]
+        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
     )
