@@ -44,7 +44,7 @@ class MaskLLMConfig:
     n: int = 2  # keep n ...
     m: int = 4  # ... of every m consecutive input weights
     steps: int = 200  # optimiser steps (the paper trains 2,000+ on an LLM; small models need fewer)
-    lr: float = 5e-2  # AdamW learning rate for the logits
+    lr: float = 1e-3  # AdamW lr on the logits; each step moves kappa * lr in scaled logits (5e-2 wrecked MiniLM)
     tau: tuple[float, float] = (4.0, 0.05)  # Gumbel-softmax temperature, start -> end (linear)
     kappa: tuple[float, float] = (1e2, 5e2)  # logit scale, start -> end (linear)
     prior_strength: float = 3.0  # lead of the prior pattern in scaled logits at step 0; 0 = no prior
