@@ -116,13 +116,14 @@ def bits32(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch
     hashing pass then returns [S, B, n] (fewer, larger tensor ops).
     """
     many = isinstance(stream, Sequence) or (torch.is_tensor(stream) and stream.dim() > 0)
-    streams = [int(s) for s in stream] if many else [int(stream)]
-    salt = torch.tensor([_s32(s) for s in streams], dtype=torch.int32, device=keys.device)[:, None]
-    k = _derive(_to_i32(keys.reshape(1, -1)), salt)[..., None]  # (S, B, 1)
-    h = _mix(k ^ _counter(int(n), str(keys.device)))  # (S, B, n)
+    if many:  # (S, B, 1) keys, one per stream
+        salt = torch.tensor([_s32(int(s)) for s in stream], dtype=torch.int32, device=keys.device)[:, None]
+        k = _derive(_to_i32(keys.reshape(1, -1)), salt)[..., None]
+    else:  # (B, 1): a Python salt saves a tensor and a broadcast (this is on the patch-mask hot path)
+        k = _derive(_to_i32(keys.reshape(-1, 1)), _s32(int(stream)))
+    h = _mix(k ^ _counter(int(n), str(keys.device)))  # (S, B, n) or (B, n)
     h += k
-    h = _mix(h)
-    return h if many else h[0]
+    return _mix(h)
 
 
 def bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
