@@ -84,8 +84,8 @@ def test_generator_seed_is_reproducible():
     assert torch.equal(a, b) and int(a.sum(1)[0]) == 147
 
 
-def test_keyed_noise_is_uniform():
-    u = P.keyed_noise(torch.arange(200), 500)
+def test_keyed_stream_behind_patch_masks_is_uniform():
+    u = keyed.uniform(torch.arange(200), 500)  # the stream behind every keyed patch mask
     assert 0 <= float(u.min()) and float(u.max()) < 1
     hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
     assert (hist - 0.1).abs().max() < 0.004

@@ -21,7 +21,9 @@ fragments spans). Everything is batched: no per-row Python loop, any device.
 mask the frames the scorer is confident about) and returns utterance-level loss weights (their Sec. 2.2).
 
 Randomness: ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int with ``epoch``;
-rows are example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``.
+rows are example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``. Keyed draws are
+:func:`masklab.corrupt.keyed.bits` (span-start order) and :func:`masklab.corrupt.keyed.uniform`, shared with the
+patch masks through ``patches._Source``.
 """
 
 from __future__ import annotations
@@ -162,7 +164,8 @@ def span_mask(
     n_max = min(max(int(mask_prob * T / mask_length + 1), min_masks), cap)  # static bound: no device sync
     draw = src.order(T + 1, stream=0x57A)  # [B, T + 1]: start scores, then eps in the last column
     eps = draw[:, T]
-    eps = (eps >> 39).float() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps
+    # keyed order() values are uint32 draws in int64 (keyed.bits): the top 24 bits as a float in [0, 1)
+    eps = (eps >> 8).float() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps
     n = (sz * (mask_prob / mask_length) + eps).long()  # floor: both terms are >= 0
     if min_masks > 0:
         n = n.clamp(min=min_masks)

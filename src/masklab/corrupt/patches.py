@@ -25,7 +25,8 @@ Generators (one function each, same keyword interface):
 
 Randomness: pass ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int, with
 ``epoch``; rows are example indices 0..B-1; ``None`` means 0), or ``seed`` as a ``torch.Generator`` (then
-``torch.rand`` with that generator is used instead of keyed noise).
+``torch.rand`` with that generator is used instead of keyed noise). Keyed draws come from
+:func:`masklab.corrupt.keyed.uniform` / :func:`masklab.corrupt.keyed.bits`, the same stream as every token mask.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ __all__ = [
     "region_from_boxes",
     "STRATEGIES",
     "COLORS",
-    "keyed_noise",
-    "keyed_bits",
 ]
 
 COLORS = ("white", "red", "blue", "green", "purple")
@@ -132,44 +131,6 @@ class PatchMask:
 # ------------------------------------------------------------------------------------------------------------
 # randomness and checks
 
-_C1 = 0x9E3779B97F4A7C15 - (1 << 64)  # splitmix64 constants as signed int64
-_C2 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_C3 = 0x94D049BB133111EB - (1 << 64)
-
-
-def _srl(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> s) & ((1 << (64 - s)) - 1)
-
-
-def keyed_bits(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
-    """Uniform non-negative int64 [B, n] (63 random bits); element j of row b depends only on (keys[b],
-    stream, j).
-
-    splitmix64: the row key (already hashed by :func:`keyed.example_keys`) seeds a Weyl sequence over
-    (stream, j) and the splitmix64 finalizer mixes each element. int64 multiplies wrap, so this is ~15 tensor
-    ops, where :func:`keyed.bits`' 16-bit split arithmetic takes ~40: it matters for a 1 ms patch-mask budget.
-    """
-    j = _weyl(n, stream, keys.device)
-    x = keys.reshape(-1, 1) * _C1 + j
-    # arithmetic shifts: one op each; the xorshift-multiply rounds still mix all 63 low bits
-    x = (x ^ (x >> 30)) * _C2
-    x = (x ^ (x >> 27)) * _C3
-    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
-
-
-@lru_cache(maxsize=256)
-def _weyl(n: int, stream: int, device) -> torch.Tensor:
-    """(stream * 2**31 + j) * C2 for j < n: the per-position half of the splitmix64 state, cached."""
-    j = torch.arange(n, dtype=torch.int64) + ((stream & 0xFFFFFFFF) << 31)
-    return (j * _C2).to(device)
-
-
-def keyed_noise(keys: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
-    """Uniform float32 in [0, 1) [B, n] with 24-bit resolution, from :func:`keyed_bits`."""
-    return (keyed_bits(keys, n, stream) >> 39).float() * (1.0 / (1 << 24))
-
-
 class _Source:
     """Where the randomness of one call comes from: keyed noise per example, or a torch.Generator."""
 
@@ -198,13 +159,15 @@ class _Source:
     def uniform(self, n: int, stream: int) -> torch.Tensor:
         if self.gen is not None:
             return torch.rand(self.batch, n, generator=self.gen, device=self.gen.device).to(self.device)
-        return keyed_noise(self.keys, n, stream)
+        return keyed.uniform(self.keys, n, stream)
 
     def order(self, n: int, stream: int) -> torch.Tensor:
-        """[B, n] values whose order within a row is uniformly random (int64 bits or floats): for top-k."""
+        """[B, n] values whose order within a row is uniformly random, for top-k: keyed uint32 draws in int64
+        (:func:`keyed.bits`, ties about n**2 / 2**33 per row, broken by position), or floats from the
+        generator."""
         if self.gen is not None:
             return self.uniform(n, stream)
-        return keyed_bits(self.keys, n, stream)
+        return keyed.bits(self.keys, n, stream)
 
 
 def _check_grid(grid) -> tuple[int, int]:
