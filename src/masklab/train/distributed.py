@@ -39,7 +39,9 @@ def setup(device: str = "auto") -> Dist:
 
 
 def teardown() -> None:
+    """Wait for every rank (rank 0 evaluates and saves last), then leave the process group together."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
