@@ -26,7 +26,7 @@ demo: install
 	  --prompt $$'def get(self, key, default=None):\n    if <mask:3> in self.data:\n        return self.<mask:4>[key]\n    return <mask:7>\n'
 
 test: install
-	$(PY) -m pytest -x -q
+	$(PY) -m pytest -q
 
 bench: install
 	@for f in benchmarks/*.py; do case $$f in benchmarks/gpu_*) continue;; esac; \
