@@ -207,64 +207,26 @@ class _Base:
 # ---------------------------------------------------------------------------------------------------- MLM
 
 
+def _common(c: MLMCollator, can) -> dict:
+    """The arguments every token strategy takes from the collator."""
+    return dict(mask_id=c.mask_id, vocab_size=c.vocab_size, special_ids=c.special_ids, prob=c.prob, mix=c.mix,
+                can=can)
+
+
 def _random(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return random_mask(
-        ids,
-        keys,
-        mask_id=c.mask_id,
-        vocab_size=c.vocab_size,
-        special_ids=c.special_ids,
-        prob=c.prob,
-        count=c.count,
-        mix=c.mix,
-        can=can,
-    )
+    return random_mask(ids, keys, count=c.count, **_common(c, can))
 
 
 def _whole_word(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return whole_word_mask(
-        ids,
-        keys,
-        c.word_ids(batch, can),
-        mask_id=c.mask_id,
-        vocab_size=c.vocab_size,
-        special_ids=c.special_ids,
-        prob=c.prob,
-        count=c.count,
-        mix=c.mix,
-        can=can,
-    )
+    return whole_word_mask(ids, keys, c.word_ids(batch, can), count=c.count, **_common(c, can))
 
 
 def _span(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return span_mask(
-        ids,
-        keys,
-        mask_id=c.mask_id,
-        vocab_size=c.vocab_size,
-        special_ids=c.special_ids,
-        word_ids=c.word_ids(batch, can),
-        prob=c.prob,
-        count=c.count,
-        mix=c.mix,
-        can=can,
-        **c.span_options,
-    )
+    return span_mask(ids, keys, word_ids=c.word_ids(batch, can), count=c.count, **_common(c, can), **c.span_options)
 
 
 def _ngram(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return ngram_mask(
-        ids,
-        keys,
-        c.lexicon,
-        mask_id=c.mask_id,
-        vocab_size=c.vocab_size,
-        special_ids=c.special_ids,
-        prob=c.prob,
-        mix=c.mix,
-        can=can,
-        pad_id=c.pad_id,
-    )
+    return ngram_mask(ids, keys, c.lexicon, pad_id=c.pad_id, **_common(c, can))
 
 
 STRATEGIES = {"random": _random, "whole_word": _whole_word, "span": _span, "ngram": _ngram}
