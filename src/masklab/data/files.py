@@ -45,8 +45,9 @@ def load_files(path: str | Path, valid_percent: int = 5, text_key: str = "text")
         for i, doc in enumerate(d for d in _read(f, text_key) if d.strip()):
             key = f"{rel}#{i}"
             digest.update(key.encode() + b"\0" + doc.encode() + b"\0")
-            (valid if split_of(key, valid_percent) == "valid" else train).append(doc)
-            (vn if split_of(key, valid_percent) == "valid" else tn).append(key)
+            in_valid = split_of(key, valid_percent) == "valid"
+            (valid if in_valid else train).append(doc)
+            (vn if in_valid else tn).append(key)
     if not train and not valid:
         raise ValueError(f"data path {root} holds no non-empty .txt or .jsonl documents")
     if not valid:  # tiny corpora: keep at least one document for validation

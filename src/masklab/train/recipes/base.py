@@ -22,9 +22,13 @@ import torch
 from masklab.models import ARCHS, PRESETS, build_model
 
 __all__ = ["Recipe", "TextRecipe", "Task", "register", "RECIPES", "get_recipe", "apply_overrides", "to_dict",
-           "from_dict"]
+           "from_dict", "SMALL_BPE"]
 
 RECIPES: dict[str, tuple[Callable[[], Recipe], str]] = {}
+
+# The schedule every full-size text recipe shares: small preset, BPE-4096, 20k steps (a GPU or a long CPU run).
+SMALL_BPE = dict(preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64, steps=20000, lr=1e-3, warmup=500,
+                 eval_every=1000, ckpt_every=1000)
 _CLASSES: dict[str, type] = {}  # recipe classes by name, for reloading a saved recipe
 
 

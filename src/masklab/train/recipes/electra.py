@@ -12,7 +12,7 @@ import torch
 from masklab.corrupt.replace import METHODS
 from masklab.corrupt.tokens import check_prob
 from masklab.objectives.electra import ELECTRA, SHARING
-from masklab.train.recipes.base import TextRecipe, register
+from masklab.train.recipes.base import SMALL_BPE, TextRecipe, register
 
 
 @dataclass
@@ -69,15 +69,4 @@ class ElectraRecipe(TextRecipe):
 
 @register("electra", "ELECTRA RTD, generator + discriminator, DeBERTaV3 GDES sharing (sharing=none|es|gdes)")
 def electra():
-    return ElectraRecipe(
-        sharing="gdes",
-        preset="small",
-        tokenizer="bpe:4096",
-        seq_len=256,
-        batch_size=64,
-        steps=20000,
-        lr=1e-3,
-        warmup=500,
-        eval_every=1000,
-        ckpt_every=1000,
-    )
+    return ElectraRecipe(sharing="gdes", **SMALL_BPE)

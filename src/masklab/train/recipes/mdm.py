@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from masklab.corrupt.diffusion import T_SAMPLING
 from masklab.objectives.mdm import MDM
-from masklab.train.recipes.base import TextRecipe, register
+from masklab.train.recipes.base import SMALL_BPE, TextRecipe, register
 
 
 @dataclass
@@ -34,5 +34,4 @@ def mdm_tiny():
 
 @register("mdm", "masked diffusion on stdlib code, BPE-4096, small preset (GPU or long CPU runs)")
 def mdm():
-    return MDMRecipe(preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64, steps=20000, lr=1e-3,
-                     warmup=500, eval_every=1000, ckpt_every=1000)
+    return MDMRecipe(**SMALL_BPE)

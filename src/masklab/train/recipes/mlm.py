@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from masklab.corrupt.tokens import check_prob
 from masklab.objectives.mlm import MLM
-from masklab.train.recipes.base import TextRecipe, register
+from masklab.train.recipes.base import SMALL_BPE, TextRecipe, register
 
 
 @dataclass
@@ -31,5 +31,4 @@ class MLMRecipe(TextRecipe):
 
 @register("mlm", "BERT 80/10/10 masked LM on stdlib code, BPE-4096, small preset")
 def mlm():
-    return MLMRecipe(preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64, steps=20000, lr=1e-3,
-                     warmup=500, eval_every=1000, ckpt_every=1000)
+    return MLMRecipe(**SMALL_BPE)

@@ -16,7 +16,7 @@ from masklab.corrupt.ngram import NgramLexicon, ngram_mask
 from masklab.corrupt.spans import LENGTHS, span_mask
 from masklab.corrupt.tokens import whole_word_mask, word_ids_from_starts
 from masklab.objectives.mlm import MLM
-from masklab.train.recipes.base import Task, register
+from masklab.train.recipes.base import SMALL_BPE, Task, register
 from masklab.train.recipes.mlm import MLMRecipe
 
 
@@ -122,18 +122,7 @@ _CORRUPT = {"whole_word": _wwm, "span": _span, "ngram": _ngram}
 
 
 def _recipe(strategy: str) -> WordMLMRecipe:
-    return WordMLMRecipe(
-        strategy=strategy,
-        preset="small",
-        tokenizer="bpe:4096",
-        seq_len=256,
-        batch_size=64,
-        steps=20000,
-        lr=1e-3,
-        warmup=500,
-        eval_every=1000,
-        ckpt_every=1000,
-    )
+    return WordMLMRecipe(strategy=strategy, **SMALL_BPE)
 
 
 @register("mlm-wwm", "BERT whole-word masking (80/10/10 per token) on stdlib code, BPE-4096, small preset")
