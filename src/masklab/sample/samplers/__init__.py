@@ -8,6 +8,8 @@
 key, its prompt and the model's logits for that row); ``order`` [B, L] int is filled in place with the step at
 which each position was revealed (-1 stays for prompt tokens); ``stats`` (a dict) receives ``nfe`` (model
 calls) and ``row_nfe`` [B] (calls in which each row still had a mask). The sampler returns the filled ids.
+Each sampler takes only its own options by name and passes the shared ones (``keys`` to ``stats`` and the
+options below) through to one :class:`Decoder`, which owns them.
 
 Options every sampler takes (handled by :class:`masklab.sample.samplers._decode.Decoder`): ``block_length``
 (semi-autoregressive blocks over each row's masked positions), ``cfg_scale`` (classifier-free guidance; the

@@ -27,34 +27,8 @@ from masklab.sample.samplers._decode import Decoder
 __all__ = ["ancestral"]
 
 
-def ancestral(
-    model_fn,
-    x,
-    *,
-    mask_id,
-    steps,
-    keys,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    order=None,
-    stats=None,
-    **options,
-):
-    d = Decoder(
-        model_fn,
-        x,
-        mask_id=mask_id,
-        steps=steps,
-        keys=keys,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        order=order,
-        stats=stats,
-        clamp=False,
-        **options,
-    )
+def ancestral(model_fn, x, *, mask_id, steps, **common):
+    d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, clamp=False, **common)
     B, L = x.shape
     for _, _, n_steps in d.blocks():
         logits, changed = None, True
@@ -69,11 +43,11 @@ def ancestral(
             t = (1.0 - s / T)[rows]  # (N,) float64
             s_next = (1.0 - (s + 1) / T).clamp(min=0.0)[rows]
             sel = logits[rows, cols]  # (N, V)
-            if temperature == 0:
+            if d.temperature == 0:
                 reveal = d.uniforms(s, 1)[rows, cols] < (t - s_next) / t
-                tok = torch.where(reveal, filter_logits(sel, top_k, top_p).argmax(-1), sel.shape[-1])
+                tok = torch.where(reveal, filter_logits(sel, d.top_k, d.top_p).argmax(-1), sel.shape[-1])
             else:
-                p = filter_logits(sel.double() / temperature, top_k, top_p).softmax(-1)  # (N, V) float64
+                p = filter_logits(sel.double() / d.temperature, d.top_k, d.top_p).softmax(-1)  # (N, V) float64
                 q = torch.cat([p * ((t - s_next) / t)[:, None], (s_next / t)[:, None]], -1)  # (N, V + 1)
                 tok = categorical(q.log(), u=d.uniforms(s, 0)[rows, cols])
             keep = tok < sel.shape[-1]  # the last category is "stay masked"

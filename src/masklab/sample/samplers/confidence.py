@@ -49,39 +49,12 @@ def scores(
     raise ValueError(f"unknown confidence {kind!r}")
 
 
-def confidence(
-    model_fn,
-    x,
-    *,
-    mask_id,
-    steps,
-    keys,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    order=None,
-    remasking="low_confidence",
-    alg_temp=0.0,
-    stats=None,
-    **options,
-):
+def confidence(model_fn, x, *, mask_id, steps, remasking="low_confidence", alg_temp=0.0, **common):
     if remasking not in REMASKING:
         raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")
     if alg_temp < 0:
         raise ValueError(f"alg_temp must be >= 0, got {alg_temp}")
-    d = Decoder(
-        model_fn,
-        x,
-        mask_id=mask_id,
-        steps=steps,
-        keys=keys,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        order=order,
-        stats=stats,
-        **options,
-    )
+    d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, **common)
     B, L = x.shape
     for _, active, n_steps in d.blocks():
         counts = split_evenly(active.sum(1), n_steps, int(n_steps.max()))  # (B, steps of this block)
@@ -96,7 +69,7 @@ def confidence(
             if remasking == "random":
                 conf = d.uniforms(s, 1, torch.float32)[rows, cols]
             else:
-                conf = scores(remasking, sel, tok, temperature, top_k, top_p)
+                conf = scores(remasking, sel, tok, d.temperature, d.top_k, d.top_p)
                 if alg_temp > 0:
                     g = -torch.log(-torch.log(d.uniforms(s, 1)[rows, cols].clamp(min=1e-300)))
                     conf = conf.double() / alg_temp + g  # Gumbel-top-k = multinomial without replacement

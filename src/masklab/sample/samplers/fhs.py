@@ -22,34 +22,9 @@ from masklab.sample.samplers._decode import Decoder
 __all__ = ["fhs"]
 
 
-def fhs(
-    model_fn,
-    x,
-    *,
-    mask_id,
-    steps,
-    keys,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    order=None,
-    stats=None,
-    **options,
-):
+def fhs(model_fn, x, *, mask_id, steps, **common):
     n = (x == mask_id).sum(1)
-    d = Decoder(
-        model_fn,
-        x,
-        mask_id=mask_id,
-        steps=n,
-        keys=keys,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        order=order,
-        stats=stats,
-        **options,
-    )
+    d = Decoder(model_fn, x, mask_id=mask_id, steps=n, **common)
     B, L = x.shape
     t = torch.ones(B, dtype=torch.float64, device=x.device)  # (B,) current time of each row
     times = torch.full((B, L), float("nan"), dtype=torch.float64, device=x.device)
@@ -76,6 +51,5 @@ def fhs(
             times[rows, cols] = t[rows]
             d.commit(commit, proposal, s)
             s += 1
-    if stats is not None:
-        stats["times"] = times
+    d.stats["times"] = times
     return d.x

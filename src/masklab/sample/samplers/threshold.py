@@ -22,37 +22,11 @@ from masklab.sample.samplers.confidence import scores
 __all__ = ["threshold"]
 
 
-def threshold(
-    model_fn,
-    x,
-    *,
-    mask_id,
-    steps,
-    keys,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    order=None,
-    stats=None,
-    threshold=0.9,
-    **options,
-):
+def threshold(model_fn, x, *, mask_id, steps, threshold=0.9, **common):
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     n = (x == mask_id).sum(1)
-    d = Decoder(
-        model_fn,
-        x,
-        mask_id=mask_id,
-        steps=n,
-        keys=keys,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        order=order,
-        stats=stats,
-        **options,
-    )
+    d = Decoder(model_fn, x, mask_id=mask_id, steps=n, **common)
     B, L = x.shape
     for _ in d.blocks():
         s = 0
@@ -65,7 +39,7 @@ def threshold(
             sel = logits[rows, cols]
             tok = d.draw(sel, rows, cols, s)
             conf = torch.full((B, L), -1.0, dtype=torch.float64, device=x.device)
-            conf[rows, cols] = scores("low_confidence", sel, tok, temperature, top_k, top_p).double()
+            conf[rows, cols] = scores("low_confidence", sel, tok, d.temperature, d.top_k, d.top_p).double()
             best = conf.argmax(1, keepdim=True)  # (B, 1) at least one per row that has an active position
             commit = (conf > threshold) & active
             commit.scatter_(1, best, active.gather(1, best) | commit.gather(1, best))
