@@ -80,8 +80,7 @@ def _ref_example_keys(seed, epoch, index):
 def _ref_bits(keys, n, stream):
     ctr = torch.arange(n, dtype=torch.int64)
     k = _ref_derive(keys.reshape(-1), stream)[:, None]
-    h = _ref_mix32((k ^ _ref_mix32((ctr * 2 + 1) & _M32)) & _M32)
-    return _ref_mix32((h + k) & _M32)
+    return _ref_mix32((k + _ref_mix32((ctr * 2 + 1) & _M32)) & _M32)
 
 
 @settings(max_examples=50, deadline=None)
@@ -100,6 +99,10 @@ def test_int32_stream_equals_the_int64_reference(seed, epoch, index, n, stream):
     got = keyed.bits(keys, n, stream)
     assert got.dtype == torch.int64 and torch.equal(got, ref)
     assert torch.equal(keyed.bits32(keys, n, stream).long() & _M32, ref)
+    # the torch int32 backend (used off the CPU) gives the same bits as the numpy one
+    assert torch.equal(keyed._torch_bits32(keys, n, stream, False).long() & _M32, ref)
+    assert torch.equal(keyed._torch_bits32(keys, n, (stream, 7), True).long() & _M32, keyed.bits(keys, n, (stream, 7)))
+    assert torch.equal(keyed._torch_derive(keys, stream, 5), _ref_derive(keys, stream, 5))
     assert torch.equal(keyed.uniform(keys, n, stream), (ref >> 8).float() * (1.0 / (1 << 24)))
     assert torch.equal(
         keyed.uniform(keys, n, stream, dtype=torch.float64), (ref >> 8).double() * (1.0 / (1 << 24))

@@ -2,18 +2,22 @@
 
 A mask for example ``i`` is a pure function of ``(seed, epoch, i)`` and the position inside the example, so it
 does not depend on batch composition, padding, device, DataLoader workers or any global RNG state. The stream is
-a 32-bit integer hash (Wellons' ``lowbias32``) of the example key and a counter, evaluated on whole tensors at once,
+a 32-bit integer hash (Wellons' ``lowbias32``) of the example key and a counter, evaluated on whole arrays at once,
 so there is no per-row Python loop and no ``torch.Generator`` per example:
 
     k        = derive(key, stream)
-    bits[j]  = lowbias32(lowbias32(k ^ lowbias32(2 j + 1)) + k)        (all arithmetic mod 2**32)
+    bits[j]  = lowbias32(k + lowbias32(2 j + 1))                          (all arithmetic mod 2**32)
     derive(h, s) = lowbias32(lowbias32(h + 0x9E3779B9 + s) ^ 0x9E3779B9)   (once per salt)
 
+``k`` is a well-mixed 32-bit key per (example, stream) and ``lowbias32(2 j + 1)`` a fixed pseudo-random table, so
+each element costs one ``lowbias32`` (SplitMix-style: a finalizer over distinct, scrambled counters).
+
 Keys and the public results of :func:`bits`, :func:`derive` and :func:`example_keys` are uint32 numbers held in
-int64 tensors. Internally the hash runs in int32 arithmetic (wrapping multiplies and adds, ``(x >> s) & mask``
-for the logical shift), which gives the same bits as the mod-2**32 definition above with few, narrow tensor ops.
-:func:`bits32` returns that int32 form directly (the two's complement of the uint32) for hot paths;
-:func:`unit` turns it into floats. tests/corrupt/test_keyed.py checks everything against a plain int64
+int64 tensors. On the CPU the hash runs in numpy ``uint32`` arithmetic on the tensors' memory (numpy's per-call
+overhead is a fraction of torch's, and these arrays are small); on other devices it runs in torch int32
+arithmetic (wrapping multiplies and adds, ``(x >> s) & mask`` for the logical shift). Both give the bits of the
+mod-2**32 definition above. :func:`bits32` returns the int32 form (the two's complement of the uint32) for hot
+paths; :func:`unit` turns it into floats. tests/corrupt/test_keyed.py checks both backends against a plain int64
 reference of the formulas above.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["example_keys", "bits", "bits32", "unit", "uniform", "uniform64", "derive", "hash_positions"]
@@ -44,6 +49,47 @@ def _to_i32(x: torch.Tensor) -> torch.Tensor:
         return x
     x = x.long() & _M32
     return torch.where(x >= (1 << 31), x - (1 << 32), x).to(torch.int32)
+
+
+_U16, _U15, _U8 = np.uint32(16), np.uint32(15), np.uint32(8)
+_UC1, _UC2, _UG = np.uint32(0x7FEB352D), np.uint32(0x846CA68B), np.uint32(0x9E3779B9)
+
+
+def _np_mix(x: np.ndarray) -> np.ndarray:
+    """lowbias32 on a uint32 ndarray, in place."""
+    x ^= x >> _U16
+    x *= _UC1
+    x ^= x >> _U15
+    x *= _UC2
+    x ^= x >> _U16
+    return x
+
+
+def _np_u32(x) -> np.ndarray:
+    """Integers (CPU tensor, array or int) -> a new uint32 ndarray of their low 32 bits."""
+    if torch.is_tensor(x):
+        x = x.numpy()
+    return np.asarray(x).astype(np.uint32)  # integer casts wrap: the low 32 bits
+
+
+def _np_derive(h: np.ndarray, salt) -> np.ndarray:
+    """One salt on uint32 keys (broadcasting ``h`` against an array ``salt``); returns a new array."""
+    h = h + _UG + (np.uint32(int(salt) & _M32) if isinstance(salt, int) else salt)
+    _np_mix(h)
+    h ^= _UG
+    return _np_mix(h)
+
+
+@functools.lru_cache(maxsize=64)
+def _np_counter(n: int) -> np.ndarray:
+    """lowbias32(2 j + 1) for j < n as uint32 [n], cached per length (read only)."""
+    c = _np_mix(np.arange(n, dtype=np.uint32) * np.uint32(2) + np.uint32(1))
+    c.flags.writeable = False
+    return c
+
+
+def _cpu(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu"
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,6 +138,17 @@ def derive(keys: torch.Tensor, *salts: int | torch.Tensor) -> torch.Tensor:
     Salts may be ints or integer tensors that broadcast against ``keys``; the result is uint32 in int64.
     """
     keys = torch.as_tensor(keys)
+    if _cpu(keys):
+        shape = torch.broadcast_shapes(keys.shape, *(s.shape for s in salts if torch.is_tensor(s)))
+        h = np.atleast_1d(_np_u32(keys))  # numpy 0-d results would be scalars
+        for s in salts:
+            h = _np_derive(h, np.atleast_1d(_np_u32(s)) if torch.is_tensor(s) else int(s))
+        return torch.from_numpy(h.astype(np.int64).reshape(shape))
+    return _torch_derive(keys, *salts)
+
+
+def _torch_derive(keys: torch.Tensor, *salts) -> torch.Tensor:
+    """:func:`derive` in torch int32 arithmetic (any device)."""
     h = _to_i32(keys)
     for s in salts:
         h = _derive(h, _salt(s, h.device))
@@ -104,6 +161,10 @@ def example_keys(seed: int, epoch: int | torch.Tensor, index, device=None) -> to
     Returns uint32 keys in an int64 tensor shaped like ``index``.
     """
     index = torch.as_tensor(index, dtype=torch.int64, device=device)
+    if _cpu(index) and not torch.is_tensor(seed) and not torch.is_tensor(epoch):
+        h = np.full(index.numel(), int(seed) & _M32, dtype=np.uint32)
+        h = _np_derive(_np_derive(h, int(epoch)), _np_u32(index.reshape(-1)))
+        return torch.from_numpy(h.astype(np.int64).reshape(index.shape))
     seed = _s32(int(seed)) if not torch.is_tensor(seed) else _to_i32(seed.to(index.device))
     base = torch.full(index.shape, 0, dtype=torch.int32, device=index.device) + seed
     return derive(base, epoch, index)
@@ -116,23 +177,45 @@ def bits32(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch
     hashing pass then returns [S, B, n] (fewer, larger tensor ops).
     """
     many = isinstance(stream, Sequence) or (torch.is_tensor(stream) and stream.dim() > 0)
+    if _cpu(keys):
+        return torch.from_numpy(_np_bits(keys, n, stream, many).view(np.int32))
+    return _torch_bits32(keys, n, stream, many)
+
+
+def _torch_bits32(keys: torch.Tensor, n: int, stream, many: bool) -> torch.Tensor:
+    """:func:`bits32` in torch int32 arithmetic (any device; tests run it on the CPU against numpy)."""
     if many:  # (S, B, 1) keys, one per stream
         salt = torch.tensor([_s32(int(s)) for s in stream], dtype=torch.int32, device=keys.device)[:, None]
         k = _derive(_to_i32(keys.reshape(1, -1)), salt)[..., None]
-    else:  # (B, 1): a Python salt saves a tensor and a broadcast (this is on the patch-mask hot path)
+    else:  # (B, 1): a Python salt saves a tensor and a broadcast
         k = _derive(_to_i32(keys.reshape(-1, 1)), _s32(int(stream)))
-    h = _mix(k ^ _counter(int(n), str(keys.device)))  # (S, B, n) or (B, n)
-    h += k
-    return _mix(h)
+    return _mix(k + _counter(int(n), str(keys.device)))  # (S, B, n) or (B, n)
+
+
+def _np_bits(keys: torch.Tensor, n: int, stream, many: bool) -> np.ndarray:
+    """:func:`bits32` on the CPU as a uint32 ndarray [B, n] (or [S, B, n])."""
+    k = _np_u32(keys.reshape(-1))
+    if many:
+        k = _np_derive(k[None, :], np.array([int(s) & _M32 for s in stream], dtype=np.uint32)[:, None])
+    else:
+        k = _np_derive(k, int(stream))
+    return _np_mix(k[..., None] + _np_counter(int(n)))
 
 
 def bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
     """Uniform uint32 values [B, n] in int64 (or [S, B, n] for S streams): see :func:`bits32`."""
-    return bits32(keys, n, stream).long() & _M32
+    b = bits32(keys, n, stream)
+    if _cpu(b):
+        return torch.from_numpy(b.numpy().view(np.uint32).astype(np.int64))
+    return b.long() & _M32
 
 
 def unit(b: torch.Tensor) -> torch.Tensor:
     """int32 draws from :func:`bits32` -> float32 in [0, 1) with 24-bit resolution (the top 24 bits)."""
+    if _cpu(b):
+        u = (b.numpy().view(np.uint32) >> _U8).astype(np.float32)
+        u *= np.float32(1.0 / (1 << 24))
+        return torch.from_numpy(u)
     _, _, s8, _, _, m24, _, _ = _k(str(b.device))
     return (b >> s8).bitwise_and_(m24).float().mul_(1.0 / (1 << 24))
 
