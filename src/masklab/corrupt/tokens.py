@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from masklab.corrupt import keyed
@@ -28,6 +29,7 @@ __all__ = [
     "eligible",
     "replacement_pool",
     "check_prob",
+    "check_mix",
     "select_count",
     "apply_mix",
     "word_ids_from_offsets",
@@ -85,9 +87,7 @@ def _special_table(vocab_size: int, special_ids: tuple, device: str) -> torch.Te
 
 def replacement_pool(vocab_size: int, special_ids, device=None) -> torch.Tensor:
     """Sorted ids that may be drawn as random replacements: the vocabulary minus special tokens (cached)."""
-    return _pool(
-        int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(torch.device(device or "cpu"))
-    )
+    return _pool(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(torch.device(device or "cpu")))
 
 
 @functools.lru_cache(maxsize=32)
@@ -128,9 +128,7 @@ def apply_mix(
     ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span); ``pick``
     [B, L] int32 draws of stream 2 (:func:`keyed.bits32`) may be passed when already computed.
     """
-    p_mask, p_rand, p_keep = (check_prob("mix entry", p) for p in mix)
-    if abs(p_mask + p_rand + p_keep - 1.0) > 1e-6:
-        raise ValueError(f"mix must sum to 1, got {mix}")
+    p_mask, p_rand, _ = check_mix(mix)
     B, L = ids.shape
     if role_u is None:
         role_u = keyed.uniform(keys, L, stream=1)
@@ -164,19 +162,95 @@ def random_mask(
     ``prob`` selects each eligible token independently (as Hugging Face's collator does); ``count`` instead
     selects exactly that many per row (int or [B] tensor), capped by the number of eligible tokens. ``can``
     [B, L] bool further restricts the eligible positions (for example ``attention_mask.bool()``).
+
+    With ``prob``, one 32-bit draw ``b`` per position decides everything: the token is selected when
+    ``b < T = floor(prob 2**32)``; given that, ``b`` is uniform on [0, T), so ``b < T mix[0]`` masks it,
+    ``b < T (mix[0] + mix[1])`` replaces it by a pool token indexed by ``b``'s offset in that range (uniform
+    over the pool), and the rest keep it: the joint law of three independent draws, at a third of the hashing.
+    On the CPU the work after the hash touches only the ~``prob`` share of candidate positions (numpy); other
+    devices run the same integer arithmetic densely in torch, with identical results.
     """
     check_ids(ids)
     check_prob("prob", prob)
+    p_mask, p_rand, _ = check_mix(mix)
+    L = ids.shape[1]
+    pool = replacement_pool(vocab_size, special_ids, ids.device)
+    if count is not None:
+        ok = eligible_in_vocab(ids, special_ids, vocab_size)
+        if can is not None:
+            ok = ok & can
+        draws = keyed.bits32(keys, L, (0, 1, 2))  # select, role, replacement in one hashing pass
+        selected = select_count(ok, keyed.unit(draws[0]), count)
+        return apply_mix(
+            ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
+        )
+    T = int(prob * 2**32)  # exact: a power-of-two scaling
+    cut = (int(T * p_mask), min(int(T * (p_mask + p_rand)), T))
+    b = keyed.bits32(keys, L, 0)
+    if ids.device.type == "cpu":
+        return _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
+    return _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
+
+
+def check_mix(mix) -> tuple[float, float, float]:
+    p_mask, p_rand, p_keep = (check_prob("mix entry", p) for p in mix)
+    if abs(p_mask + p_rand + p_keep - 1.0) > 1e-6:
+        raise ValueError(f"mix must sum to 1, got {mix}")
+    return p_mask, p_rand, p_keep
+
+
+def _pick(b, lo: int, hi: int, size: int):
+    """Uniform index in [0, size) from int64 draws uniform on [lo, hi) (multiply-shift: bias below
+    size / (hi - lo))."""
+    return (b - lo) * size // max(hi - lo, 1)
+
+
+def _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
+    """:func:`random_mask` (prob mode) on the CPU: one dense compare, then work on the candidates only."""
+    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), "cpu").numpy()
+    idn = np.ascontiguousarray(ids.numpy())
+    flat = idn.reshape(-1)
+    bu = b.numpy().view(np.uint32).reshape(-1)
+    cand = np.flatnonzero(bu < T) if T < 2**32 else np.arange(bu.size)
+    tok = flat[cand]
+    if tok.size and (tok.min() < 0 or tok.max() >= len(table)):  # ids outside the vocabulary
+        ok = ~np.isin(tok, np.asarray(list(special_ids), dtype=tok.dtype))
+    else:
+        ok = table[tok]
+    if can is not None:
+        ok &= np.broadcast_to(can.numpy(), idn.shape).reshape(-1)[cand].astype(bool, copy=False)
+    cand = cand[ok]
+    bc = bu[cand].astype(np.int64)
+    m = bc < cut[0]
+    r = ~m & (bc < cut[1])
+    inputs, targets = idn.copy(), np.full_like(idn, IGNORE_INDEX)
+    kind, selected = np.zeros(idn.shape, np.int8), np.zeros(idn.shape, bool)
+    fi, ft, fk = inputs.reshape(-1), targets.reshape(-1), kind.reshape(-1)
+    ft[cand] = flat[cand]
+    selected.reshape(-1)[cand] = True
+    fk[cand] = UNCHANGED
+    fk[cand[m]] = MASKED
+    fk[cand[r]] = RANDOM
+    fi[cand[m]] = mask_id
+    fi[cand[r]] = pool.numpy()[_pick(bc[r], cut[0], cut[1], len(pool))]
+    sel = torch.from_numpy(selected)
+    return Corruption(torch.from_numpy(inputs), torch.from_numpy(targets), sel, sel.float(), torch.from_numpy(kind))
+
+
+def _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
+    """:func:`random_mask` (prob mode), dense, any device: the same arithmetic as :func:`_random_mask_np`."""
     ok = eligible_in_vocab(ids, special_ids, vocab_size)
     if can is not None:
         ok = ok & can
-    draws = keyed.bits32(keys, ids.shape[1], (0, 1, 2))  # select, role, replacement in one hashing pass
-    u = keyed.unit(draws[0])
-    selected = (u < prob) & ok if count is None else select_count(ok, u, count)
-    pool = replacement_pool(vocab_size, special_ids, ids.device)
-    return apply_mix(
-        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
-    )
+    b = b.long() & 0xFFFFFFFF
+    selected = ok & (b < T)
+    as_mask = selected & (b < cut[0])
+    as_rand = selected & ~as_mask & (b < cut[1])
+    pick = _pick(b.clamp(cut[0], max(cut[1] - 1, cut[0])), cut[0], cut[1], len(pool))
+    inputs = torch.where(as_rand, pool.to(ids.device)[pick].to(ids.dtype), ids.masked_fill(as_mask, mask_id))
+    kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED).masked_fill_(as_rand, RANDOM)
+    targets = ids.masked_fill(~selected, IGNORE_INDEX)
+    return Corruption(inputs, targets, selected, selected.float(), kind)
 
 
 # ---------------------------------------------------------------------------------------------------- words
@@ -255,9 +329,7 @@ def whole_word_mask(
     check_ids(ids)
     check_prob("prob", prob)
     if word_ids.shape != ids.shape:
-        raise ValueError(
-            f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}"
-        )
+        raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
     ok = eligible_in_vocab(ids, special_ids, vocab_size) & (word_ids >= 0)
     if can is not None:
         ok = ok & can
