@@ -134,7 +134,7 @@ def test_only_special_row_is_a_noop(tok, examples):
 
 def test_batches_feed_a_hf_model_like_trainer_does(tok, examples):
     """What Trainer does with a data_collator: DataLoader(dataset, collate_fn=c), then model(**batch).loss.
-    (transformers.Trainer itself needs accelerate, which is not installed here.)"""
+    (A real transformers.Trainer runs in tests/test_collate_trainer.py.)"""
     from masklab.data.tokenizers import token_info
     from masklab.models import build_model
 

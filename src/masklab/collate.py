@@ -15,7 +15,11 @@ replacement.
 
 Keyed determinism: an example's mask is a function of (seed, epoch, example index) only. The index is the
 example's ``"idx"`` field when present, otherwise a hash of its token ids (so a reshuffled or re-batched
-example still gets the same mask). Call :meth:`set_epoch` at each epoch for fresh masks.
+example still gets the same mask). Call :meth:`set_epoch` at each epoch for fresh masks; in
+``transformers.Trainer`` pass ``callbacks=[collator.trainer_callback()]``, which does that. The Trainer's default
+``remove_unused_columns=True`` drops ``idx``, ``word_ids`` and ``special_tokens_mask`` (the model's ``forward``
+does not name them), so the collator falls back to the content hash and the vocabulary's word marks; set
+``remove_unused_columns=False`` to key on ``idx`` and use ``word_ids`` (extra columns, strings too, are ignored).
 
 Word boundaries (whole_word, span): the example's ``"word_ids"`` (None or -1 outside words) if present, else
 its ``"offset_mapping"`` with Hugging Face's rule, else the tokenizer's continuation prefix (WordPiece
@@ -182,6 +186,21 @@ class _Base:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def trainer_callback(self):
+        """A ``transformers.TrainerCallback`` that calls :meth:`set_epoch` as each epoch begins, so
+        ``Trainer(..., data_collator=c, callbacks=[c.trainer_callback()])`` draws fresh masks every epoch (the
+        Trainer never tells a collator the epoch). Not with ``dataloader_persistent_workers=True``: persistent
+        workers keep the copy of the collator they started with."""
+        from transformers import TrainerCallback
+
+        collator = self
+
+        class SetEpoch(TrainerCallback):
+            def on_epoch_begin(self, args, state, control, **kwargs):
+                collator.set_epoch(int(state.epoch + 1e-6))  # state.epoch: epochs done, a float
+
+        return SetEpoch()
 
     def _batch(self, examples) -> tuple[dict, torch.Tensor, torch.Tensor]:
         batch = pad_examples(
