@@ -6,9 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
-from masklab.corrupt import keyed
+from masklab.corrupt import frames, keyed
 from masklab.corrupt.frames import ask2mask, span_lengths, span_mask
 
 
@@ -142,3 +144,29 @@ def test_bad_inputs_raise(kw, match):
     args = dict(mask_prob=0.5, mask_length=5) | kw
     with pytest.raises(ValueError, match=match):
         span_mask((2, 100), args.pop("mask_prob"), args.pop("mask_length"), seed=0, **args)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 9),
+    st.integers(12, 300),
+    st.floats(0.0, 1.0),
+    st.integers(1, 12),
+    st.integers(0, 4),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_cpu_numpy_path_equals_the_torch_path(B, T, p, M, min_masks, padded, same_count, seed):
+    """The wav2vec2 default runs in numpy on the CPU; other devices run the torch code: same keyed draws, same
+    mask (ties between 32-bit start scores aside, about one row in 10**7)."""
+    M = min(M, T)
+    lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(seed)) if padded else None
+    kw = dict(lengths=lengths, min_masks=min_masks, same_count=same_count, seed=seed)
+    fast = span_mask((B, T), p, M, **kw)
+    try:
+        frames._NUMPY = False
+        slow = span_mask((B, T), p, M, **kw)
+    finally:
+        frames._NUMPY = True
+    assert torch.equal(fast, slow)

@@ -31,13 +31,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from masklab.corrupt import keyed
 from masklab.corrupt.patches import _Source
 
 __all__ = ["span_mask", "span_lengths", "ask2mask", "FrameMask", "MASK_TYPES"]
 
 MASK_TYPES = ("static", "uniform", "normal", "poisson")
+_NUMPY = True  # CPU fast path in numpy (tests switch it off to compare with the torch path)
 
 
 @dataclass
@@ -104,6 +107,48 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
+def _smallest(score: np.ndarray, k: int) -> np.ndarray:
+    """Positions [B, k] of the k smallest (value, position) pairs of each row of uint32 ``score`` [B, C], in
+    that order. A partition finds each row's k-th value; only a tie at that value (about C / 2**32 per row)
+    needs the slower exact sort of packed (value, position) keys."""
+    B, C = score.shape
+    if k < C:
+        kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
+        hits = np.flatnonzero(score <= kth)  # row-major: positions ascend within a row (1-D: fast)
+        if hits.size == B * k:  # every row has exactly k: no tie at the k-th value
+            cols = hits.reshape(B, k) - np.arange(0, B * C, C)[:, None]
+            return np.take_along_axis(cols, np.argsort(np.take_along_axis(score, cols, 1), 1, kind="stable"), 1)
+    key = (score.astype(np.uint64) << np.uint64(32)) | np.arange(C, dtype=np.uint64)
+    key = np.sort(np.partition(key, k - 1, axis=1)[:, :k] if k < C else key, axis=1)
+    return (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _static_spans_np(keys, sz, T, p, M, min_masks, n_max, hf_cap) -> torch.Tensor:
+    """The wav2vec2 default (distinct uniform starts, spans of exactly M, overlap allowed) on the CPU in numpy,
+    from the same keyed draws as the torch path: one hash of [B, T + 1], a partial sort for the ``n_max``
+    smallest start scores, and one scatter."""
+    B = sz.shape[0]
+    bits = keyed._np_bits(keys, T + 1, 0x57A, False)  # uint32 [B, T + 1]: start scores, then eps
+    eps = (bits[:, T] >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
+    n = (sz * (p / M) + eps).astype(np.int64)
+    if min_masks > 0:
+        n = np.maximum(n, min_masks)
+    if hf_cap:
+        n = np.where(n * M > T, T // M, n)
+    n_cand = np.maximum(sz - (M - 1), 0)
+    n = np.minimum(n, n_cand)
+    score = bits[:, : T - M + 1]
+    if (n_cand < score.shape[1]).any():  # padded rows: starts only where a whole span fits
+        score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
+    starts = _smallest(score, n_max)  # first n: a uniform n-subset
+    unused = (np.arange(n_max) >= n[:, None]) | (starts >= n_cand[:, None])
+    starts += np.arange(B)[:, None] * (T + M)
+    starts[unused] = T  # unused spans -> a scratch column of row 0
+    mask = np.zeros((B, T + M), dtype=bool)
+    mask.reshape(-1)[(starts[:, :, None] + np.arange(M)).reshape(-1)] = True
+    return torch.from_numpy(np.ascontiguousarray(mask[:, :T]))
+
+
 def span_mask(
     shape,
     mask_prob: float,
@@ -162,26 +207,34 @@ def span_mask(
     # batch)
     cap = max(T // mask_length, 1)
     n_max = min(max(int(mask_prob * T / mask_length + 1), min_masks), cap)  # static bound: no device sync
+    hf_cap = max(int(mask_prob * T / mask_length + 1), min_masks) * mask_length > T  # HF's cap, when it can bind
+    fast = not no_overlap and mask_type == "static" and start_logits is None
+    if fast and _NUMPY and src.gen is None and dev.type == "cpu":
+        mask = _static_spans_np(src.keys, sz.numpy(), T, mask_prob, mask_length, min_masks, n_max, hf_cap)
+        return _equalize(mask, src.uniform(T, stream=0xEC0)) if same_count else mask
     draw = src.order(T + 1, stream=0x57A)  # [B, T + 1]: start scores, then eps in the last column
     eps = draw[:, T]
     # keyed order() values are uint32 draws in int64 (keyed.bits): the top 24 bits as a float in [0, 1)
-    eps = (eps >> 8).float() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps
-    n = (sz * (mask_prob / mask_length) + eps).long()  # floor: both terms are >= 0
+    eps = (eps >> 8).double() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps.double()
+    n = (sz.double() * (mask_prob / mask_length) + eps).long()  # floor: both terms are >= 0
     if min_masks > 0:
         n = n.clamp(min=min_masks)
-    if (max(int(mask_prob * T / mask_length + 1), min_masks)) * mask_length > T:  # HF's cap, when it can bind
+    if hf_cap:
         n = torch.where(n * mask_length > T, torch.full_like(n, T // mask_length), n)
     j = torch.arange(n_max, device=dev)
     static = mask_type == "static"
 
-    if not no_overlap and static and start_logits is None:
+    if fast:
         # fast path (the wav2vec2 default): distinct uniform starts in [0, sz - M], spans of exactly M
         score = draw[:, : T - mask_length + 1]
+        pos = torch.arange(score.shape[1], device=dev)
+        if score.dtype == torch.int64:  # keyed uint32 draws: ties go to the earlier position, as on the CPU
+            score = (score << score.shape[1].bit_length()) | pos
         if lengths is not None:
             n_cand = (sz - (mask_length - 1)).clamp(min=0)
             n = torch.minimum(n, n_cand)
             big = torch.iinfo(score.dtype).max if score.dtype == torch.int64 else 2.0
-            score = score.masked_fill(torch.arange(score.shape[1], device=dev) >= n_cand[:, None], big)
+            score = score.masked_fill(pos >= n_cand[:, None], big)
         elif n_max > T - mask_length + 1:
             n = n.clamp(max=T - mask_length + 1)
         starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
