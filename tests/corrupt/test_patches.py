@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
@@ -243,3 +245,29 @@ def test_uneven_rows_have_no_ids_keep():
     pm = P.PatchMask(torch.tensor([[True, False], [True, True]]), (1, 2))
     with pytest.raises(ValueError, match="different numbers"):
         _ = pm.ids_keep
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.data())
+def test_smallest_k_is_a_stable_sort_cut_on_every_path(B, N, data):
+    """smallest_k picks the k smallest per row, ties to the earlier position (a stable argsort's first k), and
+    the numpy (CPU) and torch (other devices) paths agree, ties included."""
+    k = data.draw(st.integers(0, N))
+    vals = data.draw(st.lists(st.integers(0, 3), min_size=B * N, max_size=B * N))  # many ties
+    score = torch.tensor(vals, dtype=torch.int64).view(B, N)
+    want = torch.zeros(B, N, dtype=torch.bool)
+    want.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], True)
+    assert torch.equal(P.smallest_k(score, k), want)
+    assert torch.equal(P._smallest_k_torch(score, k), want)
+    assert torch.equal(P._smallest_k_torch(score.float(), k), want)
+
+
+def test_ids_match_the_torch_definition():
+    """MAE's ids on a CPU mask (numpy) equal their definition: visible then masked indices ascending, and
+    ids_restore inverts ids_shuffle."""
+    pm = P.random_patches((7, 9), 0.6, seed=3, batch=5)
+    m = pm.mask
+    for r in range(5):
+        assert torch.equal(pm.ids_keep[r], (~m[r]).nonzero()[:, 0])
+        assert torch.equal(pm.ids_masked[r], m[r].nonzero()[:, 0])
+    assert torch.equal(pm.ids_shuffle.gather(1, pm.ids_restore), torch.arange(63).expand(5, -1))

@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from masklab.corrupt import keyed
@@ -93,6 +94,9 @@ class PatchMask:
                 )
             K = N - (int(counts[0]) if B else 0)
             m = self.mask
+            if m.device.type == "cpu":
+                self._ids = _np_ids(m.numpy(), K)
+                return self._ids
             keep = (~m).nonzero()[:, 1].view(B, K)
             masked = m.nonzero()[:, 1].view(B, N - K)
             # cat(visible, masked) position of each patch: rank among visible, or K + rank among masked
@@ -126,6 +130,17 @@ class PatchMask:
     def image(self) -> torch.Tensor:
         """[B, H, W] bool view of the mask."""
         return self.mask.view(-1, *self.grid)
+
+
+def _np_ids(m: np.ndarray, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ids_keep, ids_masked, ids_restore of a CPU mask [B, N] with K visible patches per row (numpy)."""
+    B, N = m.shape
+    base = np.arange(0, B * N, N)[:, None]
+    keep = np.flatnonzero(~m).reshape(B, K) - base
+    masked = np.flatnonzero(m).reshape(B, N - K) - base
+    up = m.cumsum(1)
+    restore = np.where(m, K - 1 + up, np.arange(N) - up)  # K + rank among masked, or rank among visible
+    return torch.from_numpy(keep), torch.from_numpy(masked), torch.from_numpy(restore)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -191,27 +206,59 @@ def _num_masked(N: int, ratio: float) -> int:
     return N - int(N * (1 - _check_ratio("ratio", ratio)))
 
 
-def _mask_top(score: torch.Tensor, k: int) -> torch.Tensor:
-    """[B, N] bool with exactly the ``k`` largest scores of each row set (ties broken by topk, still
-    exact)."""
+def smallest_k(score, k: int):
+    """[B, N] bool: True at the ``k`` smallest entries of each row of ``score`` (torch tensor or numpy array;
+    the result is the same kind). Ties count the earlier position as smaller, so the count is exact and the
+    answer is the same on every device.
+
+    The k-th value of each row comes from a partial sort (``np.partition`` on the CPU, whose per-call cost is a
+    fraction of a torch ``topk``; ``kthvalue`` elsewhere), then one compare; only a tie at that value needs a
+    running count.
+    """
+    if torch.is_tensor(score):
+        if score.device.type == "cpu":
+            return torch.from_numpy(smallest_k(score.numpy(), k))
+        return _smallest_k_torch(score, k)
     B, N = score.shape
-    out = torch.zeros(B, N, dtype=torch.bool, device=score.device)
-    if k >= N:
-        return out.fill_(True)
-    if k > 0:
-        out.scatter_(1, score.topk(k, dim=1, sorted=False).indices, True)
+    if k <= 0 or k >= N:
+        return np.full((B, N), k > 0)
+    kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
+    out = score <= kth
+    if np.count_nonzero(out) != B * k:  # a tie at the k-th value: among equal entries the earliest win
+        lt, eq = score < kth, score == kth
+        out = lt | (eq & (eq.cumsum(1) <= k - lt.sum(1, keepdims=True)))
     return out
+
+
+def _smallest_k_torch(score: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`smallest_k` in torch (any device): the same rule."""
+    B, N = score.shape
+    if k <= 0 or k >= N:
+        return torch.full((B, N), k > 0, device=score.device)
+    kth = score.kthvalue(k, dim=1, keepdim=True).values
+    lt, eq = score < kth, score == kth
+    return lt | (eq & (eq.cumsum(1) <= k - lt.sum(1, keepdim=True)))
+
+
+def _mask_top(score: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, N] bool with exactly the ``k`` largest scores of each row set (ties: earlier position first)."""
+    return smallest_k(-score, k)
 
 
 def _mask_bottom(score: torch.Tensor, k: int) -> torch.Tensor:
     """[B, N] bool, True everywhere except the ``k`` smallest scores of each row."""
-    B, N = score.shape
-    out = torch.ones(B, N, dtype=torch.bool, device=score.device)
-    if k >= N:
-        return out.fill_(False)
-    if k > 0:
-        out.scatter_(1, score.topk(k, dim=1, largest=False, sorted=False).indices, False)
-    return out
+    return ~smallest_k(score, k)
+
+
+def _keyed_order(src: _Source, n: int, stream: int):
+    """:meth:`_Source.order` draws, as a uint32 numpy array when keyed on the CPU (no int64 copy)."""
+    if src.gen is None and src.device.type == "cpu":
+        return keyed._np_bits(src.keys, n, stream, False)
+    return src.order(n, stream)
+
+
+def _as_mask(x) -> torch.Tensor:
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -226,7 +273,7 @@ def random_patches(
     N = H * W
     k = _num_masked(N, ratio)
     src = _Source(batch, keys, seed, epoch, device)
-    return PatchMask(_mask_bottom(src.order(N, stream=0x5A7C), N - k), (H, W))
+    return PatchMask(_as_mask(~smallest_k(_keyed_order(src, N, 0x5A7C), N - k)), (H, W))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -363,7 +410,8 @@ def simmim_patches(
         raise ValueError(f"cell {cell} must divide the {H}x{W} grid and be no larger than it")
     h, w = H // cell, W // cell
     src = _Source(batch, keys, seed, epoch, device)
-    coarse = _mask_top(src.order(h * w, stream=0x5133), math.ceil(r * h * w)).view(-1, h, 1, w, 1)
+    coarse = _as_mask(~smallest_k(_keyed_order(src, h * w, 0x5133), h * w - math.ceil(r * h * w)))
+    coarse = coarse.view(-1, h, 1, w, 1)
     mask = coarse.expand(-1, h, cell, w, cell).reshape(-1, H * W)
     return PatchMask(mask, (H, W))
 
@@ -413,9 +461,10 @@ def colored_noise(
 ) -> torch.Tensor:
     """[B, H*W] zero-mean noise with the ``color`` spectrum: white noise times the circulant filter."""
     H, W = _check_grid(grid)
-    noise_response(color, (H, W))  # validates the color
+    if color not in COLORS:
+        raise ValueError(f"unknown noise color {color!r}; expected one of {', '.join(COLORS)}")
     src = _Source(batch, keys, seed, epoch, device)
-    u = src.uniform(H * W, stream=0xC010) - 0.5
+    u = src.uniform(H * W, stream=0xC010).sub_(0.5)
     if color == "white":
         return u
     return u @ _filter_on(color, H, W, u.device)
