@@ -151,7 +151,7 @@ def test_bad_inputs_raise(kw, match):
     st.integers(1, 9),
     st.integers(12, 300),
     st.floats(0.0, 1.0),
-    st.integers(1, 12),
+    st.integers(1, 40),
     st.integers(0, 4),
     st.booleans(),
     st.booleans(),

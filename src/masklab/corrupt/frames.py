@@ -113,11 +113,13 @@ def _smallest(score: np.ndarray, k: int) -> np.ndarray:
     needs the slower exact sort of packed (value, position) keys."""
     B, C = score.shape
     if k < C:
+        score = np.ascontiguousarray(score)
         kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
-        hits = np.flatnonzero(score <= kth)  # row-major: positions ascend within a row (1-D: fast)
+        hits = np.flatnonzero(score <= kth)  # row-major: positions ascend within a row
         if hits.size == B * k:  # every row has exactly k: no tie at the k-th value
-            cols = hits.reshape(B, k) - np.arange(0, B * C, C)[:, None]
-            return np.take_along_axis(cols, np.argsort(np.take_along_axis(score, cols, 1), 1, kind="stable"), 1)
+            order = np.argsort(score.reshape(-1)[hits].reshape(B, k), axis=1, kind="stable")
+            order += np.arange(0, B * k, k)[:, None]
+            return hits[order] - np.arange(0, B * C, C)[:, None]
     key = (score.astype(np.uint64) << np.uint64(32)) | np.arange(C, dtype=np.uint64)
     key = np.sort(np.partition(key, k - 1, axis=1)[:, :k] if k < C else key, axis=1)
     return (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
@@ -144,9 +146,15 @@ def _static_spans_np(keys, sz, T, p, M, min_masks, n_max, hf_cap) -> torch.Tenso
     unused = (np.arange(n_max) >= n[:, None]) | (starts >= n_cand[:, None])
     starts += np.arange(B)[:, None] * (T + M)
     starts[unused] = T  # unused spans -> a scratch column of row 0
-    mask = np.zeros((B, T + M), dtype=bool)
-    mask.reshape(-1)[(starts[:, :, None] + np.arange(M)).reshape(-1)] = True
-    return torch.from_numpy(np.ascontiguousarray(mask[:, :T]))
+    first = np.zeros((B, T + M), dtype=bool)  # span starts; a frame is masked if a start lies in the M before it
+    first.reshape(-1)[starts.reshape(-1)] = True
+    mask = first[:, :T].copy()
+    cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
+    while cover < M:
+        step = min(cover, M - cover)
+        mask[:, step:] |= mask[:, :-step].copy()
+        cover += step
+    return torch.from_numpy(mask)
 
 
 def span_mask(
