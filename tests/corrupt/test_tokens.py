@@ -322,3 +322,29 @@ def test_random_replacements_are_uniform_over_the_pool():
     counts = torch.bincount(torch.searchsorted(pool, c.inputs[c.kind == 2]), minlength=len(pool)).double()
     expected = counts.sum() / len(pool)
     assert ((counts - expected) ** 2 / expected).sum() < 80.1
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 200), prob=st.floats(0.0, 1.0), rand=st.floats(0, 0.5))
+def test_whole_word_cpu_path_equals_the_dense_torch_path(seed, n, prob, rand):
+    """whole_word_mask's numpy path (roles hashed at selected tokens only) equals the dense torch path used
+    off the CPU, with specials, padding and words of several tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, V, (5, n), generator=g)
+    wid = (torch.rand(5, n, generator=g) < 0.6).long().cumsum(1)  # words of 1+ tokens
+    wid[torch.rand(5, n, generator=g) < 0.1] = -1
+    can = torch.rand(5, n, generator=g) < 0.9
+    kw = dict(mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=prob, mix=(0.8 - rand, 0.1 + rand, 0.1), can=can)
+    keys = keyed.example_keys(seed, 1, range(5))
+    fast = whole_word_mask(ids, keys, wid, **kw)
+    try:
+        tokens._NUMPY = False
+        dense = whole_word_mask(ids, keys, wid, **kw)
+    finally:
+        tokens._NUMPY = True
+    for a, d in zip(
+        (fast.inputs, fast.targets, fast.mask, fast.weights, fast.kind),
+        (dense.inputs, dense.targets, dense.mask, dense.weights, dense.kind),
+        strict=True,
+    ):
+        assert torch.equal(a, d)

@@ -192,6 +192,12 @@ def _torch_bits32(keys: torch.Tensor, n: int, stream, many: bool) -> torch.Tenso
     return _mix(k + _counter(int(n), str(keys.device)))  # (S, B, n) or (B, n)
 
 
+def _np_bits_at(keys: torch.Tensor, rows: np.ndarray, cols: np.ndarray, n: int, stream: int) -> np.ndarray:
+    """``bits32(keys, n, stream)[rows, cols]`` as uint32, hashing only those elements (sparse draws)."""
+    k = _np_derive(_np_u32(keys.reshape(-1)), int(stream))
+    return _np_mix(k[rows] + _np_counter(int(n))[cols])
+
+
 def _np_bits(keys: torch.Tensor, n: int, stream, many: bool) -> np.ndarray:
     """:func:`bits32` on the CPU as a uint32 ndarray [B, n] (or [S, B, n])."""
     k = _np_u32(keys.reshape(-1))

@@ -23,6 +23,8 @@ import torch
 from masklab.corrupt import keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
+_NUMPY = True  # CPU fast paths in numpy (tests switch it off to compare with the dense torch path)
+
 __all__ = [
     "random_mask",
     "whole_word_mask",
@@ -187,7 +189,7 @@ def random_mask(
     T = int(prob * 2**32)  # exact: a power-of-two scaling
     cut = (int(T * p_mask), min(int(T * (p_mask + p_rand)), T))
     b = keyed.bits32(keys, L, 0)
-    if ids.device.type == "cpu":
+    if _NUMPY and ids.device.type == "cpu":
         return _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
     return _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
 
@@ -325,20 +327,72 @@ def whole_word_mask(
     ``word_ids`` [B, L]: word id per token, -1 for tokens in no word (specials, padding). Consecutive tokens
     with the same id form one word. The mask/random/keep ``mix`` is drawn per token, as in BERT's
     ``create_pretraining_data.py``; Hugging Face's whole-word collator forces mix=(1, 0, 0).
+
+    Draws are integer compares on keyed uint32 streams: a word is chosen when stream 0 at its first token is
+    below ``floor(prob 2**32)``; a chosen token is masked / replaced / kept by stream 1 against ``mix``; a
+    replacement is ``pool[stream 2 % |pool|]``. On the CPU (rate mode) the role and replacement streams are
+    hashed only at the selected tokens (numpy); elsewhere densely in torch, with identical results.
     """
     check_ids(ids)
     check_prob("prob", prob)
     if word_ids.shape != ids.shape:
         raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
+    p_mask, p_rand, _ = check_mix(mix)
+    cut = (int(p_mask * 2**32), min(int((p_mask + p_rand) * 2**32), 2**32))  # role thresholds on stream 1
+    T = int(prob * 2**32)
+    pool = replacement_pool(vocab_size, special_ids, ids.device)
+    if count is None and _NUMPY and ids.device.type == "cpu":
+        return _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut)
     ok = eligible_in_vocab(ids, special_ids, vocab_size) & (word_ids >= 0)
     if can is not None:
         ok = ok & can
     starts = word_starts(word_ids, ok)
-    draws = keyed.bits32(keys, ids.shape[1], (0, 1, 2))
-    u = keyed.unit(draws[0])  # one draw per word, read at its first token
-    chosen = (u < prob) & starts if count is None else select_count(starts, u, count)
+    draws = keyed.bits(keys, ids.shape[1], (0, 1, 2))  # word draw (read at its first token), role, replacement
+    if count is None:
+        chosen = (draws[0] < T) & starts
+    else:
+        chosen = select_count(starts, (draws[0] >> 8).float() / 2**24, count)
     selected = spread_from_starts(chosen, starts, ok) & ok
-    pool = replacement_pool(vocab_size, special_ids, ids.device)
-    return apply_mix(
-        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
-    )
+    as_mask = selected & (draws[1] < cut[0])
+    as_rand = selected & ~as_mask & (draws[1] < cut[1])
+    drawn = pool.to(ids.device)[draws[2] % len(pool)].to(ids.dtype)
+    inputs = torch.where(as_rand, drawn, ids.masked_fill(as_mask, mask_id))
+    kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED).masked_fill_(as_rand, RANDOM)
+    return Corruption(inputs, ids.masked_fill(~selected, IGNORE_INDEX), selected, selected.float(), kind)
+
+
+def _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
+    """:func:`whole_word_mask` (prob mode) on the CPU: dense word selection, then role and replacement draws
+    hashed only at the selected tokens (the same stream values as the dense path)."""
+    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), "cpu").numpy()
+    idn, wid = np.ascontiguousarray(ids.numpy()), np.ascontiguousarray(word_ids.numpy())
+    B, L = idn.shape
+    if idn.size and (idn.min() < 0 or idn.max() >= len(table)):  # ids outside the vocabulary
+        ok = ~np.isin(idn, np.asarray(list(special_ids), dtype=idn.dtype))
+    else:
+        ok = table[idn]
+    ok &= wid >= 0
+    if can is not None:
+        ok &= np.broadcast_to(can.numpy(), idn.shape).astype(bool, copy=False)
+    same = np.zeros_like(ok)  # continues the previous token's word
+    same[:, 1:] = (wid[:, 1:] == wid[:, :-1]) & ok[:, :-1]
+    starts = ok & ~same
+    chosen = starts & (keyed._np_bits(keys, L, 0, False) < T)
+    pos = np.where(starts, np.arange(L), 0)
+    np.maximum.accumulate(pos, axis=1, out=pos)  # each token's word start
+    flat = np.flatnonzero(chosen.reshape(-1)[(pos + np.arange(0, B * L, L)[:, None]).reshape(-1)] & ok.reshape(-1))
+    rows, cols = np.divmod(flat, L)
+    role = keyed._np_bits_at(keys, rows, cols, L, 1).astype(np.int64)
+    m, r = role < cut[0], (role >= cut[0]) & (role < cut[1])
+    inputs, targets = idn.copy(), np.full_like(idn, IGNORE_INDEX)
+    kind, selected = np.zeros(idn.shape, np.int8), np.zeros(idn.shape, bool)
+    fi, fk = inputs.reshape(-1), kind.reshape(-1)
+    targets.reshape(-1)[flat] = idn.reshape(-1)[flat]
+    selected.reshape(-1)[flat] = True
+    fk[flat] = UNCHANGED
+    fk[flat[m]] = MASKED
+    fk[flat[r]] = RANDOM
+    fi[flat[m]] = mask_id
+    fi[flat[r]] = pool.numpy()[keyed._np_bits_at(keys, rows[r], cols[r], L, 2) % len(pool)]
+    sel = torch.from_numpy(selected)
+    return Corruption(torch.from_numpy(inputs), torch.from_numpy(targets), sel, sel.float(), torch.from_numpy(kind))
