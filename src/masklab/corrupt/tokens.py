@@ -225,16 +225,22 @@ def _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
     bc = bu[cand].astype(np.int64)
     m = bc < cut[0]
     r = ~m & (bc < cut[1])
+    return _np_record(idn, cand, m, r, mask_id, pool.numpy()[_pick(bc[r], cut[0], cut[1], len(pool))])
+
+
+def _np_record(idn: np.ndarray, flat: np.ndarray, m: np.ndarray, r: np.ndarray, mask_id: int, drawn) -> Corruption:
+    """The Corruption of a CPU path: selected flat positions ``flat``, of which ``m`` become the mask token and
+    ``r`` the ``drawn`` replacements; the rest stay unchanged."""
     inputs, targets = idn.copy(), np.full_like(idn, IGNORE_INDEX)
     kind, selected = np.zeros(idn.shape, np.int8), np.zeros(idn.shape, bool)
-    fi, ft, fk = inputs.reshape(-1), targets.reshape(-1), kind.reshape(-1)
-    ft[cand] = flat[cand]
-    selected.reshape(-1)[cand] = True
-    fk[cand] = UNCHANGED
-    fk[cand[m]] = MASKED
-    fk[cand[r]] = RANDOM
-    fi[cand[m]] = mask_id
-    fi[cand[r]] = pool.numpy()[_pick(bc[r], cut[0], cut[1], len(pool))]
+    fi, fk = inputs.reshape(-1), kind.reshape(-1)
+    targets.reshape(-1)[flat] = idn.reshape(-1)[flat]
+    selected.reshape(-1)[flat] = True
+    fk[flat] = UNCHANGED
+    fk[flat[m]] = MASKED
+    fk[flat[r]] = RANDOM
+    fi[flat[m]] = mask_id
+    fi[flat[r]] = drawn
     sel = torch.from_numpy(selected)
     return Corruption(torch.from_numpy(inputs), torch.from_numpy(targets), sel, sel.float(), torch.from_numpy(kind))
 
@@ -384,15 +390,5 @@ def _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask
     rows, cols = np.divmod(flat, L)
     role = keyed._np_bits_at(keys, rows, cols, L, 1).astype(np.int64)
     m, r = role < cut[0], (role >= cut[0]) & (role < cut[1])
-    inputs, targets = idn.copy(), np.full_like(idn, IGNORE_INDEX)
-    kind, selected = np.zeros(idn.shape, np.int8), np.zeros(idn.shape, bool)
-    fi, fk = inputs.reshape(-1), kind.reshape(-1)
-    targets.reshape(-1)[flat] = idn.reshape(-1)[flat]
-    selected.reshape(-1)[flat] = True
-    fk[flat] = UNCHANGED
-    fk[flat[m]] = MASKED
-    fk[flat[r]] = RANDOM
-    fi[flat[m]] = mask_id
-    fi[flat[r]] = pool.numpy()[keyed._np_bits_at(keys, rows[r], cols[r], L, 2) % len(pool)]
-    sel = torch.from_numpy(selected)
-    return Corruption(torch.from_numpy(inputs), torch.from_numpy(targets), sel, sel.float(), torch.from_numpy(kind))
+    drawn = pool.numpy()[keyed._np_bits_at(keys, rows[r], cols[r], L, 2) % len(pool)]
+    return _np_record(idn, flat, m, r, mask_id, drawn)
