@@ -107,28 +107,33 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
-def _smallest(score: np.ndarray, k: int) -> np.ndarray:
-    """Positions [B, k] of the k smallest (value, position) pairs of each row of uint32 ``score`` [B, C], in
-    that order. A partition finds each row's k-th value; only a tie at that value (about C / 2**32 per row)
-    needs the slower exact sort of packed (value, position) keys."""
+def _first_n(score: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """[B, C] bool: the ``n[b]`` smallest (value, position) pairs of each row of uint32 ``score`` [B, C].
+
+    A partition finds the ``max(n)`` smallest values, a small sort orders them, each row's ``n``-th value is its
+    threshold and one compare selects. Only a tie at a threshold (about C / 2**32 per row) takes the exact sort
+    of packed (value, position) keys.
+    """
     B, C = score.shape
-    if k < C:
-        score = np.ascontiguousarray(score)
-        kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
-        hits = np.flatnonzero(score <= kth)  # row-major: positions ascend within a row
-        if hits.size == B * k:  # every row has exactly k: no tie at the k-th value
-            order = np.argsort(score.reshape(-1)[hits].reshape(B, k), axis=1, kind="stable")
-            order += np.arange(0, B * k, k)[:, None]
-            return hits[order] - np.arange(0, B * C, C)[:, None]
-    key = (score.astype(np.uint64) << np.uint64(32)) | np.arange(C, dtype=np.uint64)
-    key = np.sort(np.partition(key, k - 1, axis=1)[:, :k] if k < C else key, axis=1)
-    return (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    k = int(n.max()) if B else 0
+    if k == 0:
+        return np.zeros((B, C), dtype=bool)
+    low = np.sort(np.partition(score, k - 1, axis=1)[:, :k] if k < C else score, axis=1)  # k smallest, sorted
+    out = (score <= low[np.arange(B), np.maximum(n - 1, 0)][:, None]) & (n > 0)[:, None]
+    if np.count_nonzero(out) == n.sum():
+        return out
+    key = np.sort((score.astype(np.uint64) << np.uint64(32)) | np.arange(C, dtype=np.uint64), axis=1)
+    out = np.zeros((B, C), dtype=bool)
+    pos = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    take = np.arange(C) < n[:, None]
+    out.reshape(-1)[(pos + np.arange(0, B * C, C)[:, None])[take]] = True
+    return out
 
 
-def _static_spans_np(keys, sz, T, p, M, min_masks, n_max, hf_cap) -> torch.Tensor:
+def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
     """The wav2vec2 default (distinct uniform starts, spans of exactly M, overlap allowed) on the CPU in numpy,
-    from the same keyed draws as the torch path: one hash of [B, T + 1], a partial sort for the ``n_max``
-    smallest start scores, and one scatter."""
+    from the same keyed draws as the torch path: one hash of [B, T + 1], a partition at each row's span count,
+    one compare for the starts and log2(M) shifted ORs to paint the spans."""
     B = sz.shape[0]
     bits = keyed._np_bits(keys, T + 1, 0x57A, False)  # uint32 [B, T + 1]: start scores, then eps
     eps = (bits[:, T] >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
@@ -142,13 +147,8 @@ def _static_spans_np(keys, sz, T, p, M, min_masks, n_max, hf_cap) -> torch.Tenso
     score = bits[:, : T - M + 1]
     if (n_cand < score.shape[1]).any():  # padded rows: starts only where a whole span fits
         score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
-    starts = _smallest(score, n_max)  # first n: a uniform n-subset
-    unused = (np.arange(n_max) >= n[:, None]) | (starts >= n_cand[:, None])
-    starts += np.arange(B)[:, None] * (T + M)
-    starts[unused] = T  # unused spans -> a scratch column of row 0
-    first = np.zeros((B, T + M), dtype=bool)  # span starts; a frame is masked if a start lies in the M before it
-    first.reshape(-1)[starts.reshape(-1)] = True
-    mask = first[:, :T].copy()
+    mask = np.zeros((B, T), dtype=bool)  # span starts (a uniform n-subset), then the frames they cover
+    mask[:, : score.shape[1]] = _first_n(score, n)
     cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
     while cover < M:
         step = min(cover, M - cover)
@@ -218,7 +218,7 @@ def span_mask(
     hf_cap = max(int(mask_prob * T / mask_length + 1), min_masks) * mask_length > T  # HF's cap, when it can bind
     fast = not no_overlap and mask_type == "static" and start_logits is None
     if fast and _NUMPY and src.gen is None and dev.type == "cpu":
-        mask = _static_spans_np(src.keys, sz.numpy(), T, mask_prob, mask_length, min_masks, n_max, hf_cap)
+        mask = _static_spans_np(src.keys, sz.numpy(), T, mask_prob, mask_length, min_masks, hf_cap)
         return _equalize(mask, src.uniform(T, stream=0xEC0)) if same_count else mask
     draw = src.order(T + 1, stream=0x57A)  # [B, T + 1]: start scores, then eps in the last column
     eps = draw[:, T]
