@@ -107,8 +107,9 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
-def _first_n(score: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """[B, C] bool: the ``n[b]`` smallest (value, position) pairs of each row of uint32 ``score`` [B, C].
+def _first_n(score: np.ndarray, n: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write into ``out`` [B, C] bool the ``n[b]`` smallest (value, position) pairs of each row of uint32
+    ``score`` [B, C].
 
     A partition finds the ``max(n)`` smallest values, a small sort orders them, each row's ``n``-th value is its
     threshold and one compare selects. Only a tie at a threshold (about C / 2**32 per row) takes the exact sort
@@ -117,16 +118,19 @@ def _first_n(score: np.ndarray, n: np.ndarray) -> np.ndarray:
     B, C = score.shape
     k = int(n.max()) if B else 0
     if k == 0:
-        return np.zeros((B, C), dtype=bool)
+        out[:] = False
+        return out
     low = np.sort(np.partition(score, k - 1, axis=1)[:, :k] if k < C else score, axis=1)  # k smallest, sorted
-    out = (score <= low[np.arange(B), np.maximum(n - 1, 0)][:, None]) & (n > 0)[:, None]
+    np.less_equal(score, low[np.arange(B), np.maximum(n - 1, 0)][:, None], out=out)
+    if not n.all():
+        out[n == 0] = False
     if np.count_nonzero(out) == n.sum():
         return out
     key = np.sort((score.astype(np.uint64) << np.uint64(32)) | np.arange(C, dtype=np.uint64), axis=1)
-    out = np.zeros((B, C), dtype=bool)
     pos = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    take = np.arange(C) < n[:, None]
-    out.reshape(-1)[(pos + np.arange(0, B * C, C)[:, None])[take]] = True
+    take = np.arange(C) < n[:, None]  # the first n of each row in (value, position) order
+    out[:] = False
+    out[np.broadcast_to(np.arange(B)[:, None], (B, C))[take], pos[take]] = True
     return out
 
 
@@ -148,7 +152,7 @@ def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
     if (n_cand < score.shape[1]).any():  # padded rows: starts only where a whole span fits
         score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
     mask = np.zeros((B, T), dtype=bool)  # span starts (a uniform n-subset), then the frames they cover
-    mask[:, : score.shape[1]] = _first_n(score, n)
+    _first_n(score, n, mask[:, : score.shape[1]])
     cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
     while cover < M:
         step = min(cover, M - cover)
