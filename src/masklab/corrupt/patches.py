@@ -87,13 +87,13 @@ class PatchMask:
     def _index(self):
         if self._ids is None:
             B, N = self.mask.shape
-            counts = self.mask.sum(1)
+            m = self.mask
+            counts = m.numpy().sum(1) if m.device.type == "cpu" else m.sum(1)
             if B and not bool((counts == counts[0]).all()):
                 raise ValueError(
                     f"rows mask different numbers of patches ({counts.tolist()}): no fixed ids_keep"
                 )
             K = N - (int(counts[0]) if B else 0)
-            m = self.mask
             if m.device.type == "cpu":
                 self._ids = _np_ids(m.numpy(), K)
                 return self._ids
@@ -133,13 +133,15 @@ class PatchMask:
 
 
 def _np_ids(m: np.ndarray, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ids_keep, ids_masked, ids_restore of a CPU mask [B, N] with K visible patches per row (numpy)."""
+    """ids_keep, ids_masked, ids_restore of a CPU mask [B, N] with K visible patches per row (numpy):
+    ``ids_restore`` is the inverse permutation of ``cat(ids_keep, ids_masked)``, written by one scatter."""
     B, N = m.shape
-    base = np.arange(0, B * N, N)[:, None]
-    keep = np.flatnonzero(~m).reshape(B, K) - base
-    masked = np.flatnonzero(m).reshape(B, N - K) - base
-    up = m.cumsum(1)
-    restore = np.where(m, K - 1 + up, np.arange(N) - up)  # K + rank among masked, or rank among visible
+    shuffle = np.concatenate([np.flatnonzero(~m).reshape(B, K), np.flatnonzero(m).reshape(B, N - K)], 1)
+    restore = np.empty(B * N, dtype=np.int64)
+    restore[shuffle.reshape(-1)] = np.broadcast_to(np.arange(N), (B, N)).reshape(-1)
+    shuffle -= np.arange(0, B * N, N)[:, None]
+    keep, masked = np.ascontiguousarray(shuffle[:, :K]), np.ascontiguousarray(shuffle[:, K:])
+    restore = restore.reshape(B, N)
     return torch.from_numpy(keep), torch.from_numpy(masked), torch.from_numpy(restore)
 
 
