@@ -11,6 +11,6 @@ python3 -m masklab train --recipe mdm-tiny --out "$OUT/mdm" --no-progress seq_le
 python3 -m masklab train --recipe ar --out "$OUT/ar" --no-progress seq_len=256 > "$OUT/ar.log" 2>&1 &
 wait
 tail -2 "$OUT/mdm.log" "$OUT/ar.log"
-python3 benchmarks/sampling.py --mdm "$OUT/mdm" --ar "$OUT/ar" --parts a --device cuda --batch 8 \
+python3 benchmarks/sampling.py --mdm "$OUT/mdm" --ar "$OUT/ar" --parts ab --device cuda --batch 8 \
   --ancestral-steps 256 4096 --thresholds 0.9 0.7 0.5 2>&1 | grep -v Loading
 python3 -m masklab classify --model "$OUT/mdm" --task stdlib-keywords --n 300 2>&1 | grep -v Loading

@@ -7,6 +7,15 @@ Train the two models first (each within its recipe's CPU budget):
     masklab train --recipe mdm-tiny --out runs/mdm256b seq_len=256
     masklab train --recipe ar --out runs/ar256 seq_len=256 max_minutes=4
 
+or, for the FHS-vs-ancestral target (BPE-4096; docs/benchmarks.md "FHS vs ancestral with BPE-4096 models"):
+
+    masklab train --recipe mdm --out runs/mdm-bpe256 preset=tiny seq_len=256 batch_size=16 lr=3e-3 warmup=20 \
+        steps=360 max_minutes=13
+    masklab train --recipe ar --out runs/ar-bpe256 tokenizer=bpe:4096 seq_len=256 batch_size=16 lr=3e-3 \
+        warmup=20 steps=220 max_minutes=7
+    .venv/bin/python benchmarks/sampling.py --parts ab --mdm runs/mdm-bpe256 --ar runs/ar-bpe256 --batch 4 \
+        --ancestral-steps 256 1024 4096
+
 Every speed figure is printed beside the unigram entropy (bits) and generative perplexity (under the ``ar``
 model) of the same samples, since low-entropy samples game gen-PPL. Parts:
 
@@ -52,12 +61,14 @@ def load(path, causal=False):
     return cls.from_pretrained(ckpt).eval(), AutoTokenizer.from_pretrained(ckpt)
 
 
-def row(name, r, ar, ignore, base_sec=None, base_nfe=None):
+def row(name, r, ar, ignore, base=None, base_nfe=None):
     ppl = gen_ppl(ar, r["ids"], ignore_ids=ignore)
     ent = unigram_entropy(r["ids"], ignore_ids=ignore)
-    extra = ""
-    if base_sec is not None:
-        extra += f"  FHS speed-up {r['cpu'] / base_sec:6.1f}x (CPU time)" if base_nfe is None else ""
+    # noise: the spread of gen-PPL over the rows (samples) of the batch
+    per_row = [gen_ppl(ar, r["ids"][i : i + 1], ignore_ids=ignore) for i in range(r["ids"].shape[0])]
+    extra = f"  rows {min(per_row):7.1f}-{max(per_row):7.1f}" if len(per_row) > 1 else ""
+    if base is not None:  # base: the FHS run, so the ratio reads "ancestral time / FHS time"
+        extra += f"  FHS speed-up {r['cpu'] / base['cpu']:5.1f}x CPU, {r['seconds'] / base['seconds']:5.1f}x wall"
     if base_nfe is not None:
         extra += f"  NFE per row / one-per-step {r['row_nfe'] / base_nfe:5.2f}"
     print(
@@ -83,6 +94,19 @@ def run(model, x, **kw):
     }
 
 
+def data_row(args, ar, tok, ignore):
+    """The same measures on real text: ``batch`` held-out windows of the MDM's corpus, spread evenly over it."""
+    from masklab.data.text import text_task_data
+    from masklab.train import checkpoint
+
+    recipe = checkpoint.read_manifest(checkpoint.resolve(args.mdm))["recipe"]
+    data = text_task_data(recipe["data"], recipe["tokenizer"], args.length)
+    if data.tokenizer.get_vocab() != tok.get_vocab():
+        raise ValueError(f"{args.mdm}: the rebuilt tokenizer differs from the checkpoint's")
+    ids = data.valid[torch.linspace(0, len(data.valid) - 1, args.batch).long()].to(args.device)
+    row("data (held-out windows)", {"ids": ids, "seconds": 0.0, "cpu": 0.0, "nfe": 0, "row_nfe": 0.0}, ar, ignore)
+
+
 def part_a_b(args):
     mdm, tok = load(args.mdm)
     ar, _ = load(args.ar, causal=True)
@@ -92,14 +116,16 @@ def part_a_b(args):
     x = torch.full((args.batch, args.length), mask, device=args.device)
     seeds = list(range(args.batch))
     n = args.length
-    print(
-        f"A. FHS vs ancestral: {args.batch} samples x {n} tokens, model {args.mdm}, gen-PPL under {args.ar}"
-    )
-    fhs = run(mdm, x, mask_id=mask, sampler="fhs", seed=seeds)
-    row("fhs (one token per call)", fhs, ar, ignore)
-    for T in args.ancestral_steps:
-        r = run(mdm, x, mask_id=mask, sampler="ancestral", steps=T, seed=seeds)
-        row(f"ancestral, {T} steps", r, ar, ignore, base_sec=fhs["cpu"])
+    if "a" in args.parts:
+        print(f"A. FHS vs ancestral: {args.batch} samples x {n} tokens, model {args.mdm}, gen-PPL under {args.ar}")
+        data_row(args, ar, tok, ignore)
+        fhs = run(mdm, x, mask_id=mask, sampler="fhs", seed=seeds)
+        row("fhs (one token per call)", fhs, ar, ignore)
+        for T in args.ancestral_steps:
+            r = run(mdm, x, mask_id=mask, sampler="ancestral", steps=T, seed=seeds)
+            row(f"ancestral, {T} steps", r, ar, ignore, base=fhs)
+    if "b" not in args.parts:
+        return
     print(f"B. threshold vs one token per step (confidence, low_confidence), {args.batch} x {n}")
     one = run(mdm, x, mask_id=mask, sampler="confidence", seed=seeds)
     row("confidence, 1 token/step", one, ar, ignore)
@@ -211,12 +237,12 @@ def main():
     p.add_argument("--ancestral-steps", type=int, nargs="*", default=[256, 4096])
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.5])
     p.add_argument("--mc-seconds", type=float, default=30.0)
-    p.add_argument("--parts", default="abcde")
+    p.add_argument("--parts", default="abcde", help="letters of the parts to run (A-E above)")
     p.add_argument("--device", default="cpu", help="device for part A/B models (cuda: see gpu_sampling.sh)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if "a" in args.parts:
+    if "a" in args.parts or "b" in args.parts:
         part_a_b(args)
     if "c" in args.parts:
         part_c(args)
