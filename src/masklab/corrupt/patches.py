@@ -219,7 +219,7 @@ def smallest_k(score, k: int):
     """
     if torch.is_tensor(score):
         if score.device.type == "cpu":
-            return torch.from_numpy(smallest_k(score.numpy(), k))
+            return torch.from_numpy(smallest_k(score.detach().numpy(), k))
         return _smallest_k_torch(score, k)
     B, N = score.shape
     if k <= 0 or k >= N:
@@ -245,11 +245,6 @@ def _smallest_k_torch(score: torch.Tensor, k: int) -> torch.Tensor:
 def _mask_top(score: torch.Tensor, k: int) -> torch.Tensor:
     """[B, N] bool with exactly the ``k`` largest scores of each row set (ties: earlier position first)."""
     return smallest_k(-score, k)
-
-
-def _mask_bottom(score: torch.Tensor, k: int) -> torch.Tensor:
-    """[B, N] bool, True everywhere except the ``k`` smallest scores of each row."""
-    return ~smallest_k(score, k)
 
 
 def _keyed_order(src: _Source, n: int, stream: int):
