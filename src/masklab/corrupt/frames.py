@@ -153,10 +153,13 @@ def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
         score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
     mask = np.zeros((B, T), dtype=bool)  # span starts (a uniform n-subset), then the frames they cover
     _first_n(score, n, mask[:, : score.shape[1]])
+    other = np.empty_like(mask)
     cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
     while cover < M:
         step = min(cover, M - cover)
-        mask[:, step:] |= mask[:, :-step].copy()
+        other[:, :step] = mask[:, :step]
+        np.logical_or(mask[:, step:], mask[:, :-step], out=other[:, step:])
+        mask, other = other, mask
         cover += step
     return torch.from_numpy(mask)
 
@@ -207,7 +210,7 @@ def span_mask(
     src = _Source(B, keys, seed, epoch, device)
     dev = src.device
     if lengths is None:
-        sz = torch.full((B,), T, dtype=torch.long, device=dev)
+        sz = torch.from_numpy(np.full(B, T)) if dev.type == "cpu" else torch.full((B,), T, device=dev)
     else:
         sz = torch.as_tensor(lengths, dtype=torch.long, device=dev).reshape(-1)
         if sz.shape[0] != B or bool(((sz < 0) | (sz > T)).any()):
