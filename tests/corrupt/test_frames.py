@@ -171,12 +171,3 @@ def test_cpu_numpy_path_equals_the_torch_path(B, T, p, M, min_masks, padded, sam
         frames._NUMPY = True
     assert torch.equal(fast, slow)
 
-
-def test_tied_start_scores_take_the_exact_path():
-    """Equal start scores (forced here; about one row in 10**7 for real draws) still give exactly n starts per
-    row, the earlier position first, in the CPU path."""
-    score = np.array([[5, 1, 1, 1, 9], [2, 2, 2, 2, 2], [0, 7, 7, 3, 7]], dtype=np.uint32)
-    n = np.array([2, 3, 0])
-    out = np.ones((3, 5), dtype=bool)
-    frames._first_n(score, n, out)
-    assert out.tolist() == [[0, 1, 1, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 0]]

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -250,16 +251,19 @@ def test_uneven_rows_have_no_ids_keep():
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 40), st.data())
 def test_smallest_k_is_a_stable_sort_cut_on_every_path(B, N, data):
-    """smallest_k picks the k smallest per row, ties to the earlier position (a stable argsort's first k), and
-    the numpy (CPU) and torch (other devices) paths agree, ties included."""
-    k = data.draw(st.integers(0, N))
+    """smallest_k picks the k smallest per row (one k, or one per row), ties to the earlier position (a stable
+    argsort's first k), and the numpy (CPU) and torch (other devices) paths agree, ties included."""
     vals = data.draw(st.lists(st.integers(0, 3), min_size=B * N, max_size=B * N))  # many ties
     score = torch.tensor(vals, dtype=torch.int64).view(B, N)
-    want = torch.zeros(B, N, dtype=torch.bool)
-    want.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], True)
-    assert torch.equal(P.smallest_k(score, k), want)
-    assert torch.equal(P._smallest_k_torch(score, k), want)
-    assert torch.equal(P._smallest_k_torch(score.float(), k), want)
+    order = score.argsort(dim=1, stable=True)
+    k = data.draw(st.integers(0, N))
+    ks = torch.tensor(data.draw(st.lists(st.integers(0, N), min_size=B, max_size=B)))
+    for kk, take in ((k, torch.arange(N) < k), (ks, torch.arange(N) < ks[:, None])):
+        want = torch.zeros(B, N, dtype=torch.bool).scatter_(1, order, take.expand(B, N))
+        assert torch.equal(P.smallest_k(score, kk), want)
+        assert torch.equal(P._smallest_k_torch(score, kk), want)
+        assert torch.equal(P._smallest_k_torch(score.float(), kk), want)
+    assert np.array_equal(P.smallest_k(score.numpy().astype(np.uint32), ks.numpy()), want.numpy())
 
 
 def test_ids_match_the_torch_definition():

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from masklab.corrupt import keyed
-from masklab.corrupt.patches import _Source
+from masklab.corrupt.patches import _Source, smallest_k
 
 __all__ = ["span_mask", "span_lengths", "ask2mask", "FrameMask", "MASK_TYPES"]
 
@@ -107,37 +107,10 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
-def _first_n(score: np.ndarray, n: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Write into ``out`` [B, C] bool the ``n[b]`` smallest (value, position) pairs of each row of uint32
-    ``score`` [B, C].
-
-    A partition finds the ``max(n)`` smallest values, a small sort orders them, each row's ``n``-th value is its
-    threshold and one compare selects. Only a tie at a threshold (about C / 2**32 per row) takes the exact sort
-    of packed (value, position) keys.
-    """
-    B, C = score.shape
-    k = int(n.max()) if B else 0
-    if k == 0:
-        out[:] = False
-        return out
-    low = np.sort(np.partition(score, k - 1, axis=1)[:, :k] if k < C else score, axis=1)  # k smallest, sorted
-    np.less_equal(score, low[np.arange(B), np.maximum(n - 1, 0)][:, None], out=out)
-    if not n.all():
-        out[n == 0] = False
-    if np.count_nonzero(out) == n.sum():
-        return out
-    key = np.sort((score.astype(np.uint64) << np.uint64(32)) | np.arange(C, dtype=np.uint64), axis=1)
-    pos = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    take = np.arange(C) < n[:, None]  # the first n of each row in (value, position) order
-    out[:] = False
-    out[np.broadcast_to(np.arange(B)[:, None], (B, C))[take], pos[take]] = True
-    return out
-
-
 def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
     """The wav2vec2 default (distinct uniform starts, spans of exactly M, overlap allowed) on the CPU in numpy,
-    from the same keyed draws as the torch path: one hash of [B, T + 1], a partition at each row's span count,
-    one compare for the starts and log2(M) shifted ORs to paint the spans."""
+    from the same keyed draws as the torch path: one hash of [B, T + 1], :func:`smallest_k` with each row's span
+    count for the starts, and log2(M) shifted ORs to paint the spans."""
     B = sz.shape[0]
     bits = keyed._np_bits(keys, T + 1, 0x57A, False)  # uint32 [B, T + 1]: start scores, then eps
     eps = (bits[:, T] >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
@@ -152,7 +125,7 @@ def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
     if (n_cand < score.shape[1]).any():  # padded rows: starts only where a whole span fits
         score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
     mask = np.zeros((B, T), dtype=bool)  # span starts (a uniform n-subset), then the frames they cover
-    _first_n(score, n, mask[:, : score.shape[1]])
+    mask[:, : score.shape[1]] = smallest_k(score, n)
     other = np.empty_like(mask)
     cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
     while cover < M:

@@ -208,36 +208,53 @@ def _num_masked(N: int, ratio: float) -> int:
     return N - int(N * (1 - _check_ratio("ratio", ratio)))
 
 
-def smallest_k(score, k: int):
+def smallest_k(score, k):
     """[B, N] bool: True at the ``k`` smallest entries of each row of ``score`` (torch tensor or numpy array;
-    the result is the same kind). Ties count the earlier position as smaller, so the count is exact and the
-    answer is the same on every device.
+    the result is the same kind). ``k`` is one count for every row or one per row ([B] ints). Ties count the
+    earlier position as smaller, so counts are exact and the answer is the same on every device.
 
-    The k-th value of each row comes from a partial sort (``np.partition`` on the CPU, whose per-call cost is a
-    fraction of a torch ``topk``; ``kthvalue`` elsewhere), then one compare; only a tie at that value needs a
-    running count.
+    Each row's k-th value comes from a partial sort (``np.partition`` on the CPU, whose per-call cost is a
+    fraction of a torch ``topk``; ``kthvalue`` or a sort elsewhere), then one compare; only a tie at that value
+    needs a running count.
     """
     if torch.is_tensor(score):
         if score.device.type == "cpu":
+            k = k.cpu().numpy() if torch.is_tensor(k) else k
             return torch.from_numpy(smallest_k(score.detach().numpy(), k))
         return _smallest_k_torch(score, k)
     B, N = score.shape
-    if k <= 0 or k >= N:
-        return np.full((B, N), k > 0)
-    kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
+    if np.ndim(k) == 0:
+        k = int(k)
+        if k <= 0 or k >= N:
+            return np.full((B, N), k > 0)
+        kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
+        total = B * k
+    else:  # per-row counts: partition at the largest, sort those few, read each row's own k-th value
+        k = np.asarray(k, dtype=np.int64).reshape(B, 1)
+        if B and (k.min() < 0 or k.max() > N):
+            k = k.clip(0, N)
+        kmax = int(k.max()) if B else 0
+        low = np.sort(np.partition(score, kmax - 1, axis=1)[:, :kmax] if 0 < kmax < N else score, axis=1)
+        kth = low[np.arange(B), np.maximum(k[:, 0] - 1, 0)][:, None]
+        total = int(k.sum())
     out = score <= kth
-    if np.count_nonzero(out) != B * k:  # a tie at the k-th value: among equal entries the earliest win
+    if np.count_nonzero(out) != total:  # a tie at a k-th value (or k = 0 rows): the earliest equal entries win
         lt, eq = score < kth, score == kth
         out = lt | (eq & (eq.cumsum(1) <= k - lt.sum(1, keepdims=True)))
     return out
 
 
-def _smallest_k_torch(score: torch.Tensor, k: int) -> torch.Tensor:
+def _smallest_k_torch(score: torch.Tensor, k) -> torch.Tensor:
     """:func:`smallest_k` in torch (any device): the same rule."""
     B, N = score.shape
-    if k <= 0 or k >= N:
-        return torch.full((B, N), k > 0, device=score.device)
-    kth = score.kthvalue(k, dim=1, keepdim=True).values
+    if not torch.is_tensor(k) and np.ndim(k) == 0:
+        k = int(k)
+        if k <= 0 or k >= N:
+            return torch.full((B, N), k > 0, device=score.device)
+        kth = score.kthvalue(k, dim=1, keepdim=True).values
+    else:
+        k = torch.as_tensor(k, dtype=torch.long, device=score.device).clamp(0, N).reshape(B, 1)
+        kth = score.sort(dim=1).values.gather(1, (k - 1).clamp(min=0))
     lt, eq = score < kth, score == kth
     return lt | (eq & (eq.cumsum(1) <= k - lt.sum(1, keepdim=True)))
 
