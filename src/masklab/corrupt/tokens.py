@@ -71,9 +71,16 @@ def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> to
     return ~torch.isin(ids, torch.as_tensor(special, dtype=ids.dtype, device=ids.device))
 
 
-def eligible_in_vocab(ids: torch.Tensor, special_ids, vocab_size: int) -> torch.Tensor:
-    """Same as :func:`eligible`, by one lookup in a cached [V] table (ids outside [0, V) fall back)."""
-    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(ids.device))
+def eligible_in_vocab(ids, special_ids, vocab_size: int):
+    """Same as :func:`eligible`, by one lookup in a cached [V] table (ids outside [0, V) fall back). ``ids`` may
+    be a tensor or a numpy array (the CPU fast paths); the result is the same kind."""
+    table = _special_table(
+        int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(getattr(ids, "device", "cpu"))
+    )
+    if isinstance(ids, np.ndarray):
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            return ~np.isin(ids, np.asarray(list(special_ids), dtype=ids.dtype))
+        return table.numpy()[ids]
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         return eligible(ids, special_ids)
     return table.index_select(0, ids.reshape(-1)).view(ids.shape)
@@ -209,16 +216,11 @@ def _pick(b, lo: int, hi: int, size: int):
 
 def _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
     """:func:`random_mask` (prob mode) on the CPU: one dense compare, then work on the candidates only."""
-    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), "cpu").numpy()
     idn = np.ascontiguousarray(ids.numpy())
     flat = idn.reshape(-1)
     bu = b.numpy().view(np.uint32).reshape(-1)
     cand = np.flatnonzero(bu < T) if T < 2**32 else np.arange(bu.size)
-    tok = flat[cand]
-    if tok.size and (tok.min() < 0 or tok.max() >= len(table)):  # ids outside the vocabulary
-        ok = ~np.isin(tok, np.asarray(list(special_ids), dtype=tok.dtype))
-    else:
-        ok = table[tok]
+    ok = eligible_in_vocab(flat[cand], special_ids, vocab_size)
     if can is not None:
         ok &= np.broadcast_to(can.numpy(), idn.shape).reshape(-1)[cand].astype(bool, copy=False)
     cand = cand[ok]
@@ -370,14 +372,9 @@ def whole_word_mask(
 def _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
     """:func:`whole_word_mask` (prob mode) on the CPU: dense word selection, then role and replacement draws
     hashed only at the selected tokens (the same stream values as the dense path)."""
-    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), "cpu").numpy()
     idn, wid = np.ascontiguousarray(ids.numpy()), np.ascontiguousarray(word_ids.numpy())
     B, L = idn.shape
-    if idn.size and (idn.min() < 0 or idn.max() >= len(table)):  # ids outside the vocabulary
-        ok = ~np.isin(idn, np.asarray(list(special_ids), dtype=idn.dtype))
-    else:
-        ok = table[idn]
-    ok &= wid >= 0
+    ok = eligible_in_vocab(idn, special_ids, vocab_size) & (wid >= 0)
     if can is not None:
         ok &= np.broadcast_to(can.numpy(), idn.shape).astype(bool, copy=False)
     same = np.zeros_like(ok)  # continues the previous token's word
