@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from masklab.corrupt import keyed
+from masklab.corrupt import jit, keyed
 from masklab.corrupt.patches import _Source, smallest_k
 
 __all__ = ["span_mask", "span_lengths", "ask2mask", "FrameMask", "MASK_TYPES"]
@@ -92,25 +92,24 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     start = mask & ~torch.nn.functional.pad(mask, (1, 0))[:, :T]
     run = start.cumsum(1) - 1  # run id of each masked frame (garbage where unmasked)
     run = torch.where(mask, run, torch.full_like(run, T))  # unmasked -> overflow slot T
-    run_len = torch.zeros(B, T + 1, dtype=torch.long, device=mask.device).scatter_add_(1, run, mask.long())[
-        :, :T
-    ]
+    run_len = torch.zeros(B, T + 1, dtype=torch.long, device=mask.device).scatter_add_(1, run, mask.long())[:, :T]
     n_runs = start.sum(1, keepdim=True)
     prio = torch.where(torch.arange(T, device=mask.device) < n_runs, u, torch.full_like(u, 2.0))
     order = prio.argsort(1)  # runs in random order, non-runs last
     before = run_len.gather(1, order).cumsum(1) - run_len.gather(1, order)  # masked frames before each run
     allow = torch.zeros_like(before).scatter_(1, order, (target - before).clamp(min=0))  # per run id
-    offset = (
-        torch.arange(T, device=mask.device)
-        - (start.long() * torch.arange(T, device=mask.device)).cummax(1).values
-    )
+    offset = torch.arange(T, device=mask.device) - (start.long() * torch.arange(T, device=mask.device)).cummax(1).values
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
 def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
-    """The wav2vec2 default (distinct uniform starts, spans of exactly M, overlap allowed) on the CPU in numpy,
-    from the same keyed draws as the torch path: one hash of [B, T + 1], :func:`smallest_k` with each row's span
-    count for the starts, and log2(M) shifted ORs to paint the spans."""
+    """The wav2vec2 default (distinct uniform starts, spans of exactly M, overlap allowed) on the CPU, from the
+    same keyed draws as the torch path: the compiled kernel when numba is installed (:mod:`masklab.corrupt.jit`),
+    else numpy: one hash of [B, T + 1], :func:`smallest_k` with each row's span count for the starts, and
+    log2(M) shifted ORs to paint the spans."""
+    if (kern := jit.kernels()) is not None:
+        k = keys.numpy().reshape(-1)
+        return torch.from_numpy(kern.static_spans(k, keyed._np_counter(T + 1), sz, T, p / M, M, min_masks, hf_cap))
     B = sz.shape[0]
     bits = keyed._np_bits(keys, T + 1, 0x57A, False)  # uint32 [B, T + 1]: start scores, then eps
     eps = (bits[:, T] >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
@@ -237,9 +236,7 @@ def span_mask(
     if static:
         lens = torch.full((B, n_max), mask_length, dtype=torch.long, device=dev)
     else:
-        lens = span_lengths(
-            src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length, mask_other
-        )
+        lens = span_lengths(src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length, mask_other)
 
     if not no_overlap:
         min_len = torch.where(j < n[:, None], lens, torch.full_like(lens, T + 1)).amin(1)
@@ -247,13 +244,9 @@ def span_mask(
         n_cand = (sz - min_len + (1 if static else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
         n = torch.minimum(n, n_cand)
         score = src.uniform(T, stream=0x57A)
-        if (
-            start_logits is not None
-        ):  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
+        if start_logits is not None:  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
             score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
-        score = torch.where(
-            torch.arange(T, device=dev) < n_cand[:, None], score, torch.full_like(score, float("inf"))
-        )
+        score = torch.where(torch.arange(T, device=dev) < n_cand[:, None], score, torch.full_like(score, float("inf")))
         starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
     else:
         active = j < n[:, None]
@@ -322,11 +315,7 @@ def ask2mask(
         device=confidence.device,
         **span_kw,
     )
-    sz = (
-        torch.full((B,), T, device=conf.device)
-        if lengths is None
-        else torch.as_tensor(lengths, device=conf.device)
-    )
+    sz = torch.full((B,), T, device=conf.device) if lengths is None else torch.as_tensor(lengths, device=conf.device)
     valid = torch.arange(T, device=conf.device) < sz[:, None]
     w = (conf * valid).sum(1) / valid.sum(1).clamp(min=1)
     if normalize_weights:

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from masklab.corrupt import jit
+
 __all__ = ["example_keys", "bits", "bits32", "unit", "uniform", "uniform64", "derive", "hash_positions"]
 
 _M32 = 0xFFFFFFFF
@@ -162,6 +164,9 @@ def example_keys(seed: int, epoch: int | torch.Tensor, index, device=None) -> to
     """
     index = torch.as_tensor(index, dtype=torch.int64, device=device)
     if _cpu(index) and not torch.is_tensor(seed) and not torch.is_tensor(epoch):
+        if (kern := jit.kernels()) is not None:
+            out = kern.example_keys(int(seed) & _M32, int(epoch) & _M32, index.numpy().reshape(-1))
+            return torch.from_numpy(out.reshape(index.shape))
         h = np.full(index.numel(), int(seed) & _M32, dtype=np.uint32)
         h = _np_derive(_np_derive(h, int(epoch)), _np_u32(index.reshape(-1)))
         return torch.from_numpy(h.astype(np.int64).reshape(index.shape))
@@ -226,9 +231,7 @@ def unit(b: torch.Tensor) -> torch.Tensor:
     return (b >> s8).bitwise_and_(m24).float().mul_(1.0 / (1 << 24))
 
 
-def uniform(
-    keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0, dtype=torch.float32
-) -> torch.Tensor:
+def uniform(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0, dtype=torch.float32) -> torch.Tensor:
     """Uniform floats in [0, 1) with 24-bit resolution, shape [B, n] (or [S, B, n]): ``(bits >> 8) / 2**24``."""
     u = unit(bits32(keys, n, stream))
     return u if dtype == torch.float32 else u.to(dtype)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from masklab.corrupt import keyed
+from masklab.corrupt import jit, keyed
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
 
 _NUMPY = True  # CPU fast paths in numpy (tests switch it off to compare with the dense torch path)
@@ -195,9 +195,13 @@ def random_mask(
         )
     T = int(prob * 2**32)  # exact: a power-of-two scaling
     cut = (int(T * p_mask), min(int(T * (p_mask + p_rand)), T))
-    b = keyed.bits32(keys, L, 0)
     if _NUMPY and ids.device.type == "cpu":
+        if (kern := jit.kernels()) is not None:
+            args = _kernel_args(ids, keys, can, special_ids, vocab_size)
+            return _kernel_record(kern.random_mask(*args, T, *cut, pool.numpy(), mask_id))
+        b = keyed.bits32(keys, L, 0)
         return _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
+    b = keyed.bits32(keys, L, 0)
     return _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
 
 
@@ -228,6 +232,33 @@ def _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
     m = bc < cut[0]
     r = ~m & (bc < cut[1])
     return _np_record(idn, cand, m, r, mask_id, pool.numpy()[_pick(bc[r], cut[0], cut[1], len(pool))])
+
+
+def _kernel_args(ids, keys, can, special_ids, vocab_size: int) -> tuple:
+    """The numpy arguments the token kernels share: ids, keys, counter, keep table, special ids, ``can``
+    ([0, 0] when None)."""
+    idn = ids.numpy()
+    if can is None:
+        can = _NO_CAN
+    else:
+        can = can.numpy() if can.shape == ids.shape else np.ascontiguousarray(np.broadcast_to(can.numpy(), idn.shape))
+    keep, special = _kernel_tables(int(vocab_size), tuple(special_ids))
+    return idn, keys.numpy().reshape(-1), keyed._np_counter(idn.shape[1]), keep, special, can.astype(bool, copy=False)
+
+
+_NO_CAN = np.zeros((0, 0), dtype=bool)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_tables(vocab_size: int, special_ids: tuple) -> tuple[np.ndarray, np.ndarray]:
+    special = tuple(sorted(int(s) for s in special_ids))
+    return _special_table(vocab_size, special, "cpu").numpy(), np.array(special, dtype=np.int64)
+
+
+def _kernel_record(out) -> Corruption:
+    """Corruption from a kernel's (inputs, targets, kind, selected, weights) arrays."""
+    inputs, targets, kind, selected, weights = (torch.from_numpy(a) for a in out)
+    return Corruption(inputs, targets, selected, weights, kind)
 
 
 def _np_record(idn: np.ndarray, flat: np.ndarray, m: np.ndarray, r: np.ndarray, mask_id: int, drawn) -> Corruption:
@@ -274,6 +305,8 @@ def word_ids_from_offsets(offsets: torch.Tensor, special: torch.Tensor) -> torch
     is one word, "hello ," two.
     """
     special = special.bool()
+    if _NUMPY and offsets.device.type == "cpu" and (kern := jit.kernels()) is not None:
+        return torch.from_numpy(kern.word_ids_from_offsets(offsets.numpy(), special.numpy()))
     starts, ends = offsets[..., 0], offsets[..., 1]
     prev_end = torch.cat([torch.full_like(ends[:, :1], -1), ends[:, :-1]], dim=1)
     prev_special = torch.cat([torch.zeros_like(special[:, :1]), special[:, :-1]], dim=1)
@@ -350,6 +383,10 @@ def whole_word_mask(
     T = int(prob * 2**32)
     pool = replacement_pool(vocab_size, special_ids, ids.device)
     if count is None and _NUMPY and ids.device.type == "cpu":
+        if (kern := jit.kernels()) is not None:
+            a = _kernel_args(ids, keys, can, special_ids, vocab_size)
+            wid = np.ascontiguousarray(word_ids.numpy())
+            return _kernel_record(kern.whole_word_mask(*a, wid, T, *cut, pool.numpy(), mask_id))
         return _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut)
     ok = eligible_in_vocab(ids, special_ids, vocab_size) & (word_ids >= 0)
     if can is not None:

@@ -1,0 +1,29 @@
+"""Optional compiled CPU kernels: :mod:`masklab.corrupt._kernels` when numba is installed.
+
+``pip install masklab[fast]`` adds numba; the token and frame mask builders then run one compiled pass per
+batch on the CPU instead of their vectorized numpy code, with bit-identical results. ``MASKLAB_JIT=0`` (read
+at import) or setting :data:`ENABLED` to False switches them off. The first call of each kernel compiles it
+(about a second) and caches the machine code beside the module, so later processes load it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+ENABLED = os.environ.get("MASKLAB_JIT", "1") != "0"
+
+
+@functools.cache
+def _load():
+    if importlib.util.find_spec("numba") is None:
+        return None
+    from masklab.corrupt import _kernels
+
+    return _kernels
+
+
+def kernels():
+    """The kernel module, or None when numba is missing or the kernels are switched off (numpy runs)."""
+    return _load() if ENABLED else None
