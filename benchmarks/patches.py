@@ -1,6 +1,7 @@
 """Patch and frame mask speed: masklab vs the anchors, in one process.
 
     .venv/bin/python benchmarks/patches.py
+    MASKLAB_JIT=0 .venv/bin/python benchmarks/patches.py     # frames on masklab's numpy path, not numba
 
 Frames: ``span_mask`` vs Hugging Face ``_compute_mask_indices`` (the fairseq port, per-row NumPy loop) at
 (64, 500), mask_prob 0.65, mask_length 10 (wav2vec2 base). Patches: batch 256 on a 14x14 grid; anchors are
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
-from masklab.corrupt import keyed
+from masklab.corrupt import jit, keyed
 from masklab.corrupt import patches as P
 from masklab.corrupt.frames import span_mask
 
@@ -112,6 +113,7 @@ def main():
     if dev.type == "cuda":
         SYNC = torch.cuda.synchronize
     torch.set_num_threads(1)
+    print(f"masklab CPU path for frames: {jit.describe()}")
     rows = []
     np.random.seed(0)
     random.seed(0)

@@ -27,3 +27,14 @@ def _load():
 def kernels():
     """The kernel module, or None when numba is missing or the kernels are switched off (numpy runs)."""
     return _load() if ENABLED else None
+
+
+def describe() -> str:
+    """Which CPU path the token and frame builders take, for benchmark headers."""
+    if _load() is None:
+        return "numpy (numba not installed)"
+    if not ENABLED:
+        return "numpy (kernels switched off)"
+    import numba
+
+    return f"numba {numba.__version__} kernels"
