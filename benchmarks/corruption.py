@@ -146,15 +146,9 @@ def run_length(tok, L: int, B: int, nb: int) -> None:
     def hf_raw(t):
         hf.torch_mask_tokens(t["input_ids"].clone(), special_tokens_mask=t["special_tokens_mask"])
 
-    def ml_raw(t):
+    def ml_raw(t):  # padding is [PAD], a special id: excluded as HF's special_tokens_mask excludes it
         random_mask(
-            t["input_ids"],
-            keys[: len(t["input_ids"])],
-            mask_id=mask_id,
-            vocab_size=V,
-            special_ids=special,
-            prob=0.15,
-            can=t["attention_mask"].bool(),
+            t["input_ids"], keys[: len(t["input_ids"])], mask_id=mask_id, vocab_size=V, special_ids=special, prob=0.15
         )
 
     def hf_raw_w(t):
