@@ -172,6 +172,23 @@ def test_nan_logits_name_the_step():
             generate(bad, torch.full((1, 12), 3), mask_id=3, sampler=sampler, steps=12, **extra)
 
 
+def test_bad_logits_count_only_at_masked_positions():
+    """NaN or inf logits matter where a token is drawn (masked positions), in either sign; logits at the
+    prompt's positions are never read."""
+    from masklab.sample.samplers._decode import check_logits
+
+    logits = torch.zeros(2, 3, 5)
+    logits[0, 0, 1] = float("nan")
+    logits[1, 2, 4] = float("-inf")
+    masked = torch.tensor([[False, True, True], [True, True, False]])
+    check_logits(logits, 0, where=masked)  # both bad entries sit at prompt positions
+    for pos in ([0, 0], [1, 2]):
+        where = masked.clone()
+        where[pos[0], pos[1]] = True
+        with pytest.raises(ValueError, match="NaN or inf logits at step 7"):
+            check_logits(logits, 7, where=where)
+
+
 def test_bad_input_is_refused():
     x = torch.full((1, 4), MASK)
     with pytest.raises(ValueError, match="mask_id is missing"):
