@@ -64,9 +64,9 @@ def load(path, causal=False):
     return cls.from_pretrained(ckpt).eval(), AutoTokenizer.from_pretrained(ckpt)
 
 
-def row(name, r, ar, ignore, base=None, base_nfe=None):
-    ppl = gen_ppl(ar, r["ids"], ignore_ids=ignore)
-    ent = unigram_entropy(r["ids"], ignore_ids=ignore)
+def row(name, r, ar, ignore, base=None, base_nfe=None, truth=None):
+    ppl = gen_ppl(ar, r["ids"], ignore_ids=ignore)  # of whole rows (a prompt is the same for every sampler)
+    ent = unigram_entropy(r["ids"] if truth is None else r["ids"][truth[1]], ignore_ids=ignore)  # generated part
     # noise: the spread of gen-PPL over the rows (samples) of the batch
     per_row = [gen_ppl(ar, r["ids"][i : i + 1], ignore_ids=ignore) for i in range(r["ids"].shape[0])]
     extra = f"  rows {min(per_row):7.1f}-{max(per_row):7.1f}" if len(per_row) > 1 else ""
@@ -74,6 +74,9 @@ def row(name, r, ar, ignore, base=None, base_nfe=None):
         extra += f"  FHS speed-up {r['cpu'] / base['cpu']:5.1f}x CPU, {r['seconds'] / base['seconds']:5.1f}x wall"
     if base_nfe is not None:
         extra += f"  NFE per row / one-per-step {r['row_nfe'] / base_nfe:5.2f}"
+    if truth is not None:  # (original ids, generated positions): share of generated tokens equal to the original
+        orig, gen = truth
+        extra += f"  match {(r['ids'][gen] == orig[gen]).double().mean().item():.3f}"
     print(
         f"  {name:<30} {r['seconds']:7.1f} s wall {r['cpu']:7.1f} s CPU  "
         f"NFE {r['nfe']:5d} (per row {r['row_nfe']:6.1f})  "
@@ -97,8 +100,8 @@ def run(model, x, **kw):
     }
 
 
-def data_row(args, ar, tok, ignore):
-    """The same measures on real text: ``batch`` held-out windows of the MDM's corpus, spread evenly over it."""
+def held_out(args, tok):
+    """``batch`` held-out windows [B, length] of the MDM's corpus, spread evenly over its valid split."""
     from masklab.data.text import text_task_data
     from masklab.train import checkpoint
 
@@ -106,7 +109,12 @@ def data_row(args, ar, tok, ignore):
     data = text_task_data(recipe["data"], recipe["tokenizer"], args.length)
     if data.tokenizer.get_vocab() != tok.get_vocab():
         raise ValueError(f"{args.mdm}: the rebuilt tokenizer differs from the checkpoint's")
-    ids = data.valid[torch.linspace(0, len(data.valid) - 1, args.batch).long()].to(args.device)
+    return data.valid[torch.linspace(0, len(data.valid) - 1, args.batch).long()].to(args.device)
+
+
+def data_row(args, ar, tok, ignore):
+    """The same measures on real text: the held-out windows themselves."""
+    ids = held_out(args, tok)
     row("data (held-out windows)", {"ids": ids, "seconds": 0.0, "cpu": 0.0, "nfe": 0, "row_nfe": 0.0}, ar, ignore)
 
 
@@ -129,14 +137,20 @@ def part_a_b(args):
             row(f"ancestral, {T} steps", r, ar, ignore, base=fhs)
     if "b" not in args.parts:
         return
-    print(f"B. threshold vs one token per step (confidence, low_confidence), {args.batch} x {n}")
+    truth, what = None, "from all masks"
+    if args.prompt_frac > 0:  # infill the rest of held-out windows: a context to be confident about
+        orig = held_out(args, tok)
+        gen = torch.arange(n, device=orig.device)[None].expand_as(orig) >= int(args.prompt_frac * n)
+        x, truth = orig.masked_fill(gen, mask), (orig, gen)
+        what = f"the last {int(gen[0].sum())} tokens of held-out windows"
+    print(f"B. threshold vs one token per step (confidence, low_confidence), {args.batch} x {n}, {what}")
     one = run(mdm, x, mask_id=mask, sampler="confidence", seed=seeds)
-    row("confidence, 1 token/step", one, ar, ignore)
+    row("confidence, 1 token/step", one, ar, ignore, truth=truth)
     for th in args.thresholds:
         r = run(mdm, x, mask_id=mask, sampler="threshold", threshold=th, seed=seeds)
-        row(f"threshold {th}", r, ar, ignore, base_nfe=one["nfe"])
-    r = run(mdm, x, mask_id=mask, sampler="confidence", steps=n // 4, seed=seeds)
-    row("confidence, 4 tokens/step", r, ar, ignore, base_nfe=one["nfe"])
+        row(f"threshold {th}", r, ar, ignore, base_nfe=one["row_nfe"], truth=truth)
+    r = run(mdm, x, mask_id=mask, sampler="confidence", steps=max(int((x == mask).sum(1).max()) // 4, 1), seed=seeds)
+    row("confidence, 4 tokens/step", r, ar, ignore, base_nfe=one["row_nfe"], truth=truth)
 
 
 class FixedLogits:
@@ -239,6 +253,9 @@ def main():
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--ancestral-steps", type=int, nargs="*", default=[256, 4096])
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.5])
+    p.add_argument(
+        "--prompt-frac", type=float, default=0.0, help="part B: keep this share of held-out windows as the prompt"
+    )
     p.add_argument("--mc-seconds", type=float, default=30.0)
     p.add_argument("--parts", default="abcde", help="letters of the parts to run (A-E above)")
     p.add_argument("--device", default="cpu", help="device for part A/B models (cuda: see gpu_sampling.sh)")
