@@ -79,7 +79,7 @@ def example_keys(seed, epoch, index):
 
 
 @_jit
-def random_mask(ids, keys, ctr, keep, special, can, T, cut0, cut1, pool, mask_id):
+def random_mask(ids, keys, ctr, keep, special, can, pool, T, cut0, cut1, mask_id):
     """tokens.random_mask, rate mode. ``ids`` [B, L]; ``keys`` [B]; ``ctr`` lowbias32(2 j + 1) [L]; ``keep``
     [V] bool (not special); ``can`` [B, L] bool, or [0, 0] for none. One draw per position: it selects when
     < T, masks when < cut0, and replaces with ``pool[(b - cut0) |pool| // (cut1 - cut0)]`` when < cut1.
@@ -111,7 +111,7 @@ def random_mask(ids, keys, ctr, keep, special, can, T, cut0, cut1, pool, mask_id
 
 
 @_jit
-def whole_word_mask(ids, keys, ctr, keep, special, can, word_ids, T, cut0, cut1, pool, mask_id):
+def whole_word_mask(ids, keys, ctr, keep, special, can, pool, word_ids, T, cut0, cut1, mask_id):
     """tokens.whole_word_mask, rate mode. A word (consecutive eligible tokens with one word id >= 0) is chosen
     when stream 0 at its first token is < T; each of its tokens is masked / replaced / kept by stream 1 against
     ``cut0``, ``cut1``, and a replacement is ``pool[stream 2 % |pool|]``. Returns inputs, targets, kind,
