@@ -182,8 +182,7 @@ def random_mask(
     check_ids(ids)
     if count is None and _NUMPY and ids.device.type == "cpu" and (kern := jit.kernels()) is not None:
         T, p_mask, p_rand, args = _kernel_args(ids, keys, can, prob, mix, special_ids, vocab_size)
-        cut = (int(T * p_mask), min(int(T * (p_mask + p_rand)), T))
-        return _kernel_record(kern.random_mask(*args, T, *cut, mask_id))
+        return _kernel_record(kern.random_mask(*args, T, *_role_cuts(T, p_mask, p_rand), mask_id))
     check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
     L = ids.shape[1]
@@ -198,12 +197,14 @@ def random_mask(
             ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
         )
     T = int(prob * 2**32)  # exact: a power-of-two scaling
-    cut = (int(T * p_mask), min(int(T * (p_mask + p_rand)), T))
-    if _NUMPY and ids.device.type == "cpu":
-        b = keyed.bits32(keys, L, 0)
-        return _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
     b = keyed.bits32(keys, L, 0)
-    return _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
+    path = _random_mask_np if _NUMPY and ids.device.type == "cpu" else _random_mask_torch
+    return path(ids, b, can, special_ids, vocab_size, pool, mask_id, T, _role_cuts(T, p_mask, p_rand))
+
+
+def _role_cuts(T: int, p_mask: float, p_rand: float) -> tuple[int, int]:
+    """Thresholds on a draw uniform on [0, T): below the first it is masked, below the second replaced."""
+    return int(T * p_mask), min(int(T * (p_mask + p_rand)), T)
 
 
 def check_mix(mix) -> tuple[float, float, float]:
@@ -388,12 +389,11 @@ def whole_word_mask(
         raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
     if count is None and _NUMPY and ids.device.type == "cpu" and (kern := jit.kernels()) is not None:
         T, p_mask, p_rand, args = _kernel_args(ids, keys, can, prob, mix, special_ids, vocab_size)
-        cut = (int(p_mask * 2**32), min(int((p_mask + p_rand) * 2**32), 2**32))  # role thresholds on stream 1
         wid = np.ascontiguousarray(word_ids.numpy())
-        return _kernel_record(kern.whole_word_mask(*args, wid, T, *cut, mask_id))
+        return _kernel_record(kern.whole_word_mask(*args, wid, T, *_role_cuts(2**32, p_mask, p_rand), mask_id))
     check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
-    cut = (int(p_mask * 2**32), min(int((p_mask + p_rand) * 2**32), 2**32))  # role thresholds on stream 1
+    cut = _role_cuts(2**32, p_mask, p_rand)  # role thresholds on stream 1
     T = int(prob * 2**32)
     pool = replacement_pool(vocab_size, special_ids, ids.device)
     if count is None and _NUMPY and ids.device.type == "cpu":
