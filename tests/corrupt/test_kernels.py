@@ -15,8 +15,10 @@ from masklab.corrupt.tokens import random_mask, whole_word_mask
 
 pytest.importorskip("numba")  # the dev install has it; without it the kernels are never used
 
-SPECIAL = [0, 1, 2, 3, 1000]  # 1000 lies outside the vocabulary: found by the list, not the table
 MASK, V = 3, 60
+# 1000 lies outside the vocabulary: found by the list, not the table. The kernels' eligibility bitset covers
+# ids up to 8 ceil(V / 8) = 64, so V + 1 is a special id past V inside it.
+SPECIAL = [0, 1, 2, 3, V + 1, 1000]
 
 
 @contextlib.contextmanager
@@ -40,11 +42,12 @@ def three_ways(fn):
 
 
 def assert_same_records(records):
-    fields = ("inputs", "targets", "mask", "weights", "kind")
+    fields = ("inputs", "targets", "mask", "kind")
     for other in records[1:]:
         for f in fields:
             a, b = getattr(records[0], f), getattr(other, f)
             assert a.dtype == b.dtype and torch.equal(a, b), f
+    assert all(r.weights is None for r in records)  # BERT-style: every selected position weighs 1
 
 
 def toy_batch(seed: int, B: int, n: int):
@@ -52,6 +55,8 @@ def toy_batch(seed: int, B: int, n: int):
     ids = torch.randint(0, V, (B, n), generator=g)
     ids[torch.rand(B, n, generator=g) < 0.05] = 1000  # a special id outside the vocabulary
     ids[torch.rand(B, n, generator=g) < 0.05] = 1001  # an ordinary id outside the vocabulary
+    ids[torch.rand(B, n, generator=g) < 0.05] = V + 1  # special, past V, inside the kernels' bitset
+    ids[torch.rand(B, n, generator=g) < 0.05] = V + 2  # ordinary, past V, inside the kernels' bitset
     can = torch.rand(B, n, generator=g) < 0.9
     return g, ids, can
 

@@ -299,11 +299,10 @@ def test_selection_and_roles_read_one_keyed_draw(seed, n, prob, rand):
     pool = tokens.replacement_pool(V, SPECIAL)
     dense = tokens._random_mask_torch(ids, keyed.bits32(keys, n, 0), can, SPECIAL, V, pool, MASK, T, (lo, hi))
     for a, d in zip(
-        (c.inputs, c.targets, c.mask, c.weights, c.kind),
-        (dense.inputs, dense.targets, dense.mask, dense.weights, dense.kind),
-        strict=True,
+        (c.inputs, c.targets, c.mask, c.kind), (dense.inputs, dense.targets, dense.mask, dense.kind), strict=True
     ):
         assert torch.equal(a, d)
+    assert c.weights is None and dense.weights is None
 
 
 def test_random_replacements_are_uniform_over_the_pool():
@@ -343,8 +342,9 @@ def test_whole_word_cpu_path_equals_the_dense_torch_path(seed, n, prob, rand):
     finally:
         tokens._NUMPY = True
     for a, d in zip(
-        (fast.inputs, fast.targets, fast.mask, fast.weights, fast.kind),
-        (dense.inputs, dense.targets, dense.mask, dense.weights, dense.kind),
+        (fast.inputs, fast.targets, fast.mask, fast.kind),
+        (dense.inputs, dense.targets, dense.mask, dense.kind),
         strict=True,
     ):
         assert torch.equal(a, d)
+    assert fast.weights is None and dense.weights is None

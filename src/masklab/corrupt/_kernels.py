@@ -46,26 +46,28 @@ def _hash_row(k, ctr, n, out):
 
 @numba.njit(cache=True)
 def _outside_ok(t, special):
-    """An id outside the vocabulary table is eligible unless it is listed as special. Kernels test eligibility
-    as ``keep[t] if 0 <= t < V else _outside_ok(t, special)``, written out: an inlined helper that takes
-    arrays costs reference counting at every token (2-3x slower)."""
+    """An id beyond the eligibility bitset is eligible unless it is listed as special. Kernels test eligibility
+    as ``bits[t >> 3] >> (t & 7) & 1 if 0 <= t < 8 |bits| else _outside_ok(t, special)``, written out: an
+    inlined helper that takes arrays costs reference counting at every token (2-3x slower)."""
     for s in special:
         if t == s:
             return False
     return True
 
 
+@numba.njit(cache=True)
+def _pool_at(k, steps):
+    """The k-th non-special id of the vocabulary (``tokens.replacement_pool(...)[k]``) without the pool table:
+    ``k`` plus the number of specials at or below the answer, found as the number of ``steps[i] = s_i - i``
+    (sorted distinct in-vocabulary specials s_i) that are <= k."""
+    return k + np.searchsorted(steps, k, side="right")
+
+
 @numba.njit(cache=True, inline="always")
 def _outputs(ids):
-    """inputs (a copy of ids), targets (-100), kind (0), selected (False), weights (0.0)."""
+    """inputs (a copy of ids), targets (-100), selected (False), kind (0)."""
     B, L = ids.shape
-    return (
-        ids.copy(),
-        np.full((B, L), -100, dtype=ids.dtype),
-        np.zeros((B, L), dtype=np.int8),
-        np.zeros((B, L), dtype=np.bool_),
-        np.zeros((B, L), dtype=np.float32),
-    )
+    return ids.copy(), np.full((B, L), -100, dtype=ids.dtype), np.zeros((B, L), np.bool_), np.zeros((B, L), np.int8)
 
 
 @_jit
@@ -79,14 +81,15 @@ def example_keys(seed, epoch, index):
 
 
 @_jit
-def random_mask(ids, keys, ctr, keep, special, can, pool, T, cut0, cut1, mask_id):
-    """tokens.random_mask, rate mode. ``ids`` [B, L]; ``keys`` [B]; ``ctr`` lowbias32(2 j + 1) [L]; ``keep``
-    [V] bool (not special); ``can`` [B, L] bool, or [0, 0] for none. One draw per position: it selects when
-    < T, masks when < cut0, and replaces with ``pool[(b - cut0) |pool| // (cut1 - cut0)]`` when < cut1.
-    Returns inputs, targets, kind, selected, weights."""
+def random_mask(ids, keys, ctr, can, bits, special, steps, P, T, cut0, cut1, mask_id):
+    """tokens.random_mask, rate mode. ``ids`` [B, L]; ``keys`` [B]; ``ctr`` lowbias32(2 j + 1) [L]; ``can``
+    [B, L] bool, or [0, 0] for none; ``bits`` the eligibility bitset (``tokens._kernel_plan``); ``steps`` and
+    ``P`` the replacement pool (:func:`_pool_at`). One draw per position: it selects when < T, masks when
+    < cut0, and replaces with ``pool[(b - cut0) P // (cut1 - cut0)]`` when < cut1. Returns inputs, targets,
+    selected, kind."""
     B, L = ids.shape
-    inputs, targets, kind, selected, weights = _outputs(ids)
-    span, V = max(cut1 - cut0, 1), keep.shape[0]
+    inputs, targets, selected, kind = _outputs(ids)
+    span, W = max(cut1 - cut0, 1), bits.shape[0] * 8
     draw, cand = np.empty(L, dtype=np.int64), np.empty(L, dtype=np.int64)
     for b in range(B):
         _hash_row(_derive(keys[b], 0), ctr, L, draw)
@@ -98,48 +101,54 @@ def random_mask(ids, keys, ctr, keep, special, can, pool, T, cut0, cut1, mask_id
             j = cand[i]
             x = draw[j]
             t = ids[b, j]
-            if (can.shape[0] > 0 and not can[b, j]) or not (keep[t] if 0 <= t < V else _outside_ok(t, special)):
+            if (can.shape[0] > 0 and not can[b, j]) or not (
+                (bits[t >> 3] >> (t & 7)) & 1 if 0 <= t < W else _outside_ok(t, special)
+            ):
                 continue
-            selected[b, j], weights[b, j], targets[b, j] = True, 1.0, t
+            selected[b, j], targets[b, j] = True, t
             if x < cut0:
                 inputs[b, j], kind[b, j] = mask_id, MASKED
             elif x < cut1:
-                inputs[b, j], kind[b, j] = pool[(x - cut0) * pool.shape[0] // span], RANDOM
+                inputs[b, j], kind[b, j] = _pool_at((x - cut0) * P // span, steps), RANDOM
             else:
                 kind[b, j] = UNCHANGED
-    return inputs, targets, kind, selected, weights
+    return inputs, targets, selected, kind
 
 
 @_jit
-def whole_word_mask(ids, keys, ctr, keep, special, can, pool, word_ids, T, cut0, cut1, mask_id):
+def whole_word_mask(ids, keys, ctr, can, word_ids, bits, special, steps, P, T, cut0, cut1, mask_id):
     """tokens.whole_word_mask, rate mode. A word (consecutive eligible tokens with one word id >= 0) is chosen
     when stream 0 at its first token is < T; each of its tokens is masked / replaced / kept by stream 1 against
-    ``cut0``, ``cut1``, and a replacement is ``pool[stream 2 % |pool|]``. Returns inputs, targets, kind,
-    selected, weights."""
+    ``cut0``, ``cut1``, and a replacement is ``pool[stream 2 % P]``. Arguments as in :func:`random_mask`, plus
+    ``word_ids`` [B, L]. Returns inputs, targets, selected, kind."""
     B, L = ids.shape
-    inputs, targets, kind, selected, weights = _outputs(ids)
-    draw, V = np.empty(L, dtype=np.int64), keep.shape[0]
+    inputs, targets, selected, kind = _outputs(ids)
+    draw, W = np.empty(L, dtype=np.int64), bits.shape[0] * 8
     for b in range(B):
         _hash_row(_derive(keys[b], 0), ctr, L, draw)
         k1, k2 = _derive(keys[b], 1), _derive(keys[b], 2)
         prev_ok, chosen = False, False
         for j in range(L):
             w, t = word_ids[b, j], ids[b, j]
-            ok = w >= 0 and (can.shape[0] == 0 or can[b, j]) and (keep[t] if 0 <= t < V else _outside_ok(t, special))
+            ok = (
+                w >= 0
+                and (can.shape[0] == 0 or can[b, j])
+                and ((bits[t >> 3] >> (t & 7)) & 1 if 0 <= t < W else _outside_ok(t, special))
+            )
             if ok and not (prev_ok and w == word_ids[b, j - 1]):  # the first token of a word
                 chosen = draw[j] < T
             prev_ok = ok
             if not (ok and chosen):
                 continue
-            selected[b, j], weights[b, j], targets[b, j] = True, 1.0, t
+            selected[b, j], targets[b, j] = True, t
             role = np.int64(_mix(_U32(k1 + ctr[j])))
             if role < cut0:
                 inputs[b, j], kind[b, j] = mask_id, MASKED
             elif role < cut1:
-                inputs[b, j], kind[b, j] = pool[np.int64(_mix(_U32(k2 + ctr[j]))) % pool.shape[0]], RANDOM
+                inputs[b, j], kind[b, j] = _pool_at(np.int64(_mix(_U32(k2 + ctr[j]))) % P, steps), RANDOM
             else:
                 kind[b, j] = UNCHANGED
-    return inputs, targets, kind, selected, weights
+    return inputs, targets, selected, kind
 
 
 @_jit

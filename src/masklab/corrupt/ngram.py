@@ -232,7 +232,7 @@ def ngram_mask(
         compact(inputs, pad_id),
         compact(targets, IGNORE_INDEX),
         compact(start, False),
-        compact(start.float(), 0.0),
+        None,
         compact(kind, 0),
         compact(ngram_t, IGNORE_INDEX),
         compact(fine, IGNORE_INDEX),

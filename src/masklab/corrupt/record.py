@@ -16,7 +16,8 @@ class Corruption:
     inputs:  [B, L] ids the model sees.
     targets: [B, L] ids to predict, IGNORE_INDEX where nothing is predicted.
     mask:    [B, L] bool, True where the position was selected for corruption.
-    weights: [B, L] float loss weight per position (0 where not selected), or None for uniform weight.
+    weights: [B, L] float loss weight per position (0 where not selected), or None when every selected position
+             weighs 1 (BERT-style masks: random, whole-word, span, n-gram), which saves a [B, L] tensor.
     kind:    [B, L] int8 role of each position: 0 kept, 1 mask token, 2 random token, 3 selected but unchanged.
     """
 

@@ -151,7 +151,7 @@ def apply_mix(
         inputs = torch.where(as_rand, drawn, inputs)
         kind.masked_fill_(as_rand, RANDOM)
     targets = ids.masked_fill(~selected, IGNORE_INDEX)
-    return Corruption(inputs, targets, selected, selected.float(), kind)
+    return Corruption(inputs, targets, selected, None, kind)
 
 
 def random_mask(
@@ -180,9 +180,9 @@ def random_mask(
     devices run the same integer arithmetic densely in torch, with identical results.
     """
     check_ids(ids)
-    if count is None and _NUMPY and ids.device.type == "cpu" and (kern := jit.kernels()) is not None:
-        T, p_mask, p_rand, args = _kernel_args(ids, keys, can, prob, mix, special_ids, vocab_size)
-        return _kernel_record(kern.random_mask(*args, T, *_role_cuts(T, p_mask, p_rand), mask_id))
+    if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
+        plan = _kernel_plan(float(prob), tuple(mix), int(vocab_size), _special_key(special_ids), int(mask_id), False)
+        return _kernel_record(kern.random_mask(*_kernel_data(ids, keys, can), *plan))
     check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
     L = ids.shape[1]
@@ -236,39 +236,55 @@ def _random_mask_np(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut)
     return _np_record(idn, cand, m, r, mask_id, pool.numpy()[_pick(bc[r], cut[0], cut[1], len(pool))])
 
 
-def _kernel_args(ids, keys, can, prob, mix, special_ids, vocab_size) -> tuple:
-    """T = floor(prob 2**32), the mask and random shares, and the arguments the token kernels share: ids,
-    keys, counter, keep table, special ids, ``can`` ([0, 0] when None) and the replacement pool."""
-    special = tuple(special_ids.tolist() if torch.is_tensor(special_ids) else special_ids)
-    T, p_mask, p_rand, keep, special, pool = _kernel_plan(float(prob), tuple(mix), int(vocab_size), special)
+def _kernel_data(ids, keys, can) -> tuple:
+    """The per-batch arguments of the token kernels as numpy views: ids [B, L], keys [B], the position counter
+    [L] and ``can`` [B, L] bool ([0, 0] when None)."""
     if can is None:
         can = _NO_CAN
     else:
         can = can.numpy() if can.shape == ids.shape else np.broadcast_to(can.numpy(), ids.shape)
         can = np.ascontiguousarray(can, dtype=bool)
-    idn = ids.numpy()
-    return T, p_mask, p_rand, (idn, keys.numpy().reshape(-1), keyed._np_counter(idn.shape[1]), keep, special, can, pool)
+    idn, kn = ids.numpy(), keys.numpy()
+    return idn, kn if kn.ndim == 1 else kn.reshape(-1), keyed._np_counter(idn.shape[1]), can
 
 
 _NO_CAN = np.zeros((0, 0), dtype=bool)
 
 
+def _special_key(special_ids) -> tuple:
+    return tuple(special_ids.tolist() if torch.is_tensor(special_ids) else special_ids)
+
+
 @functools.lru_cache(maxsize=64)
-def _kernel_plan(prob: float, mix: tuple, vocab_size: int, special_ids: tuple) -> tuple:
-    """What a token kernel needs that depends on the settings only, checked once per setting (a call then costs
-    one cache lookup instead of ~15 us of checks and table lookups)."""
+def _kernel_plan(prob: float, mix: tuple, vocab_size: int, special_ids: tuple, mask_id: int, words: bool) -> tuple:
+    """The settings-only arguments of a token kernel, checked and built once per setting (a call then costs one
+    cache lookup instead of ~15 us of checks and table lookups):
+
+    - ``bits``: eligibility bitset over ids [0, 8 ceil(V / 8)), 1 unless special (little bit order; the few ids
+      past V are eligible like any id outside the vocabulary, unless listed as special);
+    - the special ids (for ids past the bitset);
+    - ``steps``, ``P``: the replacement pool without its table (``_kernels._pool_at``);
+    - T = floor(prob 2**32) and the two role cuts (on the selecting draw, or on the role stream for words);
+    - the mask id.
+    """
     check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
-    pool = replacement_pool(vocab_size, special_ids).numpy()
-    special = tuple(sorted(int(s) for s in special_ids))
-    keep = _special_table(vocab_size, special, "cpu").numpy()
-    return int(prob * 2**32), p_mask, p_rand, keep, np.array(special, dtype=np.int64), pool
+    P = len(replacement_pool(vocab_size, special_ids))  # raises when only specials are left
+    special = np.array(sorted({int(s) for s in special_ids}), dtype=np.int64)
+    keep = np.ones(-(-vocab_size // 8) * 8, dtype=bool)
+    keep[special[(special >= 0) & (special < len(keep))]] = False
+    in_vocab = special[(special >= 0) & (special < vocab_size)]
+    steps = in_vocab - np.arange(len(in_vocab))
+    T = int(prob * 2**32)
+    cut0, cut1 = _role_cuts(2**32 if words else T, p_mask, p_rand)
+    return np.packbits(keep, bitorder="little"), special, steps, P, T, cut0, cut1, mask_id
 
 
 def _kernel_record(out) -> Corruption:
-    """Corruption from a kernel's (inputs, targets, kind, selected, weights) arrays."""
-    inputs, targets, kind, selected, weights = (torch.from_numpy(a) for a in out)
-    return Corruption(inputs, targets, selected, weights, kind)
+    """Corruption from a token kernel's (inputs, targets, selected, kind) arrays; every selected position weighs
+    1, so ``weights`` is None."""
+    inputs, targets, selected, kind = map(torch.from_numpy, out)
+    return Corruption(inputs, targets, selected, None, kind)
 
 
 def _np_record(idn: np.ndarray, flat: np.ndarray, m: np.ndarray, r: np.ndarray, mask_id: int, drawn) -> Corruption:
@@ -284,8 +300,7 @@ def _np_record(idn: np.ndarray, flat: np.ndarray, m: np.ndarray, r: np.ndarray, 
     fk[flat[r]] = RANDOM
     fi[flat[m]] = mask_id
     fi[flat[r]] = drawn
-    sel = torch.from_numpy(selected)
-    return Corruption(torch.from_numpy(inputs), torch.from_numpy(targets), sel, sel.float(), torch.from_numpy(kind))
+    return Corruption(*map(torch.from_numpy, (inputs, targets, selected)), None, torch.from_numpy(kind))
 
 
 def _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
@@ -301,7 +316,7 @@ def _random_mask_torch(ids, b, can, special_ids, vocab_size, pool, mask_id, T, c
     inputs = torch.where(as_rand, pool.to(ids.device)[pick].to(ids.dtype), ids.masked_fill(as_mask, mask_id))
     kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED).masked_fill_(as_rand, RANDOM)
     targets = ids.masked_fill(~selected, IGNORE_INDEX)
-    return Corruption(inputs, targets, selected, selected.float(), kind)
+    return Corruption(inputs, targets, selected, None, kind)
 
 
 # ---------------------------------------------------------------------------------------------------- words
@@ -387,10 +402,9 @@ def whole_word_mask(
     check_ids(ids)
     if word_ids.shape != ids.shape:
         raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
-    if count is None and _NUMPY and ids.device.type == "cpu" and (kern := jit.kernels()) is not None:
-        T, p_mask, p_rand, args = _kernel_args(ids, keys, can, prob, mix, special_ids, vocab_size)
-        wid = np.ascontiguousarray(word_ids.numpy())
-        return _kernel_record(kern.whole_word_mask(*args, wid, T, *_role_cuts(2**32, p_mask, p_rand), mask_id))
+    if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
+        plan = _kernel_plan(float(prob), tuple(mix), int(vocab_size), _special_key(special_ids), int(mask_id), True)
+        return _kernel_record(kern.whole_word_mask(*_kernel_data(ids, keys, can), word_ids.numpy(), *plan))
     check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
     cut = _role_cuts(2**32, p_mask, p_rand)  # role thresholds on stream 1
@@ -413,7 +427,7 @@ def whole_word_mask(
     drawn = pool.to(ids.device)[draws[2] % len(pool)].to(ids.dtype)
     inputs = torch.where(as_rand, drawn, ids.masked_fill(as_mask, mask_id))
     kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED).masked_fill_(as_rand, RANDOM)
-    return Corruption(inputs, ids.masked_fill(~selected, IGNORE_INDEX), selected, selected.float(), kind)
+    return Corruption(inputs, ids.masked_fill(~selected, IGNORE_INDEX), selected, None, kind)
 
 
 def _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut) -> Corruption:
