@@ -88,3 +88,20 @@ def test_keyed_samples_do_not_depend_on_batch():
         sample_replacements(lg, ids, sel, k, method="argmax")
     with pytest.raises(ValueError, match="temperature"):
         sample_replacements(lg, ids, sel, k, temperature=0)
+
+
+@pytest.mark.parametrize("method", ["gumbel", "multinomial"])
+def test_ids_beyond_the_logits_are_ignored_by_banned_and_disallow_correct(method):
+    """A banned id or an original id at or past V names no logit: it can never be sampled, so it bans
+    nothing (it used to raise IndexError); the in-vocabulary bans still hold."""
+    B, L = 64, 6
+    logits = torch.zeros(B, L, V)
+    original = torch.full((B, L), V + 2)  # e.g. an added token the generator head does not cover
+    original[:, 0] = 5
+    sel = torch.ones(B, L, dtype=torch.bool)
+    keys = keyed.example_keys(3, 0, range(B))
+    out = sample_replacements(
+        logits, original, sel, keys, method=method, disallow_correct=True, banned=[*SPECIAL, V, V + 7]
+    )
+    assert ((out >= 4) & (out < V)).all()
+    assert not (out[:, 0] == 5).any()

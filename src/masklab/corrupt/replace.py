@@ -94,10 +94,13 @@ def sample_replacements(
     B, L, V = logits.shape
     b, pos = selected.nonzero(as_tuple=True)
     x = logits.detach()[b, pos].double() / temperature  # (N, V) float64: fp32 Gumbel caps near 16.6
-    if len(banned):
-        x[:, torch.as_tensor(list(banned), device=x.device)] = -torch.inf
+    if len(banned):  # ids beyond the logits cannot be sampled anyway
+        ban = torch.as_tensor(list(banned), dtype=torch.long, device=x.device)
+        x[:, ban[(ban >= 0) & (ban < V)]] = -torch.inf
     if disallow_correct:
-        x[torch.arange(len(b), device=x.device), original[b, pos]] = -torch.inf
+        o = original[b, pos].long()
+        inside = (o >= 0) & (o < V)
+        x[torch.arange(len(b), device=x.device)[inside], o[inside]] = -torch.inf
     if method == "gumbel":
         if generator is not None:
             u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
