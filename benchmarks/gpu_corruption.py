@@ -1,67 +1,221 @@
-"""GPU check for token corruption. On one H100: ``PYTHONPATH=src python3 benchmarks/gpu_corruption.py``.
+"""GPU check for token corruption: ``PYTHONPATH=src python3 benchmarks/gpu_corruption.py [--json FILE]``.
 
-1. Device invariance: every keyed strategy gives bit-identical masks on CPU and CUDA.
-2. Time of masklab random / whole-word masking on CUDA at B=256, L=512. Finishes well under 120 s.
+1. Device invariance. Every keyed strategy must give the same record, bit for bit and field by field, on the
+   CPU (the numba kernels where they apply, else numpy or torch) and on CUDA (the dense torch paths). Checked
+   over many random settings: batch shapes, rates and counts, mixes, ``can`` masks, int32 and int64 ids, and
+   special ids inside and outside the vocabulary.
+2. Time per batch of masklab's random and whole-word masking on CUDA and on one CPU thread (the dense torch
+   path and the numba kernels), beside Hugging Face's masking step, which runs on the CPU only (it builds its
+   probability matrix there).
+
+Needs CUDA; takes about a minute (the first CPU call of each numba kernel compiles it).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import json
 import time
 
 import torch
 
-from masklab.corrupt import keyed
+from masklab.corrupt import frames, jit, keyed, tokens
 from masklab.corrupt.diffusion import mdiff4str_noise, mdm_noise, sample_t
+from masklab.corrupt.frames import span_mask as frame_span_mask
 from masklab.corrupt.guided import score_guided_mask
 from masklab.corrupt.meap import meap_mask
+from masklab.corrupt.ngram import NgramLexicon, ngram_mask
 from masklab.corrupt.replace import electra_mask, sample_replacements
 from masklab.corrupt.spans import span_mask
 from masklab.corrupt.tokens import random_mask, whole_word_mask
 
-V, MASK, SPECIAL = 30522, 103, [0, 100, 101, 102, 103]
+
+def records(ids, keys, wid, scores, can, cfg, lexicon):
+    """(name, record or tensor) for every keyed strategy on one batch."""
+    c = dict(mask_id=cfg["mask"], vocab_size=cfg["V"], special_ids=cfg["special"])
+    mix, prob = cfg["mix"], cfg["prob"]
+    yield "random", random_mask(ids, keys, prob=prob, mix=mix, can=can, **c)
+    yield "random count", random_mask(ids, keys, count=cfg["count"], mix=mix, can=can, **c)
+    yield "whole_word", whole_word_mask(ids, keys, wid, prob=prob, mix=mix, can=can, **c)
+    yield "whole_word count", whole_word_mask(ids, keys, wid, count=cfg["count"], mix=mix, can=can, **c)
+    yield "span", span_mask(ids, keys, word_ids=wid, prob=prob, min_gap=1, mix=mix, can=can, **c)
+    yield "span poisson", span_mask(ids, keys, prob=prob, lengths="poisson", no_overlap=False, can=can, **c)
+    yield "ngram", ngram_mask(ids, keys, lexicon, prob=prob, mix=mix, can=can, **c)
+    yield "ngram collapse", ngram_mask(ids, keys, lexicon, prob=prob, collapse=True, can=can, **c)
+    yield "meap", meap_mask(ids, keys, mask_id=cfg["mask"], special_ids=cfg["special"], prob=prob)
+    yield "mdm", mdm_noise(ids, keys, sample_t(keys), mask_id=cfg["mask"], special_ids=cfg["special"])
+    pos, bkey = torch.arange(ids.shape[0], device=ids.device), keys[:1] + 1
+    for mode in ("antithetic", "stratified"):
+        t = sample_t(keys, mode=mode, position=pos, batch_size=ids.shape[0], batch_key=bkey)
+        yield f"mdm {mode}", mdm_noise(ids, keys, t, mask_id=cfg["mask"])
+    yield "mdiff4str", mdiff4str_noise(ids, keys, replace_prob=0.1, **c)
+    yield "guided", score_guided_mask(ids, keys, scores, prob=prob, mode="proportional", mix=mix, can=can, **c)
+    yield "guided top", score_guided_mask(ids, keys, scores, prob=prob, mode="top", can=can, **c)
+    e = electra_mask(ids, keys, prob=prob, can=can, **c)
+    yield "electra", e
+    r = slice(0, 4)  # the samplers work on [N, V] float64 rows: four examples keep that small
+    logits = torch.linspace(-3, 3, cfg["V"], device=ids.device).expand(4, ids.shape[1], cfg["V"])[: ids[r].shape[0]]
+    for method in ("gumbel", "multinomial"):
+        out = sample_replacements(logits, ids[r], e.mask[r], keys[r], method=method, banned=cfg["special"])
+        yield f"rtd {method}", out
+    if ids.shape[1] >= 10:
+        lengths = (ids.shape[1] - keys % 7).clamp(min=0)
+        yield "frames wav2vec2", frame_span_mask(ids.shape, 0.65, 10, lengths=lengths, keys=keys, device=ids.device)
 
 
-def strategies(ids, keys, wid, scores):
-    c = dict(mask_id=MASK, vocab_size=V, special_ids=SPECIAL)
-    yield "random", random_mask(ids, keys, **c).inputs
-    yield "random count", random_mask(ids, keys, count=40, **c).inputs
-    yield "whole_word", whole_word_mask(ids, keys, wid, **c).inputs
-    yield "span", span_mask(ids, keys, word_ids=wid, min_gap=1, **c).inputs
-    yield "meap", meap_mask(ids, keys, mask_id=MASK, special_ids=SPECIAL).inputs
-    yield "mdm", mdm_noise(ids, keys, sample_t(keys), mask_id=MASK, special_ids=SPECIAL).inputs
-    yield "mdiff4str", mdiff4str_noise(ids, keys, replace_prob=0.1, **c).inputs
-    yield "guided", score_guided_mask(ids, keys, scores, mode="proportional", **c).inputs
-    e = electra_mask(ids[:8], keys[:8], **c)
-    logits = torch.linspace(-3, 3, V, device=ids.device).expand(8, ids.shape[1], V)
-    yield "rtd sample", sample_replacements(logits, ids[:8], e.mask, keys[:8], method="multinomial")
+def same(a, b) -> bool:
+    """Bit equality of two records (every tensor field, None fields must match) or tensors."""
+    if torch.is_tensor(a):
+        return a.dtype == b.dtype and torch.equal(a, b.cpu())
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if (x is None) != (y is None) or (x is not None and not same(x, y)):
+            return False
+    return True
+
+
+def config(i: int, g: torch.Generator) -> dict:
+    """Setting i: small and odd shapes first, then BERT-sized ones."""
+    V = [60, 1000, 30522][i % 3]
+    B = int(torch.randint(1, 65, (), generator=g))
+    L = int(torch.randint(1, 600, (), generator=g)) if i % 4 else 512
+    rand = float(torch.rand((), generator=g)) * 0.3
+    special = [0, 1, 2, 3, V + 1, V + 5000] if V < 1000 else [0, 100, 101, 102, 103, V + 3]
+    mask = 3 if V < 1000 else 103
+    return dict(V=V, B=B, L=L, prob=[0.15, 0.5, 0.01, 1.0][i % 4], mix=(0.8 - rand, 0.1 + rand, 0.1),
+                count=int(torch.randint(0, L + 1, (), generator=g)), special=special, mask=mask, int32=i % 5 == 0)
+
+
+def batch(cfg: dict, g: torch.Generator):
+    B, L, V = cfg["B"], cfg["L"], cfg["V"]
+    ids = torch.randint(0, V + 8, (B, L), generator=g)  # some ids past V, ordinary and special
+    ids[torch.rand(B, L, generator=g) < 0.03] = cfg["special"][-1]
+    ids[:, 0] = cfg["special"][1 if V >= 1000 else 0]
+    if cfg["int32"]:
+        ids = ids.int()
+    wid = (torch.rand(B, L, generator=g) < 0.6).long().cumsum(1)
+    wid[torch.rand(B, L, generator=g) < 0.05] = -1
+    can = torch.rand(B, L, generator=g) < 0.9
+    return ids, wid, can, torch.rand(B, L, generator=g)
+
+
+@contextlib.contextmanager
+def dense_torch_paths(on: bool):
+    """With ``on`` (the CPU dry run), the second pass takes the dense torch paths that CUDA takes."""
+    saved = jit.ENABLED, tokens._NUMPY, frames._NUMPY
+    if on:
+        jit.ENABLED = tokens._NUMPY = frames._NUMPY = False
+    try:
+        yield
+    finally:
+        jit.ENABLED, tokens._NUMPY, frames._NUMPY = saved
+
+
+def invariance(n_configs: int, device: str) -> dict:
+    g = torch.Generator().manual_seed(0)
+    lexicons = {}
+    failures, checked = {}, {}
+    for i in range(n_configs):
+        cfg = config(i, g)
+        ids, wid, can, scores = batch(cfg, g)
+        keys = keyed.example_keys(i, 3, range(100, 100 + cfg["B"]))
+        if cfg["V"] not in lexicons:
+            corpus = torch.randint(4, 40, (400, 64), generator=torch.Generator().manual_seed(1))
+            lexicons[cfg["V"]] = NgramLexicon.build(corpus, cfg["V"], size=200, special_ids=cfg["special"])
+        lex = lexicons[cfg["V"]]
+        cpu = dict(records(ids, keys, wid, scores, can, cfg, lex))
+        dev = [t.to(device) for t in (ids, keys, wid, scores, can)]
+        lex_dev = {f.name: getattr(lex, f.name) for f in dataclasses.fields(lex)}
+        lex_dev = NgramLexicon(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in lex_dev.items()})
+        with dense_torch_paths(device == "cpu"):
+            gpu = dict(records(*dev, cfg, lex_dev))
+        for name in cpu:
+            checked[name] = checked.get(name, 0) + 1
+            if not same(cpu[name], gpu[name]):
+                failures.setdefault(name, []).append({k: v for k, v in cfg.items() if k != "special"})
+    for name in checked:
+        bad = len(failures.get(name, []))
+        print(f"{name:18s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings")
+    return {"checked": checked, "failures": failures}
+
+
+def best_ms(fn, n: int, sync: bool) -> float:
+    """Best of 5 runs of ``n`` calls, in ms per call (CUDA synchronized around each run)."""
+    fn()
+    best = float("inf")
+    for _ in range(5):
+        if sync:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if sync:
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t) / n)
+    return best * 1e3
+
+
+def bert_like_collator():
+    """HF's MLM collator over a 30,522-id WordPiece-sized vocabulary with BERT's special ids (built here:
+    the device machine reaches no hub)."""
+    from tokenizers import Tokenizer, models
+    from transformers import BertTokenizerFast, DataCollatorForLanguageModeling
+
+    vocab = {f"[unused{i}]": i for i in range(30522)}
+    vocab.update({"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103})
+    names = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tok = BertTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")), **names)
+    return DataCollatorForLanguageModeling(tok, mlm_probability=0.15, seed=0)
+
+
+def time_size(hf, B: int, L: int, device: str) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30522, (B, L), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    stm = torch.zeros(B, L, dtype=torch.long)
+    stm[:, 0] = stm[:, -1] = 1
+    wid = torch.arange(L).expand(B, L) // 2
+    keys = keyed.example_keys(0, 0, range(B))
+    d = dict(mask_id=103, vocab_size=30522, special_ids=[0, 100, 101, 102, 103])
+    ic, kc, wc = ids.to(device), keys.to(device), wid.to(device)
+    n, sync = (200 if B * L <= 32 * 512 else 50), device == "cuda"
+    return {
+        "HF step, CPU": best_ms(lambda: hf.torch_mask_tokens(ids.clone(), special_tokens_mask=stm), n, False),
+        "random, CPU": best_ms(lambda: random_mask(ids, keys, **d), n, False),
+        f"random, {device}": best_ms(lambda: random_mask(ic, kc, **d), n, sync),
+        "whole_word, CPU": best_ms(lambda: whole_word_mask(ids, keys, wid, **d), n, False),
+        f"whole_word, {device}": best_ms(lambda: whole_word_mask(ic, kc, wc, **d), n, sync),
+    }
+
+
+def timings(device: str) -> list[dict]:
+    torch.set_num_threads(1)
+    hf, rows = bert_like_collator(), []
+    for B, L in ((32, 128), (32, 512), (256, 512)):
+        for what, ms in time_size(hf, B, L, device).items():
+            rows.append({"B": B, "L": L, "what": what, "ms": ms})
+            print(f"[{B:3d}, {L}] {what:18s} {ms:8.3f} ms per batch")
+    return rows
 
 
 def main() -> None:
-    if not torch.cuda.is_available():
-        raise SystemExit("needs CUDA")
-    B, L = 256, 512
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, V, (B, L), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102
-    wid = torch.arange(L).expand(B, L) // 2
-    scores = torch.rand(B, L, generator=g)
-    keys = keyed.example_keys(0, 0, range(B))
-    cpu = dict(strategies(ids, keys, wid, scores))
-    gpu = dict(strategies(ids.cuda(), keys.cuda(), wid.cuda(), scores.cuda()))
-    for name in cpu:
-        same = torch.equal(cpu[name], gpu[name].cpu())
-        print(f"{name:14s} CPU == CUDA: {same}")
-    d = dict(mask_id=MASK, vocab_size=V, special_ids=SPECIAL)
-    ic, kc, wc = ids.cuda(), keys.cuda(), wid.cuda()
-    for name, f in (("random", lambda: random_mask(ic, kc, **d)),
-                    ("whole_word", lambda: whole_word_mask(ic, kc, wc, **d))):
-        f()
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(50):
-            f()
-        torch.cuda.synchronize()
-        print(f"{name:14s} CUDA {(time.perf_counter() - t) / 50 * 1e3:.3f} ms per [{B}, {L}] batch")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", type=int, default=40)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run against the dense torch paths")
+    args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("needs CUDA (or --device cpu for a dry run)")
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu (dry run)"
+    print(f"torch {torch.__version__}, {name}")
+    out = {"device": name, "invariance": invariance(args.configs, args.device)}
+    out["timings"] = timings(args.device)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
 
 if __name__ == "__main__":
     main()
