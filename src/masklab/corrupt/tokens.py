@@ -81,9 +81,12 @@ def eligible_in_vocab(ids, special_ids, vocab_size: int):
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
             return ~np.isin(ids, np.asarray(list(special_ids), dtype=ids.dtype))
         return table.numpy()[ids]
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        return eligible(ids, special_ids)
-    return table.index_select(0, ids.reshape(-1)).view(ids.shape)
+    # no host sync (a GPU pipeline keeps queueing): ids outside [0, V) are eligible unless listed as special
+    ok = table[ids.clamp(0, vocab_size - 1)] | (ids < 0) | (ids >= vocab_size)
+    for s in special_ids:
+        if not 0 <= int(s) < vocab_size:
+            ok &= ids != int(s)
+    return ok
 
 
 @functools.lru_cache(maxsize=32)
