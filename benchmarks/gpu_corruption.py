@@ -3,7 +3,8 @@
 1. Device invariance. Every keyed strategy must give the same record, bit for bit and field by field, on the
    CPU (the numba kernels where they apply, else numpy or torch) and on CUDA (the dense torch paths). Checked
    over many random settings: batch shapes, rates and counts, mixes, ``can`` masks, int32 and int64 ids, and
-   special ids inside and outside the vocabulary.
+   special ids inside and outside the vocabulary; then the patch masks (MAE, BEiT, SimMIM, ColorMAE, HPM,
+   referring) and frame spans of every span-length law on random batches, grids and lengths.
 2. Time per batch of masklab's random and whole-word masking on CUDA and on one CPU thread (the dense torch
    path and the numba kernels), beside Hugging Face's masking step, which runs on the CPU only (it builds its
    probability matrix there).
@@ -22,6 +23,7 @@ import time
 import torch
 
 from masklab.corrupt import frames, jit, keyed, tokens
+from masklab.corrupt import patches as P
 from masklab.corrupt.diffusion import mdiff4str_noise, mdm_noise, sample_t
 from masklab.corrupt.frames import span_mask as frame_span_mask
 from masklab.corrupt.guided import score_guided_mask
@@ -190,6 +192,48 @@ def time_size(hf, B: int, L: int, device: str) -> dict[str, float]:
     }
 
 
+def grid_masks(keys, grid, dev, g_loss, g_region, B, T, lengths):
+    """(name, bool mask) for every keyed patch and frame strategy; tensors come on ``dev``."""
+    yield "patches random", P.random_patches(grid, 0.75, keys=keys).mask
+    yield "patches random ids", P.random_patches(grid, 0.75, keys=keys).ids_restore
+    yield "patches block", P.block_patches(grid, 0.4, keys=keys, min_block=4).mask
+    yield "patches simmim", P.simmim_patches(grid, 0.6, cell=2, keys=keys).mask
+    for color in ("white", "green", "red"):
+        yield f"patches colormae-{color}", P.colormae_patches(grid, color, 0.75, keys=keys).mask
+    yield "patches hpm", P.hpm_patches(g_loss.to(dev), grid, 0.75, progress=0.5, keys=keys).mask
+    yield "patches referring", P.referring_patches(grid, g_region.to(dev), ratio=0.6, keys=keys).mask
+    ln = lengths.to(dev)
+    for mt in ("static", "uniform", "normal", "poisson"):
+        yield f"frames {mt}", frames.span_mask((B, T), 0.5, 5, lengths=ln, mask_type=mt, mask_other=2, keys=keys)
+    yield "frames no_overlap", frames.span_mask((B, T), 0.5, 5, lengths=ln, no_overlap=True, min_space=1, keys=keys)
+    yield "frames same_count", frames.span_mask((B, T), 0.5, 5, lengths=ln, same_count=True, keys=keys)
+
+
+def grid_invariance(n_configs: int, device: str) -> dict:
+    """Patch masks (MAE, BEiT, SimMIM, ColorMAE, HPM, referring) and frame spans on the CPU and ``device``."""
+    g = torch.Generator().manual_seed(1)
+    failures, checked = {}, {}
+    for i in range(n_configs):
+        B = int(torch.randint(1, 48, (), generator=g))
+        grid = [(14, 14), (6, 10), (16, 16)][i % 3]
+        T = int(torch.randint(20, 400, (), generator=g))
+        keys = keyed.example_keys(i, 1, range(B))
+        loss = torch.rand(B, grid[0] * grid[1], generator=g)
+        region = torch.rand(B, *grid, generator=g) < 0.3
+        lengths = torch.randint(10, T + 1, (B,), generator=g)
+        cpu = dict(grid_masks(keys, grid, "cpu", loss, region, B, T, lengths))
+        with dense_torch_paths(device == "cpu"):
+            dev = dict(grid_masks(keys.to(device), grid, device, loss, region, B, T, lengths))
+        for name in cpu:
+            checked[name] = checked.get(name, 0) + 1
+            if not same(cpu[name], dev[name]):
+                failures.setdefault(name, []).append({"B": B, "grid": grid, "T": T})
+    for name in checked:
+        bad = len(failures.get(name, []))
+        print(f"{name:22s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings")
+    return {"checked": checked, "failures": failures}
+
+
 def timings(device: str) -> list[dict]:
     torch.set_num_threads(1)
     hf, rows = bert_like_collator(), []
@@ -211,6 +255,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu (dry run)"
     print(f"torch {torch.__version__}, {name}")
     out = {"device": name, "invariance": invariance(args.configs, args.device)}
+    out["grid_invariance"] = grid_invariance(args.configs, args.device)
     out["timings"] = timings(args.device)
     if args.json:
         with open(args.json, "w") as f:
