@@ -171,3 +171,11 @@ def test_cpu_numpy_path_equals_the_torch_path(B, T, p, M, min_masks, padded, sam
         frames._NUMPY = True
     assert torch.equal(fast, slow)
 
+
+
+def test_smallest_breaks_ties_by_index_as_on_every_device():
+    """Span starts are the n smallest 24-bit keyed uniforms; equal draws must fall to the lower index (topk
+    orders ties differently on CPU and CUDA, which paired a span with another length on the GPU)."""
+    score = torch.tensor([[0.5, 0.25, 0.25, 0.75, 0.25], [1.0, 0.0, 1.0, 0.0, 0.0]])
+    assert frames._smallest(score, 3).tolist() == [[1, 2, 4], [1, 3, 4]]
+    assert frames._smallest(score, 5).tolist() == [[1, 2, 4, 0, 3], [1, 3, 4, 0, 2]]

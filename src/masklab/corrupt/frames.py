@@ -84,6 +84,13 @@ def _paint(starts: torch.Tensor, lens: torch.Tensor, sz: torch.Tensor, T: int) -
     return diff[:, :T].cumsum(1) > 0
 
 
+def _smallest(score: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the ``n`` smallest scores per row, ascending, ties to the lower index. ``topk`` breaks ties
+    differently on CPU and CUDA, and 24-bit keyed uniforms do tie (~T**2 / 2**25 per row), which moved a span
+    and the length paired with it between devices (found by benchmarks/gpu_corruption.py)."""
+    return score.sort(dim=1, stable=True).indices[:, :n]
+
+
 def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Give every row the smallest row's masked count: keep whole runs (contiguous masked stretches) in random
     order while they fit, cut the run that crosses the target to a prefix, drop the rest. No run is split."""
@@ -95,7 +102,7 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     run_len = torch.zeros(B, T + 1, dtype=torch.long, device=mask.device).scatter_add_(1, run, mask.long())[:, :T]
     n_runs = start.sum(1, keepdim=True)
     prio = torch.where(torch.arange(T, device=mask.device) < n_runs, u, torch.full_like(u, 2.0))
-    order = prio.argsort(1)  # runs in random order, non-runs last
+    order = prio.argsort(dim=1, stable=True)  # runs in random order, non-runs last; ties by index on every device
     before = run_len.gather(1, order).cumsum(1) - run_len.gather(1, order)  # masked frames before each run
     allow = torch.zeros_like(before).scatter_(1, order, (target - before).clamp(min=0))  # per run id
     offset = torch.arange(T, device=mask.device) - (start.long() * torch.arange(T, device=mask.device)).cummax(1).values
@@ -247,7 +254,7 @@ def span_mask(
         if start_logits is not None:  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
             score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
         score = torch.where(torch.arange(T, device=dev) < n_cand[:, None], score, torch.full_like(score, float("inf")))
-        starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
+        starts = _smallest(score, n_max)  # first n: a uniform n-subset, each paired with a length in lens
     else:
         active = j < n[:, None]
         lens = lens * active
@@ -263,7 +270,7 @@ def span_mask(
         score = torch.where(
             torch.arange(m, device=dev) < (free + n)[:, None], score, torch.full_like(score, float("inf"))
         )
-        slots = score.topk(n_max, dim=1, largest=False, sorted=True).indices
+        slots = _smallest(score, n_max)
         slots = torch.where(j < n[:, None], slots, torch.full_like(slots, 2 * m)).sort(1).values
         before = (lens + min_space).cumsum(1) - (lens + min_space)  # span frames + gaps before span j
         starts = (slots - j + before).clamp(max=T)

@@ -396,7 +396,7 @@ def block_patches(
     # rare: candidates covered too little -> random fill
     short = target - mask.sum(1, keepdim=True)
     u = src.uniform(N, stream=0xF111)
-    rank_free = torch.where(mask, torch.full_like(u, 2.0), u).argsort(1).argsort(1)
+    rank_free = torch.where(mask, torch.full_like(u, 2.0), u).argsort(dim=1, stable=True).argsort(1)  # ties: by index
     mask |= rank_free < short
     return PatchMask(mask, (H, W))
 
@@ -609,8 +609,9 @@ def referring_patches(
     src = _Source(inside.shape[0], keys, seed, epoch, inside.device)
     u = src.uniform(N, stream=0x0E7)
     # rank inside patches and outside patches separately; take k_in of the first and k - k_in of the second
-    rank_in = torch.where(inside, u, u + 2).argsort(1).argsort(1)
-    rank_out = torch.where(inside, u + 2, u).argsort(1).argsort(1)
+    # stable: 24-bit draws can tie, and a tie must fall the same way on every device
+    rank_in = torch.where(inside, u, u + 2).argsort(dim=1, stable=True).argsort(1)
+    rank_out = torch.where(inside, u + 2, u).argsort(dim=1, stable=True).argsort(1)
     mask = (inside & (rank_in < k_in)) | (~inside & (rank_out < k - k_in))
     return PatchMask(mask, (H, W))
 
