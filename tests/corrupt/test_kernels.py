@@ -162,3 +162,37 @@ def test_example_keys_kernel_equals_numpy_and_torch(seed, epoch, index):
     """Large and negative values keep their low 32 bits on every path."""
     kernel, numpy, _ = three_ways(lambda: keyed.example_keys(seed, epoch, index))
     assert torch.equal(kernel, numpy)
+
+
+def test_plan_fields_are_the_kernels_last_parameters():
+    """The cached plan is unpacked positionally after the per-batch arrays: a reordering on either side must
+    fail here, not silently swap two integer arguments."""
+    import inspect
+
+    from masklab.corrupt import _kernels
+
+    for kernel, data in ((_kernels.random_mask, 4), (_kernels.whole_word_mask, 5)):
+        params = list(inspect.signature(kernel.py_func).parameters)
+        assert params[:4] == ["ids", "keys", "ctr", "can"]
+        assert params[data:] == list(tokens._Plan._fields)
+
+
+@pytest.mark.parametrize("name", ["kernel", "numpy", "torch"])
+def test_one_key_serves_the_batch_and_a_wrong_count_is_refused(name):
+    """One key broadcasts to every row on every path (the kernels read keys[b] unchecked, so they must get a
+    [B] array); any other count that is not B is a clear error, not a read past the end."""
+    g, ids, can = toy_batch(5, 6, 40)
+    one = keyed.example_keys(7, 0, range(1))
+    kw = dict(mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=0.5)
+    wid = torch.arange(40).expand(6, 40) // 3
+    with backend(name):
+        c = random_mask(ids, one, **kw)
+        w = whole_word_mask(ids, one, wid, **kw)
+        for bad in (keyed.example_keys(7, 0, range(5)), keyed.example_keys(7, 0, range(64))):
+            with pytest.raises(ValueError, match="keys"):
+                random_mask(ids, bad, **kw)
+            with pytest.raises(ValueError, match="keys"):
+                whole_word_mask(ids, bad, wid, **kw)
+    with backend("torch"):
+        assert_same_records([c, random_mask(ids, one, **kw)])
+        assert_same_records([w, whole_word_mask(ids, one, wid, **kw)])

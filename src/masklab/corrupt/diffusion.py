@@ -101,7 +101,7 @@ def mdiff4str_noise(
     """
     from masklab.corrupt.tokens import check_ids, check_prob, replacement_pool
 
-    check_ids(ids)
+    check_ids(ids, keys)
     check_prob("replace_prob", replace_prob)
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:

@@ -56,7 +56,7 @@ def score_guided_mask(
     can: torch.Tensor | None = None,
 ) -> Corruption:
     """Mask ``ids`` [B, L] guided by ``scores`` [B, L] (higher = more likely masked for top/proportional)."""
-    check_ids(ids)
+    check_ids(ids, keys)
     check_prob("prob", prob)
     check_prob("guided", guided)
     if mode not in MODES:

@@ -35,7 +35,7 @@ def meap_mask(
     ``targets`` are the ORIGINAL ids (Hugging Face causal-LM ``labels``: the model shifts them by one), with
     IGNORE_INDEX on padding (``attention_mask == 0``). Special tokens (BOS, pad) are never masked.
     """
-    check_ids(ids)
+    check_ids(ids, keys)
     check_prob("prob", prob)
     real = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     ok = eligible(ids, special_ids) & real

@@ -173,7 +173,7 @@ def ngram_mask(
     becomes ONE mask token (mix is not used), the row shortens, ``targets`` hold the unit's first token and
     ``fine_targets`` all of its tokens.
     """
-    check_ids(ids)
+    check_ids(ids, keys)
     check_prob("prob", prob)
     dev = ids.device
     B, L = ids.shape

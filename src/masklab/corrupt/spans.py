@@ -96,7 +96,7 @@ def span_mask(
     ``lengths`` names a distribution for :func:`length_table` or gives the table itself. Budget: exactly
     ``round(prob * W)`` words per row (W eligible words), or ``count`` (capped at W).
     """
-    check_ids(ids)
+    check_ids(ids, keys)
     check_prob("prob", prob)
     if min_gap < 0:
         raise ValueError(f"min_gap must be >= 0, got {min_gap}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -49,15 +50,24 @@ def _index(b: torch.Tensor, size: int) -> torch.Tensor:
     return b.remainder_(size)
 
 
+def _row_keys(ids: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Checked ``ids`` and keys as [B] (one key may serve the whole batch; the kernels index keys per row)."""
+    check_ids(ids, keys)
+    return keys if keys.shape == ids.shape[:1] else keys.reshape(-1).expand(ids.shape[0])
+
+
 def check_prob(name: str, p: float) -> float:
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {p}")
     return float(p)
 
 
-def check_ids(ids: torch.Tensor) -> None:
+def check_ids(ids: torch.Tensor, keys: torch.Tensor | None = None) -> None:
+    """``ids`` must be [B, L] with L > 0; ``keys``, when given, one per row or one for the whole batch."""
     if ids.dim() != 2 or ids.shape[1] == 0:
         raise ValueError(f"ids must be a non-empty [B, L] tensor, got shape {tuple(ids.shape)}")
+    if keys is not None and keys.numel() not in (1, ids.shape[0]):
+        raise ValueError(f"keys holds {keys.numel()} keys for {ids.shape[0]} rows: give one per row, or one for all")
 
 
 def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -72,11 +82,13 @@ def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> to
 
 
 def eligible_in_vocab(ids, special_ids, vocab_size: int):
-    """Same as :func:`eligible`, by one lookup in a cached [V] table (ids outside [0, V) fall back). ``ids`` may
-    be a tensor or a numpy array (the CPU fast paths); the result is the same kind."""
-    table = _special_table(
-        int(vocab_size), tuple(sorted(int(s) for s in special_ids)), str(getattr(ids, "device", "cpu"))
-    )
+    """Same as :func:`eligible`, by one lookup in a cached [V] table. ``ids`` may be a tensor or a numpy array
+    (the CPU fast paths); the result is the same kind. numpy: ids outside [0, V) fall back to :func:`eligible`;
+    torch: the table is read at clamped ids and ids outside [0, V) are eligible unless listed as special, so an
+    accelerator never waits on a host sync."""
+    special_ids = _special_key(special_ids)
+    device = str(getattr(ids, "device", "cpu"))
+    table = _special_table(int(vocab_size), tuple(sorted(int(s) for s in special_ids)), device)
     if isinstance(ids, np.ndarray):
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
             return ~np.isin(ids, np.asarray(list(special_ids), dtype=ids.dtype))
@@ -182,7 +194,7 @@ def random_mask(
     On the CPU the work after the hash touches only the ~``prob`` share of candidate positions (numpy); other
     devices run the same integer arithmetic densely in torch, with identical results.
     """
-    check_ids(ids)
+    keys = _row_keys(ids, keys)
     if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
         plan = _kernel_plan(float(prob), tuple(mix), int(vocab_size), _special_key(special_ids), int(mask_id), False)
         return _kernel_record(kern.random_mask(*_kernel_data(ids, keys, can), *plan))
@@ -247,8 +259,8 @@ def _kernel_data(ids, keys, can) -> tuple:
     else:
         can = can.numpy() if can.shape == ids.shape else np.broadcast_to(can.numpy(), ids.shape)
         can = np.ascontiguousarray(can, dtype=bool)
-    idn, kn = ids.numpy(), keys.numpy()
-    return idn, kn if kn.ndim == 1 else kn.reshape(-1), keyed._np_counter(idn.shape[1]), can
+    idn = ids.numpy()
+    return idn, keys.numpy(), keyed._np_counter(idn.shape[1]), can
 
 
 _NO_CAN = np.zeros((0, 0), dtype=bool)
@@ -258,8 +270,22 @@ def _special_key(special_ids) -> tuple:
     return tuple(special_ids.tolist() if torch.is_tensor(special_ids) else special_ids)
 
 
+class _Plan(NamedTuple):
+    """The settings-only arguments of the token kernels, in the order of their last parameters (a test checks
+    that order against the kernels' signatures)."""
+
+    bits: np.ndarray
+    special: np.ndarray
+    steps: np.ndarray
+    P: int
+    T: int
+    cut0: int
+    cut1: int
+    mask_id: int
+
+
 @functools.lru_cache(maxsize=64)
-def _kernel_plan(prob: float, mix: tuple, vocab_size: int, special_ids: tuple, mask_id: int, words: bool) -> tuple:
+def _kernel_plan(prob: float, mix: tuple, vocab_size: int, special_ids: tuple, mask_id: int, words: bool) -> _Plan:
     """The settings-only arguments of a token kernel, checked and built once per setting (a call then costs one
     cache lookup instead of ~15 us of checks and table lookups):
 
@@ -280,7 +306,7 @@ def _kernel_plan(prob: float, mix: tuple, vocab_size: int, special_ids: tuple, m
     steps = in_vocab - np.arange(len(in_vocab))
     T = int(prob * 2**32)
     cut0, cut1 = _role_cuts(2**32 if words else T, p_mask, p_rand)
-    return np.packbits(keep, bitorder="little"), special, steps, P, T, cut0, cut1, mask_id
+    return _Plan(np.packbits(keep, bitorder="little"), special, steps, P, T, cut0, cut1, mask_id)
 
 
 def _kernel_record(out) -> Corruption:
@@ -402,7 +428,7 @@ def whole_word_mask(
     replacement is ``pool[stream 2 % |pool|]``. On the CPU (rate mode) the role and replacement streams are
     hashed only at the selected tokens (numpy); elsewhere densely in torch, with identical results.
     """
-    check_ids(ids)
+    keys = _row_keys(ids, keys)
     if word_ids.shape != ids.shape:
         raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
     if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
