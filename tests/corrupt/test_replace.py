@@ -92,16 +92,19 @@ def test_keyed_samples_do_not_depend_on_batch():
 
 @pytest.mark.parametrize("method", ["gumbel", "multinomial"])
 def test_ids_beyond_the_logits_are_ignored_by_banned_and_disallow_correct(method):
-    """A banned id or an original id at or past V names no logit: it can never be sampled, so it bans
-    nothing (it used to raise IndexError); the in-vocabulary bans still hold."""
+    """A banned id or an original id outside [0, V) names no logit: it can never be sampled, so it bans
+    nothing (ids past V used to raise IndexError, negative ids banned an id counted from the end); the
+    in-vocabulary bans still hold."""
     B, L = 64, 6
     logits = torch.zeros(B, L, V)
     original = torch.full((B, L), V + 2)  # e.g. an added token the generator head does not cover
     original[:, 0] = 5
+    original[:, 1] = -100  # e.g. a label tensor: no logit, and not logit V - 100
     sel = torch.ones(B, L, dtype=torch.bool)
     keys = keyed.example_keys(3, 0, range(B))
     out = sample_replacements(
-        logits, original, sel, keys, method=method, disallow_correct=True, banned=[*SPECIAL, V, V + 7]
+        logits, original, sel, keys, method=method, disallow_correct=True, banned=[*SPECIAL, V, V + 7, -1]
     )
     assert ((out >= 4) & (out < V)).all()
     assert not (out[:, 0] == 5).any()
+    assert (out == V - 1).any()  # -1 bans nothing: it does not mean the last id

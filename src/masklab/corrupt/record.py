@@ -17,7 +17,8 @@ class Corruption:
     targets: [B, L] ids to predict, IGNORE_INDEX where nothing is predicted.
     mask:    [B, L] bool, True where the position was selected for corruption.
     weights: [B, L] float loss weight per position (0 where not selected), or None when every selected position
-             weighs 1 (BERT-style masks: random, whole-word, span, n-gram), which saves a [B, L] tensor.
+             weighs 1 (BERT-style masks: random, whole-word and every mask built on ``apply_mix``: span, n-gram,
+             score-guided, ELECTRA positions), which saves a [B, L] tensor.
     kind:    [B, L] int8 role of each position: 0 kept, 1 mask token, 2 random token, 3 selected but unchanged.
     """
 

@@ -48,7 +48,7 @@ def electra_mask(
     can: torch.Tensor | None = None,
 ) -> Corruption:
     """Generator input: exactly k positions per row without replacement (k as in ELECTRA), then ``mix``."""
-    check_ids(ids)
+    check_ids(ids, keys)
     check_prob("prob", prob)
     ok = eligible(ids, special_ids) if can is None else eligible(ids, special_ids) & can
     n = ok.sum(dim=1)
@@ -82,8 +82,9 @@ def sample_replacements(
     """Discriminator input [B, L]: ``original`` with generator samples at ``selected`` positions.
 
     logits [B, L, V] (only rows at ``selected`` are used, so pass full logits), original [B, L] ids, selected
-    [B, L] bool. ``banned`` token ids (specials) are never sampled. The generator's logits are detached:
-    ELECTRA does not back-propagate through sampling.
+    [B, L] bool. ``banned`` token ids (specials) are never sampled; a banned id outside [0, V) names no logit
+    and bans nothing (so does an ``original`` id outside [0, V) under ``disallow_correct``; negative ids are not
+    read from the end). The generator's logits are detached: ELECTRA does not back-propagate through sampling.
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choose from {METHODS}")
