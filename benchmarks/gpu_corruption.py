@@ -4,7 +4,7 @@
    CPU (the numba kernels where they apply, else numpy or torch) and on CUDA (the dense torch paths). Checked
    over many random settings: batch shapes, rates and counts, mixes, ``can`` masks, int32 and int64 ids, and
    special ids inside and outside the vocabulary; then the patch masks (MAE, BEiT, SimMIM, ColorMAE, HPM,
-   referring) and frame spans of every span-length law on random batches, grids and lengths.
+   referring), frame spans of every span-length law and Ask2Mask on random batches, grids and lengths.
 2. Time per batch of masklab's random and whole-word masking on CUDA and on one CPU thread (the dense torch
    path and the numba kernels), beside Hugging Face's masking step, which runs on the CPU only (it builds its
    probability matrix there).
@@ -207,6 +207,11 @@ def grid_masks(keys, grid, dev, g_loss, g_region, B, T, lengths):
         yield f"frames {mt}", frames.span_mask((B, T), 0.5, 5, lengths=ln, mask_type=mt, mask_other=2, keys=keys)
     yield "frames no_overlap", frames.span_mask((B, T), 0.5, 5, lengths=ln, no_overlap=True, min_space=1, keys=keys)
     yield "frames same_count", frames.span_mask((B, T), 0.5, 5, lengths=ln, same_count=True, keys=keys)
+    conf = (torch.arange(B * T, dtype=torch.float32).reshape(B, T) * 0.618).remainder(1.0)  # any confidences
+    for temp in (1.0, 0.3):
+        yield f"frames ask2mask t={temp}", frames.ask2mask(
+            conf.to(dev), 0.5, 5, lengths=ln, temperature=temp, keys=keys
+        )
 
 
 def grid_invariance(n_configs: int, device: str) -> dict:
@@ -230,7 +235,7 @@ def grid_invariance(n_configs: int, device: str) -> dict:
                 failures.setdefault(name, []).append({"B": B, "grid": grid, "T": T})
     for name in checked:
         bad = len(failures.get(name, []))
-        print(f"{name:22s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings")
+        print(f"{name:24s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings")
     return {"checked": checked, "failures": failures}
 
 
