@@ -67,15 +67,16 @@ def records(ids, keys, wid, scores, can, cfg, lexicon):
         yield "frames wav2vec2", frame_span_mask(ids.shape, 0.65, 10, lengths=lengths, keys=keys, device=ids.device)
 
 
-def same(a, b) -> bool:
-    """Bit equality of two records (every tensor field, None fields must match) or tensors."""
+def differs(a, b) -> str | None:
+    """None when two records (every tensor field; None fields must match) or tensors are bit-equal, else the
+    name of the first field that differs."""
     if torch.is_tensor(a):
-        return a.dtype == b.dtype and torch.equal(a, b.cpu())
+        return None if a.dtype == b.dtype and torch.equal(a, b.cpu()) else "tensor"
     for f in dataclasses.fields(a):
         x, y = getattr(a, f.name), getattr(b, f.name)
-        if (x is None) != (y is None) or (x is not None and not same(x, y)):
-            return False
-    return True
+        if (x is None) != (y is None) or (x is not None and differs(x, y)):
+            return f.name
+    return None
 
 
 def config(i: int, g: torch.Generator) -> dict:
@@ -135,11 +136,13 @@ def invariance(n_configs: int, device: str) -> dict:
             gpu = dict(records(*dev, cfg, lex_dev))
         for name in cpu:
             checked[name] = checked.get(name, 0) + 1
-            if not same(cpu[name], gpu[name]):
-                failures.setdefault(name, []).append({k: v for k, v in cfg.items() if k != "special"})
+            if field := differs(cpu[name], gpu[name]):
+                where = {k: v for k, v in cfg.items() if k != "special"}
+                failures.setdefault(name, []).append({"field": field, **where})
     for name in checked:
         bad = len(failures.get(name, []))
-        print(f"{name:18s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings")
+        fields = sorted({f["field"] for f in failures.get(name, [])})
+        print(f"{name:18s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings", *fields)
     return {"checked": checked, "failures": failures}
 
 
@@ -231,11 +234,12 @@ def grid_invariance(n_configs: int, device: str) -> dict:
             dev = dict(grid_masks(keys.to(device), grid, device, loss, region, B, T, lengths))
         for name in cpu:
             checked[name] = checked.get(name, 0) + 1
-            if not same(cpu[name], dev[name]):
-                failures.setdefault(name, []).append({"B": B, "grid": grid, "T": T})
+            if field := differs(cpu[name], dev[name]):
+                failures.setdefault(name, []).append({"field": field, "B": B, "grid": grid, "T": T})
     for name in checked:
         bad = len(failures.get(name, []))
-        print(f"{name:24s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings")
+        fields = sorted({f["field"] for f in failures.get(name, [])})
+        print(f"{name:24s} CPU == {device} in {checked[name] - bad}/{checked[name]} settings", *fields)
     return {"checked": checked, "failures": failures}
 
 
