@@ -72,7 +72,7 @@ def check_ids(ids: torch.Tensor, keys: torch.Tensor | None = None) -> None:
 
 def eligible(ids: torch.Tensor, special_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """[B, L] bool: positions that may be selected (not a special or pad token)."""
-    special = list(special_ids.tolist() if torch.is_tensor(special_ids) else special_ids)
+    special = _special_key(special_ids)
     if len(special) <= 8:  # a few compares beat isin's sort on small lists
         out = torch.ones_like(ids, dtype=torch.bool)
         for s in special:
@@ -267,6 +267,7 @@ _NO_CAN = np.zeros((0, 0), dtype=bool)
 
 
 def _special_key(special_ids) -> tuple:
+    """Special ids as a hashable tuple of ints (a tensor of them is read once, not element by element)."""
     return tuple(special_ids.tolist() if torch.is_tensor(special_ids) else special_ids)
 
 
