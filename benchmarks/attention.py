@@ -59,9 +59,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
     torch._dynamo.config.cache_size_limit = 64  # one compiled Flex kernel per (mask, length)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, B=1 H={args.heads} D={args.dim}, fp32"
-    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B=1 H={args.heads} D={args.dim}, fp32")
     rows = []
     with torch.no_grad():
         for L in args.lengths:
@@ -78,19 +76,12 @@ def main(argv=None) -> list[dict]:
                 bm = to_block_mask(fn, L, L, cache=None)
                 t_bm_build = time.perf_counter() - t0
                 t_sdpa = timed(
-                    lambda dense=dense, q=q, k=k, v=v: F.scaled_dot_product_attention(
-                        q, k, v, attn_mask=dense
-                    ),
+                    lambda dense=dense, q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, attn_mask=dense),
                     args.repeat,
                 )
-                t_flex = timed(
-                    lambda fn=fn, q=q, k=k, v=v: attention(q, k, v, fn, backend="flex"), args.repeat
-                )
+                t_flex = timed(lambda fn=fn, q=q, k=k, v=v: attention(q, k, v, fn, backend="flex"), args.repeat)
                 err = (
-                    (
-                        attention(q, k, v, fn, backend="flex")
-                        - F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
-                    )
+                    (attention(q, k, v, fn, backend="flex") - F.scaled_dot_product_attention(q, k, v, attn_mask=dense))
                     .abs()
                     .max()
                     .item()

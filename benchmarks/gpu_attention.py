@@ -71,8 +71,7 @@ def main(argv=None):
             continue
         g = torch.Generator(device=dev).manual_seed(L)
         q, k, v = (
-            torch.randn(1, args.heads, L, args.dim, generator=g, device=dev, dtype=torch.bfloat16)
-            for _ in range(3)
+            torch.randn(1, args.heads, L, args.dim, generator=g, device=dev, dtype=torch.bfloat16) for _ in range(3)
         )
         do = torch.randn_like(q)
         for label, fn in (
@@ -139,9 +138,7 @@ def main(argv=None):
                     flush=True,
                 )
             except Exception as e:  # one failing shape must not lose the rest of the table
-                print(
-                    f"  L={L} {label}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                )
+                print(f"  L={L} {label}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 torch.cuda.empty_cache()
     print()
     print(
@@ -159,10 +156,7 @@ def main(argv=None):
         )
     s = default_cache.stats
     print(f"\nBlockMask cache: {s.hits} hits, {s.misses} misses, hit rate {s.hit_rate:.1%}")
-    print(
-        f"total {time.perf_counter() - t_start:.0f} s"
-        + (f"; skipped lengths {skipped} (budget)" if skipped else "")
-    )
+    print(f"total {time.perf_counter() - t_start:.0f} s" + (f"; skipped lengths {skipped} (budget)" if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -87,8 +87,17 @@ def config(i: int, g: torch.Generator) -> dict:
     rand = float(torch.rand((), generator=g)) * 0.3
     special = [0, 1, 2, 3, V + 1, V + 5000] if V < 1000 else [0, 100, 101, 102, 103, V + 3]
     mask = 3 if V < 1000 else 103
-    return dict(V=V, B=B, L=L, prob=[0.15, 0.5, 0.01, 1.0][i % 4], mix=(0.8 - rand, 0.1 + rand, 0.1),
-                count=int(torch.randint(0, L + 1, (), generator=g)), special=special, mask=mask, int32=i % 5 == 0)
+    return dict(
+        V=V,
+        B=B,
+        L=L,
+        prob=[0.15, 0.5, 0.01, 1.0][i % 4],
+        mix=(0.8 - rand, 0.1 + rand, 0.1),
+        count=int(torch.randint(0, L + 1, (), generator=g)),
+        special=special,
+        mask=mask,
+        int32=i % 5 == 0,
+    )
 
 
 def batch(cfg: dict, g: torch.Generator):
@@ -212,8 +221,9 @@ def grid_masks(keys, grid, dev, g_loss, g_region, B, T, lengths):
     yield "frames same_count", frames.span_mask((B, T), 0.5, 5, lengths=ln, same_count=True, keys=keys)
     conf = (torch.arange(B * T, dtype=torch.float32).reshape(B, T) * 0.618).remainder(1.0)  # any confidences
     for temp in (1.0, 0.3):
-        yield f"frames ask2mask t={temp}", frames.ask2mask(
-            conf.to(dev), 0.5, 5, lengths=ln, temperature=temp, keys=keys
+        yield (
+            f"frames ask2mask t={temp}",
+            frames.ask2mask(conf.to(dev), 0.5, 5, lengths=ln, temperature=temp, keys=keys),
         )
 
 

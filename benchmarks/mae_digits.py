@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault(
-    "OMP_NUM_THREADS", "1"
-)  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
 
 import argparse  # noqa: E402
 import time  # noqa: E402
@@ -60,9 +58,7 @@ def main():
     raw = digits_images(8)[0].reshape(len(x), -1).numpy()  # the original 64 pixels, same order
     n_train = 1347
     xtr, ytr, xte, yte = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-    cfg = dict(
-        image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1
-    )
+    cfg = dict(image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1)
     rows = [("raw pixels (64 values)", linear_probe(raw[:n_train], ytr, raw[n_train:], yte), "", 0.0)]
     torch.manual_seed(args.seed)
     init = MAE(MAEConfig(**cfg)).eval()
@@ -91,10 +87,7 @@ def main():
             f"{s:16s} probe {acc:.4f}  test recon (random mask) {recon:.3f}  {time.time() - t0:.0f}s",
             flush=True,
         )
-    print(
-        f"\ntotal {time.time() - t_all:.0f}s, steps {args.steps}, batch {args.batch_size}, "
-        f"ratio {args.ratio}\n"
-    )
+    print(f"\ntotal {time.time() - t_all:.0f}s, steps {args.steps}, batch {args.batch_size}, ratio {args.ratio}\n")
     print("| features | linear-probe acc (450 test) | MAE loss on a random 75% test mask | train time (s) |")
     print("|---|---|---|---|")
     for name, acc, recon, t in rows:

@@ -134,12 +134,8 @@ def main():
     att = (torch.arange(500) < lengths[:, None]).long()
     hf_p = bench(lambda: _compute_mask_indices((64, 500), 0.65, 10, attention_mask=att))
     ours_p = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths.to(dev), seed=0, device=dev))
-    rows.append(
-        ("frames, padded lengths 250-500", "HF _compute_mask_indices", hf_p, "span_mask (keyed)", ours_p)
-    )
-    ours_s = bench(
-        lambda: span_mask((64, 500), 0.65, 10, lengths=lengths.to(dev), same_count=True, seed=0, device=dev)
-    )
+    rows.append(("frames, padded lengths 250-500", "HF _compute_mask_indices", hf_p, "span_mask (keyed)", ours_p))
+    ours_s = bench(lambda: span_mask((64, 500), 0.65, 10, lengths=lengths.to(dev), same_count=True, seed=0, device=dev))
     rows.append(("frames, padded, same_count", "HF (no equal counts)", hf_p, "span_mask same_count", ours_s))
 
     # patches
@@ -172,9 +168,7 @@ def main():
     beit = BeitMaskingGenerator(14, 75)
     t_beit = bench(lambda: [beit() for _ in range(B)], min_time=2.0, reps=3)
     t_block = bench(lambda: P.block_patches(grid, 75 / 196, batch=B, seed=0, device=dev).mask)
-    rows.append(
-        ("block 256 x 14x14, 75 patches", "BEiT MaskingGenerator x256", t_beit, "block_patches", t_block)
-    )
+    rows.append(("block 256 x 14x14, 75 patches", "BEiT MaskingGenerator x256", t_beit, "block_patches", t_block))
     short = np.mean([beit().sum() < 75 for _ in range(2000)])
     t_simmim = bench(lambda: P.simmim_patches(grid, 0.6, cell=2, batch=B, seed=0, device=dev).mask)
     rows.append(("simmim 256 x 14x14 (cell 2)", "MAE random_masking", mae, "simmim_patches", t_simmim))

@@ -181,9 +181,7 @@ def part_c(args):
     hmm = RandomHMM(states=8, symbols=16, seed=0, alpha=0.02)
     L, B = 64, 128
     ref = hmm.sample(4096, L, seed=1)
-    print(
-        f"C. exact HMM denoiser (8 states, 16 symbols, alpha 0.02), {B} samples x {L}: true NLL in bits/token"
-    )
+    print(f"C. exact HMM denoiser (8 states, 16 symbols, alpha 0.02), {B} samples x {L}: true NLL in bits/token")
     print(f"  {'data (true samples)':<34} NLL {true_nll(hmm, ref):.4f}  entropy {unigram_entropy(ref):.3f}")
     x = torch.full((B, L), hmm.mask_id)
     for name, kw in [
@@ -216,9 +214,7 @@ def part_d(args):
     u = (np.arange(1, K, dtype=np.float64) / K).astype(np.float32)
     g = np.sort(-np.log(-np.log(u)).astype(np.float64))
     g0 = g[::16]
-    F = (
-        np.searchsorted(g, g0 + D, side="right") + 1
-    ) / K  # P(one tail noise <= head noise + D), u = 0 included
+    F = (np.searchsorted(g, g0 + D, side="right") + 1) / K  # P(one tail noise <= head noise + D), u = 0 included
     p32 = float(np.mean(1 - np.exp(V_tail * np.log(F))))
 
     def entropy(q):

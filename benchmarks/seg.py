@@ -65,15 +65,30 @@ def bench_rle(repeat: int, batch: int, device: str) -> None:
         return out
 
     print(f"(torch tensors on {device})")
-    t = best({"coco": lambda: coco.encode(f), "numpy": lambda: rle_encode(ms),
-              "torch": lambda: on_device(lambda: rle_encode(tm))},
-             max(3, repeat // 5))
-    print(f"encode  pycocotools {t['coco']:8.1f}  numpy {t['numpy']:8.1f} ({t['numpy'] / t['coco']:.2f}x)  "
-          f"torch {t['torch']:8.1f} ({t['torch'] / t['coco']:.2f}x)")
-    t = best({"coco": lambda: coco.decode(refs), "numpy": lambda: rle_decode(ours),
-              "torch": lambda: on_device(lambda: rle_decode(ours, device=device))}, max(3, repeat // 5))
-    print(f"decode  pycocotools {t['coco']:8.1f}  numpy {t['numpy']:8.1f} ({t['numpy'] / t['coco']:.2f}x)  "
-          f"torch {t['torch']:8.1f} ({t['torch'] / t['coco']:.2f}x)")
+    t = best(
+        {
+            "coco": lambda: coco.encode(f),
+            "numpy": lambda: rle_encode(ms),
+            "torch": lambda: on_device(lambda: rle_encode(tm)),
+        },
+        max(3, repeat // 5),
+    )
+    print(
+        f"encode  pycocotools {t['coco']:8.1f}  numpy {t['numpy']:8.1f} ({t['numpy'] / t['coco']:.2f}x)  "
+        f"torch {t['torch']:8.1f} ({t['torch'] / t['coco']:.2f}x)"
+    )
+    t = best(
+        {
+            "coco": lambda: coco.decode(refs),
+            "numpy": lambda: rle_decode(ours),
+            "torch": lambda: on_device(lambda: rle_decode(ours, device=device)),
+        },
+        max(3, repeat // 5),
+    )
+    print(
+        f"decode  pycocotools {t['coco']:8.1f}  numpy {t['numpy']:8.1f} ({t['numpy'] / t['coco']:.2f}x)  "
+        f"torch {t['torch']:8.1f} ({t['torch'] / t['coco']:.2f}x)"
+    )
 
 
 def real_masks() -> dict[str, np.ndarray]:
@@ -82,13 +97,28 @@ def real_masks() -> dict[str, np.ndarray]:
     from skimage.filters import threshold_otsu
 
     out = {}
-    for name in ("camera", "coins", "astronaut", "coffee", "chelsea", "rocket", "horse", "moon", "page",
-                 "text", "immunohistochemistry", "hubble_deep_field", "brick", "grass", "gravel"):
+    for name in (
+        "camera",
+        "coins",
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "horse",
+        "moon",
+        "page",
+        "text",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "brick",
+        "grass",
+        "gravel",
+    ):
         img = getattr(data, name)()
         img = rgb2gray(img) if img.ndim == 3 else img.astype(float)
         H, W = (s // 16 * 16 for s in img.shape)
         y, x = (img.shape[0] - H) // 2, (img.shape[1] - W) // 2
-        img = img[y:y + H, x:x + W]
+        img = img[y : y + H, x : x + W]
         out[name] = img > threshold_otsu(img)
     return out
 

@@ -76,9 +76,7 @@ def load_chunks(split: str, max_files: int, seq_len: int) -> tuple[torch.Tensor,
     n = len(ids) // seq_len
     if n == 0:
         raise ValueError(f"no {split} chunks of length {seq_len} from {len(files)} files")
-    return torch.tensor(ids[: n * seq_len]).view(n, seq_len), torch.tensor(labels[: n * seq_len]).view(
-        n, seq_len
-    )
+    return torch.tensor(ids[: n * seq_len]).view(n, seq_len), torch.tensor(labels[: n * seq_len]).view(n, seq_len)
 
 
 def build_model(n_layers: int, seed: int) -> LlamaForTokenClassification:
@@ -125,9 +123,7 @@ def train_one(layers: str | None, data, args) -> dict:
     loss = torch.tensor(float("nan"))
     for _ in range(args.steps):
         idx = torch.randint(0, len(train_ids), (args.batch,), generator=g)
-        loss = model(
-            train_ids[idx], labels=train_labels[idx]
-        ).loss  # causal-LM masks through masklab per layer
+        loss = model(train_ids[idx], labels=train_labels[idx]).loss  # causal-LM masks through masklab per layer
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -144,9 +140,7 @@ def train_one(layers: str | None, data, args) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--layers", default="layerwise:bidir=0-1,causal=2-3", help="layer-wise mask spec to compare"
-    )
+    p.add_argument("--layers", default="layerwise:bidir=0-1,causal=2-3", help="layer-wise mask spec to compare")
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=32)

@@ -8,8 +8,7 @@ import pytest
 
 from masklab.cli import build_parser, main
 
-MICRO = ["preset=micro", "steps=30", "eval_every=15", "ckpt_every=15", "eval_batches=2", "max_minutes=0",
-         "warmup=5"]
+MICRO = ["preset=micro", "steps=30", "eval_every=15", "ckpt_every=15", "eval_batches=2", "max_minutes=0", "warmup=5"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def test_train_writes_run_folder(trained):
 def test_eval_matches_training_summary(trained, capsys):
     assert main(["eval", "--model", str(trained), "--batches", "2"]) == 0
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):])
+    result = json.loads(out[out.index("{") :])
     summary = json.loads((trained / "summary.json").read_text())
     assert result["nll_bound_bits"] == pytest.approx(summary["eval"]["nll_bound_bits"], rel=1e-5)
     assert result["valid_unigram_entropy_bits"] == pytest.approx(summary["valid_unigram_entropy_bits"])
@@ -72,13 +71,16 @@ def test_resume_from_the_cli(trained, tmp_path, capsys):
     assert json.loads((run / "model" / "masklab.json").read_text())["step"] == 32
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["train", "--recipe", "nope"], "unknown recipe"),
-    (["train", "--recipe", "mdm-tiny", "stepz=1"], "unknown key 'stepz'"),
-    (["train", "--recipe", "mdm-tiny", "steps=x"], "expected int"),
-    (["train", "--recipe", "mdm-tiny", "--data", "/no/such/path.txt"], "does not exist"),
-    (["generate", "--model", "/tmp", "--prompt", "<mask>"], "not a masklab checkpoint"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["train", "--recipe", "nope"], "unknown recipe"),
+        (["train", "--recipe", "mdm-tiny", "stepz=1"], "unknown key 'stepz'"),
+        (["train", "--recipe", "mdm-tiny", "steps=x"], "expected int"),
+        (["train", "--recipe", "mdm-tiny", "--data", "/no/such/path.txt"], "does not exist"),
+        (["generate", "--model", "/tmp", "--prompt", "<mask>"], "not a masklab checkpoint"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, msg, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -105,8 +107,9 @@ def test_corrupted_checkpoint_from_the_console_script(trained, tmp_path):
     shutil.copytree(trained / "model", bad)
     with open(bad / "model.safetensors", "r+b") as f:
         f.truncate(100)
-    proc = subprocess.run([sys.executable, "-m", "masklab", "eval", "--model", str(bad)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "masklab", "eval", "--model", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "truncated or corrupted" in proc.stderr
 

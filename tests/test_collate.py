@@ -38,9 +38,7 @@ def examples(tok):
 
 
 def lexicon(tok):
-    return NgramLexicon.build(
-        tok(TEXTS)["input_ids"], len(tok), size=20, min_count=2, special_ids=tok.all_special_ids
-    )
+    return NgramLexicon.build(tok(TEXTS)["input_ids"], len(tok), size=20, min_count=2, special_ids=tok.all_special_ids)
 
 
 def collators(tok):

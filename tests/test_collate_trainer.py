@@ -57,14 +57,16 @@ def ds(tok):
     lines = _lines()[:N]
     enc = tok(lines, truncation=True, max_length=30)
     b, e = tok.bos_token_id, tok.eos_token_id
-    return datasets.Dataset.from_dict({
-        "input_ids": [[b, *ids, e] for ids in enc["input_ids"]],
-        "attention_mask": [[1, *m, 1] for m in enc["attention_mask"]],
-        "special_tokens_mask": [[1, *[0] * len(ids), 1] for ids in enc["input_ids"]],
-        "word_ids": [[None, *enc.word_ids(i), None] for i in range(N)],
-        "idx": list(range(N)),
-        "text": lines,  # a string column: pruned by default, passed through with remove_unused_columns=False
-    })
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [[b, *ids, e] for ids in enc["input_ids"]],
+            "attention_mask": [[1, *m, 1] for m in enc["attention_mask"]],
+            "special_tokens_mask": [[1, *[0] * len(ids), 1] for ids in enc["input_ids"]],
+            "word_ids": [[None, *enc.word_ids(i), None] for i in range(N)],
+            "idx": list(range(N)),
+            "text": lines,  # a string column: pruned by default, passed through with remove_unused_columns=False
+        }
+    )
 
 
 def _collator(name: str, tok, ds):
@@ -84,13 +86,23 @@ class Recorder(Trainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def _train(tmp_path, tok, ds, collator, *, arch="modernbert", steps=16, lr=1e-2, batch=BATCH, callbacks=None,
-           **args) -> Recorder:
+def _train(
+    tmp_path, tok, ds, collator, *, arch="modernbert", steps=16, lr=1e-2, batch=BATCH, callbacks=None, **args
+) -> Recorder:
     torch.manual_seed(0)
     model = build_model(arch, "micro", token_info(tok), 64)
     targs = TrainingArguments(
-        output_dir=str(tmp_path), report_to=[], use_cpu=True, max_steps=steps, per_device_train_batch_size=batch,
-        save_strategy="no", logging_steps=4, seed=0, learning_rate=lr, disable_tqdm=True, **args,
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        save_strategy="no",
+        logging_steps=4,
+        seed=0,
+        learning_rate=lr,
+        disable_tqdm=True,
+        **args,
     )
     tr = Recorder(model=model, args=targs, train_dataset=ds, data_collator=collator, callbacks=callbacks)
     tr.batches = []
@@ -153,8 +165,19 @@ def test_mask_is_keyed_on_the_example_not_the_trainers_order(tmp_path, tok, ds, 
     )
     runs = []
     for data_seed, workers, batch in ((0, 0, 4), (1, 2, 8)):
-        tr = _train(tmp_path, tok, ds, c, steps=2 * N // batch, lr=1e-4, batch=batch, data_seed=data_seed,
-                    dataloader_num_workers=workers, remove_unused_columns=not keep, callbacks=[c.trainer_callback()])
+        tr = _train(
+            tmp_path,
+            tok,
+            ds,
+            c,
+            steps=2 * N // batch,
+            lr=1e-4,
+            batch=batch,
+            data_seed=data_seed,
+            dataloader_num_workers=workers,
+            remove_unused_columns=not keep,
+            callbacks=[c.trainer_callback()],
+        )
         runs.append(_rows_by_example(tr, ds, N // batch))
     (ra, oa), (rb, ob) = runs
     assert len(ra) == len(rb) == 2 * N  # every example once per epoch

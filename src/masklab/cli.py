@@ -49,11 +49,15 @@ def cmd_train(args) -> None:
 
 def _print_summary(s: dict, out: Path) -> None:
     ev = s.get("eval", {})
-    print(f"trained {s['step']} steps in {s['train_seconds']:.0f} s ({s['tokens_per_s']:,.0f} tokens/s)"
-          + (" [stopped at the time budget]" if s.get("stopped_early") else ""))
+    print(
+        f"trained {s['step']} steps in {s['train_seconds']:.0f} s ({s['tokens_per_s']:,.0f} tokens/s)"
+        + (" [stopped at the time budget]" if s.get("stopped_early") else "")
+    )
     if "nll_bound_bits" in ev:
-        print(f"valid NLL bound: {ev['nll_bound_bits']:.3f} bits/token; "
-              f"valid unigram entropy: {s['valid_unigram_entropy_bits']:.3f} bits/token")
+        print(
+            f"valid NLL bound: {ev['nll_bound_bits']:.3f} bits/token; "
+            f"valid unigram entropy: {s['valid_unigram_entropy_bits']:.3f} bits/token"
+        )
     else:
         print("valid: " + ", ".join(f"{k}={v:.4f}" for k, v in ev.items()))
     print(f"checkpoint: {out / 'model'}")
@@ -81,8 +85,10 @@ def cmd_eval(args) -> None:
     result.update({k: v for k, v in task.info.items() if k.startswith("valid_")})
     result["examples"] = len(task.valid) if args.batches is None else min(len(task.valid), 32 * args.batches)
     if "nll_bound_bits" in result:
-        print(f"valid NLL bound: {result['nll_bound_bits']:.3f} bits/token "
-              f"(unigram entropy of the valid split: {result['valid_unigram_entropy_bits']:.3f})")
+        print(
+            f"valid NLL bound: {result['nll_bound_bits']:.3f} bits/token "
+            f"(unigram entropy of the valid split: {result['valid_unigram_entropy_bits']:.3f})"
+        )
     print(json.dumps(result, indent=2))
 
 
@@ -107,23 +113,43 @@ def cmd_generate(args) -> None:
 
     model, tok = load_masked_lm(args.model)
     ids = parse_prompt(args.prompt, tok, max_len=model.config.max_position_embeddings)
-    options = {k: v for k, v in {"block_length": getattr(args, "block_length", None),
-                                 "cfg_scale": getattr(args, "cfg_scale", None),
-                                 "remasking": getattr(args, "remasking", None),
-                                 "alg_temp": getattr(args, "alg_temp", None),
-                                 "threshold": getattr(args, "threshold", None)}.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {
+            "block_length": getattr(args, "block_length", None),
+            "cfg_scale": getattr(args, "cfg_scale", None),
+            "remasking": getattr(args, "remasking", None),
+            "alg_temp": getattr(args, "alg_temp", None),
+            "threshold": getattr(args, "threshold", None),
+        }.items()
+        if v is not None
+    }
     if getattr(args, "stop_at_eos", False):
         options["eos_id"] = tok.eos_token_id
-    g = generate(model, torch.tensor([ids]), mask_id=tok.mask_token_id, sampler=args.sampler, steps=args.steps,
-                 temperature=args.temperature, seed=args.seed, top_k=args.top_k, top_p=args.top_p,
-                 return_order=True, **options)
+    g = generate(
+        model,
+        torch.tensor([ids]),
+        mask_id=tok.mask_token_id,
+        sampler=args.sampler,
+        steps=args.steps,
+        temperature=args.temperature,
+        seed=args.seed,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        return_order=True,
+        **options,
+    )
     print(tok.decode(g.ids[0]))
     print(f"{args.sampler}: {g.nfe} model calls", file=sys.stderr)
     if args.png:
         from masklab.viz.generation import render_unmasking, token_pieces
 
-        render_unmasking(token_pieces(tok, g.ids[0]), g.order[0].tolist(), args.png,
-                         title=f"{args.sampler} sampler, {g.nfe} model calls, seed {args.seed}")
+        render_unmasking(
+            token_pieces(tok, g.ids[0]),
+            g.order[0].tolist(),
+            args.png,
+            title=f"{args.sampler} sampler, {g.nfe} model calls, seed {args.seed}",
+        )
         print(f"wrote {args.png}", file=sys.stderr)
 
 
@@ -160,8 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("recipes", help="list the training recipes, one line each")
     s.set_defaults(func=cmd_recipes)
 
-    s = sub.add_parser("train", help="train a recipe (works under torchrun for DDP)",
-                       description="Train a recipe. Overrides are key=value pairs type-checked against the recipe.")
+    s = sub.add_parser(
+        "train",
+        help="train a recipe (works under torchrun for DDP)",
+        description="Train a recipe. Overrides are key=value pairs type-checked against the recipe.",
+    )
     s.add_argument("--recipe", help="recipe name (masklab recipes)")
     s.add_argument("--data", help="stdlib-code | stdlib-docs | .txt/.jsonl file or folder | datasets name or path")
     s.add_argument("--out", help="run folder (default runs/RECIPE)")

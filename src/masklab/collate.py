@@ -167,9 +167,7 @@ class _Base:
         self.tokenizer = tokenizer
         self.seed, self.epoch = int(seed), int(epoch)
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.mask_id = (
-            mask_token_id if mask_token_id is not None else getattr(tokenizer, "mask_token_id", None)
-        )
+        self.mask_id = mask_token_id if mask_token_id is not None else getattr(tokenizer, "mask_token_id", None)
         if self.needs_mask_token and self.mask_id is None:
             raise ValueError(
                 f"tokenizer {type(tokenizer).__name__} has no mask token: add one "
@@ -203,9 +201,7 @@ class _Base:
         return SetEpoch()
 
     def _batch(self, examples) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        batch = pad_examples(
-            examples, self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of, left=self.left
-        )
+        batch = pad_examples(examples, self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of, left=self.left)
         idx = batch.pop("idx", None)
         if idx is None:
             idx = content_index(batch["input_ids"], batch["attention_mask"])
@@ -228,8 +224,7 @@ class _Base:
 
 def _common(c: MLMCollator, can) -> dict:
     """The arguments every token strategy takes from the collator."""
-    return dict(mask_id=c.mask_id, vocab_size=c.vocab_size, special_ids=c.special_ids, prob=c.prob, mix=c.mix,
-                can=can)
+    return dict(mask_id=c.mask_id, vocab_size=c.vocab_size, special_ids=c.special_ids, prob=c.prob, mix=c.mix, can=can)
 
 
 def _random(c: MLMCollator, ids, keys, can, batch) -> Corruption:
@@ -289,9 +284,7 @@ class MLMCollator(_Base):
             mask_token_id=mask_token_id,
         )
         if strategy == "ngram" and lexicon is None:
-            raise ValueError(
-                "strategy 'ngram' needs lexicon=masklab.corrupt.ngram.NgramLexicon.build(corpus, ...)"
-            )
+            raise ValueError("strategy 'ngram' needs lexicon=masklab.corrupt.ngram.NgramLexicon.build(corpus, ...)")
         if count is not None and strategy == "ngram":
             raise ValueError("strategy 'ngram' takes prob, not count")
         if count is not None and int(count) < 0:
@@ -424,9 +417,7 @@ class MEAPCollator(_Base):
     def __call__(self, examples: Sequence[Any]) -> dict:
         batch, keys, can = self._batch(examples)
         ids = batch["input_ids"]
-        c = meap_mask(
-            ids, keys, mask_id=self.mask_id, special_ids=self.special_ids, prob=self.prob, attention_mask=can
-        )
+        c = meap_mask(ids, keys, mask_id=self.mask_id, special_ids=self.special_ids, prob=self.prob, attention_mask=can)
         labels = torch.where(batch["attention_mask"].bool(), ids, -100)
         return self._out(batch, c.inputs, labels)
 
@@ -469,9 +460,7 @@ class MDMCollator(_Base):
         ids = batch["input_ids"]
         B = ids.shape[0]
         bkey = keyed.derive(keys.sum() & 0xFFFFFFFF, 0x5EED)  # one key per batch composition (coupled modes)
-        t = sample_t(
-            keys, eps=self.eps, mode=self.t_sampling, position=torch.arange(B), batch_size=B, batch_key=bkey
-        )
+        t = sample_t(keys, eps=self.eps, mode=self.t_sampling, position=torch.arange(B), batch_size=B, batch_key=bkey)
         c = mdm_noise(ids, keys, t, mask_id=self.mask_id, special_ids=self.special_ids)
         masked = c.mask & can
         out = self._out(batch, torch.where(masked, self.mask_id, ids), torch.where(masked, ids, -100))

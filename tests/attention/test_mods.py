@@ -16,9 +16,7 @@ from masklab.attention.compile import to_dense
 
 def oracle(rule, q_len, kv_len, batch=1):
     """Python double loop over (b, i, j): the definition, written once per mask, no tensors."""
-    return torch.tensor(
-        [[[[bool(rule(b, i, j)) for j in range(kv_len)] for i in range(q_len)]] for b in range(batch)]
-    )
+    return torch.tensor([[[[bool(rule(b, i, j)) for j in range(kv_len)] for i in range(q_len)]] for b in range(batch)])
 
 
 def hf_dense(fn, q_len, kv_len):
@@ -81,9 +79,7 @@ def test_padding_and_bidirectional_hide_only_padded_keys():
 @pytest.mark.parametrize("w", [1, 3, 8])
 def test_sliding_window_equals_transformers(w):
     # independent oracle: transformers.masking_utils defines the same windows
-    assert torch.equal(
-        to_dense(M.sliding_window(w), 12, 12), hf_dense(sliding_window_causal_mask_function(w), 12, 12)
-    )
+    assert torch.equal(to_dense(M.sliding_window(w), 12, 12), hf_dense(sliding_window_causal_mask_function(w), 12, 12))
     # HF's bidirectional window counts distance <= w; ours keeps the causal convention (distance < w)
     assert torch.equal(
         to_dense(M.sliding_window(w, causal=False), 12, 12),

@@ -77,9 +77,7 @@ def test_strategy_weights_and_errors():
     full = (c.mask.sum(1) == 10).double().mean()
     assert abs(float(full) - 0.25) < 0.03
     with pytest.raises(ValueError, match="strategy"):
-        mdiff4str_noise(
-            ids, keyed.example_keys(0, 0, range(3000)), mask_id=MASK, vocab_size=V, strategies=("x",)
-        )
+        mdiff4str_noise(ids, keyed.example_keys(0, 0, range(3000)), mask_id=MASK, vocab_size=V, strategies=("x",))
 
 
 def test_mdm_noise_rate_is_t():

@@ -23,9 +23,7 @@ def _runs(mask):
 
 def _hf(shape, p, M, reps, attention_mask=None):
     np.random.seed(0)
-    return np.concatenate(
-        [_compute_mask_indices(shape, p, M, attention_mask=attention_mask) for _ in range(reps)]
-    )
+    return np.concatenate([_compute_mask_indices(shape, p, M, attention_mask=attention_mask) for _ in range(reps)])
 
 
 @pytest.mark.parametrize("p, M", [(0.65, 10), (0.05, 10), (0.3, 3), (0.5, 1)])
@@ -69,9 +67,7 @@ def test_spans_have_exact_length_when_no_overlap():
 @pytest.mark.parametrize("mask_type", ["static", "uniform", "normal", "poisson"])
 def test_same_count_equalizes_rows_without_fragmenting(mask_type):
     lengths = torch.tensor([300, 280, 250, 300] * 50)
-    m = span_mask(
-        (200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, same_count=True, seed=3
-    )
+    m = span_mask((200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, same_count=True, seed=3)
     counts = m.sum(1)
     assert bool((counts == counts[0]).all()) and int(counts[0]) > 0
     free = span_mask((200, 300), 0.4, 8, lengths=lengths, mask_type=mask_type, mask_other=2, seed=3)
@@ -170,7 +166,6 @@ def test_cpu_numpy_path_equals_the_torch_path(B, T, p, M, min_masks, padded, sam
     finally:
         frames._NUMPY = True
     assert torch.equal(fast, slow)
-
 
 
 def test_smallest_breaks_ties_by_index_as_on_every_device():

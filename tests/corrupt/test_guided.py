@@ -17,12 +17,8 @@ def test_top_and_bottom_pick_extreme_scores_exactly():
     scores = torch.rand(B, L)
     scores[:, 0] = 10.0  # the special token has the top score but is never picked
     k = keyed.example_keys(0, 0, range(B))
-    top = score_guided_mask(
-        ids, k, scores, mask_id=MASK, vocab_size=V, special_ids=SPECIAL, count=6, mode="top"
-    )
-    bot = score_guided_mask(
-        ids, k, scores, mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=0.15, mode="bottom"
-    )
+    top = score_guided_mask(ids, k, scores, mask_id=MASK, vocab_size=V, special_ids=SPECIAL, count=6, mode="top")
+    bot = score_guided_mask(ids, k, scores, mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=0.15, mode="bottom")
     s = scores[:, 1:]
     assert torch.equal(top.mask[:, 1:], s >= s.topk(6, dim=1).values[:, -1:])
     kb = int(39 * 0.15 + 0.5)

@@ -104,9 +104,7 @@ def test_int32_stream_equals_the_int64_reference(seed, epoch, index, n, stream):
     assert torch.equal(keyed._torch_bits32(keys, n, (stream, 7), True).long() & _M32, keyed.bits(keys, n, (stream, 7)))
     assert torch.equal(keyed._torch_derive(keys, stream, 5), _ref_derive(keys, stream, 5))
     assert torch.equal(keyed.uniform(keys, n, stream), (ref >> 8).float() * (1.0 / (1 << 24)))
-    assert torch.equal(
-        keyed.uniform(keys, n, stream, dtype=torch.float64), (ref >> 8).double() * (1.0 / (1 << 24))
-    )
+    assert torch.equal(keyed.uniform(keys, n, stream, dtype=torch.float64), (ref >> 8).double() * (1.0 / (1 << 24)))
     hi, lo = _ref_bits(keys, n, 2 * stream + 1) >> 5, _ref_bits(keys, n, 2 * stream + 2) >> 6
     assert torch.equal(keyed.uniform64(keys, n, stream), (hi.double() * (1 << 26) + lo.double()) / 2.0**53)
     # several streams in one pass are the single streams stacked

@@ -13,9 +13,7 @@ def test_exact_count_targets_clean_and_per_row_patterns():
     ids[:, 0] = 1  # BOS
     att = torch.ones(B, L, dtype=torch.long)
     att[:10, 40:] = 0
-    c = meap_mask(
-        ids, keyed.example_keys(0, 0, range(B)), mask_id=4, special_ids=[0, 1], prob=0.15, attention_mask=att
-    )
+    c = meap_mask(ids, keyed.example_keys(0, 0, range(B)), mask_id=4, special_ids=[0, 1], prob=0.15, attention_mask=att)
     n = (att.bool() & (ids != 1)).sum(1)
     assert torch.equal(c.mask.sum(1), torch.floor(n * 0.15 + 0.5).long())
     assert not c.mask[:, 0].any() and not c.mask[:10, 40:].any()

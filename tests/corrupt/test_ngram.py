@@ -40,9 +40,7 @@ def test_lookup_and_errors(corpus):
     lex = NgramLexicon.build(corpus, V, size=3, min_count=5)
     row = torch.tensor([[1, 7, 8, 9, 5]])
     tri = lex.lookup(row, 3)
-    assert (
-        tri[0, 1] >= 0 and lex.tokens[tri[0, 1]].tolist() == [7, 8, 9] and (tri[0, [0, 2, 3, 4]] == -1).all()
-    )
+    assert tri[0, 1] >= 0 and lex.tokens[tri[0, 1]].tolist() == [7, 8, 9] and (tri[0, [0, 2, 3, 4]] == -1).all()
     with pytest.raises(ValueError, match="min_count"):
         NgramLexicon.build(corpus[:1], V, min_count=10)
     with pytest.raises(ValueError, match="empty"):

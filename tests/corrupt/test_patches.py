@@ -162,9 +162,7 @@ def test_colormae_noise_has_the_filter_spectrum(color):
     # the expected power spectrum of filtered white noise is |H(f)|^2 (times a constant); compare band shares
     x = P.colored_noise(GRID, color, batch=3000, seed=0)
     resp = P.noise_response(color, GRID)
-    full = torch.cat(
-        [resp, resp[:, 1 : (GRID[1] + 1) // 2].flip(1)], 1
-    )  # rfft grid -> full grid (even symmetric)
+    full = torch.cat([resp, resp[:, 1 : (GRID[1] + 1) // 2].flip(1)], 1)  # rfft grid -> full grid (even symmetric)
     expected = _band_power_from_psd(full.pow(2), GRID)
     assert torch.allclose(_band_power(x, GRID), expected, atol=0.02)
 
@@ -178,10 +176,7 @@ def _band_power_from_psd(psd, grid):
 
 
 def test_colormae_masks_keep_the_color_of_their_noise():
-    share = {
-        c: _band_power(P.colormae_patches(GRID, c, 0.75, batch=2000, seed=0).mask.float(), GRID)
-        for c in P.COLORS
-    }
+    share = {c: _band_power(P.colormae_patches(GRID, c, 0.75, batch=2000, seed=0).mask.float(), GRID) for c in P.COLORS}
     low, mid, high = 0, 1, 2
     assert share["red"][low] > 2 * share["white"][low]  # red: blobs
     assert share["blue"][high] > share["white"][high] + 0.1  # blue: dispersed
@@ -201,8 +196,7 @@ def test_hpm_masks_the_hardest_patches_first():
             assert bool(pm.mask.gather(1, top).all())
     # easy-to-hard: the mean predicted loss of masked patches rises with progress
     means = [
-        float((loss * P.hpm_patches(loss, GRID, progress=p, seed=1).mask).sum() / (32 * 147))
-        for p in (0.0, 0.5, 1.0)
+        float((loss * P.hpm_patches(loss, GRID, progress=p, seed=1).mask).sum() / (32 * 147)) for p in (0.0, 0.5, 1.0)
     ]
     assert means[0] < means[1] < means[2]
     assert P.hpm_alpha(0.5) == pytest.approx(0.25)

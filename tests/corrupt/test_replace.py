@@ -54,8 +54,13 @@ def law(method, temperature=1.0, disallow=False, n=20000):
     return freq, torch.softmax(x, 0), out, original
 
 
-CASES = [("multinomial", 1.0, False), ("multinomial", 0.5, False), ("multinomial", 1.0, True),
-         ("gumbel", 0.5, False), ("gumbel", 1.0, True)]
+CASES = [
+    ("multinomial", 1.0, False),
+    ("multinomial", 0.5, False),
+    ("multinomial", 1.0, True),
+    ("gumbel", 0.5, False),
+    ("gumbel", 1.0, True),
+]
 
 
 @pytest.mark.parametrize("method,temperature,disallow", CASES)

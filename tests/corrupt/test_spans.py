@@ -34,9 +34,7 @@ def test_geometric_table_is_spanberts():
     assert abs(float((t * torch.arange(11)).sum()) - 3.8) < 0.01  # "mean span length 3.8"
     assert torch.allclose(t[2:] / t[1:-1], torch.full((9,), 0.8, dtype=torch.float64))
     assert length_table("fixed", high=4)[4] == 1
-    assert torch.allclose(
-        length_table("uniform", low=2, high=5)[2:], torch.full((4,), 0.25, dtype=torch.float64)
-    )
+    assert torch.allclose(length_table("uniform", low=2, high=5)[2:], torch.full((4,), 0.25, dtype=torch.float64))
     p = length_table("poisson", lam=3.0, high=10)
     assert p[0] == 0 and abs(float(p[3] / p[2]) - 1.0) < 1e-9  # lam^3/3! == lam^2/2! at lam = 3
 
@@ -45,9 +43,7 @@ def test_geometric_table_is_spanberts():
 def rows(draw):
     B = draw(st.integers(1, 5))
     L = draw(st.integers(2, 60))
-    ids = torch.tensor(
-        draw(st.lists(st.lists(st.integers(0, V - 1), min_size=L, max_size=L), min_size=B, max_size=B))
-    )
+    ids = torch.tensor(draw(st.lists(st.lists(st.integers(0, V - 1), min_size=L, max_size=L), min_size=B, max_size=B)))
     new_word = torch.tensor(draw(st.lists(st.booleans(), min_size=L, max_size=L)))
     wid = new_word.long().cumsum(0).expand(B, L).clone()
     return ids, wid
@@ -81,9 +77,7 @@ def test_exact_word_budget_whole_words_and_gap(data, prob, gap, dist, seed):
     assert not (c.mask & ~elig).any()
     for r in range(B):
         # words: maximal runs of eligible tokens with the same word id
-        starts = [
-            j for j in range(L) if elig[r, j] and (j == 0 or not elig[r, j - 1] or wid[r, j] != wid[r, j - 1])
-        ]
+        starts = [j for j in range(L) if elig[r, j] and (j == 0 or not elig[r, j - 1] or wid[r, j] != wid[r, j - 1])]
         word_of = {}
         for w, s in enumerate(starts):
             j = s

@@ -59,10 +59,12 @@ def test_bad_paths(tmp_path):
 
 def test_local_hf_dataset(tmp_path):
     datasets = pytest.importorskip("datasets")
-    ds = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"text": [f"line {i}" for i in range(50)]}),
-        "validation": datasets.Dataset.from_dict({"text": ["held out"]}),
-    })
+    ds = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": [f"line {i}" for i in range(50)]}),
+            "validation": datasets.Dataset.from_dict({"text": ["held out"]}),
+        }
+    )
     ds.save_to_disk(tmp_path / "ds")
     c = load_corpus(str(tmp_path / "ds"))
     assert len(c.train) == 50 and c.valid == ["held out"] and c.fingerprint.startswith("hf-")

@@ -18,9 +18,7 @@ def _setup(levels=2):
     wrapper.enc = teacher
     wrapper.forward = tfun
     student = ViTEncoder(4, (4, 4), dim=16, depth=2, heads=2)
-    return MaskAlign(
-        student, wrapper, student_dim=16, teacher_dim=24, student_levels=2, teacher_levels=levels
-    )
+    return MaskAlign(student, wrapper, student_dim=16, teacher_dim=24, student_levels=2, teacher_levels=levels)
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from masklab.data.tokenizers import TokenInfo
 from masklab.objectives.ar import AR
 from masklab.objectives.meap import MEAP
 
-INFO = TokenInfo(
-    vocab_size=30, mask_id=1, pad_id=0, eos_id=2, bos_id=3, special_ids=(0, 1, 2, 3), never_mask=(0, 1, 3)
-)
+INFO = TokenInfo(vocab_size=30, mask_id=1, pad_id=0, eos_id=2, bos_id=3, special_ids=(0, 1, 2, 3), never_mask=(0, 1, 3))
 
 
 class Spy(torch.nn.Module):

@@ -30,9 +30,7 @@ class PaddedHMM:
 
 def _prompts():
     g = torch.Generator().manual_seed(0)
-    return [
-        torch.randint(0, 12, (int(n),), generator=g).tolist() for n in torch.randint(1, 9, (8,), generator=g)
-    ]
+    return [torch.randint(0, 12, (int(n),), generator=g).tolist() for n in torch.randint(1, 9, (8,), generator=g)]
 
 
 OPTIONS = [{}, {"block_length": 4}, {"cfg_scale": 1.5}, {"eos_id": 3, "fill_id": 0}]
@@ -48,9 +46,7 @@ def test_row_output_does_not_depend_on_its_batch(sampler, options):
     kw = dict(mask_id=MASK, sampler=sampler, pad_id=PAD, **options)
     together = generate(PaddedHMM(), batch, seed=seeds, **kw)
     for r in (0, 5):
-        alone = generate(
-            PaddedHMM(), batch_prompts([prompts[r]], 10, mask_id=MASK, pad_id=PAD), seed=[seeds[r]], **kw
-        )
+        alone = generate(PaddedHMM(), batch_prompts([prompts[r]], 10, mask_id=MASK, pad_id=PAD), seed=[seeds[r]], **kw)
         assert torch.equal(alone[0], together[r, : alone.shape[1]])
         assert (together[r, alone.shape[1] :] == PAD).all()
 
@@ -132,9 +128,7 @@ def test_cfg_unconditional_pass_masks_the_prompt():
     generate(model, x, mask_id=5, sampler="confidence", cfg_scale=2.0)
     first = seen[0]
     assert first.shape[0] == 2 and torch.equal(first[0], x[0])
-    assert torch.equal(
-        first[1], torch.full((5,), 5)
-    )  # prompt (1, 2, 3) masked, generated slots masked anyway
+    assert torch.equal(first[1], torch.full((5,), 5))  # prompt (1, 2, 3) masked, generated slots masked anyway
 
 
 def test_confidence_steps_are_clamped_to_the_masked_count():
@@ -149,9 +143,7 @@ def test_threshold_uses_fewer_calls_when_the_model_is_sure():
         out[..., 1] = 0.0
         return out
 
-    g = generate(
-        sure, torch.full((2, 16), 3), mask_id=3, sampler="threshold", threshold=0.9, return_order=True
-    )
+    g = generate(sure, torch.full((2, 16), 3), mask_id=3, sampler="threshold", threshold=0.9, return_order=True)
     assert g.nfe == 1 and g.ids.eq(1).all()
 
 

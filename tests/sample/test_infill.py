@@ -11,9 +11,9 @@ TOK = byte_tokenizer()
 def test_placeholders_expand_to_mask_ids_in_place():
     ids = parse_prompt("ab<mask:3>c<mask>", TOK)
     m = TOK.mask_token_id
-    assert ids == TOK("ab", add_special_tokens=False)["input_ids"] + [m] * 3 + TOK(
-        "c", add_special_tokens=False
-    )["input_ids"] + [m]
+    assert ids == TOK("ab", add_special_tokens=False)["input_ids"] + [m] * 3 + TOK("c", add_special_tokens=False)[
+        "input_ids"
+    ] + [m]
 
 
 def test_red_team_prompt_gives_n_native_mask_tokens_per_placeholder():

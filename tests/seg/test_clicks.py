@@ -61,6 +61,7 @@ def test_clicked_pixels_are_not_clicked_again():
 
 def disk_segmenter(radius):
     """Toy segmenter: union of disks around positive clicks minus disks around negative clicks."""
+
     def seg(clicks, prev):
         yy, xx = np.mgrid[:48, :48]
         out = np.zeros((48, 48), bool)
@@ -68,6 +69,7 @@ def disk_segmenter(radius):
             disk = (yy - c.y) ** 2 + (xx - c.x) ** 2 <= radius**2
             out = out | disk if c.positive else out & ~disk
         return torch.from_numpy(out)
+
     return seg
 
 

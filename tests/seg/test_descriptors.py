@@ -85,12 +85,15 @@ labels = st.sampled_from(["others", "dog", "brown dog", "the man on the left", "
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 8).flatmap(lambda w: st.lists(st.lists(labels, min_size=w, max_size=w), min_size=1,
-                                                    max_size=8)), st.booleans())
+@given(
+    st.integers(1, 8).flatmap(lambda w: st.lists(st.lists(labels, min_size=w, max_size=w), min_size=1, max_size=8)),
+    st.booleans(),
+)
 def test_rrle_roundtrip_property(rows, rle):
     g = np.asarray(rows, dtype=str)
-    d = decode_descriptors(encode_descriptors(g, rle=rle), labels=["others", "dog", "brown dog",
-                                                                   "the man on the left", "x"])
+    d = decode_descriptors(
+        encode_descriptors(g, rle=rle), labels=["others", "dog", "brown dog", "the man on the left", "x"]
+    )
     assert np.array_equal(d.grid, g) and d.repairs == ()
 
 
@@ -113,8 +116,7 @@ def test_strict_errors_name_the_position():
 
 def test_lenient_repairs_and_reports():
     d = decode_descriptors("<seg>a *2| b\n a *4\n a\n", strict=False, shape=(4, 3), labels=["a", "b"])
-    assert d.grid.tolist() == [["a", "a", "b"], ["a", "a", "a"], ["a", "others", "others"],
-                               ["others"] * 3]
+    assert d.grid.tolist() == [["a", "a", "b"], ["a", "a", "a"], ["a", "others", "others"], ["others"] * 3]
     assert any("truncated 1" in r for r in d.repairs)
     assert any("padded 2 cells" in r for r in d.repairs)
     assert any("missing rows" in r for r in d.repairs)
@@ -142,14 +144,25 @@ def test_bricks_roundtrip_and_pixels():
     m = np.zeros_like(coins)
     m[40:97, 30:61] = coins[40:97, 30:61]
     b = mask_to_brick(m, "coin", grid=8)
-    assert b.box == tuple(int(v) for v in (np.nonzero(m.any(0))[0][0], np.nonzero(m.any(1))[0][0],
-                                           np.nonzero(m.any(0))[0][-1] + 1, np.nonzero(m.any(1))[0][-1] + 1))
+    assert b.box == tuple(
+        int(v)
+        for v in (
+            np.nonzero(m.any(0))[0][0],
+            np.nonzero(m.any(1))[0][0],
+            np.nonzero(m.any(0))[0][-1] + 1,
+            np.nonzero(m.any(1))[0][-1] + 1,
+        )
+    )
     text = encode_bricks([b, mask_to_brick(m.T, "coin 2", grid=4)])
     back = decode_bricks(text)
     assert back[0] == b and back[1].label == "coin 2"
     px = brick_to_mask(b, m.shape)
-    assert not px[~np.pad(np.ones((b.box[3] - b.box[1], b.box[2] - b.box[0]), bool),
-                          ((b.box[1], m.shape[0] - b.box[3]), (b.box[0], m.shape[1] - b.box[2])))].any()
+    assert not px[
+        ~np.pad(
+            np.ones((b.box[3] - b.box[1], b.box[2] - b.box[0]), bool),
+            ((b.box[1], m.shape[0] - b.box[3]), (b.box[0], m.shape[1] - b.box[2])),
+        )
+    ].any()
 
 
 def test_brick_of_full_box_and_tiny_box():
@@ -163,4 +176,5 @@ def test_brick_of_full_box_and_tiny_box():
     with pytest.raises(ValueError, match="position"):
         decode_bricks("<p>x</p><box>[1, 2, 3]</box><seg>1 *1\n</seg>")
     assert decode_bricks("junk <p>x</p><box>[0, 0, 1, 1]</box><seg>1 *1\n</seg>", strict=False) == [
-        Brick("x", (0, 0, 1, 1), np.ones((1, 1), bool))]
+        Brick("x", (0, 0, 1, 1), np.ones((1, 1), bool))
+    ]

@@ -18,8 +18,14 @@ def coco_rle(m: np.ndarray) -> dict:
 
 def real_masks() -> list[np.ndarray]:
     camera, coins, horse = data.camera(), data.coins(), data.horse()
-    return [camera > 128, camera < 40, coins > 100, ~horse.astype(bool), data.checkerboard() > 127,
-            data.binary_blobs(length=96, rng=0)]
+    return [
+        camera > 128,
+        camera < 40,
+        coins > 100,
+        ~horse.astype(bool),
+        data.checkerboard() > 127,
+        data.binary_blobs(length=96, rng=0),
+    ]
 
 
 def edge_masks() -> list[np.ndarray]:
@@ -27,9 +33,20 @@ def edge_masks() -> list[np.ndarray]:
     one[2, 3] = True
     corner_first, corner_last = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
     corner_first[0, 0], corner_last[-1, -1] = True, True
-    return [np.zeros((0, 0), bool), np.zeros((3, 0), bool), np.zeros((4, 5), bool), np.ones((4, 5), bool),
-            np.zeros((1, 1), bool), np.ones((1, 1), bool), one, corner_first, corner_last,
-            np.ones((1, 300), bool), np.eye(37, 5, dtype=bool), np.ones((3000, 2), bool)]
+    return [
+        np.zeros((0, 0), bool),
+        np.zeros((3, 0), bool),
+        np.zeros((4, 5), bool),
+        np.ones((4, 5), bool),
+        np.zeros((1, 1), bool),
+        np.ones((1, 1), bool),
+        one,
+        corner_first,
+        corner_last,
+        np.ones((1, 300), bool),
+        np.eye(37, 5, dtype=bool),
+        np.ones((3000, 2), bool),
+    ]
 
 
 def random_masks(n=12) -> list[np.ndarray]:
@@ -106,8 +123,11 @@ def test_merge_matches_pycocotools():
     for intersect in (False, True):
         assert merge(ours, intersect)["counts"] == coco.merge(refs, intersect)["counts"].decode()
     groups = merge_groups([ours[:2], ours[1:], ours[:1]])
-    assert [g["counts"] for g in groups] == [coco.merge(refs[:2])["counts"].decode(),
-                                             coco.merge(refs[1:])["counts"].decode(), ours[0]["counts"]]
+    assert [g["counts"] for g in groups] == [
+        coco.merge(refs[:2])["counts"].decode(),
+        coco.merge(refs[1:])["counts"].decode(),
+        ours[0]["counts"],
+    ]
 
 
 @settings(max_examples=50, deadline=None)
@@ -160,8 +180,11 @@ def test_bad_rles_raise_clear_errors():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=200), max_size=30),
-       st.integers(0, 6), st.integers(0, 6))
+@given(
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=200), max_size=30),
+    st.integers(0, 6),
+    st.integers(0, 6),
+)
 def test_fuzzed_counts_only_raise_value_error(s, h, w):
     try:
         m = rle_decode({"size": [h, w], "counts": s})
@@ -202,11 +225,14 @@ def test_mixed_batch_decode_matches_pycocotools():
     """One decode call with str, bytes and list counts, one-char-per-value strings (noise) and strings with
     long values, equals pycocotools' decode of each."""
     rng = np.random.default_rng(7)
-    ms = [rng.random((40, 30)) < 0.5, np.zeros((40, 30), bool), np.ones((40, 30), bool),
-          rng.random((40, 30)) < 0.01]
+    ms = [rng.random((40, 30)) < 0.5, np.zeros((40, 30), bool), np.ones((40, 30), bool), rng.random((40, 30)) < 0.01]
     refs = [coco_rle(m) for m in ms]
-    mixed = [{"size": refs[0]["size"], "counts": refs[0]["counts"].decode()}, refs[1],
-             {"size": [40, 30], "counts": [0, 1200]}, refs[3]]
+    mixed = [
+        {"size": refs[0]["size"], "counts": refs[0]["counts"].decode()},
+        refs[1],
+        {"size": [40, 30], "counts": [0, 1200]},
+        refs[3],
+    ]
     want = np.stack([coco.decode(r).astype(bool) for r in refs])
     assert np.array_equal(rle_decode(mixed), want)
     assert np.array_equal(area(mixed), want.reshape(4, -1).sum(1))

@@ -20,8 +20,9 @@ def saved(tmp_path):
     opt = torch.optim.AdamW(obj.parameters())
     obj(torch.randint(5, 200, (2, 16)), torch.arange(2))[0].backward()
     opt.step()
-    path = checkpoint.save(tmp_path / "model", obj, recipe={"recipe_class": "MDMRecipe"}, step=3, tokenizer=tok,
-                           optimizer=opt)
+    path = checkpoint.save(
+        tmp_path / "model", obj, recipe={"recipe_class": "MDMRecipe"}, step=3, tokenizer=tok, optimizer=opt
+    )
     return path, obj, opt
 
 

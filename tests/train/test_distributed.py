@@ -21,12 +21,40 @@ def _losses(run):
 @pytest.mark.slow
 def test_two_ranks_match_one(small_corpus, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["train", "--recipe", "mdm-tiny", "--data", str(small_corpus), "--no-progress", "preset=micro",
-              "seq_len=32", "batch_size=8", "steps=6", "warmup=2", "eval_every=0", "ckpt_every=0", "log_every=1",
-              "max_minutes=0", "device=cpu"]
+    common = [
+        "train",
+        "--recipe",
+        "mdm-tiny",
+        "--data",
+        str(small_corpus),
+        "--no-progress",
+        "preset=micro",
+        "seq_len=32",
+        "batch_size=8",
+        "steps=6",
+        "warmup=2",
+        "eval_every=0",
+        "ckpt_every=0",
+        "log_every=1",
+        "max_minutes=0",
+        "device=cpu",
+    ]
     _run([sys.executable, "-m", "masklab", *common, "--out", str(tmp_path / "one")], env)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "masklab",
-          *common, "--out", str(tmp_path / "two")], env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "masklab",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env,
+    )
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 6
     for a, b in zip(one, two, strict=True):

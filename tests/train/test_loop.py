@@ -12,8 +12,19 @@ from masklab.train.recipes.base import apply_overrides
 
 
 def _recipe(data, **kw):
-    over = [f"data={data}", "preset=micro", "seq_len=32", "batch_size=8", "steps=8", "warmup=2", "eval_every=4",
-            "ckpt_every=3", "eval_batches=1", "log_every=1", "max_minutes=0"] + [f"{k}={v}" for k, v in kw.items()]
+    over = [
+        f"data={data}",
+        "preset=micro",
+        "seq_len=32",
+        "batch_size=8",
+        "steps=8",
+        "warmup=2",
+        "eval_every=4",
+        "ckpt_every=3",
+        "eval_batches=1",
+        "log_every=1",
+        "max_minutes=0",
+    ] + [f"{k}={v}" for k, v in kw.items()]
     return apply_overrides(get_recipe("mdm-tiny"), over)
 
 
@@ -41,7 +52,7 @@ def test_lr_schedule():
     lrs = [lr_at(s, r) for s in range(r.steps)]
     assert lrs[r.warmup - 1] == pytest.approx(r.lr)
     assert lrs[0] < lrs[r.warmup - 1] and lrs[-1] < lrs[r.warmup]
-    assert min(lrs[r.warmup:]) >= r.lr * r.min_lr_ratio - 1e-12
+    assert min(lrs[r.warmup :]) >= r.lr * r.min_lr_ratio - 1e-12
 
 
 def test_data_order_is_a_keyed_permutation_per_epoch():

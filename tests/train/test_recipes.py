@@ -20,9 +20,15 @@ def test_overrides_are_type_checked():
     r = get_recipe("mdm-tiny")
     r2 = apply_overrides(r, ["steps=7", "lr=1e-4", "preset=micro", "max_minutes=0"])
     assert (r2.steps, r2.lr, r2.preset, r2.max_minutes) == (7, 1e-4, "micro", 0.0)
-    for bad, msg in [("stepz=3", "unknown key 'stepz'"), ("steps=abc", "expected int"), ("steps", "key=value"),
-                     ("preset=huge", "preset must be"), ("steps=0", "positive"), ("t_sampling=x", "t_sampling"),
-                     ("arch=llama", "bidirectional")]:
+    for bad, msg in [
+        ("stepz=3", "unknown key 'stepz'"),
+        ("steps=abc", "expected int"),
+        ("steps", "key=value"),
+        ("preset=huge", "preset must be"),
+        ("steps=0", "positive"),
+        ("t_sampling=x", "t_sampling"),
+        ("arch=llama", "bidirectional"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             apply_overrides(r, [bad])
 

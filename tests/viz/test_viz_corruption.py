@@ -32,9 +32,7 @@ def test_roles_are_the_corruption_kinds():
     ids = enc["input_ids"]
     assert kind[0] == 0 and kind[-1] == 0  # [CLS], [SEP] kept
     assert all(int(k) in (1, 2, 3) for k in kind[1:-1])
-    assert all(
-        (int(i) == tok.mask_token_id) == (int(k) == 1) for i, k in zip(inputs[1:-1], kind[1:-1], strict=True)
-    )
+    assert all((int(i) == tok.mask_token_id) == (int(k) == 1) for i, k in zip(inputs[1:-1], kind[1:-1], strict=True))
     assert all(int(i) == o for i, o, k in zip(inputs, ids, kind, strict=True) if int(k) == 3)
 
 

@@ -275,9 +275,7 @@ def attention(
     the shape.
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(
-            f"q, k, v must be (B, H, L, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
+        raise ValueError(f"q, k, v must be (B, H, L, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     B, H, Lq, _ = q.shape
     Lk = k.shape[2]
     if backend == "flex":
@@ -303,9 +301,7 @@ def attention(
         if compiled:
             return _flex()(q, k, v, block_mask=bm, scale=scale)
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # "called without torch.compile": intended here (tests, debugging)
+            warnings.simplefilter("ignore")  # "called without torch.compile": intended here (tests, debugging)
             return flex_attention(q, k, v, block_mask=bm, scale=scale)
     if isinstance(mask, BlockMask):
         raise ValueError(f"backend {backend!r} needs a mask function, got a BlockMask")

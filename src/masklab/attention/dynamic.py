@@ -77,9 +77,7 @@ class DynamicMaskAttention(nn.Module):
         B, L, _ = x.shape
         q, k, v = self.qkv(x).split(self.n_heads * self.head_dim, dim=-1)
         v_flat = v
-        q, k, v = (
-            t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
-        )  # (B, H, L, D)
+        q, k, v = (t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
         return q, k, v, v_flat
 
     def importance(self, v_flat: torch.Tensor) -> torch.Tensor:
@@ -89,9 +87,7 @@ class DynamicMaskAttention(nn.Module):
     def select(self, delta: torch.Tensor, mask: MaskFn) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``window`` allowed keys per (head, query): indices and validity, each ``(B, H, Lq, w)``."""
         B, H, L = delta.shape
-        allowed = to_dense(
-            mask, L, L, device=delta.device, batch=getattr(mask, "batch", None)
-        )  # (1|B, 1, L, L)
+        allowed = to_dense(mask, L, L, device=delta.device, batch=getattr(mask, "batch", None))  # (1|B, 1, L, L)
         score = delta.detach()[:, :, None, :].masked_fill(~allowed, float("-inf"))  # (B, H, L, L)
         w = min(self.window, L)
         top = score.topk(w, dim=-1)

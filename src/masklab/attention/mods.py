@@ -108,9 +108,7 @@ def _merge_meta(fns, name: str) -> dict:
     if len(seq_lens) > 1:
         raise ValueError(f"cannot combine masks defined for different lengths {sorted(seq_lens)} in {name}")
     if len(batches) > 1:
-        raise ValueError(
-            f"cannot combine masks defined for different batch sizes {sorted(batches)} in {name}"
-        )
+        raise ValueError(f"cannot combine masks defined for different batch sizes {sorted(batches)} in {name}")
     return {
         "square": any(getattr(f, "square", False) for f in fns),
         "seq_len": seq_lens.pop() if seq_lens else None,

@@ -140,9 +140,7 @@ class _Parser:
         while base not in FACTORIES and (m := re.fullmatch(r"(.+)_(\d+)", base)):
             base, args = m.group(1), [int(m.group(2)), *args]
         if base not in FACTORIES:
-            raise ValueError(
-                f"unknown mask {name!r} in spec {self.text!r}; known: {', '.join(sorted(FACTORIES))}"
-            )
+            raise ValueError(f"unknown mask {name!r} in spec {self.text!r}; known: {', '.join(sorted(FACTORIES))}")
         if self.peek()[1] == ":":
             if args:
                 raise ValueError(f"bad attention spec {self.text!r}: {name} has both _ and : arguments")

@@ -19,8 +19,23 @@ from masklab.corrupt.spans import span_mask
 from masklab.corrupt.tokens import random_mask, whole_word_mask
 
 __all__ = [
-    "Corruption", "IGNORE_INDEX", "example_keys",
-    "random_mask", "whole_word_mask", "span_mask", "NgramLexicon", "ngram_mask", "meap_mask",
-    "electra_mask", "sample_replacements", "rtd_labels", "score_guided_mask", "easy_to_hard",
-    "mdm_noise", "sample_t", "mdiff4str_noise", "patches", "frames",
+    "Corruption",
+    "IGNORE_INDEX",
+    "example_keys",
+    "random_mask",
+    "whole_word_mask",
+    "span_mask",
+    "NgramLexicon",
+    "ngram_mask",
+    "meap_mask",
+    "electra_mask",
+    "sample_replacements",
+    "rtd_labels",
+    "score_guided_mask",
+    "easy_to_hard",
+    "mdm_noise",
+    "sample_t",
+    "mdiff4str_noise",
+    "patches",
+    "frames",
 ]

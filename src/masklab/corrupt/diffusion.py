@@ -45,9 +45,7 @@ def sample_t(
             raise ValueError(f"t sampling {mode!r} needs the global batch position, size and key")
         if mode == "antithetic":
             pair = torch.div(position, 2, rounding_mode="floor")
-            u = keyed.uniform(keyed.derive(batch_key.reshape(1).expand_as(pair), pair), 1, 7, torch.float64)[
-                :, 0
-            ]
+            u = keyed.uniform(keyed.derive(batch_key.reshape(1).expand_as(pair), pair), 1, 7, torch.float64)[:, 0]
             u = torch.where(position % 2 == 1, 1.0 - u, u)
         else:
             u0 = keyed.uniform(batch_key.reshape(1), 1, stream=7, dtype=torch.float64)[0, 0]
@@ -55,9 +53,7 @@ def sample_t(
     return (eps + (1.0 - eps) * u).float()
 
 
-def mdm_noise(
-    ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id: int, special_ids=()
-) -> Corruption:
+def mdm_noise(ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id: int, special_ids=()) -> Corruption:
     """Mask each eligible token of ``ids`` [B, L] with probability ``t`` [B]; weights are 1/t on masked
     tokens."""
     can = eligible(ids, special_ids)
@@ -112,9 +108,7 @@ def mdiff4str_noise(
         else torch.as_tensor(weights, dtype=torch.float64)
     )
     if len(w) != len(strategies) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(
-            f"weights must be {len(strategies)} non-negative numbers with a positive sum, got {weights}"
-        )
+        raise ValueError(f"weights must be {len(strategies)} non-negative numbers with a positive sum, got {weights}")
     dev = ids.device
     B, L = ids.shape
     can = eligible(ids, special_ids)

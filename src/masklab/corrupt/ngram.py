@@ -106,9 +106,7 @@ class NgramLexicon:
         return cls.from_tokens(tokens, n, pmi, vocab_size)
 
     @classmethod
-    def from_tokens(
-        cls, tokens: torch.Tensor, n: torch.Tensor, pmi: torch.Tensor, vocab_size: int
-    ) -> NgramLexicon:
+    def from_tokens(cls, tokens: torch.Tensor, n: torch.Tensor, pmi: torch.Tensor, vocab_size: int) -> NgramLexicon:
         base = vocab_size + 1
         keys = _encode(torch.where(tokens >= 0, tokens, vocab_size), base)
         order = keys.argsort()

@@ -90,9 +90,7 @@ class PatchMask:
             m = self.mask
             counts = m.numpy().sum(1) if m.device.type == "cpu" else m.sum(1)
             if B and not bool((counts == counts[0]).all()):
-                raise ValueError(
-                    f"rows mask different numbers of patches ({counts.tolist()}): no fixed ids_keep"
-                )
+                raise ValueError(f"rows mask different numbers of patches ({counts.tolist()}): no fixed ids_keep")
             K = N - (int(counts[0]) if B else 0)
             if m.device.type == "cpu":
                 self._ids = _np_ids(m.numpy(), K)
@@ -147,6 +145,7 @@ def _np_ids(m: np.ndarray, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 # ------------------------------------------------------------------------------------------------------------
 # randomness and checks
+
 
 class _Source:
     """Where the randomness of one call comes from: keyed noise per example, or a torch.Generator."""
@@ -361,9 +360,7 @@ def block_patches(
         raise ValueError(f"aspect range must be positive and ordered, got ({min_aspect}, {max_aspect})")
     amax = max_aspect or 1.0 / min_aspect
     aspects = [math.exp(math.log(min_aspect) + i / 63 * math.log(amax / min_aspect)) for i in range(64)]
-    if not any(
-        round(math.sqrt(min_block * a)) <= H and round(math.sqrt(min_block / a)) <= W for a in aspects
-    ):
+    if not any(round(math.sqrt(min_block * a)) <= H and round(math.sqrt(min_block / a)) <= W for a in aspects):
         raise ValueError(f"a block of min_block={min_block} patches does not fit a {H}x{W} grid")
     src = _Source(batch, keys, seed, epoch, device)
     B, dev = src.batch, src.device
@@ -566,12 +563,8 @@ def region_from_boxes(boxes, grid, image_size=None, min_cover: float = 0.5) -> t
     ph, pw = ih / H, iw / W
     ey = torch.arange(H + 1, device=boxes.device) * ph  # patch edges
     ex = torch.arange(W + 1, device=boxes.device) * pw
-    oy = (torch.minimum(ey[1:], y1[:, None]) - torch.maximum(ey[:-1], y0[:, None])).clamp(
-        min=0
-    ) / ph  # [B, H]
-    ox = (torch.minimum(ex[1:], x1[:, None]) - torch.maximum(ex[:-1], x0[:, None])).clamp(
-        min=0
-    ) / pw  # [B, W]
+    oy = (torch.minimum(ey[1:], y1[:, None]) - torch.maximum(ey[:-1], y0[:, None])).clamp(min=0) / ph  # [B, H]
+    ox = (torch.minimum(ex[1:], x1[:, None]) - torch.maximum(ex[:-1], x0[:, None])).clamp(min=0) / pw  # [B, W]
     return oy[:, :, None] * ox[:, None, :] >= min_cover - 1e-6
 
 

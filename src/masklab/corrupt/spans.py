@@ -105,9 +105,7 @@ def span_mask(
     ok = eligible(ids, special_ids)
     if word_ids is not None:
         if word_ids.shape != ids.shape:
-            raise ValueError(
-                f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}"
-            )
+            raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
         ok = ok & (word_ids >= 0)
     if can is not None:
         ok = ok & can
@@ -153,9 +151,7 @@ def span_mask(
         chosen = rank < S[:, None]
         which = (chosen.long().cumsum(dim=1) - 1).clamp(min=0)
         which = torch.where(chosen, which, torch.full_like(which, smax))
-        c = torch.zeros(B, smax + 1, dtype=torch.long, device=dev).scatter_(1, which, pos.expand(B, -1))[
-            :, :smax
-        ]
+        c = torch.zeros(B, smax + 1, dtype=torch.long, device=dev).scatter_(1, which, pos.expand(B, -1))[:, :smax]
         i = torch.arange(smax, device=dev)
         start = c - i + (ell.cumsum(dim=1) - ell) + i * g[:, None]
     else:

@@ -58,8 +58,13 @@ def load_files(path: str | Path, valid_percent: int = 5, text_key: str = "text")
     return Corpus(str(root), train, valid, f"files-{digest.hexdigest()[:12]}", tn, vn)
 
 
-def load_hf_dataset(name: str, split_train: str = "train", split_valid: str | None = None,
-                    text_key: str = "text", valid_percent: int = 5) -> Corpus:
+def load_hf_dataset(
+    name: str,
+    split_train: str = "train",
+    split_valid: str | None = None,
+    text_key: str = "text",
+    valid_percent: int = 5,
+) -> Corpus:
     """A Hugging Face ``datasets`` dataset by hub name or local path (``load_dataset``/``load_from_disk``).
 
     masklab never downloads in tests; the same code reads hub names when the network allows it.

@@ -92,9 +92,7 @@ class RandomHMM:
             b = (b * e[:, i]) @ self.trans.T
             b = b / b.sum(-1, keepdim=True)
         # posterior of z_i given the other positions: forward without i's own emission, times backward
-        prior_i = torch.cat(
-            [self.start.expand(B, 1, S), fw[:, :-1] @ self.trans], 1
-        )  # p(z_i | x_<i) up to scale
+        prior_i = torch.cat([self.start.expand(B, 1, S), fw[:, :-1] @ self.trans], 1)  # p(z_i | x_<i) up to scale
         post = prior_i * bw
         post = post / post.sum(-1, keepdim=True)
         return (post @ self.emit).clamp(min=1e-300).log().float()  # (B, L, V)
@@ -111,9 +109,7 @@ class TableJoint:
             raise ValueError(f"need {symbols**length} probabilities, got {probs.numel()}")
         self.probs = probs / probs.sum()
         self.symbols, self.length, self.mask_id = symbols, length, symbols
-        self.seqs = torch.tensor(
-            list(itertools.product(range(symbols), repeat=length))
-        )  # (V**L, L), row-major
+        self.seqs = torch.tensor(list(itertools.product(range(symbols), repeat=length)))  # (V**L, L), row-major
         self.onehot = torch.nn.functional.one_hot(self.seqs, symbols).double()  # (V**L, L, V)
 
     @classmethod

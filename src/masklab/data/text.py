@@ -42,8 +42,11 @@ def text_task_data(data: str, tokenizer: str, seq_len: int) -> TextData:
     corpus = load_corpus(data)
     tok = build_tokenizer(tokenizer, corpus.train, corpus.fingerprint)
     info = token_info(tok)
-    tok_hash = hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:10] \
-        if hasattr(tok, "backend_tokenizer") else "slow"
+    tok_hash = (
+        hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:10]
+        if hasattr(tok, "backend_tokenizer")
+        else "slow"
+    )
     fingerprint = f"{corpus.fingerprint}-tok{tok_hash}"
     streams = {}
     for split in ("train", "valid"):
@@ -55,10 +58,13 @@ def text_task_data(data: str, tokenizer: str, seq_len: int) -> TextData:
     if len(valid) == 0:  # very small corpora: validate on the last training window
         valid = train[-1:]
     facts = {
-        "corpus": corpus.name, "corpus_fingerprint": corpus.fingerprint,
-        "train_tokens": int(len(streams["train"])), "valid_tokens": int(len(streams["valid"])),
+        "corpus": corpus.name,
+        "corpus_fingerprint": corpus.fingerprint,
+        "train_tokens": int(len(streams["train"])),
+        "valid_tokens": int(len(streams["valid"])),
         "vocab_size": info.vocab_size,
         "valid_unigram_entropy_bits": unigram_entropy_bits(streams["valid"], info.vocab_size)
-        if len(streams["valid"]) else math.nan,
+        if len(streams["valid"])
+        else math.nan,
     }
     return TextData(train, valid, tok, info, fingerprint, facts)

@@ -15,11 +15,24 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-__all__ = ["SPECIALS", "TokenInfo", "cache_dir", "byte_tokenizer", "train_bpe", "build_tokenizer", "token_info",
-           "encode_stream"]
+__all__ = [
+    "SPECIALS",
+    "TokenInfo",
+    "cache_dir",
+    "byte_tokenizer",
+    "train_bpe",
+    "build_tokenizer",
+    "token_info",
+    "encode_stream",
+]
 
-SPECIALS = {"pad_token": "<pad>", "mask_token": "<mask>", "bos_token": "<bos>", "eos_token": "<eos>",
-            "unk_token": "<unk>"}
+SPECIALS = {
+    "pad_token": "<pad>",
+    "mask_token": "<mask>",
+    "bos_token": "<bos>",
+    "eos_token": "<eos>",
+    "unk_token": "<unk>",
+}
 
 
 def cache_dir() -> Path:
@@ -48,14 +61,19 @@ def train_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIALS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return _wrap(tok)
 
 
-def build_tokenizer(spec: str, texts: list[str] | None = None, fingerprint: str | None = None
-                    ) -> PreTrainedTokenizerBase:
+def build_tokenizer(
+    spec: str, texts: list[str] | None = None, fingerprint: str | None = None
+) -> PreTrainedTokenizerBase:
     """``bytes``, ``bpe:N`` (trained on ``texts``, cached by ``fingerprint``) or a path to an HF tokenizer."""
     if spec == "bytes":
         return byte_tokenizer()
@@ -117,7 +135,7 @@ def encode_stream(tok: PreTrainedTokenizerBase, texts: list[str], cache: Path | 
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     pieces = []
     for start in range(0, len(texts), 256):
-        enc = tok(texts[start:start + 256], add_special_tokens=False)["input_ids"]
+        enc = tok(texts[start : start + 256], add_special_tokens=False)["input_ids"]
         for ids in enc:
             pieces.append(np.asarray(ids + [eos], dtype=np.int32))
     stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)

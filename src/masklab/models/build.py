@@ -40,19 +40,34 @@ def build_model(arch: str, preset: str, info: TokenInfo, max_len: int) -> nn.Mod
     p = PRESETS[preset]
     if arch == "modernbert":
         config = ModernBertConfig(
-            vocab_size=info.vocab_size, hidden_size=p.hidden, num_hidden_layers=p.layers,
-            num_attention_heads=p.heads, intermediate_size=p.intermediate, max_position_embeddings=max_len,
+            vocab_size=info.vocab_size,
+            hidden_size=p.hidden,
+            num_hidden_layers=p.layers,
+            num_attention_heads=p.heads,
+            intermediate_size=p.intermediate,
+            max_position_embeddings=max_len,
             global_attn_every_n_layers=1,  # every layer global: sequences are short, no sliding window needed
-            pad_token_id=info.pad_id, eos_token_id=info.eos_id, bos_token_id=info.bos_id,
-            cls_token_id=info.bos_id, sep_token_id=info.eos_id, tie_word_embeddings=True,
+            pad_token_id=info.pad_id,
+            eos_token_id=info.eos_id,
+            bos_token_id=info.bos_id,
+            cls_token_id=info.bos_id,
+            sep_token_id=info.eos_id,
+            tie_word_embeddings=True,
         )
         return ModernBertForMaskedLM._from_config(config, attn_implementation="sdpa")
     if arch == "llama":
         config = LlamaConfig(
-            vocab_size=info.vocab_size, hidden_size=p.hidden, num_hidden_layers=p.layers,
-            num_attention_heads=p.heads, num_key_value_heads=p.heads, intermediate_size=p.intermediate,
-            max_position_embeddings=max_len, pad_token_id=info.pad_id, eos_token_id=info.eos_id,
-            bos_token_id=info.bos_id, tie_word_embeddings=True,
+            vocab_size=info.vocab_size,
+            hidden_size=p.hidden,
+            num_hidden_layers=p.layers,
+            num_attention_heads=p.heads,
+            num_key_value_heads=p.heads,
+            intermediate_size=p.intermediate,
+            max_position_embeddings=max_len,
+            pad_token_id=info.pad_id,
+            eos_token_id=info.eos_id,
+            bos_token_id=info.bos_id,
+            tie_word_embeddings=True,
         )
         return LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
     raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")

@@ -55,16 +55,22 @@ class Objective(nn.Module, abc.ABC):
         """(loss, metrics) for one micro-batch; see the module docstring."""
 
     @torch.no_grad()
-    def evaluate(self, examples: torch.Tensor, seed: int = 0, batch_size: int = 32,
-                 max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, examples: torch.Tensor, seed: int = 0, batch_size: int = 32, max_batches: int | None = None
+    ) -> dict[str, float]:
         """Mean of each metric over fixed held-out batches (weighted by batch size)."""
         was = self.training
         self.eval()
         totals: dict[str, float] = {}
         count = 0
         for batch, keys, pos, bkey in eval_batches(examples, seed, batch_size, max_batches):
-            loss, metrics = self(batch.to(self.device), keys.to(self.device), position=pos.to(self.device),
-                                 batch_size=len(batch), batch_key=bkey.to(self.device))
+            loss, metrics = self(
+                batch.to(self.device),
+                keys.to(self.device),
+                position=pos.to(self.device),
+                batch_size=len(batch),
+                batch_key=bkey.to(self.device),
+            )
             for k, v in {"loss": loss, **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(batch)
             count += len(batch)
@@ -84,5 +90,6 @@ class Objective(nn.Module, abc.ABC):
         tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
         missing = [k for k in missing if k not in tied and not k.endswith("decoder.weight")]
         if missing or unexpected:
-            raise ValueError(f"checkpoint {path} does not match the model: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
+            raise ValueError(
+                f"checkpoint {path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )

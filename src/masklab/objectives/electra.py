@@ -113,9 +113,7 @@ class ELECTRA(Objective):
             max_predictions=self.max_predictions,
         )
         g_logits = logits_of(self.generator(input_ids=c.inputs))  # (B, L, V)
-        g_loss = F.cross_entropy(
-            g_logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX
-        )
+        g_loss = F.cross_entropy(g_logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX)
         disc_in = sample_replacements(
             g_logits,
             batch,

@@ -56,9 +56,7 @@ class MaskedFramePredictor(nn.Module):
         if mask.shape != (B, T):
             raise ValueError(f"mask must be [{B}, {T}], got {tuple(mask.shape)}")
         x = self.inp(frames)
-        x = (
-            torch.where(mask[..., None], self.mask_emb.to(x.dtype), x) + self.pos[:T]
-        )  # the model never sees them
+        x = torch.where(mask[..., None], self.mask_emb.to(x.dtype), x) + self.pos[:T]  # the model never sees them
         pad = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=frames.device)

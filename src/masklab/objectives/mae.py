@@ -73,9 +73,7 @@ def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
         raise ValueError(f"dim must be a multiple of 4 for 2-D sin-cos positions, got {dim}")
     h, w = grid
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     out = [f(c.reshape(-1, 1) * omega) for c in (ys, xs) for f in (torch.sin, torch.cos)]
     return torch.cat(out, 1).float()
 
@@ -157,9 +155,7 @@ def normalized_target(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (patches - mean) / (var + eps) ** 0.5
 
 
-def mae_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean MSE over masked patches, per-patch MSE [B, N]): MAE computes the loss on masked patches only."""
     per_patch = (pred - target).pow(2).mean(-1)  # (B, N)
     m = mask.float()
@@ -300,9 +296,7 @@ def train_mae(
     log_every: int = 0,
 ) -> MAE:
     """Train an MAE on ``images`` [N, C, H, W] with one patch strategy; returns the model (eval mode)."""
-    config = config or MAEConfig(
-        image_size=images.shape[-1], channels=images.shape[1], loss_head=strategy == "hpm"
-    )
+    config = config or MAEConfig(image_size=images.shape[-1], channels=images.shape[1], loss_head=strategy == "hpm")
     torch.manual_seed(seed)  # weight init only; masks and batches are keyed below
     model = MAE(config)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -370,9 +364,7 @@ class MAEObjective(nn.Module):
     def __init__(self, model: MAE, strategy: str = "random", ratio: float = 0.75, total_steps: int = 1):
         super().__init__()
         if strategy not in P.STRATEGIES:
-            raise ValueError(
-                f"unknown patch strategy {strategy!r}; expected one of {', '.join(P.STRATEGIES)}"
-            )
+            raise ValueError(f"unknown patch strategy {strategy!r}; expected one of {', '.join(P.STRATEGIES)}")
         self.model, self.strategy, self.ratio, self.total_steps = model, strategy, ratio, max(total_steps, 1)
         self.calls = 0
 

@@ -27,8 +27,9 @@ class MDM(Objective):
         self.info, self.eps, self.t_sampling = info, eps, t_sampling
 
     def forward(self, batch, keys, position=None, batch_size=None, batch_key=None, **_):
-        t = sample_t(keys, eps=self.eps, mode=self.t_sampling, position=position, batch_size=batch_size,
-                     batch_key=batch_key)  # (B,)
+        t = sample_t(
+            keys, eps=self.eps, mode=self.t_sampling, position=position, batch_size=batch_size, batch_key=batch_key
+        )  # (B,)
         c = mdm_noise(batch, keys, t, mask_id=self.info.mask_id, special_ids=self.info.never_mask)
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), c.targets.flatten(), reduction="none")  # (B*L,)

@@ -28,9 +28,7 @@ class MEAP(Objective):
         self.info, self.prob = info, prob
 
     def forward(self, batch, keys, **_):
-        c = meap_mask(
-            batch, keys, mask_id=self.info.mask_id, special_ids=self.info.never_mask, prob=self.prob
-        )
+        c = meap_mask(batch, keys, mask_id=self.info.mask_id, special_ids=self.info.never_mask, prob=self.prob)
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         target = batch[:, 1:]  # next tokens of the clean sequence
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten())

@@ -36,8 +36,15 @@ class MLM(Objective):
         self.info, self.prob, self.mix = info, prob, tuple(mix)
 
     def forward(self, batch, keys, **_):
-        c = random_mask(batch, keys, mask_id=self.info.mask_id, vocab_size=self.info.vocab_size,
-                        special_ids=self.info.special_ids, prob=self.prob, mix=self.mix)
+        c = random_mask(
+            batch,
+            keys,
+            mask_id=self.info.mask_id,
+            vocab_size=self.info.vocab_size,
+            special_ids=self.info.special_ids,
+            prob=self.prob,
+            mix=self.mix,
+        )
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX)
         hit = (logits.argmax(-1) == c.targets) & c.mask
@@ -50,8 +57,18 @@ class CorruptionMLM(MLM):
     :data:`WORD_CORRUPTIONS`). The caller sets ``starts`` ([V] bool word starts) and, for n-grams, ``lexicon``;
     ``span_lengths``, ``span_max`` and ``span_gap`` go to :func:`masklab.corrupt.spans.span_mask`."""
 
-    def __init__(self, model, info: TokenInfo, corrupt: Callable[..., Corruption], prob: float = 0.15,
-                 mix=(0.8, 0.1, 0.1), *, span_lengths: str = "geometric", span_max: int = 10, span_gap: int = 0):
+    def __init__(
+        self,
+        model,
+        info: TokenInfo,
+        corrupt: Callable[..., Corruption],
+        prob: float = 0.15,
+        mix=(0.8, 0.1, 0.1),
+        *,
+        span_lengths: str = "geometric",
+        span_max: int = 10,
+        span_gap: int = 0,
+    ):
         super().__init__(model, info, prob=prob, mix=mix)
         self.corrupt = corrupt
         self.span_lengths, self.span_max, self.span_gap = span_lengths, span_max, span_gap
@@ -75,9 +92,7 @@ class CorruptionMLM(MLM):
 
 
 def _common(o: CorruptionMLM) -> dict:
-    return dict(
-        mask_id=o.info.mask_id, vocab_size=o.info.vocab_size, special_ids=o.info.special_ids, mix=o.mix
-    )
+    return dict(mask_id=o.info.mask_id, vocab_size=o.info.vocab_size, special_ids=o.info.special_ids, mix=o.mix)
 
 
 def whole_word(o: CorruptionMLM, batch, keys) -> Corruption:

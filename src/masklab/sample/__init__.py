@@ -5,5 +5,4 @@ from masklab.sample.generate import Generation, batch_prompts, generate
 from masklab.sample.infill import parse_prompt, red_team_prompt
 from masklab.sample.samplers import SAMPLERS
 
-__all__ = ["categorical", "generate", "Generation", "batch_prompts", "parse_prompt", "red_team_prompt",
-           "SAMPLERS"]
+__all__ = ["categorical", "generate", "Generation", "batch_prompts", "parse_prompt", "red_team_prompt", "SAMPLERS"]

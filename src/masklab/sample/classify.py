@@ -122,16 +122,12 @@ def keyword_task(n: int = 300, context: int = 96, seed: int = 0, split: str = "v
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run folder or checkpoint folder of a masked LM")
-    p.add_argument(
-        "--task", choices=["stdlib-keywords"], help="built-in evaluation (accuracy vs majority class)"
-    )
+    p.add_argument("--task", choices=["stdlib-keywords"], help="built-in evaluation (accuracy vs majority class)")
     p.add_argument("--text", help="text with one <mask> slot")
     p.add_argument("--labels", help="comma-separated candidate labels (default for --task: its label set)")
     p.add_argument("--n", type=int, default=300, help="examples for --task (default 300)")
     p.add_argument("--context", type=int, default=96, help="--task: characters of code each side of the slot")
-    p.add_argument(
-        "--normalize", choices=["mean", "sum"], default="mean", help="per-token mean or total log-prob"
-    )
+    p.add_argument("--normalize", choices=["mean", "sum"], default="mean", help="per-token mean or total log-prob")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -60,17 +60,13 @@ def unigram_entropy(ids: torch.Tensor, *, ignore_ids=(), vocab_size: int | None 
     return float(-(p * p.log2()).sum())
 
 
-def nll_bound(
-    model, tokenizer, examples: torch.Tensor, *, seed: int = 0, max_batches: int | None = None
-) -> float:
+def nll_bound(model, tokenizer, examples: torch.Tensor, *, seed: int = 0, max_batches: int | None = None) -> float:
     """The MDM NLL upper bound in bits/token on held-out ``examples`` [N, L] (reuses the training
     objective)."""
     from masklab.data.tokenizers import token_info
     from masklab.objectives.mdm import MDM
 
-    return MDM(model, token_info(tokenizer)).evaluate(examples, seed=seed, max_batches=max_batches)[
-        "nll_bound_bits"
-    ]
+    return MDM(model, token_info(tokenizer)).evaluate(examples, seed=seed, max_batches=max_batches)["nll_bound_bits"]
 
 
 def timed_generate(model, input_ids: torch.Tensor, **kw) -> dict:

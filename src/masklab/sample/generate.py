@@ -178,17 +178,9 @@ def add_sampler_arguments(s) -> None:
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument(
-        "--block-length", type=int, default=None, help="semi-autoregressive blocks of N masked tokens"
-    )
-    s.add_argument(
-        "--cfg-scale", type=float, default=None, help="classifier-free guidance (uncond masks the prompt)"
-    )
-    s.add_argument(
-        "--remasking", choices=REMASKING, default=None, help="confidence sampler: which score orders"
-    )
-    s.add_argument(
-        "--alg-temp", type=float, default=None, help="confidence sampler: Dream's random position choice"
-    )
+    s.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks of N masked tokens")
+    s.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance (uncond masks the prompt)")
+    s.add_argument("--remasking", choices=REMASKING, default=None, help="confidence sampler: which score orders")
+    s.add_argument("--alg-temp", type=float, default=None, help="confidence sampler: Dream's random position choice")
     s.add_argument("--threshold", type=float, default=None, help="threshold sampler: commit above this (0.9)")
     s.add_argument("--stop-at-eos", action="store_true", help="stop at the first generated EOS")

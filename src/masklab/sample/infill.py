@@ -30,9 +30,7 @@ def parse_prompt(text: str, tokenizer, max_len: int | None = None) -> list[int]:
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token")
     if not PLACEHOLDER.search(text):
-        raise ValueError(
-            "the prompt has no mask placeholder: write <mask> or <mask:N> where text should be filled"
-        )
+        raise ValueError("the prompt has no mask placeholder: write <mask> or <mask:N> where text should be filled")
     ids: list[int] = []
     pos = 0
     for m in PLACEHOLDER.finditer(text):

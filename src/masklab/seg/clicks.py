@@ -26,8 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Click", "ClickTrace", "distance_transform", "connected_components", "next_click", "simulate",
-           "noc"]
+__all__ = ["Click", "ClickTrace", "distance_transform", "connected_components", "next_click", "simulate", "noc"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def distance_transform(mask) -> torch.Tensor:
     d2 = torch.empty(h, w, dtype=torch.float64, device=m.device)
     step = max(1, (1 << 22) // (w * w))
     for a in range(0, h, step):
-        d2[a:a + step] = (g2[a:a + step, None, :] + dx2[None]).min(-1).values
+        d2[a : a + step] = (g2[a : a + step, None, :] + dx2[None]).min(-1).values
     out = torch.zeros(H, W, dtype=torch.float64, device=m.device)
     out[y0:y1, x0:x1] = d2[1:-1, 1:-1].sqrt()
     return out
@@ -171,8 +170,13 @@ def _deepest(region: torch.Tensor, free: torch.Tensor, positive: bool) -> Click:
     return Click(i // region.shape[1], i % region.shape[1], positive)
 
 
-def simulate(segmenter: Callable[[Sequence[Click], torch.Tensor | None], object], gt, max_clicks: int = 20,
-             stop_at: float | None = None, strategy: str = "largest") -> ClickTrace:
+def simulate(
+    segmenter: Callable[[Sequence[Click], torch.Tensor | None], object],
+    gt,
+    max_clicks: int = 20,
+    stop_at: float | None = None,
+    strategy: str = "largest",
+) -> ClickTrace:
     """Run the click protocol against ``segmenter(clicks, previous_mask) -> mask [H, W]``.
 
     Starts from an empty prediction; stops after ``max_clicks``, when no error is left, or (if given) when the

@@ -41,8 +41,19 @@ from itertools import groupby
 import numpy as np
 import torch
 
-__all__ = ["GRIDS", "mask_to_grid", "encode_descriptors", "decode_descriptors", "Decoded", "grid_to_mask",
-           "Brick", "mask_to_brick", "brick_to_mask", "encode_bricks", "decode_bricks"]
+__all__ = [
+    "GRIDS",
+    "mask_to_grid",
+    "encode_descriptors",
+    "decode_descriptors",
+    "Decoded",
+    "grid_to_mask",
+    "Brick",
+    "mask_to_brick",
+    "brick_to_mask",
+    "encode_bricks",
+    "decode_bricks",
+]
 
 GRIDS = (16, 24, 32)  # grid sizes studied by Text4Seg (Table 6); others are accepted
 _FORBIDDEN = re.compile(r"[|*<>\n\r]")
@@ -54,14 +65,16 @@ def _np(x) -> np.ndarray:
 
 def check_label(label: str) -> str:
     if not isinstance(label, str) or not label or label != label.strip() or _FORBIDDEN.search(label):
-        raise ValueError("a descriptor label must be non-empty, without |*<> or newlines or outer spaces, "
-                         f"got {label!r}")
+        raise ValueError(
+            f"a descriptor label must be non-empty, without |*<> or newlines or outer spaces, got {label!r}"
+        )
     return label
 
 
 # --------------------------------------------------------------------------------------------- grids
-def mask_to_grid(mask, grid: int = 16, label: str | Mapping[int, str] | Sequence[str] = "object",
-                 background: str = "others") -> np.ndarray:
+def mask_to_grid(
+    mask, grid: int = 16, label: str | Mapping[int, str] | Sequence[str] = "object", background: str = "others"
+) -> np.ndarray:
     """Grid [grid, grid] of text labels, the majority label of each patch.
 
     ``mask`` is a binary mask [H, W] (nonzero = ``label``, zero = ``background``) when ``label`` is a str, or
@@ -75,8 +88,7 @@ def mask_to_grid(mask, grid: int = 16, label: str | Mapping[int, str] | Sequence
         raise ValueError(f"grid must be a positive int, got {grid!r}")
     H, W = m.shape
     if H % grid or W % grid or H == 0:
-        raise ValueError(f"grid {grid} does not divide the {H}x{W} mask; resize or crop it to multiples "
-                         f"of {grid}")
+        raise ValueError(f"grid {grid} does not divide the {H}x{W} mask; resize or crop it to multiples of {grid}")
     if isinstance(label, str):
         names = [check_label(background), check_label(label)]
         ids = (m != 0).astype(np.int64)
@@ -98,8 +110,12 @@ def mask_to_grid(mask, grid: int = 16, label: str | Mapping[int, str] | Sequence
     return np.asarray(names, dtype=object)[winner].reshape(grid, grid).astype(str)
 
 
-def grid_to_mask(grid, size: tuple[int, int], label: str | Mapping[str, int] | Sequence[str] | None = None,
-                 background: str = "others") -> np.ndarray:
+def grid_to_mask(
+    grid,
+    size: tuple[int, int],
+    label: str | Mapping[str, int] | Sequence[str] | None = None,
+    background: str = "others",
+) -> np.ndarray:
     """Upsample a label grid to pixels (nearest neighbour).
 
     ``label=None``: bool mask of cells that are not ``background``; a str: bool mask of that label; a dict
@@ -156,8 +172,13 @@ class Decoded:
 _TOKEN = re.compile(r"^(?P<label>.*?) \*(?P<count>\d+)$")
 
 
-def decode_descriptors(text: str, strict: bool = True, labels: Sequence[str] | None = None,
-                       shape: tuple[int, int] | None = None, background: str = "others") -> Decoded:
+def decode_descriptors(
+    text: str,
+    strict: bool = True,
+    labels: Sequence[str] | None = None,
+    shape: tuple[int, int] | None = None,
+    background: str = "others",
+) -> Decoded:
     """Read Text4Seg descriptors (R-RLE or plain) back into a label grid.
 
     The text may hold other words around its one ``<seg>...</seg>`` block. ``labels`` lists the allowed labels
@@ -202,8 +223,10 @@ def _decode_strict(text: str, labels, shape) -> np.ndarray:
             if not lab or lab != lab.strip() or _FORBIDDEN.search(lab):
                 raise ValueError(f"malformed run {token!r} in row {r} at position {tpos}")
             if count is not None and (int(count) == 0 or count[0] == "0"):
-                raise ValueError(f"run count must be a positive int without leading zeros, got {count!r} "
-                                 f"at position {tpos + len(lab) + 2}")
+                raise ValueError(
+                    f"run count must be a positive int without leading zeros, got {count!r} "
+                    f"at position {tpos + len(lab) + 2}"
+                )
             if allowed is not None and lab not in allowed:
                 raise ValueError(f"unknown label {lab!r} in row {r} at position {tpos}")
             cells.extend([lab] * (1 if count is None else int(count)))
@@ -214,9 +237,9 @@ def _decode_strict(text: str, labels, shape) -> np.ndarray:
         pos += len(row) + 2
     grid = np.asarray(rows, dtype=str)
     if shape is not None and grid.shape != tuple(shape):
-        raise ValueError(f"descriptor grid is {grid.shape[0]}x{grid.shape[1]}, "
-                         f"expected {shape[0]}x{shape[1]} "
-                         f"(position {body_at})")
+        raise ValueError(
+            f"descriptor grid is {grid.shape[0]}x{grid.shape[1]}, expected {shape[0]}x{shape[1]} (position {body_at})"
+        )
     return grid
 
 
@@ -227,7 +250,7 @@ def _decode_lenient(text: str, labels, shape, background: str) -> Decoded:
         repairs.append("no '<seg>' tag: read the whole text")
         body = text
     else:
-        body = text[begin + 5:]
+        body = text[begin + 5 :]
         end = body.find("</seg>")
         if end < 0:
             repairs.append("no '</seg>' tag: read to the end of the text")
@@ -273,7 +296,7 @@ def _decode_lenient(text: str, labels, shape, background: str) -> Decoded:
             rows.extend([[background] * width for _ in range(shape[0] - len(rows))])
         else:
             repairs.append(f"truncated {len(rows) - shape[0]} extra rows")
-            del rows[shape[0]:]
+            del rows[shape[0] :]
     return Decoded(np.asarray(rows, dtype=str), tuple(repairs))
 
 
@@ -287,8 +310,12 @@ class Brick:
     cells: np.ndarray  # (gh, gw) bool: the object's majority per cell
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Brick) and self.label == other.label and self.box == other.box
-                and np.array_equal(self.cells, other.cells))
+        return (
+            isinstance(other, Brick)
+            and self.label == other.label
+            and self.box == other.box
+            and np.array_equal(self.cells, other.cells)
+        )
 
     __hash__ = None
 
@@ -333,7 +360,7 @@ def brick_to_mask(brick: Brick, size: tuple[int, int]) -> np.ndarray:
     ry = np.searchsorted(_bounds(h, gh), np.arange(h), side="right") - 1
     rx = np.searchsorted(_bounds(w, gw), np.arange(w), side="right") - 1
     pix = brick.cells[ry[:, None], rx[None, :]]
-    out[y1:min(y2, H), x1:min(x2, W)] = pix[:max(0, min(y2, H) - y1), :max(0, min(x2, W) - x1)]
+    out[y1 : min(y2, H), x1 : min(x2, W)] = pix[: max(0, min(y2, H) - y1), : max(0, min(x2, W) - x1)]
     return out
 
 
@@ -360,8 +387,8 @@ def decode_bricks(text: str, strict: bool = True) -> list[Brick]:
         raise ValueError(f"brick text must be a str, got {type(text).__name__}")
     bricks, pos = [], 0
     for m in _BRICK.finditer(text):
-        if strict and text[pos:m.start()].strip():
-            raise ValueError(f"unreadable brick text {text[pos:m.start()][:30]!r} at position {pos}")
+        if strict and text[pos : m.start()].strip():
+            raise ValueError(f"unreadable brick text {text[pos : m.start()][:30]!r} at position {pos}")
         pos = m.end()
         try:
             box = tuple(int(v) for v in m["box"].split(","))

@@ -77,8 +77,9 @@ def precision_at(ious, thresholds: Sequence[float] = THRESHOLDS) -> dict[float, 
     return {float(t): (float((v >= t).double().mean()) if len(v) else math.nan) for t in thresholds}
 
 
-def summarize(inters: Sequence[int], unions: Sequence[int], empty: float = 1.0,
-              thresholds: Sequence[float] = THRESHOLDS) -> dict[str, float]:
+def summarize(
+    inters: Sequence[int], unions: Sequence[int], empty: float = 1.0, thresholds: Sequence[float] = THRESHOLDS
+) -> dict[str, float]:
     """gIoU, cIoU and Pr@t from per-sample intersection and union counts collected over a dataset."""
     i = torch.as_tensor(inters, dtype=torch.float64).reshape(-1)
     u = torch.as_tensor(unions, dtype=torch.float64).reshape(-1)

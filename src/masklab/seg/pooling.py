@@ -25,8 +25,9 @@ def _resize(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(m.shape[-2:]) == tuple(size):
         return m
     B, Q = m.shape[:2]
-    return F.interpolate(m.reshape(B * Q, 1, *m.shape[-2:]), size=size, mode="bilinear",
-                         align_corners=False).reshape(B, Q, *size)
+    return F.interpolate(m.reshape(B * Q, 1, *m.shape[-2:]), size=size, mode="bilinear", align_corners=False).reshape(
+        B, Q, *size
+    )
 
 
 def _check(features: torch.Tensor, maps: torch.Tensor, name: str, dims: int) -> None:
@@ -34,8 +35,7 @@ def _check(features: torch.Tensor, maps: torch.Tensor, name: str, dims: int) -> 
         raise ValueError(f"features must be [B, C, h, w], got shape {tuple(features.shape)}")
     if maps.dim() != dims or maps.shape[0] != features.shape[0]:
         want = "[B, Q, H, W]" if dims == 4 else "[B, Q, K, h, w]"
-        raise ValueError(f"{name} must be {want} with the features' batch size, "
-                         f"got shape {tuple(maps.shape)}")
+        raise ValueError(f"{name} must be {want} with the features' batch size, got shape {tuple(maps.shape)}")
 
 
 def mask_pool(features: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -55,8 +55,9 @@ def activation_pool(features: torch.Tensor, activations: torch.Tensor) -> torch.
     """
     _check(features, activations, "activations", 5)
     if tuple(activations.shape[-2:]) != tuple(features.shape[-2:]):
-        raise ValueError(f"activations are {tuple(activations.shape[-2:])} but features are "
-                         f"{tuple(features.shape[-2:])}")
+        raise ValueError(
+            f"activations are {tuple(activations.shape[-2:])} but features are {tuple(features.shape[-2:])}"
+        )
     w = activations.flatten(-2).softmax(-1)  # (B, Q, K, hw)
     pooled = torch.einsum("bqkn,bcn->bqkc", w.to(features.dtype), features.flatten(-2))
     return pooled.mean(2)
@@ -71,9 +72,17 @@ class MaskAdapter(nn.Module):
         self.maps = maps  # K activation maps per mask (the paper uses 16)
         self.mask_embed = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.GELU())
         self.feat_embed = nn.Conv2d(channels, hidden, 1)
-        self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
-                                                    nn.GroupNorm(1, hidden), nn.Conv2d(hidden, hidden, 1),
-                                                    nn.GELU()) for _ in range(blocks)])
+        self.blocks = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
+                    nn.GroupNorm(1, hidden),
+                    nn.Conv2d(hidden, hidden, 1),
+                    nn.GELU(),
+                )
+                for _ in range(blocks)
+            ]
+        )
         self.to_maps = nn.Conv2d(hidden, maps, 1)
 
     def activations(self, features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

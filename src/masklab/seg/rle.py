@@ -85,7 +85,7 @@ def _changes_numpy(masks: np.ndarray) -> np.ndarray:
     # fresh buffer per batch costs more in page faults than the scan itself).
     per = max(1, _CHUNK_BYTES // (H * W))
     buf = np.empty(-(-min(N, per) * H * W // 8) * 8, dtype=np.uint8)
-    out = [_chunk_changes(masks[a:a + per], buf, dt) + dt(a * H * W) for a in range(0, N, per)]
+    out = [_chunk_changes(masks[a : a + per], buf, dt) + dt(a * H * W) for a in range(0, N, per)]
     return out[0] if len(out) == 1 else np.concatenate(out)
 
 
@@ -268,9 +268,9 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
     if len(bad):
         i = int(np.searchsorted(str_end, bad[0], side="right"))
         p = int(bad[0] - (str_end[i] - lens[i]))
-        raise ValueError(f"RLE counts string {i} has an invalid character {chr(c[bad[0]])!r} "
-                         f"at position {p} "
-                         f"(allowed: '0'..'o')")
+        raise ValueError(
+            f"RLE counts string {i} has an invalid character {chr(c[bad[0]])!r} at position {p} (allowed: '0'..'o')"
+        )
     c = c - np.uint8(48)  # 0..63
     last = c < 0x20  # no continuation bit: this char ends a value
     nonempty = np.flatnonzero(lens)
@@ -304,8 +304,9 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
             has = np.flatnonzero(lm > g + 1)
             xm[has] |= (c[first[has] + g] & np.uint8(0x1F)).astype(np.int64) << (5 * g)
         x[m] = xm
-    per_string = [len(x)] if len(texts) == 1 else \
-        np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
+    per_string = (
+        [len(x)] if len(texts) == 1 else np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
+    )
     return _undo_deltas(x, per_string)
 
 
@@ -452,8 +453,8 @@ def _intersections(D: np.ndarray, G: np.ndarray) -> np.ndarray:
     chunk = 1 << 23
     total = np.zeros((D.shape[0], G.shape[0]), dtype=np.int64)
     for a in range(0, HW, chunk):
-        d = torch.from_numpy(np.ascontiguousarray(D[:, a:a + chunk])).float()
-        g = torch.from_numpy(np.ascontiguousarray(G[:, a:a + chunk])).float()
+        d = torch.from_numpy(np.ascontiguousarray(D[:, a : a + chunk])).float()
+        g = torch.from_numpy(np.ascontiguousarray(G[:, a : a + chunk])).float()
         total += (d @ g.T).round().long().numpy()
     return total.astype(np.float64)
 

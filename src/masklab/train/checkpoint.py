@@ -35,13 +35,22 @@ def _sha256(path: Path) -> str:
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     sd = optimizer.state_dict()
-    tensors = {f"state.{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()
-               if torch.is_tensor(v)}
+    tensors = {
+        f"state.{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)
+    }
     return tensors, {"param_groups": json.dumps(sd["param_groups"])}
 
 
-def save(path: str | os.PathLike, objective, *, recipe: dict, step: int, tokenizer=None, optimizer=None,
-         info: dict | None = None) -> Path:
+def save(
+    path: str | os.PathLike,
+    objective,
+    *,
+    recipe: dict,
+    step: int,
+    tokenizer=None,
+    optimizer=None,
+    info: dict | None = None,
+) -> Path:
     """Write a checkpoint to ``path`` atomically: build it in a temp folder, then swap it in."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -56,13 +65,23 @@ def save(path: str | os.PathLike, objective, *, recipe: dict, step: int, tokeniz
     if optimizer is not None:
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, tmp / "optimizer.safetensors", metadata=meta)
-    files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file()
+    }
     from masklab import __version__
 
-    meta = {"format": FORMAT, "masklab": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "step": step, "recipe": recipe, "info": info or {},
-            "files": files}
+    meta = {
+        "format": FORMAT,
+        "masklab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "step": step,
+        "recipe": recipe,
+        "info": info or {},
+        "files": files,
+    }
     (tmp / MANIFEST).write_text(json.dumps(meta, indent=2, sort_keys=True))
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():
@@ -104,8 +123,9 @@ def verify(path: str | os.PathLike) -> dict:
         if not f.is_file():
             raise ValueError(f"checkpoint {path} is incomplete: {name} is missing")
         if f.stat().st_size != want["size"]:
-            raise ValueError(f"checkpoint file {f} is truncated or corrupted "
-                             f"({f.stat().st_size} bytes, expected {want['size']})")
+            raise ValueError(
+                f"checkpoint file {f} is truncated or corrupted ({f.stat().st_size} bytes, expected {want['size']})"
+            )
         if _sha256(f) != want["sha256"]:
             raise ValueError(f"checkpoint file {f} is corrupted (SHA-256 does not match the manifest)")
     return meta

@@ -85,16 +85,22 @@ def _check_resume(meta: dict, recipe: Recipe) -> None:
         raise ValueError(f"cannot resume: the recipe differs from the checkpoint's in {', '.join(sorted(diff))}")
 
 
-def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True,
-          stop_at: int | None = None) -> dict:
+def train(
+    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> dict:
     """Train ``recipe`` into the run folder ``out``. ``stop_at`` ends early after that step (as a pre-emption
     would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
     out = Path(out)
     d = distributed.setup(recipe.device)
     task = recipe.build()
     objective = task.objective.to(d.device)
-    optimizer = torch.optim.AdamW(_param_groups(objective, recipe.weight_decay), lr=recipe.lr,
-                                  betas=(0.9, recipe.beta2), fused=False, foreach=False)
+    optimizer = torch.optim.AdamW(
+        _param_groups(objective, recipe.weight_decay),
+        lr=recipe.lr,
+        betas=(0.9, recipe.beta2),
+        fused=False,
+        foreach=False,
+    )
     ckpt_dir, metrics_path = out / "model", out / "metrics.jsonl"
     start = 0
     if resume:
@@ -115,18 +121,33 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
 
     per_rank = recipe.batch_size // d.world
     if per_rank * d.world != recipe.batch_size or per_rank % recipe.grad_accum:
-        raise ValueError(f"batch_size={recipe.batch_size} must split evenly over {d.world} ranks x "
-                         f"grad_accum={recipe.grad_accum} micro-steps")
+        raise ValueError(
+            f"batch_size={recipe.batch_size} must split evenly over {d.world} ranks x "
+            f"grad_accum={recipe.grad_accum} micro-steps"
+        )
     micro = per_rank // recipe.grad_accum
     model = DDP(objective) if d.world > 1 else objective
     order = _Order(len(task.train), recipe.seed)
     tokens_per_step = recipe.batch_size * task.train[0].numel()
-    save = lambda step: checkpoint.save(ckpt_dir, objective, recipe=to_dict(recipe), step=step,  # noqa: E731
-                                        tokenizer=task.tokenizer, optimizer=optimizer, info=info)
+    save = lambda step: checkpoint.save(
+        ckpt_dir,
+        objective,
+        recipe=to_dict(recipe),
+        step=step,  # noqa: E731
+        tokenizer=task.tokenizer,
+        optimizer=optimizer,
+        info=info,
+    )
     evaluate = lambda: objective.evaluate(task.valid, seed=recipe.seed, max_batches=recipe.eval_batches)  # noqa: E731
 
-    bar = tqdm(total=recipe.steps, initial=start, disable=not (progress and d.main), unit="step",
-               dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+        total=recipe.steps,
+        initial=start,
+        disable=not (progress and d.main),
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
     began, stopped_early, step = time.perf_counter(), False, start
     t_last, step_last = began, start
     objective.train()
@@ -156,9 +177,13 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
             part = slice(mine.start + k * micro, mine.start + (k + 1) * micro)
             sync = nullcontext() if d.world == 1 or k == recipe.grad_accum - 1 else model.no_sync()
             with sync:
-                loss, metrics = model(task.train[idx[part]].to(d.device), keys[part].to(d.device),
-                                      position=pos[part].to(d.device), batch_size=recipe.batch_size,
-                                      batch_key=batch_key.to(d.device))
+                loss, metrics = model(
+                    task.train[idx[part]].to(d.device),
+                    keys[part].to(d.device),
+                    position=pos[part].to(d.device),
+                    batch_size=recipe.batch_size,
+                    batch_key=batch_key.to(d.device),
+                )
                 (loss / recipe.grad_accum).backward()
             loss_sum += loss.detach() / recipe.grad_accum
             for name, v in metrics.items():
@@ -173,9 +198,15 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
             now = time.perf_counter()
             tok_s = tokens_per_step * (step + 1 - step_last) / max(now - t_last, 1e-9)
             t_last, step_last = now, step + 1
-            record = {"step": step + 1, "loss": loss_avg, "lr": lr, "grad_norm": float(grad_norm),
-                      "tokens_per_s": tok_s, "elapsed_s": now - began,
-                      **{k: distributed.mean_across(v).item() for k, v in metric_sums.items()}}
+            record = {
+                "step": step + 1,
+                "loss": loss_avg,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": tok_s,
+                "elapsed_s": now - began,
+                **{k: distributed.mean_across(v).item() for k, v in metric_sums.items()},
+            }
             if d.main:
                 _log(metrics_path, record)
                 bar.set_postfix(loss=f"{loss_avg:.3f}", tok_s=f"{tok_s:,.0f}")
@@ -184,8 +215,13 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
         step = recipe.steps
     bar.close()
     train_s = time.perf_counter() - began
-    summary = {"step": step, "train_seconds": train_s, "stopped_early": stopped_early,
-               "tokens_per_s": tokens_per_step * (step - start) / max(train_s, 1e-9), **info}
+    summary = {
+        "step": step,
+        "train_seconds": train_s,
+        "stopped_early": stopped_early,
+        "tokens_per_s": tokens_per_step * (step - start) / max(train_s, 1e-9),
+        **info,
+    }
     if d.main:
         summary["eval"] = evaluate()
         _log(metrics_path, {"step": step, "eval": summary["eval"], "final": True})

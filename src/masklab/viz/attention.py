@@ -17,9 +17,7 @@ from masklab.attention.spec import is_layerwise, parse, parse_layerwise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "spec", help="mask spec, e.g. 'causal&sliding_window:8' or 'layerwise:bidir=0-1,causal=2-3'"
-    )
+    parser.add_argument("spec", help="mask spec, e.g. 'causal&sliding_window:8' or 'layerwise:bidir=0-1,causal=2-3'")
     parser.add_argument(
         "--len",
         type=int,

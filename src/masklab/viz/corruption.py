@@ -62,9 +62,7 @@ def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[tor
         c = span_mask(ids, keys, word_ids=wid, prob=prob, **common)
     elif strategy == "ngram":
         words = ids[0].tolist()
-        lex = NgramLexicon.build(
-            [words, words], len(tok), size=50, min_count=2, special_ids=tok.all_special_ids
-        )
+        lex = NgramLexicon.build([words, words], len(tok), size=50, min_count=2, special_ids=tok.all_special_ids)
         c = ngram_mask(ids, keys, lex, prob=prob, **common)
     elif strategy == "meap":
         c = meap_mask(ids, keys, mask_id=tok.mask_token_id, special_ids=tok.all_special_ids, prob=prob)
@@ -84,9 +82,7 @@ def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[tor
         kind = torch.where(c.mask & (disc != ids), REPLACED, torch.where(c.mask, UNCHANGED, KEPT))
         return disc[0], kind[0]
     elif strategy == "guided":
-        scores = torch.tensor(
-            [[len(t) for t in tok.convert_ids_to_tokens(enc["input_ids"])]], dtype=torch.float
-        )
+        scores = torch.tensor([[len(t) for t in tok.convert_ids_to_tokens(enc["input_ids"])]], dtype=torch.float)
         c = score_guided_mask(ids, keys, scores, prob=prob, mode="top", **common)  # longest tokens first
     else:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_NAMES)}")
@@ -119,9 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output .png")
     parser.add_argument("--prob", type=float, default=0.15, help="masking rate (default 0.15)")
     parser.add_argument("--seed", type=int, default=0, help="mask seed")
-    parser.add_argument(
-        "--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)"
-    )
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)")
 
 
 def run(args) -> str:
@@ -146,9 +140,7 @@ def run(args) -> str:
         for j, (orig, now) in enumerate(zip(pieces, shown, strict=True)):
             x, yy = (j % per_line) * 1.05, y - (j // per_line) * 0.75
             colour, _ = COLOURS[int(kind[j])]
-            ax.add_patch(
-                plt.Rectangle((x, yy - 0.25), 1.0, 0.5, facecolor=colour, edgecolor="#999999", lw=0.5)
-            )
+            ax.add_patch(plt.Rectangle((x, yy - 0.25), 1.0, 0.5, facecolor=colour, edgecolor="#999999", lw=0.5))
             dark = int(kind[j]) in (MASKED, REPLACED)
             ax.text(
                 x + 0.5,
@@ -174,9 +166,7 @@ def run(args) -> str:
     )
     ax.set_xlim(-0.2, per_line * 1.05)
     ax.set_ylim(y + 0.2, 0.3)
-    fig.suptitle(
-        f"token corruption (p={args.prob}, seed={args.seed}); small grey text = original token", fontsize=9
-    )
+    fig.suptitle(f"token corruption (p={args.prob}, seed={args.seed}); small grey text = original token", fontsize=9)
     path = save(fig, args.out)
     print(path)
     return str(path)

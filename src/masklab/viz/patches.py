@@ -18,9 +18,7 @@ from masklab.corrupt import patches as P
 def add_arguments(parser) -> None:
     parser.add_argument("strategy", choices=sorted(P.STRATEGIES), help="patch mask strategy")
     parser.add_argument("--out", required=True, help="output .png file")
-    parser.add_argument(
-        "--grid", type=int, default=14, help="patches per side (default 14, as ViT-B/16 at 224)"
-    )
+    parser.add_argument("--grid", type=int, default=14, help="patches per side (default 14, as ViT-B/16 at 224)")
     parser.add_argument("--ratio", type=float, default=None, help="mask ratio (default: the strategy's)")
     parser.add_argument("--panels", type=int, default=4, help="number of draws to show")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,8 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output .png")
     parser.add_argument("--image", help="image file (default: scikit-image's camera sample)")
     parser.add_argument("--mask", help="mask: .npy array, or .json COCO RLE {'size', 'counts'}")
-    parser.add_argument("--descriptors",
-                        help="text file with Text4Seg <seg>...</seg> descriptors (read leniently)")
+    parser.add_argument("--descriptors", help="text file with Text4Seg <seg>...</seg> descriptors (read leniently)")
     parser.add_argument("--label", help="descriptor label to show (default: every label but the background)")
     parser.add_argument("--background", default="others", help="background label of the descriptors")
 
@@ -77,8 +76,9 @@ def run(args) -> None:
         g = mask_to_grid(mask, grid, label="object")
         axes[1].imshow(g == "object", cmap="Reds", vmin=0, vmax=1.5)
         text = encode_descriptors(g)
-        axes[1].set_title(f"16x16 descriptors: R-RLE {len(text)} chars vs plain "
-                          f"{len(encode_descriptors(g, rle=False))}", fontsize=9)
+        axes[1].set_title(
+            f"16x16 descriptors: R-RLE {len(text)} chars vs plain {len(encode_descriptors(g, rle=False))}", fontsize=9
+        )
     else:
         axes[1].imshow(mask, cmap="Reds", vmin=0, vmax=1.5)
         axes[1].set_title("mask (image size not a multiple of 16: no descriptor grid)", fontsize=9)

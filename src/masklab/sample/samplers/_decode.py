@@ -74,9 +74,7 @@ class Decoder:
         B, L = x.shape
         self.order = order if order is not None else torch.full((B, L), -1, dtype=torch.long, device=x.device)
         self.generated = x == mask_id  # (B, L) positions this call fills
-        self.prompt = ~self.generated & (
-            x != pad_id if pad_id is not None else True
-        )  # masked for CFG's uncond pass
+        self.prompt = ~self.generated & (x != pad_id if pad_id is not None else True)  # masked for CFG's uncond pass
         self.eos_id = eos_id
         self.fill_id = eos_id if fill_id is None else fill_id
         self.stats = stats if stats is not None else {}
@@ -94,14 +92,10 @@ class Decoder:
         # steps per block per row, at least one per non-empty block, never more than the block's tokens
         per_block = split_evenly(self.steps, n_blocks, max(self.n_blocks, 1))  # (B, n_blocks)
         size = (
-            torch.stack([(self.block_of == b).sum(1) for b in range(self.n_blocks)], 1)
-            if self.n_blocks
-            else per_block
+            torch.stack([(self.block_of == b).sum(1) for b in range(self.n_blocks)], 1) if self.n_blocks else per_block
         )
         self.block_steps = torch.minimum(per_block.clamp(min=1), size) if clamp else per_block.clamp(min=1)
-        self.offset = torch.zeros(
-            B, dtype=torch.long, device=x.device
-        )  # per-row step count of finished blocks
+        self.offset = torch.zeros(B, dtype=torch.long, device=x.device)  # per-row step count of finished blocks
         self.block = 0
 
     # -- the loop ----------------------------------------------------------------------------------------

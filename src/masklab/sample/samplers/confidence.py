@@ -30,13 +30,9 @@ __all__ = ["confidence", "REMASKING", "scores"]
 REMASKING = ("low_confidence", "maskgit_plus", "topk_margin", "entropy", "random")
 
 
-def scores(
-    kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: float, top_k, top_p
-) -> torch.Tensor:
+def scores(kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: float, top_k, top_p) -> torch.Tensor:
     """Confidence [N] of each row of ``logits`` [N, V] given its drawn token ``tok`` [N]."""
-    x = filter_logits(
-        logits.float() / max(temperature, 1e-6) if temperature > 0 else logits.float(), top_k, top_p
-    )
+    x = filter_logits(logits.float() / max(temperature, 1e-6) if temperature > 0 else logits.float(), top_k, top_p)
     logp = x.log_softmax(-1)  # (N, V)
     if kind in ("low_confidence", "maskgit_plus"):
         return logp.gather(-1, tok[:, None]).squeeze(-1).exp()

@@ -21,14 +21,33 @@ import torch
 
 from masklab.models import ARCHS, PRESETS, build_model
 
-__all__ = ["Recipe", "TextRecipe", "Task", "register", "RECIPES", "get_recipe", "apply_overrides", "to_dict",
-           "from_dict", "SMALL_BPE"]
+__all__ = [
+    "Recipe",
+    "TextRecipe",
+    "Task",
+    "register",
+    "RECIPES",
+    "get_recipe",
+    "apply_overrides",
+    "to_dict",
+    "from_dict",
+    "SMALL_BPE",
+]
 
 RECIPES: dict[str, tuple[Callable[[], Recipe], str]] = {}
 
 # The schedule every full-size text recipe shares: small preset, BPE-4096, 20k steps (a GPU or a long CPU run).
-SMALL_BPE = dict(preset="small", tokenizer="bpe:4096", seq_len=256, batch_size=64, steps=20000, lr=1e-3, warmup=500,
-                 eval_every=1000, ckpt_every=1000)
+SMALL_BPE = dict(
+    preset="small",
+    tokenizer="bpe:4096",
+    seq_len=256,
+    batch_size=64,
+    steps=20000,
+    lr=1e-3,
+    warmup=500,
+    eval_every=1000,
+    ckpt_every=1000,
+)
 _CLASSES: dict[str, type] = {}  # recipe classes by name, for reloading a saved recipe
 
 
@@ -135,8 +154,9 @@ class TextRecipe(Recipe):
         with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
             torch.manual_seed(self.seed)
             model = build_model(self.arch, self.preset, data.info, self.seq_len)
-        return Task(self.build_objective(model, data.info), data.train, data.valid, data.fingerprint,
-                    data.tokenizer, data.facts)
+        return Task(
+            self.build_objective(model, data.info), data.train, data.valid, data.fingerprint, data.tokenizer, data.facts
+        )
 
 
 def _parse(value: str, typ, key: str):

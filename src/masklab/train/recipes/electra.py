@@ -42,9 +42,7 @@ class ElectraRecipe(TextRecipe):
     def build_objective(self, model, info):
         from transformers import ModernBertForTokenClassification
 
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # HF initialises from the global RNG: seed it, then restore it
+        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
             torch.manual_seed(self.seed + 1)
             dcfg = copy.deepcopy(model.config)
             dcfg.num_labels = 1

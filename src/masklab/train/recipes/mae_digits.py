@@ -41,9 +41,7 @@ class MAEDigitsRecipe(Recipe):
         if self.data != "sklearn-digits":
             raise ValueError(f"mae-digits reads only data=sklearn-digits, got {self.data!r}")
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
     def build(self) -> Task:
         x, _ = digits_images(self.image_size)
@@ -65,8 +63,6 @@ class MAEDigitsRecipe(Recipe):
         )
 
 
-@register(
-    "mae-digits", "MAE on sklearn digits (8x8 -> 16x16, 8x8 patches); strategy=random|block|colormae-*|..."
-)
+@register("mae-digits", "MAE on sklearn digits (8x8 -> 16x16, 8x8 patches); strategy=random|block|colormae-*|...")
 def mae_digits():
     return MAEDigitsRecipe()

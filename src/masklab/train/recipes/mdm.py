@@ -28,8 +28,18 @@ class MDMRecipe(TextRecipe):
 @register("mdm-tiny", "masked diffusion on stdlib code, raw bytes, 1.4M params: the 4-minute CPU demo")
 def mdm_tiny():
     # Bytes learn within a CPU budget; BPE vocabularies sit on the unigram plateau for the first minutes.
-    return MDMRecipe(preset="tiny", tokenizer="bytes", seq_len=128, batch_size=32, steps=300, lr=3e-3,
-                     warmup=20, eval_every=100, ckpt_every=100, max_minutes=3.75)
+    return MDMRecipe(
+        preset="tiny",
+        tokenizer="bytes",
+        seq_len=128,
+        batch_size=32,
+        steps=300,
+        lr=3e-3,
+        warmup=20,
+        eval_every=100,
+        ckpt_every=100,
+        max_minutes=3.75,
+    )
 
 
 @register("mdm", "masked diffusion on stdlib code, BPE-4096, small preset (GPU or long CPU runs)")

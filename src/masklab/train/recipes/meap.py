@@ -24,10 +24,6 @@ class MEAPRecipe(TextRecipe):
         return MEAP(model, info, prob=self.mask_prob)
 
 
-@register(
-    "meap", "MEAP: causal LM (Llama) with 15% mask tokens in the input, stdlib code, bytes, tiny preset"
-)
+@register("meap", "MEAP: causal LM (Llama) with 15% mask tokens in the input, stdlib code, bytes, tiny preset")
 def meap():
-    return MEAPRecipe(
-        preset="tiny", tokenizer="bytes", seq_len=128, batch_size=32, steps=300, lr=3e-3, warmup=20
-    )
+    return MEAPRecipe(preset="tiny", tokenizer="bytes", seq_len=128, batch_size=32, steps=300, lr=3e-3, warmup=20)

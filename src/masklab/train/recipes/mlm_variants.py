@@ -37,8 +37,16 @@ class WordMLMRecipe(MLMRecipe):
 
     def build_objective(self, model, info):
         mix = (self.mask_frac, self.random_frac, 1.0 - self.mask_frac - self.random_frac)
-        return CorruptionMLM(model, info, WORD_CORRUPTIONS[self.strategy], prob=self.mask_prob, mix=mix,
-                             span_lengths=self.span_lengths, span_max=self.span_max, span_gap=self.span_gap)
+        return CorruptionMLM(
+            model,
+            info,
+            WORD_CORRUPTIONS[self.strategy],
+            prob=self.mask_prob,
+            mix=mix,
+            span_lengths=self.span_lengths,
+            span_max=self.span_max,
+            span_gap=self.span_gap,
+        )
 
     def build(self) -> Task:
         task = super().build()
