@@ -250,3 +250,25 @@ def hash_positions(values: torch.Tensor) -> torch.Tensor:
     (the low 32 bits of each value), used to key examples by their tokens when no index is given."""
     h = _mix(_to_i32(values) ^ _counter(values.shape[-1], str(values.device)))
     return h.long() & _M32
+
+
+# The one key derivation. Training, evaluation and the collators all take their keys from these three functions,
+# so the collator path and the objective path give the same masks for the same (seed, epoch, example index).
+EVAL_EPOCH = 0xFFFF  # the "epoch" of held-out evaluation: disjoint from every training epoch in practice
+_BATCH_SALT = 0x5EED  # batch keys: one per batch composition, for corruptions coupled across a batch
+
+
+def train_keys(seed: int, epoch: int, index, device=None) -> torch.Tensor:
+    """Keys [B] of training examples ``index`` in ``epoch``: masks are keyed on (seed, epoch, example index)."""
+    return example_keys(seed, epoch, index, device)
+
+
+def eval_keys(seed: int, index, device=None) -> torch.Tensor:
+    """Keys [B] of held-out examples ``index``: the same for every evaluation of a run with this seed."""
+    return example_keys(seed, EVAL_EPOCH, index, device)
+
+
+def batch_key(keys: torch.Tensor) -> torch.Tensor:
+    """One key (0-d) for a batch, from its examples' keys [B]: a function of the batch's content keys only, so a
+    collator and an objective that see the same examples derive the same batch key."""
+    return derive(keys.sum() & _M32, _BATCH_SALT)
