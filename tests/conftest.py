@@ -8,6 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MASKLAB_CACHE", tempfile.mkdtemp(prefix="masklab-test-cache-"))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 CORPUS_DOCS = [
     "def add(a, b):\n    return a + b\n",
@@ -30,3 +31,12 @@ def small_corpus(tmp_path_factory):
         for doc in CORPUS_DOCS[12:]:
             f.write(json.dumps({"text": doc * 4}) + "\n")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

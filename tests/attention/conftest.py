@@ -52,9 +52,6 @@ def recall():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run faster on one thread (and do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every attention test runs on one thread."""
     yield
-    torch.set_num_threads(before)

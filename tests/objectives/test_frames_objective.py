@@ -1,6 +1,5 @@
 """Masked frame prediction: masked frames are hidden from the model, padding and weights shape the loss."""
 
-import pytest
 import torch
 
 from masklab.corrupt.frames import span_mask
@@ -27,15 +26,6 @@ def test_loss_skips_padding_and_applies_utterance_weights():
     out = model(frames, full, lengths=torch.tensor([2, 4]))
     ref = masked_frame_loss(out.pred, frames, mask)
     assert torch.allclose(out.loss, ref)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_training_learns_to_fill_smooth_signals(one_thread):

@@ -1,7 +1,6 @@
 """MAE objective: HF ViTMAE as the oracle for patchify and the normalized-pixel loss; the encoder never sees
 masked patches; training lowers the loss on real digits."""
 
-import pytest
 import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -103,15 +102,6 @@ def test_mask_for_gives_every_strategy_an_exact_count():
         counts = pm.mask.sum(1)
         assert bool((counts == counts[0]).all()) and 0 < int(counts[0]) < 16, strategy
         assert model(x, pm).loss.item() > 0
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_training_lowers_the_masked_loss_on_digits(one_thread):

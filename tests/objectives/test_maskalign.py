@@ -2,7 +2,6 @@
 
 import copy
 
-import pytest
 import torch
 
 from masklab.corrupt import patches as P
@@ -19,15 +18,6 @@ def _setup(levels=2):
     wrapper.forward = tfun
     student = ViTEncoder(4, (4, 4), dim=16, depth=2, heads=2)
     return MaskAlign(student, wrapper, student_dim=16, teacher_dim=24, student_levels=2, teacher_levels=levels)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_teacher_is_frozen_and_student_learns(one_thread):

@@ -1,20 +1,10 @@
 """The mae-digits recipe builds the digits task, rejects bad strategies and trains through the shared loop."""
 
 import pytest
-import torch
 
 from masklab.train.loop import train
 from masklab.train.recipes import get_recipe
 from masklab.train.recipes.base import apply_overrides
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_mae_digits_builds_and_trains_a_few_steps(tmp_path, one_thread):
