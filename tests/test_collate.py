@@ -79,13 +79,26 @@ def test_same_mask_whatever_batch_and_padding(tok, examples):
 
 
 def test_without_idx_the_content_keys_the_mask(tok, examples):
-    c = MLMCollator(tok, prob=0.5)
     bare = [{"input_ids": e["input_ids"]} for e in examples]
-    a, b = c(bare[:6]), c(bare[4:6])
+    c, d = MLMCollator(tok, prob=0.5), MLMCollator(tok, prob=0.5)
+    a, b = c(bare[:6]), d(bare[:6])  # two fresh collators: the same masks
     n = len(bare[4]["input_ids"])
-    assert torch.equal(a["input_ids"][4, :n], b["input_ids"][0, :n])
+    assert torch.equal(a["input_ids"][4, :n], b["input_ids"][0 + 4, :n])
     c.set_epoch(1)
     assert not torch.equal(c(bare[:6])["labels"], a["labels"])  # a new epoch draws new masks
+
+
+def test_without_idx_copies_differ_and_runs_repeat(tok):
+    """Issue 21.18: 8 identical examples without idx get 8 different masks (Hugging Face does), and two fresh
+    collators give the same sequence of batches (the key adds the position in the batch and the call count)."""
+    one = {"input_ids": tok("Masked language models predict hidden words from their context, always.")["input_ids"]}
+    c, d = MLMCollator(tok, prob=0.3), MLMCollator(tok, prob=0.3)
+    first = c([one] * 8)
+    assert len({tuple(r.tolist()) for r in first["labels"]}) == 8
+    again = [c([one] * 8)["labels"] for _ in range(2)]
+    assert not torch.equal(again[0], first["labels"])  # a later step draws new masks
+    other = [d([one] * 8)["labels"] for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip([first["labels"], *again], other, strict=True))
 
 
 def test_dataloader_workers_do_not_change_masks(tok, examples):
@@ -142,3 +155,25 @@ def test_batches_feed_a_hf_model_like_trainer_does(tok, examples):
         out = model(**batch)
         assert torch.isfinite(out.loss)
         out.loss.backward()
+
+
+def test_word_fallback_warns_once_how_to_keep_offsets(tok, examples):
+    """Issue 21.17: without word_ids or offset_mapping (Trainer's remove_unused_columns=True drops them) whole-word
+    masking falls back to the '##' rule; that must be visible, once, and name how to keep the offsets."""
+    import warnings
+
+    c = MLMCollator(tok, "whole_word", prob=0.3)
+    bare = [{"input_ids": e["input_ids"], "idx": e["idx"]} for e in examples]
+    with pytest.warns(UserWarning, match="remove_unused_columns=False") as rec:
+        c(bare[:4])
+    assert "return_offsets_mapping" in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c(bare[4:8])  # once per collator
+        enc = tok(TEXTS[:4], return_offsets_mapping=True)
+        MLMCollator(tok, "whole_word")(
+            [
+                {"input_ids": i, "offset_mapping": o}
+                for i, o in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+            ]
+        )  # offsets kept: no warning

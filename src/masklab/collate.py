@@ -13,13 +13,16 @@ replacement.
 - :class:`MEAPCollator`  causal-LM input with random mask tokens, labels = the clean ids.
 - :class:`MDMCollator`   masked-diffusion input at a per-sequence time t, labels on masked tokens.
 
-Keyed determinism: an example's mask is a function of (seed, epoch, example index) only. The index is the
-example's ``"idx"`` field when present, otherwise a hash of its token ids (so a reshuffled or re-batched
-example still gets the same mask). Call :meth:`set_epoch` at each epoch for fresh masks; in
+Keyed determinism: an example's mask is a function of (seed, epoch, example index) only
+(:func:`masklab.corrupt.keyed.train_keys`, the key the training loop uses too), when the example has an
+``"idx"`` field. Without one the key is a hash of its token ids, its position in the batch and the collator's
+call count, so identical copies in one batch get different masks (as in Hugging Face) and a fresh collator fed
+the same batches in the same order repeats the same masks. Call :meth:`set_epoch` at each epoch for fresh masks; in
 ``transformers.Trainer`` pass ``callbacks=[collator.trainer_callback()]``, which does that. The Trainer's default
 ``remove_unused_columns=True`` drops ``idx``, ``word_ids`` and ``special_tokens_mask`` (the model's ``forward``
-does not name them), so the collator falls back to the content hash and the vocabulary's word marks; set
-``remove_unused_columns=False`` to key on ``idx`` and use ``word_ids`` (extra columns, strings too, are ignored).
+does not name them), so the collator falls back to the content keys and the vocabulary's word marks (with a
+one-time warning); set ``remove_unused_columns=False`` to key on ``idx`` and use ``word_ids`` (extra columns,
+strings too, are ignored). Without ``idx`` each DataLoader worker counts its own calls.
 
 Word boundaries (whole_word, span): the example's ``"word_ids"`` (None or -1 outside words) if present, else
 its ``"offset_mapping"`` with Hugging Face's rule, else the tokenizer's continuation prefix (WordPiece
@@ -31,6 +34,7 @@ row that holds only special tokens is a documented no-op (no position selected, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -39,21 +43,13 @@ import numpy as np
 import torch
 
 from masklab.corrupt import keyed
-from masklab.corrupt.diffusion import T_SAMPLING, mdm_noise, sample_t
-from masklab.corrupt.meap import meap_mask
-from masklab.corrupt.ngram import NgramLexicon, ngram_mask
-from masklab.corrupt.record import Corruption
-from masklab.corrupt.replace import electra_mask
-from masklab.corrupt.spans import span_mask
-from masklab.corrupt.tokens import (
-    check_prob,
-    random_mask,
-    whole_word_mask,
-    word_ids_from_offsets,
-    word_ids_from_starts,
-)
+from masklab.corrupt.diffusion import T_SAMPLING, sample_t
+from masklab.corrupt.ngram import NgramLexicon
+from masklab.corrupt.strategies import MLM_STRATEGIES, TOKEN, WORD_LEVEL
+from masklab.corrupt.tokens import check_prob, word_ids_from_offsets, word_ids_from_starts
+from masklab.data.tokenizers import TokenInfo, word_start_table
 
-__all__ = ["MLMCollator", "RTDCollator", "MEAPCollator", "MDMCollator", "pad_examples", "STRATEGIES"]
+__all__ = ["MLMCollator", "RTDCollator", "MEAPCollator", "MDMCollator", "pad_examples", "word_start_table"]
 
 _PASS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -153,8 +149,6 @@ def content_index(ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
 class _Base:
     """Shared parts: tokenizer facts, keys, epochs, padding."""
 
-    needs_mask_token = True
-
     def __init__(
         self,
         tokenizer,
@@ -167,20 +161,11 @@ class _Base:
         self.tokenizer = tokenizer
         self.seed, self.epoch = int(seed), int(epoch)
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.mask_id = mask_token_id if mask_token_id is not None else getattr(tokenizer, "mask_token_id", None)
-        if self.needs_mask_token and self.mask_id is None:
-            raise ValueError(
-                f"tokenizer {type(tokenizer).__name__} has no mask token: add one "
-                "(tokenizer.add_special_tokens({'mask_token': '[MASK]'})) or pass mask_token_id"
-            )
-        pad = getattr(tokenizer, "pad_token_id", None)
-        self.pad_id = int(pad) if pad is not None else 0
-        self.special_ids = sorted(
-            set(int(i) for i in getattr(tokenizer, "all_special_ids", []))
-            | ({self.mask_id} if self.mask_id is not None else set())
-        )
-        self.vocab_size = len(tokenizer)
+        self.info = TokenInfo.from_tokenizer(tokenizer, mask_token_id)
+        self.mask_id, self.pad_id, self.vocab_size = self.info.mask_id, self.info.pad_id, self.info.vocab_size
+        self.special_ids = list(self.info.special_ids)
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.step = 0  # calls so far: keys batches without "idx" (with the position in the batch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -203,9 +188,12 @@ class _Base:
     def _batch(self, examples) -> tuple[dict, torch.Tensor, torch.Tensor]:
         batch = pad_examples(examples, self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of, left=self.left)
         idx = batch.pop("idx", None)
-        if idx is None:
+        if idx is None:  # content, position in the batch and call count: copies differ, runs repeat
             idx = content_index(batch["input_ids"], batch["attention_mask"])
-        keys = keyed.example_keys(self.seed, self.epoch, idx)
+            keys = keyed.derive(keyed.train_keys(self.seed, self.epoch, idx), self.step, torch.arange(len(idx)))
+        else:
+            keys = keyed.train_keys(self.seed, self.epoch, idx)
+        self.step += 1
         can = batch["attention_mask"].bool()
         stm = batch.pop("special_tokens_mask", None)
         if stm is not None:
@@ -220,30 +208,6 @@ class _Base:
 
 
 # ---------------------------------------------------------------------------------------------------- MLM
-
-
-def _common(c: MLMCollator, can) -> dict:
-    """The arguments every token strategy takes from the collator."""
-    return dict(mask_id=c.mask_id, vocab_size=c.vocab_size, special_ids=c.special_ids, prob=c.prob, mix=c.mix, can=can)
-
-
-def _random(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return random_mask(ids, keys, count=c.count, **_common(c, can))
-
-
-def _whole_word(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return whole_word_mask(ids, keys, c.word_ids(batch, can), count=c.count, **_common(c, can))
-
-
-def _span(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return span_mask(ids, keys, word_ids=c.word_ids(batch, can), count=c.count, **_common(c, can), **c.span_options)
-
-
-def _ngram(c: MLMCollator, ids, keys, can, batch) -> Corruption:
-    return ngram_mask(ids, keys, c.lexicon, pad_id=c.pad_id, **_common(c, can))
-
-
-STRATEGIES = {"random": _random, "whole_word": _whole_word, "span": _span, "ngram": _ngram}
 
 
 class MLMCollator(_Base):
@@ -273,8 +237,8 @@ class MLMCollator(_Base):
         pad_to_multiple_of: int | None = None,
         mask_token_id: int | None = None,
     ):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown MLM strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+        if strategy not in MLM_STRATEGIES:
+            raise ValueError(f"unknown MLM strategy {strategy!r}; choose from {list(MLM_STRATEGIES)}")
         self.prob = check_prob("prob", prob)
         super().__init__(
             tokenizer,
@@ -292,7 +256,19 @@ class MLMCollator(_Base):
         self.strategy, self.count, self.mix, self.lexicon = strategy, count, tuple(mix), lexicon
         self.span_options = dict(span_options or {})
         self.return_ngram_labels = return_ngram_labels
-        self._starts: torch.Tensor | None = None
+        self._warned = False
+
+    def options(self, batch: dict, can: torch.Tensor) -> dict:
+        """The strategy's options: rate, mix, and per strategy count, words, span options or lexicon."""
+        opts: dict = {"prob": self.prob, "mix": self.mix}
+        if self.strategy == "ngram":
+            return {**opts, "lexicon": self.lexicon}
+        opts["count"] = self.count
+        if self.strategy in WORD_LEVEL:
+            opts["word_ids"] = self.word_ids(batch, can)
+        if self.strategy == "span":
+            opts.update(self.span_options)
+        return opts
 
     def word_ids(self, batch: dict, can: torch.Tensor) -> torch.Tensor:
         """[B, L] word id per token (-1 outside words) from word_ids, offsets, or the vocabulary's word
@@ -301,43 +277,30 @@ class MLMCollator(_Base):
             return torch.where(can, batch["word_ids"], -1)
         if "offset_mapping" in batch:
             return word_ids_from_offsets(batch["offset_mapping"], ~can)
-        if self._starts is None:
-            self._starts = word_start_table(self.tokenizer)
-        return word_ids_from_starts(batch["input_ids"], self._starts, can)
+        if self.info.word_starts is None:
+            raise ValueError(
+                f"tokenizer {type(self.tokenizer).__name__} marks no word boundaries ('##' or a space "
+                "symbol): give each example 'word_ids' or 'offset_mapping' for word-level masking"
+            )
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"strategy {self.strategy!r}: the batch has no 'word_ids' or 'offset_mapping', so words come from "
+                "the vocabulary's word marks ('##' / space symbols), so 'hello,' is two words where Hugging "
+                "Face's offset rule makes one. Keep offsets with tokenizer(..., return_offsets_mapping=True) and, in "
+                "transformers.Trainer, TrainingArguments(remove_unused_columns=False)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return word_ids_from_starts(batch["input_ids"], self.info.word_starts, can)
 
     def __call__(self, examples: Sequence[Any]) -> dict:
         batch, keys, can = self._batch(examples)
-        c = STRATEGIES[self.strategy](self, batch["input_ids"], keys, can, batch)
+        c = TOKEN.get(self.strategy)(batch["input_ids"], keys, self.info, can, **self.options(batch, can))
         out = self._out(batch, c.inputs, c.targets)
         if self.return_ngram_labels and self.strategy == "ngram":
             out["ngram_labels"] = c.ngram_targets
         return out
-
-
-_SPACE_MARKS = "\u0120\u010a\u0109\u010d\u2581"  # byte-level space, newline, tab, CR; sentencepiece space
-
-
-def word_start_table(tokenizer) -> torch.Tensor:
-    """[V] bool: vocabulary entries that begin a word.
-
-    WordPiece: every token without the ``##`` continuation prefix. Byte-level BPE / sentencepiece: tokens
-    whose first symbol is a space-like marker (so a word is a whitespace-delimited chunk, punctuation
-    included).
-    """
-    vocab = tokenizer.get_vocab()
-    size = max(len(tokenizer), max(vocab.values()) + 1)
-    table = torch.zeros(size, dtype=torch.bool)
-    if any(t.startswith("##") for t in vocab):
-        begins = [i for t, i in vocab.items() if not t.startswith("##")]
-    elif any(t[:1] in _SPACE_MARKS for t in vocab if t):
-        begins = [i for t, i in vocab.items() if t[:1] in _SPACE_MARKS]
-    else:
-        raise ValueError(
-            f"tokenizer {type(tokenizer).__name__} marks no word boundaries ('##' or a space "
-            "symbol): give each example 'word_ids' or 'offset_mapping' for word-level masking"
-        )
-    table[torch.tensor(begins, dtype=torch.long)] = True
-    return table
 
 
 # ---------------------------------------------------------------------------------------------- ELECTRA
@@ -374,17 +337,8 @@ class RTDCollator(_Base):
 
     def __call__(self, examples: Sequence[Any]) -> dict:
         batch, keys, can = self._batch(examples)
-        c = electra_mask(
-            batch["input_ids"],
-            keys,
-            mask_id=self.mask_id,
-            vocab_size=self.vocab_size,
-            special_ids=self.special_ids,
-            prob=self.prob,
-            max_predictions=self.max_predictions,
-            mix=self.mix,
-            can=can,
-        )
+        opts = {"prob": self.prob, "max_predictions": self.max_predictions, "mix": self.mix}
+        c = TOKEN.get("electra")(batch["input_ids"], keys, self.info, can, **opts)
         return self._out(batch, c.inputs, c.targets)
 
 
@@ -417,7 +371,7 @@ class MEAPCollator(_Base):
     def __call__(self, examples: Sequence[Any]) -> dict:
         batch, keys, can = self._batch(examples)
         ids = batch["input_ids"]
-        c = meap_mask(ids, keys, mask_id=self.mask_id, special_ids=self.special_ids, prob=self.prob, attention_mask=can)
+        c = TOKEN.get("meap")(ids, keys, self.info, can, prob=self.prob)
         labels = torch.where(batch["attention_mask"].bool(), ids, -100)
         return self._out(batch, c.inputs, labels)
 
@@ -459,11 +413,16 @@ class MDMCollator(_Base):
         batch, keys, can = self._batch(examples)
         ids = batch["input_ids"]
         B = ids.shape[0]
-        bkey = keyed.derive(keys.sum() & 0xFFFFFFFF, 0x5EED)  # one key per batch composition (coupled modes)
-        t = sample_t(keys, eps=self.eps, mode=self.t_sampling, position=torch.arange(B), batch_size=B, batch_key=bkey)
-        c = mdm_noise(ids, keys, t, mask_id=self.mask_id, special_ids=self.special_ids)
-        masked = c.mask & can
-        out = self._out(batch, torch.where(masked, self.mask_id, ids), torch.where(masked, ids, -100))
+        t = sample_t(
+            keys,
+            eps=self.eps,
+            mode=self.t_sampling,
+            position=torch.arange(B),
+            batch_size=B,
+            batch_key=keyed.batch_key(keys),  # one key per batch composition (coupled modes)
+        )
+        c = TOKEN.get("mdm")(ids, keys, self.info, can, t=t)
+        out = self._out(batch, c.inputs, c.targets)
         if self.return_t:
             out["t"] = t
         return out

@@ -14,7 +14,7 @@ def test_bytes_round_trip_and_ids():
     assert tok.decode(ids) == text
     info = token_info(tok)
     assert (info.pad_id, info.mask_id, info.bos_id, info.eos_id) == (0, 1, 2, 3)
-    assert info.special_ids == (0, 1, 2, 3, 4) and info.never_mask == (0, 1, 2)
+    assert info.special_ids == (0, 1, 2, 3, 4) and info.never_mask == (0, 1, 2, 4)  # EOS may be noised
 
 
 def test_bpe_trains_caches_and_reloads(tmp_path, monkeypatch):

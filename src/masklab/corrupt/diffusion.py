@@ -53,12 +53,28 @@ def sample_t(
     return (eps + (1.0 - eps) * u).float()
 
 
-def mdm_noise(ids: torch.Tensor, keys: torch.Tensor, t: torch.Tensor, *, mask_id: int, special_ids=()) -> Corruption:
+def mdm_noise(
+    ids: torch.Tensor,
+    keys: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    mask_id: int,
+    special_ids=(),
+    can: torch.Tensor | None = None,
+) -> Corruption:
     """Mask each eligible token of ``ids`` [B, L] with probability ``t`` [B]; weights are 1/t on masked
-    tokens."""
-    can = eligible(ids, special_ids)
+    tokens. ``can`` [B, L] bool further restricts the eligible positions (as in the other corruptions).
+    ``t`` must lie in (0, 1]: NaN or a value outside is a ValueError."""
+    t = torch.as_tensor(t, dtype=torch.float32, device=ids.device).reshape(-1)
+    if t.numel() != ids.shape[0]:
+        raise ValueError(f"t must hold one time per row: {ids.shape[0]} rows, got {t.numel()} values")
+    if not bool(((t > 0) & (t <= 1)).all()):  # NaN fails both compares
+        raise ValueError(f"t must be in (0, 1] for every row, got {t.tolist()[:8]}")
+    ok = eligible(ids, special_ids)
+    if can is not None:
+        ok = ok & can.bool()
     u = keyed.uniform(keys, ids.shape[1], stream=8)
-    masked = (u < t[:, None]) & can
+    masked = (u < t[:, None]) & ok
     inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
     targets = torch.where(masked, ids, torch.full_like(ids, IGNORE_INDEX))
     weights = masked.float() / t[:, None]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -23,6 +24,7 @@ __all__ = [
     "train_bpe",
     "build_tokenizer",
     "token_info",
+    "word_start_table",
     "encode_stream",
 ]
 
@@ -102,30 +104,81 @@ def build_tokenizer(
     return tok
 
 
+_SPACE_MARKS = "\u0120\u010a\u0109\u010d\u2581"  # byte-level space, newline, tab, CR; sentencepiece space
+
+
+def word_start_table(tokenizer) -> torch.Tensor:
+    """[V] bool: vocabulary entries that begin a word.
+
+    WordPiece: every token without the ``##`` continuation prefix. Byte-level BPE / sentencepiece: tokens
+    whose first symbol is a space-like marker (so a word is a whitespace-delimited chunk, punctuation
+    included).
+    """
+    vocab = tokenizer.get_vocab()
+    size = max(len(tokenizer), max(vocab.values()) + 1)
+    table = torch.zeros(size, dtype=torch.bool)
+    if any(t.startswith("##") for t in vocab):
+        begins = [i for t, i in vocab.items() if not t.startswith("##")]
+    elif any(t[:1] in _SPACE_MARKS for t in vocab if t):
+        begins = [i for t, i in vocab.items() if t[:1] in _SPACE_MARKS]
+    else:
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__} marks no word boundaries ('##' or a space "
+            "symbol): give each example 'word_ids' or 'offset_mapping' for word-level masking"
+        )
+    table[torch.tensor(begins, dtype=torch.long)] = True
+    return table
+
+
 @dataclass(frozen=True)
 class TokenInfo:
-    """The ids an objective needs, read once from the tokenizer."""
+    """The token facts every collator, objective and picture uses, read once from the tokenizer
+    (:meth:`from_tokenizer`).
+
+    ``special_ids``: never selected by MLM-style corruptions and never drawn as random replacements.
+    ``never_mask``: never noised by masked diffusion and MEAP: every special token except the tokenizer's own
+    EOS (a diffusion model predicts where a text ends), and always pad, mask and BOS/CLS.
+    ``word_starts``: the one [V] word-start table (:func:`word_start_table`), None when the vocabulary marks no
+    word boundaries.
+    """
 
     vocab_size: int
     mask_id: int
     pad_id: int
     eos_id: int
     bos_id: int | None
-    special_ids: tuple[int, ...]  # never drawn as random replacements
-    never_mask: tuple[int, ...]  # never selected for corruption (pad, mask, bos/cls)
+    special_ids: tuple[int, ...]
+    never_mask: tuple[int, ...]
+    word_starts: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_tokenizer(cls, tok: PreTrainedTokenizerBase, mask_token_id: int | None = None) -> TokenInfo:
+        """The facts of ``tok``. Pad falls back to EOS (then SEP); a missing mask token is a ValueError."""
+        mask = mask_token_id if mask_token_id is not None else getattr(tok, "mask_token_id", None)
+        if mask is None:
+            raise ValueError(
+                f"tokenizer {type(tok).__name__} has no mask token: add one "
+                "(tokenizer.add_special_tokens({'mask_token': '[MASK]'})) or pass mask_token_id"
+            )
+        mask = int(mask)
+        eos = tok.eos_token_id if tok.eos_token_id is not None else getattr(tok, "sep_token_id", None)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        bos = tok.bos_token_id if tok.bos_token_id is not None else getattr(tok, "cls_token_id", None)
+        if pad is None or eos is None:
+            raise ValueError(f"tokenizer {type(tok).__name__} needs a pad or eos token")
+        special = sorted({int(i) for i in getattr(tok, "all_special_ids", [])} | {mask})
+        keep = {int(i) for i in (pad, mask, bos) if i is not None}
+        never = sorted({i for i in special if i != tok.eos_token_id} | keep)
+        try:
+            starts = word_start_table(tok)
+        except (ValueError, AttributeError, TypeError):
+            starts = None
+        return cls(len(tok), mask, int(pad), int(eos), bos, tuple(special), tuple(never), starts)
 
 
-def token_info(tok: PreTrainedTokenizerBase) -> TokenInfo:
-    if tok.mask_token_id is None:
-        raise ValueError("tokenizer has no mask token")
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
-    if pad is None or eos is None:
-        raise ValueError("tokenizer needs a pad or eos token")
-    special = tuple(sorted(set(tok.all_special_ids)))
-    never = tuple(sorted({i for i in (pad, tok.mask_token_id, bos) if i is not None}))
-    return TokenInfo(len(tok), tok.mask_token_id, pad, eos, bos, special, never)
+def token_info(tok: PreTrainedTokenizerBase, mask_token_id: int | None = None) -> TokenInfo:
+    """:meth:`TokenInfo.from_tokenizer`."""
+    return TokenInfo.from_tokenizer(tok, mask_token_id)
 
 
 def encode_stream(tok: PreTrainedTokenizerBase, texts: list[str], cache: Path | None = None) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""The token-corruption registry (kind "token"): one signature for every strategy,
+
+    corruption = TOKEN.get(name)(ids, keys, info, can, **options) -> Corruption
+
+``ids`` [B, L] token ids, ``keys`` [B] example keys (:mod:`masklab.corrupt.keyed`), ``info`` the
+:class:`~masklab.data.tokenizers.TokenInfo` of the tokenizer, ``can`` [B, L] bool eligible positions or None
+(then every non-special position). The collators, the objectives and ``masklab show corruption`` all call these
+entries, so one (seed, epoch, index) gives one mask whichever path draws it.
+
+Options: ``prob``, ``mix``, ``count`` (random, whole_word, span, meap), ``word_ids`` [B, L] (whole_word, span;
+default: words from ``info.word_starts``), ``lexicon`` (ngram), span options (``lengths``, ``high``, ``min_gap``,
+... of :func:`masklab.corrupt.spans.span_mask`), ``t`` [B] (mdm), ``max_predictions`` (electra).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from masklab.corrupt.diffusion import mdm_noise
+from masklab.corrupt.meap import meap_mask
+from masklab.corrupt.ngram import ngram_mask
+from masklab.corrupt.record import Corruption
+from masklab.corrupt.replace import electra_mask
+from masklab.corrupt.spans import span_mask
+from masklab.corrupt.tokens import eligible, random_mask, whole_word_mask, word_ids_from_starts
+from masklab.registry import Registry
+
+__all__ = ["TOKEN", "word_ids_of", "WORD_LEVEL", "MLM_STRATEGIES"]
+
+TOKEN = Registry("token", "token corruptions: (ids, keys, info, can, **options) -> Corruption")
+
+WORD_LEVEL = ("whole_word", "span")  # strategies that read word boundaries
+MLM_STRATEGIES = ("random", "whole_word", "span", "ngram")  # the BERT-style selections MLMCollator offers
+
+
+def _can(ids: torch.Tensor, info, can: torch.Tensor | None) -> torch.Tensor:
+    ok = eligible(ids, info.special_ids)
+    return ok if can is None else ok & can.bool()
+
+
+def word_ids_of(ids: torch.Tensor, info, can: torch.Tensor | None) -> torch.Tensor:
+    """[B, L] word id per token (-1 outside words) from the one word-start table ``info.word_starts``."""
+    if info.word_starts is None:
+        raise ValueError("this tokenizer marks no word boundaries: pass word_ids for word-level masking")
+    return word_ids_from_starts(ids, info.word_starts.to(ids.device), _can(ids, info, can))
+
+
+def _common(info, can, mix) -> dict:
+    return dict(mask_id=info.mask_id, vocab_size=info.vocab_size, special_ids=info.special_ids, mix=tuple(mix), can=can)
+
+
+@TOKEN.register("random", "BERT: each eligible token with prob, then 80/10/10 mask/random/keep")
+def random(ids, keys, info, can=None, *, prob=0.15, mix=(0.8, 0.1, 0.1), count=None) -> Corruption:
+    return random_mask(ids, keys, prob=prob, count=count, **_common(info, can, mix))
+
+
+@TOKEN.register("whole_word", "BERT WWM: each word with prob, all its pieces corrupted (80/10/10 per token)")
+def whole_word(ids, keys, info, can=None, *, prob=0.15, mix=(0.8, 0.1, 0.1), count=None, word_ids=None):
+    wid = word_ids if word_ids is not None else word_ids_of(ids, info, can)
+    return whole_word_mask(ids, keys, wid, prob=prob, count=count, **_common(info, can, mix))
+
+
+@TOKEN.register("span", "SpanBERT: Geo(0.2) spans of whole words, clipped at 10, to a prob budget")
+def span(ids, keys, info, can=None, *, prob=0.15, mix=(0.8, 0.1, 0.1), count=None, word_ids=None, **span_options):
+    wid = word_ids if word_ids is not None else word_ids_of(ids, info, can)
+    return span_mask(ids, keys, word_ids=wid, prob=prob, count=count, **_common(info, can, mix), **span_options)
+
+
+@TOKEN.register("ngram", "ERNIE-Gram: lexicon n-grams and single tokens as units, fine-grained targets")
+def ngram(ids, keys, info, can=None, *, prob=0.15, mix=(0.8, 0.1, 0.1), lexicon=None) -> Corruption:
+    if lexicon is None:
+        raise ValueError("strategy 'ngram' needs lexicon=masklab.corrupt.ngram.NgramLexicon.build(corpus, ...)")
+    return ngram_mask(ids, keys, lexicon, prob=prob, pad_id=info.pad_id, **_common(info, can, mix))
+
+
+@TOKEN.register("mdm", "masked diffusion: each token masked with the row's time t, weight 1/t")
+def mdm(ids, keys, info, can=None, *, t) -> Corruption:
+    return mdm_noise(ids, keys, t, mask_id=info.mask_id, special_ids=info.never_mask, can=can)
+
+
+@TOKEN.register("meap", "MEAP: round(prob n) tokens of each row become the mask token; targets the clean ids")
+def meap(ids, keys, info, can=None, *, prob=0.15, count=None) -> Corruption:
+    return meap_mask(
+        ids, keys, mask_id=info.mask_id, special_ids=info.never_mask, prob=prob, count=count, attention_mask=can
+    )
+
+
+@TOKEN.register("electra", "ELECTRA generator input: k positions per row without replacement, 85/0/15")
+def electra(ids, keys, info, can=None, *, prob=0.15, mix=(0.85, 0.0, 0.15), max_predictions=None):
+    return electra_mask(ids, keys, prob=prob, max_predictions=max_predictions, **_common(info, can, mix))
