@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from masklab.corrupt.record import IGNORE_INDEX
-from masklab.corrupt.replace import electra_mask, rtd_labels, sample_replacements
+from masklab.corrupt.replace import rtd_labels, sample_replacements
+from masklab.corrupt.strategies import TOKEN
 from masklab.data.tokenizers import TokenInfo
 from masklab.objectives.base import Objective, logits_of
 
@@ -103,15 +104,7 @@ class ELECTRA(Objective):
 
     def forward(self, batch, keys, **_):
         info = self.info
-        c = electra_mask(
-            batch,
-            keys,
-            mask_id=info.mask_id,
-            vocab_size=info.vocab_size,
-            special_ids=info.special_ids,
-            prob=self.prob,
-            max_predictions=self.max_predictions,
-        )
+        c = TOKEN.get("electra")(batch, keys, info, None, prob=self.prob, max_predictions=self.max_predictions)
         g_logits = logits_of(self.generator(input_ids=c.inputs))  # (B, L, V)
         g_loss = F.cross_entropy(g_logits.flatten(0, 1).float(), c.targets.flatten(), ignore_index=IGNORE_INDEX)
         disc_in = sample_replacements(

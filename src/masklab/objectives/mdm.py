@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from masklab.corrupt import mdm_noise, sample_t
+from masklab.corrupt import sample_t
+from masklab.corrupt.strategies import TOKEN
 from masklab.data.tokenizers import TokenInfo
 from masklab.objectives.base import Objective, logits_of
 
@@ -30,7 +31,7 @@ class MDM(Objective):
         t = sample_t(
             keys, eps=self.eps, mode=self.t_sampling, position=position, batch_size=batch_size, batch_key=batch_key
         )  # (B,)
-        c = mdm_noise(batch, keys, t, mask_id=self.info.mask_id, special_ids=self.info.never_mask)
+        c = TOKEN.get("mdm")(batch, keys, self.info, None, t=t)
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), c.targets.flatten(), reduction="none")  # (B*L,)
         n_tokens = (batch != self.info.pad_id).sum().clamp(min=1)

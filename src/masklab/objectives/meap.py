@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from masklab.corrupt.meap import meap_mask
+from masklab.corrupt.strategies import TOKEN
 from masklab.data.tokenizers import TokenInfo
 from masklab.objectives.base import Objective, logits_of
 
@@ -28,7 +28,7 @@ class MEAP(Objective):
         self.info, self.prob = info, prob
 
     def forward(self, batch, keys, **_):
-        c = meap_mask(batch, keys, mask_id=self.info.mask_id, special_ids=self.info.never_mask, prob=self.prob)
+        c = TOKEN.get("meap")(batch, keys, self.info, None, prob=self.prob)
         logits = logits_of(self.model(input_ids=c.inputs))  # (B, L, V)
         target = batch[:, 1:]  # next tokens of the clean sequence
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten())
