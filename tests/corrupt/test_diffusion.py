@@ -88,3 +88,21 @@ def test_mdm_noise_rate_is_t():
     c = mdm_noise(ids, k, t, mask_id=MASK, special_ids=SPECIAL)
     assert (c.mask.float().mean(1) - t).abs().max() < 0.05
     assert torch.allclose(c.weights[c.mask], (1 / t)[:, None].expand(B, L)[c.mask])
+
+
+def test_mdm_noise_rejects_nan_and_out_of_range_t():
+    """Issue 21.8: t=nan gave NaN weights everywhere; a time outside (0, 1] is a ValueError naming t."""
+    ids = torch.arange(5, 25).reshape(2, 10)
+    keys = torch.tensor([1, 2])
+    for bad in (float("nan"), 0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="t must"):
+            mdm_noise(ids, keys, torch.tensor([0.5, bad]), mask_id=1)
+
+
+def test_mdm_noise_takes_can_like_the_other_corruptions():
+    ids = torch.arange(5, 25).reshape(2, 10)
+    keys = torch.tensor([1, 2])
+    can = torch.zeros_like(ids, dtype=torch.bool)
+    can[:, :4] = True
+    c = mdm_noise(ids, keys, torch.tensor([1.0, 1.0]), mask_id=1, can=can)
+    assert torch.equal(c.mask, can)

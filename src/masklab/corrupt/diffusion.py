@@ -66,6 +66,8 @@ def mdm_noise(
     tokens. ``can`` [B, L] bool further restricts the eligible positions (as in the other corruptions).
     ``t`` must lie in (0, 1]: NaN or a value outside is a ValueError."""
     t = torch.as_tensor(t, dtype=torch.float32, device=ids.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(ids.shape[0])
     if t.numel() != ids.shape[0]:
         raise ValueError(f"t must hold one time per row: {ids.shape[0]} rows, got {t.numel()} values")
     if not bool(((t > 0) & (t <= 1)).all()):  # NaN fails both compares
