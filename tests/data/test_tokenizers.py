@@ -53,3 +53,29 @@ def test_encode_stream_appends_eos_and_caches(tmp_path):
     s = encode_stream(tok, ["ab", "c"], cache=tmp_path / "s.npy")
     assert s.tolist() == tok("ab", add_special_tokens=False)["input_ids"] + [3] + tok("c")["input_ids"] + [3]
     assert np.array_equal(np.load(tmp_path / "s.npy"), s)
+
+
+def test_token_info_is_the_one_record_collators_use():
+    """Issue 14.2: one pad rule (pad, else EOS) and one word-start table, shared by collators and objectives;
+    the collator used to pad with 0 when the tokenizer has no pad token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from masklab.collate import MDMCollator, MLMCollator
+    from masklab.data.tokenizers import TokenInfo, word_start_table
+
+    tok = byte_tokenizer()
+    info = TokenInfo.from_tokenizer(tok)
+    assert info == token_info(tok) and info.word_starts is not None
+    assert info.word_starts.equal(word_start_table(tok))
+    vocab = {"<mask>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("\u0120abcdef")}}
+    raw = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    nopad = PreTrainedTokenizerFast(tokenizer_object=raw, mask_token="<mask>", eos_token="<eos>")
+    assert nopad.pad_token_id is None
+    info = token_info(nopad)
+    assert info.pad_id == info.eos_id == 1
+    for c in (MLMCollator(nopad), MDMCollator(nopad)):
+        assert c.info == info and c.pad_id == 1
+        out = c([[2, 3, 4, 5], [2, 3]])
+        assert out["input_ids"][1, 2:].tolist() == [1, 1]  # padded with EOS
