@@ -22,10 +22,10 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from masklab.corrupt import keyed  # noqa: E402
+from masklab.data.digits import digits_images  # noqa: E402
 from masklab.objectives.mae import (  # noqa: E402
     MAE,
     MAEConfig,
-    digits_images,
     linear_probe,
     mask_for,
     train_mae,

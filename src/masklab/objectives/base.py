@@ -5,9 +5,10 @@ An objective is an ``nn.Module`` that owns the model(s) it trains. The loop call
     loss, metrics = objective(batch, keys, position=..., batch_size=..., batch_key=...)
 
 with ``batch`` a [B, ...] tensor of examples, ``keys`` [B] per-example keys from (seed, epoch, example index)
-(:func:`masklab.corrupt.keyed.example_keys`), ``position`` [B] the examples' places in the global batch,
+(:func:`masklab.corrupt.keyed.train_keys`), ``position`` [B] the examples' places in the global batch,
 ``batch_size`` the global batch size and ``batch_key`` a key for the whole step (for coupled noise such as
-stratified t). ``loss`` is a scalar averaged over this micro-batch; ``metrics`` maps names to detached scalars.
+stratified t; :func:`masklab.corrupt.keyed.batch_key` of the global batch's keys). ``loss`` is a scalar
+averaged over this micro-batch; ``metrics`` maps names to detached scalars.
 
 ``evaluate(examples, seed)`` returns a dict of floats on held-out examples, and ``save_model(dir)`` /
 ``load_model(dir)`` write and read the trained weights (``save_pretrained`` folders).
@@ -37,14 +38,15 @@ def eval_batches(examples: torch.Tensor, seed: int, batch_size: int, max_batches
     n = len(examples) if max_batches is None else min(len(examples), max_batches * batch_size)
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(n, start + batch_size))
-        keys = keyed.example_keys(seed, 0xFFFF, idx)
-        yield examples[idx], keys, idx - start, keyed.example_keys(seed, 0xFFFE, [start // batch_size])[0]
+        keys = keyed.eval_keys(seed, idx)
+        yield examples[idx], keys, idx - start, keyed.batch_key(keys)
 
 
 class Objective(nn.Module, abc.ABC):
     """Base class: holds ``self.model`` (the model that is saved as the checkpoint)."""
 
     name = "objective"
+    eval_batch_size = 32  # held-out examples per evaluation batch
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -56,9 +58,11 @@ class Objective(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def evaluate(
-        self, examples: torch.Tensor, seed: int = 0, batch_size: int = 32, max_batches: int | None = None
+        self, examples: torch.Tensor, seed: int = 0, batch_size: int | None = None, max_batches: int | None = None
     ) -> dict[str, float]:
-        """Mean of each metric over fixed held-out batches (weighted by batch size)."""
+        """Mean of each metric over fixed held-out batches (weighted by batch size; ``batch_size`` defaults to
+        the objective's ``eval_batch_size``)."""
+        batch_size = batch_size or self.eval_batch_size
         was = self.training
         self.eval()
         totals: dict[str, float] = {}

@@ -32,6 +32,8 @@ from torch import nn
 
 from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
+from masklab.data.digits import digits_images  # noqa: F401  (re-exported: the loader lives in masklab.data)
+from masklab.objectives.base import Objective
 
 __all__ = [
     "patchify",
@@ -341,31 +343,18 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float = 1.0) -> float:
     return float(clf.score(scaler.transform(test_x), test_y))
 
 
-def digits_images(size: int = 16):
-    """scikit-learn's bundled digits as ([1797, 1, size, size] float in [0, 1], labels [1797]) in a fixed
-    keyed order (seed 0): the first 1347 are the training split, the last 450 the test split. Bilinear
-    upsampling gives a 2x2 patch several distinct pixels for the per-patch normalized target."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8)
-    if size != 8:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    order = keyed.uniform(keyed.example_keys(0, 0, [0]), len(x), stream=1)[0].argsort()
-    return x[order], torch.as_tensor(d.target)[order]
-
-
-class MAEObjective(nn.Module):
-    """The training-loop interface (:class:`masklab.objectives.base.Objective`) around :class:`MAE`:
-    ``forward(images, keys) -> (loss, metrics)``. HPM's easy-to-hard progress counts training calls."""
+class MAEObjective(Objective):
+    """The training-loop interface around :class:`MAE`: ``forward(images, keys) -> (loss, metrics)``.
+    HPM's easy-to-hard progress counts training calls."""
 
     name = "mae"
+    eval_batch_size = 64
 
     def __init__(self, model: MAE, strategy: str = "random", ratio: float = 0.75, total_steps: int = 1):
-        super().__init__()
+        super().__init__(model)
         if strategy not in P.STRATEGIES:
             raise ValueError(f"unknown patch strategy {strategy!r}; expected one of {', '.join(P.STRATEGIES)}")
-        self.model, self.strategy, self.ratio, self.total_steps = model, strategy, ratio, max(total_steps, 1)
+        self.strategy, self.ratio, self.total_steps = strategy, ratio, max(total_steps, 1)
         self.calls = 0
 
     def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx):
@@ -375,20 +364,3 @@ class MAEObjective(nn.Module):
         pm = mask_for(self.strategy, self.model, batch, keys, self.ratio, progress)
         out = self.model(batch, pm)
         return out.loss, {"recon": out.recon}
-
-    def evaluate(self, examples, seed: int = 0, batch_size: int = 64, max_batches=None):
-        from masklab.objectives.base import Objective
-
-        return Objective.evaluate(self, examples, seed, batch_size, max_batches)
-
-    @property
-    def device(self):
-        return next(self.parameters()).device
-
-    def save_model(self, path) -> None:
-        self.model.save_pretrained(path)
-
-    def load_model(self, path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(Path(path) / "model.safetensors"), device=str(self.device)))

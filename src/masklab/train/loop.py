@@ -20,12 +20,9 @@ from tqdm import tqdm
 
 from masklab.corrupt import keyed
 from masklab.train import checkpoint, distributed
-from masklab.train.recipes.base import Recipe, from_dict, to_dict
+from masklab.train.recipes.base import RESUMABLE_CHANGES, Recipe, from_dict, to_dict
 
 __all__ = ["train", "lr_at", "global_batch", "RESUMABLE_CHANGES"]
-
-# Fields a resumed run may change; anything else must match the checkpoint's recipe.
-RESUMABLE_CHANGES = {"steps", "max_minutes", "eval_every", "ckpt_every", "log_every", "eval_batches", "device"}
 
 
 def lr_at(step: int, r: Recipe) -> float:
@@ -61,9 +58,8 @@ def global_batch(order: _Order, step: int, batch_size: int, seed: int):
     """Indices, keys and positions of the global batch of ``step``."""
     sample = torch.arange(step * batch_size, (step + 1) * batch_size)
     idx, epoch = order(sample)
-    keys = keyed.derive(keyed.example_keys(seed, 0, idx), epoch)  # keyed on (seed, epoch, example index)
-    batch_key = keyed.example_keys(seed, 0xFFFD, [step])[0]
-    return idx, keys, torch.arange(batch_size), batch_key
+    keys = keyed.train_keys(seed, epoch, idx)  # keyed on (seed, epoch, example index)
+    return idx, keys, torch.arange(batch_size), keyed.batch_key(keys)
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float):
@@ -85,60 +81,105 @@ def _check_resume(meta: dict, recipe: Recipe) -> None:
         raise ValueError(f"cannot resume: the recipe differs from the checkpoint's in {', '.join(sorted(diff))}")
 
 
-def train(
-    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_at: int | None = None
-) -> dict:
-    """Train ``recipe`` into the run folder ``out``. ``stop_at`` ends early after that step (as a pre-emption
-    would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
-    out = Path(out)
-    d = distributed.setup(recipe.device)
-    task = recipe.build()
-    objective = task.objective.to(d.device)
-    optimizer = torch.optim.AdamW(
+def _optimizer(objective: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
         _param_groups(objective, recipe.weight_decay),
         lr=recipe.lr,
         betas=(0.9, recipe.beta2),
         fused=False,
         foreach=False,
     )
+
+
+def _restore(out: Path, recipe: Recipe, objective, optimizer, main: bool) -> int:
+    """Load the checkpoint in ``out/model`` into ``objective`` and ``optimizer``; returns its step."""
+    ckpt_dir, metrics_path = out / "model", out / "metrics.jsonl"
+    meta = checkpoint.verify(ckpt_dir)
+    _check_resume(meta, recipe)
+    objective.load_model(ckpt_dir)
+    checkpoint.load_optimizer(ckpt_dir, optimizer)
+    start = meta["step"]
+    if main and metrics_path.exists():  # drop records past the checkpoint: they will be redone
+        kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start]
+        metrics_path.write_text("".join(ln + "\n" for ln in kept))
+    return start
+
+
+def _micro_size(recipe: Recipe, world: int) -> tuple[int, int]:
+    """(examples per rank, examples per micro-step)."""
+    per_rank = recipe.batch_size // world
+    if per_rank * world != recipe.batch_size or per_rank % recipe.grad_accum:
+        raise ValueError(
+            f"batch_size={recipe.batch_size} must split evenly over {world} ranks x "
+            f"grad_accum={recipe.grad_accum} micro-steps"
+        )
+    return per_rank, per_rank // recipe.grad_accum
+
+
+def _micro_steps(model, task, recipe: Recipe, d, order: _Order, step: int, per_rank: int, micro: int):
+    """Forward and backward over this rank's share of the global batch, in grad_accum pieces.
+    Returns (mean loss, mean metrics). The objective gets only what every objective needs."""
+    idx, keys, pos, batch_key = global_batch(order, step, recipe.batch_size, recipe.seed)
+    first = d.rank * per_rank
+    loss_sum = torch.zeros((), device=d.device)
+    metric_sums: dict[str, torch.Tensor] = {}
+    for k in range(recipe.grad_accum):
+        part = slice(first + k * micro, first + (k + 1) * micro)
+        sync = nullcontext() if d.world == 1 or k == recipe.grad_accum - 1 else model.no_sync()
+        with sync:
+            loss, metrics = model(
+                task.train[idx[part]].to(d.device),
+                keys[part].to(d.device),
+                position=pos[part].to(d.device),
+                batch_size=recipe.batch_size,
+                batch_key=batch_key.to(d.device),
+            )
+            (loss / recipe.grad_accum).backward()
+        loss_sum += loss.detach() / recipe.grad_accum
+        for name, v in metrics.items():
+            metric_sums[name] = metric_sums.get(name, 0) + v / recipe.grad_accum
+    return loss_sum, metric_sums
+
+
+def train(
+    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> dict:
+    """Train ``recipe`` into the run folder ``out``. ``stop_at`` ends early after that step (as a pre-emption
+    would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
+    # setup: devices, task, optimizer, and the checkpoint to resume from
+    out = Path(out)
+    d = distributed.setup(recipe.device)
+    task = recipe.build()
+    objective = task.objective.to(d.device)
+    optimizer = _optimizer(objective, recipe)
     ckpt_dir, metrics_path = out / "model", out / "metrics.jsonl"
     start = 0
     if resume:
-        meta = checkpoint.verify(ckpt_dir)
-        _check_resume(meta, recipe)
-        objective.load_model(ckpt_dir)
-        checkpoint.load_optimizer(ckpt_dir, optimizer)
-        start = meta["step"]
-        if d.main and metrics_path.exists():  # drop records past the checkpoint: they will be redone
-            kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start]
-            metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        start = _restore(out, recipe, objective, optimizer, d.main)
     elif d.main:
         out.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
     info = {**task.info, "fingerprint": task.fingerprint, "world_size": d.world}
     if d.main:
         (out / "run.json").write_text(json.dumps({"recipe": to_dict(recipe), "info": info}, indent=2))
-
-    per_rank = recipe.batch_size // d.world
-    if per_rank * d.world != recipe.batch_size or per_rank % recipe.grad_accum:
-        raise ValueError(
-            f"batch_size={recipe.batch_size} must split evenly over {d.world} ranks x "
-            f"grad_accum={recipe.grad_accum} micro-steps"
-        )
-    micro = per_rank // recipe.grad_accum
+    per_rank, micro = _micro_size(recipe, d.world)
     model = DDP(objective) if d.world > 1 else objective
     order = _Order(len(task.train), recipe.seed)
     tokens_per_step = recipe.batch_size * task.train[0].numel()
-    save = lambda step: checkpoint.save(
-        ckpt_dir,
-        objective,
-        recipe=to_dict(recipe),
-        step=step,  # noqa: E731
-        tokenizer=task.tokenizer,
-        optimizer=optimizer,
-        info=info,
-    )
-    evaluate = lambda: objective.evaluate(task.valid, seed=recipe.seed, max_batches=recipe.eval_batches)  # noqa: E731
+
+    def save(step):
+        checkpoint.save(
+            ckpt_dir,
+            objective,
+            recipe=to_dict(recipe),
+            step=step,
+            tokenizer=task.tokenizer,
+            optimizer=optimizer,
+            info=info,
+        )
+
+    def evaluate():
+        return objective.evaluate(task.valid, seed=recipe.seed, max_batches=recipe.eval_batches)
 
     bar = tqdm(
         total=recipe.steps,
@@ -168,26 +209,8 @@ def train(
         # 3. checkpoint
         if recipe.ckpt_every and step % recipe.ckpt_every == 0 and step > start and d.main:
             save(step)
-        # 4. micro-steps: this rank's share of the global batch, in grad_accum pieces
-        idx, keys, pos, batch_key = global_batch(order, step, recipe.batch_size, recipe.seed)
-        mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
-        loss_sum = torch.zeros((), device=d.device)
-        metric_sums: dict[str, torch.Tensor] = {}
-        for k in range(recipe.grad_accum):
-            part = slice(mine.start + k * micro, mine.start + (k + 1) * micro)
-            sync = nullcontext() if d.world == 1 or k == recipe.grad_accum - 1 else model.no_sync()
-            with sync:
-                loss, metrics = model(
-                    task.train[idx[part]].to(d.device),
-                    keys[part].to(d.device),
-                    position=pos[part].to(d.device),
-                    batch_size=recipe.batch_size,
-                    batch_key=batch_key.to(d.device),
-                )
-                (loss / recipe.grad_accum).backward()
-            loss_sum += loss.detach() / recipe.grad_accum
-            for name, v in metrics.items():
-                metric_sums[name] = metric_sums.get(name, 0) + v / recipe.grad_accum
+        # 4. micro-steps
+        loss_sum, metric_sums = _micro_steps(model, task, recipe, d, order, step, per_rank, micro)
         # 5. clip, 6. step
         grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), recipe.clip)
         optimizer.step()
@@ -214,6 +237,7 @@ def train(
     else:
         step = recipe.steps
     bar.close()
+    # finish: final evaluation, checkpoint and summary
     train_s = time.perf_counter() - began
     summary = {
         "step": step,

@@ -31,8 +31,14 @@ __all__ = [
     "apply_overrides",
     "to_dict",
     "from_dict",
+    "resolve_recipe",
+    "RESUMABLE_CHANGES",
     "SMALL_BPE",
 ]
+
+# Fields a resumed run may change; anything else (model size or preset, tokenizer, seq_len, data, ...) must match
+# the checkpoint's recipe.
+RESUMABLE_CHANGES = {"steps", "max_minutes", "eval_every", "ckpt_every", "log_every", "eval_batches", "device"}
 
 RECIPES: dict[str, tuple[Callable[[], Recipe], str]] = {}
 
@@ -206,13 +212,74 @@ def to_dict(recipe: Recipe) -> dict:
 
 
 def from_dict(d: dict) -> Recipe:
-    """The recipe saved in a checkpoint's masklab.json."""
+    """The recipe saved in a checkpoint's masklab.json, each field checked with the same typed parser as
+    ``key=value`` overrides (a wrongly typed field is one ValueError naming it)."""
     from masklab.train import recipes  # noqa: F401
 
+    if not isinstance(d, dict) or "recipe_class" not in d:
+        raise ValueError("the saved recipe must be a mapping with a 'recipe_class' field")
     d = dict(d)
     cls_name = d.pop("recipe_class")
     if cls_name not in _CLASSES:
         raise ValueError(f"checkpoint names recipe class {cls_name!r}, which this masklab does not have")
     cls = _CLASSES[cls_name]
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    values = {}
+    for k, v in d.items():
+        if k not in names:
+            continue
+        values[k] = _parse_saved(v, hints[k], k)
+    return cls(**values)
+
+
+def _parse_saved(value, typ, key: str):
+    """A JSON value of the saved recipe through the override parser (JSON gives real ints, floats and bools)."""
+    if value is None:
+        return _parse("none", typ, key)
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, float) and _base_type(typ) is int:
+        if not value.is_integer():
+            raise ValueError(f"saved recipe {key}={value!r}: expected int")
+        value = str(int(value))
+    elif isinstance(value, (int, float, str)):
+        value = str(value)
+    else:
+        raise ValueError(f"saved recipe {key}={value!r}: expected {getattr(_base_type(typ), '__name__', typ)}")
+    try:
+        return _parse(value, typ, key)
+    except ValueError as e:
+        raise ValueError(f"saved recipe: {e}".replace("override ", "")) from None
+
+
+def _base_type(typ):
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(typ) if a is not type(None))
+    return typ
+
+
+def resolve_recipe(name: str | None, overrides: list[str], saved: dict | None) -> Recipe:
+    """The recipe a run trains with.
+
+    A new run (``saved`` is None) is the registered recipe ``name`` with ``overrides``. A resumed run takes its
+    recipe from the checkpoint (``saved``, the ``recipe`` field of masklab.json); ``overrides`` then change only
+    the keys they name, and a changed key outside :data:`RESUMABLE_CHANGES` (the model size, tokenizer, seq_len,
+    data, ...) is a ValueError. ``name``, when given with ``saved``, must name the saved recipe.
+    """
+    if saved is None:
+        if name is None:
+            raise ValueError("recipe: a name is required for a new run (run 'masklab list recipe' to see them)")
+        return apply_overrides(get_recipe(name), overrides)
+    base = from_dict(saved)
+    if name is not None and name != base.name:
+        raise ValueError(f"recipe: the checkpoint was trained with recipe {base.name!r}, not {name!r}")
+    resumed = apply_overrides(base, overrides)
+    before, after = to_dict(base), to_dict(resumed)
+    fixed = sorted(k for k in after if k not in RESUMABLE_CHANGES and before.get(k) != after[k])
+    if fixed:
+        raise ValueError(
+            f"cannot resume with {', '.join(fixed)} changed: only {', '.join(sorted(RESUMABLE_CHANGES))} can change "
+            "mid-run"
+        )
+    return resumed

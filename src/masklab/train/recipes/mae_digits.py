@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masklab.corrupt.patches import STRATEGIES
-from masklab.objectives.mae import MAE, MAEConfig, MAEObjective, digits_images
+from masklab.data.digits import N_TRAIN, digits_images
+from masklab.objectives.mae import MAE, MAEConfig, MAEObjective
 from masklab.train.recipes.base import Recipe, Task, register
 
 
@@ -56,8 +57,8 @@ class MAEDigitsRecipe(Recipe):
         objective = MAEObjective(MAE(cfg), self.strategy, self.mask_ratio, total_steps=self.steps)
         return Task(
             objective,
-            x[:1347],
-            x[1347:],
+            x[:N_TRAIN],
+            x[N_TRAIN:],
             f"sklearn-digits-{self.image_size}px-split1347",
             info={"strategy": self.strategy, "grid": list(cfg.grid)},
         )
