@@ -163,19 +163,3 @@ def corruption_figure(
     ax.set_ylim(y + 0.2, 0.3)
     ax.set_title(f"token corruption (p={prob}, seed={seed}); small grey text = original token", fontsize=9, pad=4)
     return save(fig, out)
-
-
-# Until the `show` command calls corruption_figure itself: the old add_arguments/run pair as a thin adapter.
-def add_arguments(parser) -> None:
-    parser.add_argument("--strategy", default="random", help="a token strategy name, or 'all' for one row each")
-    parser.add_argument("--text", default=DEFAULT_TEXT, help="text to corrupt")
-    parser.add_argument("--out", required=True, help="output .png")
-    parser.add_argument("--prob", type=float, default=0.15, help="masking rate (default 0.15)")
-    parser.add_argument("--seed", type=int, default=0, help="mask seed")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)")
-
-
-def run(args) -> str:
-    path = corruption_figure(args.out, args.strategy, args.text, args.seed, args.prob, args.tokenizer)
-    print(path)
-    return str(path)
