@@ -11,7 +11,7 @@ from masklab.train.recipes.base import apply_overrides, from_dict, to_dict
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_round_trips(name):
     r = get_recipe(name)
-    assert r.name == name and RECIPES[name][1]  # one-line summary
+    assert r.name == name and RECIPES[name].summary  # one-line summary
     again = from_dict(to_dict(r))
     assert dataclasses.asdict(again) == dataclasses.asdict(r)
 

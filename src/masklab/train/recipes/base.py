@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from masklab.models import ARCHS, PRESETS, build_model
+from masklab.registry import Registry
 
 __all__ = [
     "Recipe",
@@ -40,7 +40,8 @@ __all__ = [
 # the checkpoint's recipe.
 RESUMABLE_CHANGES = {"steps", "max_minutes", "eval_every", "ckpt_every", "log_every", "eval_batches", "device"}
 
-RECIPES: dict[str, tuple[Callable[[], Recipe], str]] = {}
+# The recipe registry: each entry's callable takes no argument and returns the configured Recipe.
+RECIPES = Registry("recipe", "training recipes: () -> Recipe")
 
 # The schedule every full-size text recipe shares: small preset, BPE-4096, 20k steps (a GPU or a long CPU run).
 SMALL_BPE = dict(
@@ -60,21 +61,13 @@ _CLASSES: dict[str, type] = {}  # recipe classes by name, for reloading a saved 
 def register(name: str, summary: str):
     """Decorator for a zero-argument factory that returns a configured recipe."""
 
-    def deco(factory):
-        if name in RECIPES:
-            raise ValueError(f"recipe {name!r} registered twice")
-        RECIPES[name] = (factory, summary)
-        return factory
-
-    return deco
+    return RECIPES.register(name, summary)
 
 
 def get_recipe(name: str) -> Recipe:
     from masklab.train import recipes  # noqa: F401  (imports every recipe module)
 
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; run 'masklab recipes' to list them")
-    recipe = RECIPES[name][0]()
+    recipe = RECIPES.get(name)()
     recipe.name = name
     return recipe
 
