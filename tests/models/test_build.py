@@ -32,3 +32,18 @@ def test_unknown_preset_and_arch():
         build_model("modernbert", "huge", INFO, 8)
     with pytest.raises(ValueError, match="arch"):
         build_model("gpt", "micro", INFO, 8)
+
+
+def test_seq_len_beyond_max_position_embeddings_is_refused_before_allocating():
+    # issue 21.9: seq_len=100000 used to build the model and then allocate an ~80 GB attention mask
+    import pytest
+
+    from masklab.models import MAX_POSITIONS, build_model
+    from masklab.train.recipes import get_recipe
+    from masklab.train.recipes.base import apply_overrides
+
+    with pytest.raises(ValueError, match=r"seq_len=100000 must be in \[2, 8192\]"):
+        apply_overrides(get_recipe("mdm-tiny"), ["seq_len=100000"])
+    info = type("Info", (), {"vocab_size": 16, "pad_id": 0, "eos_id": 1, "bos_id": 2})()
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        build_model("modernbert", "micro", info, MAX_POSITIONS + 1)

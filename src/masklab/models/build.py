@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, ModernBertConfig, Modern
 
 from masklab.data.tokenizers import TokenInfo
 
-__all__ = ["Preset", "PRESETS", "ARCHS", "build_model", "count_parameters"]
+__all__ = ["Preset", "PRESETS", "ARCHS", "MAX_POSITIONS", "build_model", "check_seq_len", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,25 @@ PRESETS = {
     "base": Preset(hidden=768, layers=12, heads=12, intermediate=1152),  # ModernBERT-base width, GPU territory
 }
 ARCHS = ("modernbert", "llama")
+# The longest sequence a built model accepts (its max_position_embeddings): ModernBERT's 8192. Longer windows make
+# the [B, L, L] attention mask alone tens of GB, so they are refused before anything is allocated.
+MAX_POSITIONS = 8192
+
+
+def check_seq_len(seq_len, max_positions: int = MAX_POSITIONS) -> int:
+    """``seq_len`` as an int in [2, max_positions], else one ValueError naming it."""
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int):
+        raise ValueError(f"seq_len must be an int, got {seq_len!r}")
+    if not 2 <= seq_len <= max_positions:
+        raise ValueError(f"seq_len={seq_len} must be in [2, {max_positions}] (the model's max_position_embeddings)")
+    return seq_len
 
 
 def build_model(arch: str, preset: str, info: TokenInfo, max_len: int) -> nn.Module:
     """A freshly initialised HF model of ``arch`` and size ``preset`` for the tokenizer described by ``info``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    check_seq_len(max_len)
     p = PRESETS[preset]
     if arch == "modernbert":
         config = ModernBertConfig(

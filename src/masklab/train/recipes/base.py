@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from masklab.models import ARCHS, PRESETS, build_model
+from masklab.models import ARCHS, PRESETS, build_model, check_seq_len
 from masklab.registry import Registry
 
 __all__ = [
@@ -140,8 +140,7 @@ class TextRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.seq_len < 2:
-            raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+        check_seq_len(self.seq_len)  # against the model's max_position_embeddings, before any allocation
 
     def build_objective(self, model, info) -> torch.nn.Module:
         raise ValueError(f"recipe {self.name!r} does not define an objective")
@@ -149,7 +148,10 @@ class TextRecipe(Recipe):
     def build(self) -> Task:
         from masklab.data.text import text_task_data
 
-        data = text_task_data(self.data, self.tokenizer, self.seq_len)
+        data = text_task_data(self.data, self.tokenizer, self.seq_len)  # refuses seq_len > the training tokens
+        limit = getattr(data.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < self.seq_len:
+            raise ValueError(f"seq_len={self.seq_len} exceeds the tokenizer's model_max_length {limit}")
         with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
             torch.manual_seed(self.seed)
             model = build_model(self.arch, self.preset, data.info, self.seq_len)
