@@ -17,9 +17,12 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
 
 import argparse  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from masklab.corrupt import keyed  # noqa: E402
 from masklab.data.digits import digits_images  # noqa: E402
@@ -28,8 +31,10 @@ from masklab.objectives.mae import (  # noqa: E402
     MAEConfig,
     linear_probe,
     mask_for,
-    train_mae,
 )
+from masklab.train.loop import train  # noqa: E402
+from masklab.train.recipes import get_recipe  # noqa: E402
+from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
 STRATEGIES = [
     "random",
@@ -45,6 +50,26 @@ STRATEGIES = [
 ]
 
 
+def _train(strategy: str, cfg: dict, args) -> MAE:
+    """One strategy through the shared loop (recipe mae-digits: lr 2e-3, warm-up, AdamW decay on 2-D weights)."""
+    over = [
+        f"strategy={strategy}",
+        f"mask_ratio={args.ratio}",
+        f"steps={args.steps}",
+        f"batch_size={args.batch_size}",
+        f"seed={args.seed}",
+        f"warmup={min(100, max(1, args.steps // 4))}",
+        "eval_every=0",
+        "ckpt_every=0",
+        "eval_batches=1",
+    ] + [f"{k}={cfg[k]}" for k in ("image_size", "patch_size", "dim", "depth", "decoder_dim")]
+    with tempfile.TemporaryDirectory() as run:
+        train(apply_overrides(get_recipe("mae-digits"), over), run, progress=False)
+        model = MAE(MAEConfig(**cfg, loss_head=strategy == "hpm"))
+        model.load_state_dict(load_file(str(Path(run) / "model" / "model.safetensors")))
+    return model.eval()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400)
@@ -57,7 +82,7 @@ def main():
     y = y.numpy()
     raw = digits_images(8)[0].reshape(len(x), -1).numpy()  # the original 64 pixels, same order
     n_train = 1347
-    xtr, ytr, xte, yte = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    ytr, xte, yte = y[:n_train], x[n_train:], y[n_train:]
     cfg = dict(image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1)
     rows = [("raw pixels (64 values)", linear_probe(raw[:n_train], ytr, raw[n_train:], yte), "", 0.0)]
     torch.manual_seed(args.seed)
@@ -67,15 +92,7 @@ def main():
     t_all = time.time()
     for s in args.strategies.split(","):
         t0 = time.time()
-        model = train_mae(
-            xtr,
-            s,
-            config=MAEConfig(**cfg, loss_head=s == "hpm"),
-            ratio=args.ratio,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
+        model = _train(s, cfg, args)
         f = model.features(x).numpy()
         with torch.no_grad():
             keys = keyed.example_keys(args.seed, 0xFFFF, torch.arange(len(xte)))

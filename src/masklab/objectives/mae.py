@@ -13,16 +13,13 @@ extra loss-prediction head trained with HPM's relative (pairwise ranking) loss, 
 turns into a mask.
 
 The model is a tiny ViT built from ``torch.nn`` (pre-norm transformer blocks, fixed 2-D sin-cos positions as
-in MAE).
-:func:`train_mae` is a small top-to-bottom training loop and :func:`linear_probe` the evaluation used by
-``benchmarks/mae_digits.py``.
+in MAE). :class:`MAEObjective` trains it through the one loop (:func:`masklab.train.loop.train`, recipe
+``mae-digits``); :func:`linear_probe` is the evaluation used by ``benchmarks/mae_digits.py``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
 from masklab.data.digits import digits_images  # noqa: F401  (re-exported: the loader lives in masklab.data)
 from masklab.objectives.base import Objective
@@ -46,7 +42,6 @@ __all__ = [
     "mae_loss",
     "hpm_rank_loss",
     "mask_for",
-    "train_mae",
     "linear_probe",
     "ink_boxes",
 ]
@@ -281,56 +276,6 @@ def mask_for(
     if strategy not in P.STRATEGIES:
         raise ValueError(f"unknown patch strategy {strategy!r}; expected one of {', '.join(P.STRATEGIES)}")
     return P.STRATEGIES[strategy](grid, ratio, keys=keys)
-
-
-def train_mae(
-    images: torch.Tensor,
-    strategy: str = "random",
-    *,
-    config: MAEConfig | None = None,
-    ratio: float = 0.75,
-    steps: int = 1500,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    warmup: int = 100,
-    weight_decay: float = 0.05,
-    seed: int = 0,
-    log_every: int = 0,
-) -> MAE:
-    """Train an MAE on ``images`` [N, C, H, W] with one patch strategy; returns the model (eval mode)."""
-    config = config or MAEConfig(image_size=images.shape[-1], channels=images.shape[1], loss_head=strategy == "hpm")
-    torch.manual_seed(seed)  # weight init only; masks and batches are keyed below
-    model = MAE(config)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
-    n = images.shape[0]
-    per_epoch = max(n // batch_size, 1)
-    t0 = time.time()
-    for step in range(steps):
-        # lr: linear warm-up, cosine decay
-        lr_t = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        for g in opt.param_groups:
-            g["lr"] = lr_t
-        # batch: a keyed permutation per epoch, so the data order is a function of (seed, epoch)
-        epoch, i = divmod(step, per_epoch)
-        order = keyed.uniform(keyed.example_keys(seed, epoch, [0]), n, stream=7)[0].argsort()
-        idx = order[i * batch_size : (i + 1) * batch_size]
-        x = images[idx]
-        keys = keyed.example_keys(seed, epoch, idx)
-        pm = mask_for(strategy, model, x, keys, ratio, progress=(step + 1) / steps)
-        out = model(x, pm)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if log_every and step % log_every == 0:
-            print(f"{strategy} step {step} loss {out.recon.item():.4f} lr {lr_t:.2e} {time.time() - t0:.0f}s")
-    return model.eval()
 
 
 def linear_probe(train_x, train_y, test_x, test_y, C: float = 1.0) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from masklab.corrupt.patches import STRATEGIES
 from masklab.data.digits import N_TRAIN, digits_images
 from masklab.objectives.mae import MAE, MAEConfig, MAEObjective
@@ -54,7 +56,10 @@ class MAEDigitsRecipe(Recipe):
             decoder_dim=self.decoder_dim,
             loss_head=self.strategy == "hpm",
         )
-        objective = MAEObjective(MAE(cfg), self.strategy, self.mask_ratio, total_steps=self.steps)
+        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
+            torch.manual_seed(self.seed)
+            model = MAE(cfg)
+        objective = MAEObjective(model, self.strategy, self.mask_ratio, total_steps=self.steps)
         return Task(
             objective,
             x[:N_TRAIN],
