@@ -46,3 +46,29 @@ def test_training_learns_to_fill_smooth_signals(one_thread):
     with torch.no_grad():
         after = float(model(x, test_mask).loss)
     assert after < 0.6 * before
+
+
+def test_frame_objective_trains_through_the_objective_interface(one_thread, tmp_path):
+    from masklab.corrupt import keyed
+    from masklab.objectives.base import Objective
+    from masklab.objectives.frames import FrameObjective
+
+    torch.manual_seed(0)
+    t = torch.linspace(0, 6.28, 32)
+    freq = torch.rand(32, 1) * 2 + 0.5
+    x = torch.stack([torch.sin(freq * t), torch.cos(freq * t)], -1)  # (32, 32, 2)
+    obj = FrameObjective(MaskedFramePredictor(feat_dim=2, dim=16, depth=1, heads=2), 0.3, 3)
+    assert isinstance(obj, Objective)
+    before = obj.evaluate(x, seed=1)["loss"]
+    opt = torch.optim.AdamW(obj.parameters(), lr=1e-2)
+    for step in range(120):
+        loss, _ = obj(x, keyed.train_keys(0, step, torch.arange(32)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = obj.evaluate(x, seed=1)
+    assert after["loss"] < 0.6 * before
+    obj.save_model(tmp_path)
+    again = FrameObjective(MaskedFramePredictor(feat_dim=2, dim=16, depth=1, heads=2), 0.3, 3)
+    again.load_model(tmp_path)
+    assert again.evaluate(x, seed=1) == after

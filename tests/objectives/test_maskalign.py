@@ -48,3 +48,25 @@ def test_student_features_ignore_masked_patches():
     a = model.student(x, pm.ids_keep)
     b = model.student(y, pm.ids_keep)
     assert torch.equal(a, b)
+
+
+def test_maskalign_is_an_objective_with_keyed_masks_and_a_checkpoint(tmp_path):
+    from masklab.corrupt import keyed
+    from masklab.objectives.base import Objective
+    from masklab.objectives.maskalign import MaskAlignObjective
+
+    obj = MaskAlignObjective(_setup(levels=1), patch_size=2, grid=(4, 4), ratio=0.5)
+    assert isinstance(obj, Objective)
+    x = torch.rand(6, 1, 8, 8)
+    keys = keyed.train_keys(0, 0, torch.arange(6))
+    a, _ = obj(x, keys)
+    b, _ = obj(x, keys)
+    assert torch.equal(a, b)  # the mask is a function of the keys
+    ev = obj.evaluate(x, seed=0)
+    assert set(ev) == {"loss", "align"} and ev["loss"] > 0
+    obj.save_model(tmp_path)
+    again = MaskAlignObjective(_setup(levels=1), patch_size=2, grid=(4, 4), ratio=0.5)
+    with torch.no_grad():
+        again.model.mix.fill_(3.0)
+    again.load_model(tmp_path)
+    assert torch.equal(again.model.mix, obj.model.mix) and again.evaluate(x, seed=0) == ev

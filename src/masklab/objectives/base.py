@@ -20,7 +20,7 @@ import abc
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from masklab.corrupt import keyed
@@ -86,7 +86,14 @@ class Objective(nn.Module, abc.ABC):
         return next(self.parameters()).device
 
     def save_model(self, path: Path) -> None:
-        self.model.save_pretrained(path, safe_serialization=True)
+        """``save_pretrained`` for Hugging Face models; a plain ``nn.Module`` writes its tensors to
+        ``model.safetensors`` (what :meth:`load_model` reads in both cases)."""
+        if hasattr(self.model, "save_pretrained"):
+            self.model.save_pretrained(path, safe_serialization=True)
+            return
+        Path(path).mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, Path(path) / "model.safetensors")
 
     def load_model(self, path: Path) -> None:
         state = load_file(Path(path) / "model.safetensors", device=str(self.device))

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MaskedFramePredictor", "FrameOutput", "masked_frame_loss"]
+from masklab.objectives.base import Objective
+
+__all__ = ["MaskedFramePredictor", "FrameOutput", "masked_frame_loss", "FrameObjective"]
 
 
 @dataclass
@@ -64,3 +66,21 @@ class MaskedFramePredictor(nn.Module):
             mask = mask & ~pad
         pred = self.out(self.norm(self.encoder(x, src_key_padding_mask=pad)))
         return FrameOutput(masked_frame_loss(pred, frames, mask, weights), pred)
+
+
+class FrameObjective(Objective):
+    """The training-loop interface around :class:`MaskedFramePredictor`: ``forward(frames [B, T, F], keys) ->
+    (loss, metrics)``, with spans from :func:`masklab.corrupt.frames.span_mask` keyed on each example's key."""
+
+    name = "frames"
+
+    def __init__(self, model: MaskedFramePredictor, mask_prob: float = 0.3, mask_length: int = 3):
+        super().__init__(model)
+        self.mask_prob, self.mask_length = mask_prob, mask_length
+
+    def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx):
+        from masklab.corrupt.frames import span_mask
+
+        mask = span_mask(tuple(batch.shape[:2]), self.mask_prob, self.mask_length, keys=keys).to(batch.device)
+        out = self.model(batch, mask)
+        return out.loss, {"l1": out.loss.detach()}

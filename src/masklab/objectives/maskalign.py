@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt.patches import PatchMask
+from masklab.objectives.base import Objective
 from masklab.objectives.mae import ViTEncoder
 
-__all__ = ["MaskAlign", "MaskAlignOutput"]
+__all__ = ["MaskAlign", "MaskAlignOutput", "MaskAlignObjective"]
 
 
 @dataclass
@@ -81,3 +82,25 @@ class MaskAlign(nn.Module):
             losses.append(F.smooth_l1_loss(pred, target, beta=2.0))
         per_level = torch.stack(losses)
         return MaskAlignOutput(per_level.mean(), per_level.detach())
+
+
+class MaskAlignObjective(Objective):
+    """The training-loop interface around :class:`MaskAlign`: ``forward(images [B, C, H, W], keys) -> (loss,
+    metrics)``. Each image's visible patches come from keyed MAE random masking on its key; ``self.model`` is the
+    whole :class:`MaskAlign` (student, adapters, frozen teacher), saved as one safetensors file."""
+
+    name = "maskalign"
+
+    def __init__(self, model: MaskAlign, patch_size: int, grid: tuple[int, int], ratio: float = 0.7):
+        super().__init__(model)
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+        self.patch_size, self.grid, self.ratio = patch_size, tuple(grid), ratio
+
+    def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx):
+        from masklab.corrupt.patches import random_patches
+        from masklab.objectives.mae import patchify
+
+        pm = random_patches(self.grid, self.ratio, keys=keys)
+        out = self.model(patchify(batch, self.patch_size), pm)
+        return out.loss, {"align": out.loss.detach()}
