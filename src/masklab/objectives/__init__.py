@@ -1,5 +1,39 @@
-"""Pretraining objectives: one file each, a corruption + a target + a loss around a plain HF model."""
+"""Pretraining objectives: one file each, a corruption + a target + a loss around a model.
+
+:data:`OBJECTIVES` is the registry of kind "objective": each entry is an :class:`Objective` class, called as
+``(model, *parts, **options) -> Objective`` (text objectives take the tokenizer's ``TokenInfo`` as their part).
+"""
 
 from masklab.objectives.base import Objective, logits_of
+from masklab.registry import Registry
 
-__all__ = ["Objective", "logits_of"]
+OBJECTIVES = Registry("objective", "training objectives: (model, *parts, **options) -> Objective")
+
+
+def _register_all() -> None:
+    from masklab.objectives.ar import AR
+    from masklab.objectives.electra import ELECTRA
+    from masklab.objectives.frames import FrameObjective
+    from masklab.objectives.mae import MAEObjective
+    from masklab.objectives.maskalign import MaskAlignObjective
+    from masklab.objectives.mdm import MDM
+    from masklab.objectives.meap import MEAP
+    from masklab.objectives.mlm import MLM, CorruptionMLM
+
+    for name, cls, summary in [
+        ("mlm", MLM, "BERT masked LM: (model, info, prob, mix)"),
+        ("mlm-corruption", CorruptionMLM, "masked LM over a word-level corruption (whole-word, span, n-gram)"),
+        ("mdm", MDM, "masked diffusion LM with the 1/t-weighted ELBO: (model, info, eps, t_sampling)"),
+        ("meap", MEAP, "causal LM with mask tokens in the input (MEAP): (model, info, prob)"),
+        ("electra", ELECTRA, "ELECTRA replaced-token detection, generator + discriminator"),
+        ("ar", AR, "causal next-token LM: (model, info)"),
+        ("mae", MAEObjective, "MAE / HPM masked image modelling over any patch strategy: (model, strategy, ratio)"),
+        ("maskalign", MaskAlignObjective, "MaskAlign: visible-patch features aligned to a frozen teacher"),
+        ("frames", FrameObjective, "masked frame prediction (L1 on masked frames): (model, mask_prob, mask_length)"),
+    ]:
+        OBJECTIVES.register(name, summary, cls)
+
+
+_register_all()
+
+__all__ = ["OBJECTIVES", "Objective", "logits_of"]
