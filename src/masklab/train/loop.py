@@ -141,6 +141,19 @@ def _micro_steps(model, task, recipe: Recipe, d, order: _Order, step: int, per_r
     return loss_sum, metric_sums
 
 
+def _record(step: int, loss_sum, metric_sums: dict, lr: float, grad_norm, tok_s: float, elapsed: float) -> dict:
+    """One metrics.jsonl record: loss and metrics averaged over ranks."""
+    return {
+        "step": step,
+        "loss": distributed.mean_across(loss_sum).item(),
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+        "tokens_per_s": tok_s,
+        "elapsed_s": elapsed,
+        **{k: distributed.mean_across(v).item() for k, v in metric_sums.items()},
+    }
+
+
 def train(
     recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_at: int | None = None
 ) -> dict:
@@ -217,22 +230,13 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         # 7. log
         if (step + 1) % recipe.log_every == 0 or step + 1 == recipe.steps:
-            loss_avg = distributed.mean_across(loss_sum).item()
             now = time.perf_counter()
             tok_s = tokens_per_step * (step + 1 - step_last) / max(now - t_last, 1e-9)
             t_last, step_last = now, step + 1
-            record = {
-                "step": step + 1,
-                "loss": loss_avg,
-                "lr": lr,
-                "grad_norm": float(grad_norm),
-                "tokens_per_s": tok_s,
-                "elapsed_s": now - began,
-                **{k: distributed.mean_across(v).item() for k, v in metric_sums.items()},
-            }
+            record = _record(step + 1, loss_sum, metric_sums, lr, grad_norm, tok_s, now - began)
             if d.main:
                 _log(metrics_path, record)
-                bar.set_postfix(loss=f"{loss_avg:.3f}", tok_s=f"{tok_s:,.0f}")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
         bar.update(1)
     else:
         step = recipe.steps
