@@ -1,7 +1,7 @@
 """CUDA: FlexAttention + BlockMask (masklab.attention) vs dense SDPA with the same mask, inference and
 training.
 
-For the lead to run on one GPU (budget < 120 s; lengths that would overrun are skipped and reported):
+To run on one GPU (budget < 120 s; lengths that would overrun are skipped and reported):
 
     PYTHONPATH=src python3 benchmarks/gpu_attention.py
     PYTHONPATH=src python3 benchmarks/gpu_attention.py --lengths 1024 2048 4096 8192 16384 --budget 110

@@ -3,8 +3,8 @@
 # the device, so a GPU answers "how many steps does mdm-tiny need" in seconds; CPU wall time is measured on the CPU.
 # Usage (device machine): PYTHONPATH=src bash benchmarks/gpu_demo_sweep.sh OUTDIR
 set -u
-OUT=${1:-/tmp/sweep}; mkdir -p "$OUT"
-export PYTHONPATH=src MASKLAB_CACHE=/tmp/mlcache TOKENIZERS_PARALLELISM=false
+OUT=${1:-runs/gpu_sweep}; mkdir -p "$OUT"
+export PYTHONPATH=src MASKLAB_CACHE=runs/mlcache TOKENIZERS_PARALLELISM=false
 run() {  # name, overrides...
   local name=$1; shift
   python3 -m masklab train --recipe mdm-tiny --out "$OUT/$name" --no-progress max_minutes=0 "$@" \

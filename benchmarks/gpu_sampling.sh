@@ -4,8 +4,8 @@
 # benchmarks/sampling.py parts A/B on the GPU (timings: CUDA wall time, CPU part C/D/E skipped) and the classify
 # task. Usage (device machine, < 120 s): PYTHONPATH=src bash benchmarks/gpu_sampling.sh OUTDIR
 set -u
-OUT=${1:-/tmp/sampling}; mkdir -p "$OUT"
-export PYTHONPATH=src MASKLAB_CACHE=/tmp/mlcache TOKENIZERS_PARALLELISM=false
+OUT=${1:-runs/gpu_sampling}; mkdir -p "$OUT"
+export PYTHONPATH=src MASKLAB_CACHE=runs/mlcache TOKENIZERS_PARALLELISM=false
 python3 -m masklab train --recipe mdm-tiny --out "$OUT/mdm" --no-progress seq_len=256 max_minutes=0 \
   > "$OUT/mdm.log" 2>&1 &
 python3 -m masklab train --recipe ar --out "$OUT/ar" --no-progress seq_len=256 > "$OUT/ar.log" 2>&1 &
