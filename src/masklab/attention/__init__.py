@@ -1,7 +1,6 @@
 """Who may see whom: one mask language ``(b, h, q_idx, kv_idx) -> bool`` compiled to every backend.
 
-``mods`` builds and combines mask functions, ``compile`` turns them into dense / additive / FlexAttention
-masks,
+``mods`` builds and combines mask functions, ``compile`` turns them into dense / additive / FlexAttention masks,
 ``spec`` parses the text form, ``hf`` runs any transformers model with them (per layer), ``dynamic`` (DMA) and
 ``estimated`` (SEA) are trainable sparse masks.
 """

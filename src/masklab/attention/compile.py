@@ -1,13 +1,11 @@
-"""Compile a mask function to what each backend needs: a dense bool tensor, an additive float mask, or a
-FlexAttention ``BlockMask`` (cached per shape).
+"""Compile a mask function to what each backend needs: a dense bool tensor, an additive float mask, or a FlexAttention
+``BlockMask`` (cached per shape).
 
-``to_dense`` is the reference: every other form is tested against it. The BlockMask follows FlexAttention
-(Dong et al., 2024, arXiv:2412.05496, Sec. 3.2): the (Q, K) plane is cut into ``block_size`` tiles; tiles
-with no
-visible pair are skipped, fully visible tiles skip the mask function, partial tiles evaluate it.
+``to_dense`` is the reference: every other form is tested against it. The BlockMask follows FlexAttention (Dong et
+al., 2024, arXiv:2412.05496, Sec. 3.2): the (Q, K) plane is cut into ``block_size`` tiles; tiles with no visible
+pair are skipped, fully visible tiles skip the mask function, partial tiles evaluate it.
 
-FlexAttention on CPU has no backward pass (torch 2.13): use ``attention(..., backend="flex")`` for inference
-there
+FlexAttention on CPU has no backward pass (torch 2.13): use ``attention(..., backend="flex")`` for inference there
 and train with ``backend="sdpa"`` (dense mask). On CUDA, Flex trains.
 """
 

@@ -1,5 +1,5 @@
-"""Trainable dynamic mask attention (DMA): a content-based, query-agnostic importance per key picks which keys
-each head keeps; attention runs only over the kept keys, with the importance added as a bias.
+"""Trainable dynamic mask attention (DMA): a content-based, query-agnostic importance per key picks which keys each
+head keeps; attention runs only over the kept keys, with the importance added as a bias.
 
 Shi et al., 2025, "Trainable Dynamic Mask Sparse Attention" (arXiv:2508.02124), Sec. 3 (as in the Doge /
 flash-dmattn code):
@@ -8,12 +8,10 @@ flash-dmattn code):
     keep  = top-w over keys of delta, restricted to the keys the base mask allows (causal by default)
     out   = softmax(Q K^T / sqrt(d) + delta)[kept] V[kept]
 
-``A`` (one per head) and ``W_dt`` are trained: the bias enters the softmax of the kept keys, so gradients
-reach it;
-the top-w choice itself is not differentiable. Here attention is computed sparsely by gathering the ``w`` kept
-keys per query ((B, H, Lq, w, D), no (Lq, Lk) score matrix); ``dense_reference`` is the same thing done
-densely
-with a mask, the oracle for the tests. flash-dmattn needs CUDA; this is the small CPU-friendly version.
+``A`` (one per head) and ``W_dt`` are trained: the bias enters the softmax of the kept keys, so gradients reach it;
+the top-w choice itself is not differentiable. Here attention is computed sparsely by gathering the ``w`` kept keys
+per query ((B, H, Lq, w, D), no (Lq, Lk) score matrix); ``dense_reference`` is the same thing done densely with a
+mask, the oracle for the tests. flash-dmattn needs CUDA; this is the small CPU-friendly version.
 """
 
 from __future__ import annotations

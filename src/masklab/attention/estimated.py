@@ -1,15 +1,12 @@
-"""SEA-style estimated attention mask: a cheap linear-attention estimate of the attention matrix, at reduced
-width, chooses the top-k entries per query; exact softmax attention then runs on those entries only.
+"""SEA-style estimated attention mask: a cheap linear-attention estimate of the attention matrix, at reduced width,
+chooses the top-k entries per query; exact softmax attention then runs on those entries only.
 
-Lee et al., 2024, "SEA: Sparse Linear Attention with Estimated Attention Mask" (ICLR 2024, arXiv:2310.01777),
-Sec. 3 and Fig. 2: the estimator predicts a compressed attention matrix (width K < L), top-k per row gives a
-sparse
-mask that is resized to (L, L), and the student is trained with a KL distillation loss against the attention
-matrix of a dense teacher. Simplification here: the estimate is a kernel (elu + 1) linear attention over
-``est_dim``-wide query/key features, with keys mean-pooled into chunks of ``chunk`` positions (width
-``ceil(L / chunk)``); the mask is resized by repeating each kept chunk over its positions. SEA's CNN decoder
-of the
-estimate is left out.
+Lee et al., 2024, "SEA: Sparse Linear Attention with Estimated Attention Mask" (ICLR 2024, arXiv:2310.01777), Sec. 3
+and Fig. 2: the estimator predicts a compressed attention matrix (width K < L), top-k per row gives a sparse mask
+that is resized to (L, L), and the student is trained with a KL distillation loss against the attention matrix of a
+dense teacher. Simplification here: the estimate is a kernel (elu + 1) linear attention over ``est_dim``-wide
+query/key features, with keys mean-pooled into chunks of ``chunk`` positions (width ``ceil(L / chunk)``); the mask
+is resized by repeating each kept chunk over its positions. SEA's CNN decoder of the estimate is left out.
 """
 
 from __future__ import annotations

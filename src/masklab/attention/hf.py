@@ -1,22 +1,15 @@
 """Run any transformers model with masklab masks, per layer.
 
-``register()`` adds an attention implementation named ``"masklab"`` to transformers' ``AttentionInterface``
-and
-``AttentionMaskInterface``. The mask interface does not build a tensor: it returns a ``MaskContext`` holding
-what
-the model asked for (its own mask function, the padding mask, offsets). Each attention layer then picks its
-mask:
+``register()`` adds an attention implementation named ``"masklab"`` to transformers' ``AttentionInterface`` and
+``AttentionMaskInterface``. The mask interface does not build a tensor: it returns a ``MaskContext`` holding what
+the model asked for (its own mask function, the padding mask, offsets). Each attention layer then picks its mask:
 the masklab mask attached to that layer (``module.masklab_mask``, set by ``use_masks``, keyed on
-``module.layer_idx``) or else the model's own mask, ANDs the padding mask, compiles it with ``to_dense``
-(once per
-forward and mask), and calls transformers' SDPA attention. With no per-layer mask the result is the model's
-default.
+``module.layer_idx``) or else the model's own mask, ANDs the padding mask, compiles it with ``to_dense`` (once per
+forward and mask), and calls transformers' SDPA attention. With no per-layer mask the result is the model's default.
 
-"Do Not (Always) Look Right" (Dukic & Snajder, 2024, arXiv:2401.14556, Sec. 3): for sequence labelling,
-remove the
-causal mask in a chosen group of decoder layers while fine-tuning; ``bidirectional_layers(model, layers)``
-does
-that here (padding stays hidden).
+"Do Not (Always) Look Right" (Dukic & Snajder, 2024, arXiv:2401.14556, Sec. 3): for sequence labelling, remove the
+causal mask in a chosen group of decoder layers while fine-tuning; ``bidirectional_layers(model, layers)`` does that
+here (padding stays hidden).
 """
 
 from __future__ import annotations

@@ -1,36 +1,29 @@
 """Attention mask functions with FlexAttention's signature ``(b, h, q_idx, kv_idx) -> bool``.
 
-A mask function says whether query ``q_idx`` of batch row ``b`` and head ``h`` may attend to key ``kv_idx``.
-The
+A mask function says whether query ``q_idx`` of batch row ``b`` and head ``h`` may attend to key ``kv_idx``. The
 same function is evaluated two ways:
 
-* by broadcasting: ``b``, ``h``, ``q_idx``, ``kv_idx`` are integer tensors of shapes ``(B,1,1,1)``,
-``(1,H,1,1)``,
+* by broadcasting: ``b``, ``h``, ``q_idx``, ``kv_idx`` are integer tensors of shapes ``(B,1,1,1)``, ``(1,H,1,1)``,
   ``(1,1,Q,1)``, ``(1,1,1,K)`` and the result broadcasts to ``(B,H,Q,K)`` (``compile.to_dense``, transformers'
   ``sdpa_mask``);
 * under ``torch.vmap`` with 0-d tensors (FlexAttention's ``create_block_mask``).
 
-So a mask function uses only elementwise tensor ops and indexing of captured tensors, never Python ``if`` on
-its
+So a mask function uses only elementwise tensor ops and indexing of captured tensors, never Python ``if`` on its
 arguments. Every factory returns a function whose ``__name__`` describes it (``sliding_window_64``,
 ``causal&sliding_window_8``); ``masklab.attention.spec.parse`` reads these names back, as well as the
 ``sliding_window:64`` form.
 
 Two optional attributes travel with a mask function and through the combinators:
 
-* ``square`` (bool): the mask indexes queries and keys in the same sequence (document ids), so ``q_len`` must
-equal
+* ``square`` (bool): the mask indexes queries and keys in the same sequence (document ids), so ``q_len`` must equal
   ``kv_len``;
 * ``seq_len`` (int or None): the only length the mask is defined for (a packed sequence of known documents);
 * ``batch`` (int or None): the batch size the mask is defined for (per-row padding lengths).
 
 References: FlexAttention (Dong et al., 2024, "Flex Attention: A Programming Model for Generating Optimized
-Attention Kernels", arXiv:2412.05496) for the signature and the attn-gym mask zoo; Longformer (Beltagy et
-al., 2020,
-Sec. 3.1) for sliding and dilated sliding windows; StreamingLLM (Xiao et al., 2024, Sec. 3.2) for attention
-sinks;
-prefix LM from T5 (Raffel et al., 2020, Sec. 3.2.1, Fig. 3); block causal for block diffusion (Arriola et
-al., 2025,
+Attention Kernels", arXiv:2412.05496) for the signature and the attn-gym mask zoo; Longformer (Beltagy et al., 2020,
+Sec. 3.1) for sliding and dilated sliding windows; StreamingLLM (Xiao et al., 2024, Sec. 3.2) for attention sinks;
+prefix LM from T5 (Raffel et al., 2020, Sec. 3.2.1, Fig. 3); block causal for block diffusion (Arriola et al., 2025,
 "Block Diffusion", Sec. 3.1, the vectorized training mask M_full).
 """
 

@@ -12,8 +12,7 @@ Grammar (whitespace ignored)::
     group     := expr "=" RANGE ("," RANGE)*            RANGE is "i" or "i-j" (inclusive), layer indices
 
 NAME is one of: ``full``, ``bidir`` / ``bidirectional`` [lengths per row], ``causal``, ``padding`` lengths,
-``prefix_lm`` n, ``sliding_window`` w, ``local_window`` w (symmetric), ``dilated_sliding_window`` w,d,
-``sinks`` k,
+``prefix_lm`` n, ``sliding_window`` w, ``local_window`` w (symmetric), ``dilated_sliding_window`` w,d, ``sinks`` k,
 ``document`` lengths, ``causal_document`` lengths, ``block_causal`` b.
 
 Examples: ``causal``, ``causal&sliding_window:8``, ``causal&(sliding_window:4|sinks:2)``, ``document:3,5,8``,
