@@ -14,12 +14,24 @@ import json
 import os
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["MANIFEST", "save", "verify", "resolve", "load_optimizer", "read_manifest"]
+__all__ = [
+    "MANIFEST",
+    "Loaded",
+    "file_table",
+    "load",
+    "load_optimizer",
+    "read_manifest",
+    "resolve",
+    "save",
+    "verify",
+    "write_manifest",
+]
 
 MANIFEST = "masklab.json"
 FORMAT = 1
@@ -65,11 +77,7 @@ def save(
     if optimizer is not None:
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, tmp / "optimizer.safetensors", metadata=meta)
-    files = {
-        p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(tmp.rglob("*"))
-        if p.is_file()
-    }
+    files = file_table(tmp)
     from masklab import __version__
 
     meta = {
@@ -145,3 +153,94 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
         _, i, name = key.split(".", 2)
         state.setdefault(int(i), {})[name] = v
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def file_table(folder: str | os.PathLike) -> dict:
+    """``{relative name: {size, sha256}}`` of every file under ``folder`` but the manifest itself."""
+    folder = Path(folder)
+    return {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def write_manifest(folder: str | os.PathLike, meta: dict) -> Path:
+    """Write ``masklab.json`` in ``folder`` from ``meta`` with a fresh file table (sizes and SHA-256)."""
+    folder = Path(folder)
+    from masklab import __version__
+
+    meta = {
+        **meta,
+        "format": FORMAT,
+        "masklab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "files": file_table(folder),
+    }
+    out = folder / MANIFEST
+    out.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return out
+
+
+@dataclass
+class Loaded:
+    """What :func:`load` found: the folder, its verified manifest (``None`` for a plain Hugging Face folder), and
+    the model and tokenizer (``model`` is ``None`` when loaded with ``model=False``; ``tokenizer`` is ``None`` when
+    the folder has none)."""
+
+    folder: Path
+    manifest: dict | None
+    model: object = None
+    tokenizer: object = None
+
+
+def _model_class(folder: Path):
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    archs = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    return cls or transformers.AutoModel
+
+
+def load(path: str | os.PathLike, *, model: bool = True) -> Loaded:
+    """The one checkpoint loader: a run folder, a masklab checkpoint (verified against its manifest: sizes and
+    SHA-256) or a plain Hugging Face ``save_pretrained`` folder (no ``masklab.json``), loaded offline with the class
+    named by ``config.architectures[0]`` (``AutoModel`` if none). A missing, truncated or corrupted file is one
+    ValueError."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if not p.is_dir():
+        raise ValueError(f"{p} is not a folder, so not a checkpoint")
+    if any((c / MANIFEST).is_file() for c in (p, p / "model")):
+        folder = resolve(p)
+        manifest = verify(folder)
+    elif (p / "config.json").is_file():
+        folder, manifest = p, None
+    else:
+        raise ValueError(
+            f"{p} is not a masklab checkpoint (no {MANIFEST}) nor a Hugging Face model folder (no config.json); "
+            "pass a run folder, its model/ folder or a save_pretrained folder"
+        )
+    if not model:
+        return Loaded(folder, manifest)
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        net = _model_class(folder).from_pretrained(folder, local_files_only=True).eval()
+    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load the model in {folder} (truncated or corrupted?): {msg}") from None
+    except Exception as e:  # safetensors' SafetensorError is not an OSError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"cannot load the model in {folder}: a weight file is truncated or corrupted ({e})") from None
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        tok = None
+    return Loaded(folder, manifest, net, tok)

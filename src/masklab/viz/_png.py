@@ -16,7 +16,10 @@ def save(fig, out: str | os.PathLike, dpi: int = 120) -> Path:
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"output must be a .png file, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.parent.is_dir():
+        if not out.parent.parent.is_dir():
+            raise ValueError(f"out: the folder {out.parent} does not exist, nor its parent {out.parent.parent}")
+        out.parent.mkdir()
     tmp = out.with_name(f".{out.name}.tmp")
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
