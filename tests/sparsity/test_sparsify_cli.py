@@ -31,7 +31,7 @@ def ckpt(tmp_path_factory):
     )  # fmt: skip
     BertForMaskedLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
-    (folder / "masklab.json").write_text(json.dumps({"recipe": "toy"}))
+    checkpoint.write_manifest(folder, {"recipe": "toy"})  # a verified masklab checkpoint
     return folder
 
 

@@ -103,7 +103,7 @@ def resolve(path: str | os.PathLike) -> Path:
     """The checkpoint folder for ``path``: a checkpoint itself, or a run folder holding ``model/``."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist")
+        raise FileNotFoundError(f"no checkpoint at {p}: it does not exist")
     if not p.is_dir():
         raise ValueError(f"{p} is not a folder, so not a masklab checkpoint")
     for candidate in (p, p / "model"):
