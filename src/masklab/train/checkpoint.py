@@ -211,7 +211,7 @@ def load(path: str | os.PathLike, *, model: bool = True) -> Loaded:
     ValueError."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist")
+        raise FileNotFoundError(f"no checkpoint at {p}: it does not exist")
     if not p.is_dir():
         raise ValueError(f"{p} is not a folder, so not a checkpoint")
     if any((c / MANIFEST).is_file() for c in (p, p / "model")):
