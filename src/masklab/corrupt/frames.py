@@ -29,6 +29,7 @@ patch masks through ``patches._Source``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,6 +179,8 @@ def span_mask(
     B, T = (int(s) for s in shape)
     if not 0.0 <= float(mask_prob) <= 1.0:
         raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
+    if isinstance(mask_length, bool) or not isinstance(mask_length, numbers.Integral):
+        raise TypeError(f"mask_length must be an int, got {type(mask_length).__name__} {mask_length!r}")
     if int(mask_length) < 1:
         raise ValueError(f"mask_length must be >= 1, got {mask_length}")
     if mask_length > T:

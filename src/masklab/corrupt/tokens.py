@@ -15,6 +15,7 @@ tensor).
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -57,13 +58,46 @@ def _row_keys(ids: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def check_prob(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
+    """``p`` as a float in [0, 1]; strings, bools and NaN are refused (a string ``prob`` would otherwise reach
+    ``prob * 2**32`` as string repetition)."""
+    if isinstance(p, str | bytes | bool) or not isinstance(p, numbers.Real | torch.Tensor):
+        raise TypeError(f"{name} must be a real number, got {type(p).__name__} {p!r}")
+    p = float(p)
+    if not 0.0 <= p <= 1.0:  # False for NaN too
         raise ValueError(f"{name} must be in [0, 1], got {p}")
-    return float(p)
+    return p
+
+
+def check_token_id(name: str, v) -> int:
+    """``v`` as a non-negative int token id (``None`` or a float is a one-line error naming ``name``)."""
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, numbers.Integral | torch.Tensor)
+        or (torch.is_tensor(v) and (v.numel() != 1 or v.is_floating_point()))
+    ):
+        raise TypeError(f"{name} must be an integer token id, got {type(v).__name__} {v!r}")
+    if int(v) < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(v)}")
+    return int(v)
+
+
+def check_count(count):
+    """``count`` (None, an int or a [B] integer tensor) with no negative entry."""
+    if count is None:
+        return None
+    bad_type = isinstance(count, bool) or not isinstance(count, numbers.Integral | torch.Tensor)
+    if bad_type or (torch.is_tensor(count) and count.is_floating_point()):
+        raise TypeError(f"count must be an int or an integer tensor, got {type(count).__name__}")
+    if (torch.as_tensor(count) < 0).any():
+        raise ValueError(f"count must be >= 0, got {count}")
+    return count
 
 
 def check_ids(ids: torch.Tensor, keys: torch.Tensor | None = None) -> None:
     """``ids`` must be [B, L] with L > 0; ``keys``, when given, one per row or one for the whole batch."""
+    if not torch.is_tensor(ids) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        what = ids.dtype if torch.is_tensor(ids) else type(ids).__name__
+        raise TypeError(f"ids must be an integer tensor of token ids, got {what}")
     if ids.dim() != 2 or ids.shape[1] == 0:
         raise ValueError(f"ids must be a non-empty [B, L] tensor, got shape {tuple(ids.shape)}")
     if keys is not None and keys.numel() not in (1, ids.shape[0]):
@@ -194,6 +228,7 @@ def random_mask(
     On the CPU the work after the hash touches only the ~``prob`` share of candidate positions (numpy); other
     devices run the same integer arithmetic densely in torch, with identical results.
     """
+    prob, mask_id, count = check_prob("prob", prob), check_token_id("mask_id", mask_id), check_count(count)
     keys = _row_keys(ids, keys)
     if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
         plan = _kernel_plan(float(prob), tuple(mix), int(vocab_size), _special_key(special_ids), int(mask_id), False)
@@ -429,6 +464,7 @@ def whole_word_mask(
     replacement is ``pool[stream 2 % |pool|]``. On the CPU (rate mode) the role and replacement streams are
     hashed only at the selected tokens (numpy); elsewhere densely in torch, with identical results.
     """
+    prob, mask_id, count = check_prob("prob", prob), check_token_id("mask_id", mask_id), check_count(count)
     keys = _row_keys(ids, keys)
     if word_ids.shape != ids.shape:
         raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
