@@ -206,3 +206,17 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     argv = ["train", "--recipe", "mdm-tiny", "preset=micro", "--out", str(out), "steps=2", "max_minutes=0"]
     assert main([*argv, "--no-progress"]) == 0
     assert json.loads((out / "model" / "masklab.json").read_text())["recipe"]["steps"] == 2
+
+
+def test_list_prints_every_registry(capsys):
+    from masklab.registry import kinds
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind, reg in kinds().items():
+        assert out.count(f"{kind}: {len(reg)} entries") == 1
+        assert main(["list", kind]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            line for e in reg.entries() for line in [f"{e.name:<{max(map(len, reg))}}  {e.summary}"]
+        ]
+    _one_line_exit_2(["list", "nope"], capsys, "unknown kind")

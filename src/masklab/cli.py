@@ -28,6 +28,22 @@ def cmd_recipes(args) -> None:
         print(f"{name:<{width}}  {RECIPES[name].summary}")
 
 
+def cmd_list(args) -> None:
+    from masklab.registry import kinds
+
+    registries = kinds()
+    if args.kind is None:
+        for kind, reg in registries.items():
+            print(f"{kind}: {len(reg)} entries; {reg.signature}")
+        return
+    if args.kind not in registries:
+        raise ValueError(f"unknown kind {args.kind!r}; choose from: {', '.join(registries)}")
+    entries = registries[args.kind].entries()
+    width = max((len(e.name) for e in entries), default=0)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.summary}")
+
+
 def cmd_train(args) -> None:
     from masklab.train import checkpoint
     from masklab.train.loop import train
@@ -213,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="masklab", description="Every kind of mask in modern deep learning.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list the registered plug-ins of a kind (no kind: every kind)")
+    s.add_argument("kind", nargs="?", help="token | objective | recipe | ... (omit to list the kinds)")
+    s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("recipes", help="list the training recipes, one line each")
     s.set_defaults(func=cmd_recipes)
