@@ -72,3 +72,17 @@ def test_top_k_top_p_keep_only_the_allowed_tokens(k, p):
 def test_temperature_zero_is_greedy():
     logits = torch.randn(50, 17, generator=torch.Generator().manual_seed(0))
     assert torch.equal(categorical(logits, temperature=0.0), logits.argmax(-1))
+
+
+def test_nan_temperature_and_nan_logits_are_value_errors():
+    with pytest.raises(ValueError, match="temperature"):
+        categorical(torch.zeros(2, 5), temperature=float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        categorical(torch.tensor([[0.0, float("nan"), 1.0]]))
+
+
+def test_batch_prompts_appends_n_masks():
+    from masklab.sample.generate import batch_prompts
+
+    x = batch_prompts([[5, 6], [7]], n_masks=3, mask_id=1, pad_id=0)
+    assert x.tolist() == [[5, 6, 1, 1, 1], [7, 1, 1, 1, 0]]

@@ -52,8 +52,10 @@ def categorical(
     Randomness comes from ``u`` (float64 uniforms of shape ``logits.shape[:-1]``, e.g. keyed per row) or else
     from ``generator``.
     """
-    if temperature < 0:
+    if not temperature >= 0:  # False for NaN too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN")
     if not torch.isfinite(logits).any(-1).all():
         raise ValueError("every row of logits needs at least one finite value")
     if temperature == 0:

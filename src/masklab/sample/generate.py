@@ -57,21 +57,22 @@ def as_model_fn(model, pad_id: int | None = None):
 
 def batch_prompts(
     prompts: Sequence[Sequence[int]],
-    gen_length: int,
+    n_masks: int,
     *,
     mask_id: int | None,
     pad_id: int,
     suffix: Sequence[int] = (),
 ) -> torch.Tensor:
-    """[B, L] ids: each prompt, then ``gen_length`` masks, then ``suffix``, right-padded with ``pad_id``.
+    """[B, L] ids: each prompt, then ``n_masks`` mask tokens (the number to append, not a total length), then
+    ``suffix``, right-padded with ``pad_id``.
 
     Right padding keeps every row's positions what they would be alone; pass the same ``pad_id`` to
     :func:`generate` so the padding is excluded from attention."""
     if mask_id is None:
         raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
-    if gen_length <= 0:
-        raise ValueError(f"generation length must be positive, got {gen_length}")
-    rows = [list(p) + [mask_id] * gen_length + list(suffix) for p in prompts]
+    if n_masks <= 0:
+        raise ValueError(f"n_masks: the generation length must be positive, got {n_masks}")
+    rows = [list(p) + [mask_id] * n_masks + list(suffix) for p in prompts]
     if not rows:
         raise ValueError("no prompts given")
     L = max(map(len, rows))

@@ -198,6 +198,11 @@ def decode_descriptors(
     return _decode_lenient(text, labels, shape, background)
 
 
+# Model output is untrusted: the cells of a row are bounded by this number, far above Text4Seg's 16-64 cell rows,
+# before anything is allocated (a lenient decode then truncates to the grid width as for any long row).
+MAX_ROW_CELLS = 4096
+
+
 def _decode_strict(text: str, labels, shape) -> np.ndarray:
     begin = text.find("<seg>")
     if begin < 0:
@@ -229,7 +234,10 @@ def _decode_strict(text: str, labels, shape) -> np.ndarray:
                 )
             if allowed is not None and lab not in allowed:
                 raise ValueError(f"unknown label {lab!r} in row {r} at position {tpos}")
-            cells.extend([lab] * (1 if count is None else int(count)))
+            n = 1 if count is None else int(count)
+            if len(cells) + n > MAX_ROW_CELLS:
+                raise ValueError(f"row {r} has more than {MAX_ROW_CELLS} cells (run {token!r} at position {tpos})")
+            cells.extend([lab] * n)
             tpos += len(token) + 2
         if rows and len(cells) != len(rows[0]):
             raise ValueError(f"row {r} at position {pos} has {len(cells)} cells, row 0 has {len(rows[0])}")
@@ -275,7 +283,11 @@ def _decode_lenient(text: str, labels, shape, background: str) -> Decoded:
             if not lab or (allowed is not None and lab not in allowed):
                 repairs.append(f"row {r}: unknown label {lab!r} became {background!r}")
                 lab = background
-            cells.extend([lab] * int(count))
+            n = int(count)
+            if len(cells) + n > MAX_ROW_CELLS:
+                repairs.append(f"row {r}: run {token!r} exceeds {MAX_ROW_CELLS} cells; truncated")
+                n = max(MAX_ROW_CELLS - len(cells), 0)
+            cells.extend([lab] * n)
         if cells:
             rows.append(cells)
     if not rows:

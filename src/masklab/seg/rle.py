@@ -46,6 +46,8 @@ def rle_encode(mask) -> dict | list[dict]:
     as ``bytes``. A torch tensor on an accelerator has its run boundaries found there; a CPU tensor shares
     memory with numpy and takes the numpy path.
     """
+    if not (torch.is_tensor(mask) or isinstance(mask, np.ndarray | list | tuple)):
+        raise TypeError(f"mask must be an array or tensor [H, W] or [N, H, W], got {type(mask).__name__}")
     single = _ndim(mask) == 2
     if _ndim(mask) not in (2, 3):
         raise ValueError(f"mask must be [H, W] or [N, H, W], got shape {tuple(mask.shape)}")
