@@ -53,8 +53,8 @@ def test_generate_fills_only_the_masks(trained, capsys, tmp_path):
 def test_generate_keeps_the_prompt_and_fills_every_mask(trained):
     import torch
 
-    from masklab.cli import load_masked_lm
     from masklab.sample import generate, parse_prompt
+    from masklab.train.checkpoint import load_masked_lm
 
     model, tok = load_masked_lm(trained)
     ids = torch.tensor(parse_prompt("x = <mask:5> + y<mask:3>", tok))

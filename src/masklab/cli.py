@@ -107,24 +107,11 @@ def cmd_eval(args) -> None:
     print(json.dumps(result, indent=2))
 
 
-def load_masked_lm(path):
-    """(model, tokenizer) from a verified masklab checkpoint or run folder."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from masklab.train import checkpoint
-
-    ckpt = checkpoint.resolve(path)
-    checkpoint.verify(ckpt)
-    hf_logging.disable_progress_bar()
-    model = AutoModelForMaskedLM.from_pretrained(ckpt).eval()
-    return model, AutoTokenizer.from_pretrained(ckpt)
-
-
 def cmd_generate(args) -> None:
     import torch
 
     from masklab.sample import generate, parse_prompt
+    from masklab.train.checkpoint import load_masked_lm
 
     model, tok = load_masked_lm(args.model)
     ids = parse_prompt(args.prompt, tok, max_len=model.config.max_position_embeddings)

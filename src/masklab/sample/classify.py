@@ -133,7 +133,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> None:
     """Generative classification with the MLM head: score candidate label words at a <mask> slot."""
-    from masklab.cli import load_masked_lm
+    from masklab.train.checkpoint import load_masked_lm
 
     if (args.task is None) == (args.text is None):
         raise ValueError("give exactly one of --task or --text")

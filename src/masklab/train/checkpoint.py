@@ -77,20 +77,7 @@ def save(
     if optimizer is not None:
         tensors, meta = _optimizer_tensors(optimizer)
         save_file(tensors, tmp / "optimizer.safetensors", metadata=meta)
-    files = file_table(tmp)
-    from masklab import __version__
-
-    meta = {
-        "format": FORMAT,
-        "masklab": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "step": step,
-        "recipe": recipe,
-        "info": info or {},
-        "files": files,
-    }
-    (tmp / MANIFEST).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_manifest(tmp, {"step": step, "recipe": recipe, "info": info or {}})
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():
         os.replace(path, old)
@@ -244,3 +231,15 @@ def load(path: str | os.PathLike, *, model: bool = True) -> Loaded:
     except (OSError, ValueError, TypeError):
         tok = None
     return Loaded(folder, manifest, net, tok)
+
+
+def load_masked_lm(path: str | os.PathLike):
+    """(model in eval mode, tokenizer) of a masked LM from a verified masklab checkpoint or run folder."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    ckpt = resolve(path)
+    verify(ckpt)
+    hf_logging.disable_progress_bar()
+    model = AutoModelForMaskedLM.from_pretrained(ckpt).eval()
+    return model, AutoTokenizer.from_pretrained(ckpt)
