@@ -37,3 +37,14 @@ def test_bad_inputs(tmp_path):
     np.save(tmp_path / "small.npy", np.ones((4, 4)))
     with pytest.raises(ValueError, match="image is 512x512"):
         seg.run(parse("--out", str(tmp_path / "a.png"), "--mask", str(tmp_path / "small.npy")))
+
+
+@pytest.mark.parametrize("name,content", [("bad.npy", b"not numpy"), ("bad.json", b"{not json"), ("o.npy", None)])
+def test_a_bad_mask_file_says_what_format_is_expected(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:
+        np.save(path, np.array([{"a": 1}], dtype=object))  # would need pickle to load
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="COCO RLE .json .* or a .npy array"):
+        seg.run(parse("--out", str(tmp_path / "a.png"), "--mask", str(path)))

@@ -46,7 +46,13 @@ def _mask(args, size: tuple[int, int]) -> tuple[np.ndarray, str]:
         p = Path(args.mask)
         if not p.exists():
             raise FileNotFoundError(f"mask not found: {p}")
-        m = rle_decode(json.loads(p.read_text())) if p.suffix == ".json" else np.load(p) != 0
+        expected = "a COCO RLE .json ({'size': [h, w], 'counts': ...}) or a .npy array [h, w] saved by numpy.save"
+        try:
+            m = rle_decode(json.loads(p.read_text())) if p.suffix == ".json" else np.load(p, allow_pickle=False) != 0
+        except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"mask {p} is not {expected}: {str(e).splitlines()[0]}") from None
+        if m.ndim != 2:
+            raise ValueError(f"mask {p} is not {expected}: it has {m.ndim} dimensions")
         if m.shape != size:
             raise ValueError(f"mask is {m.shape[0]}x{m.shape[1]} but the image is {size[0]}x{size[1]}")
         return m, p.name
