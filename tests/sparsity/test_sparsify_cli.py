@@ -4,6 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
@@ -81,3 +82,20 @@ def test_show_sparsity_renders_png(ckpt, tmp_path):
     assert out2.stat().st_size > 1000
     with pytest.raises(ValueError, match="no pruned layer name contains"):
         show.run(_args(show, ["--random", "--layer", "zzz", "--out", str(out)]))
+
+
+def test_show_sparsity_leaves_pruned_cells_blank_and_has_a_colorbar(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import matplotlib.figure
+
+    images, bars = [], []
+    imshow, colorbar = matplotlib.axes.Axes.imshow, matplotlib.figure.Figure.colorbar
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "imshow", lambda ax, x, **kw: images.append((x, kw)) or imshow(ax, x, **kw)
+    )
+    monkeypatch.setattr(matplotlib.figure.Figure, "colorbar", lambda f, m, **kw: bars.append(m) or colorbar(f, m, **kw))
+    assert show.run(_args(show, ["--random", "--out", str(tmp_path / "s.png")])) == 0
+    heat, kw = images[0]
+    assert np.isnan(heat).any() and tuple(kw["cmap"].get_bad()[:3]) == (1.0, 1.0, 1.0)  # pruned = NaN drawn white
+    assert not any(getattr(k.get("cmap"), "name", k.get("cmap")) == "Greys" for _, k in images)  # no grey overlay
+    assert len(bars) == 1

@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     grid = fig.add_gridspec(2, 3, width_ratios=[3, 1, 2.4], height_ratios=[1, 1])
     ax = fig.add_subplot(grid[:, 0])
     shown = torch.where(keep, w, torch.full_like(w, float("nan")))
-    ax.imshow(shown.numpy(), cmap="viridis", interpolation="nearest")
-    ax.imshow((~keep).float().numpy(), cmap="Greys", alpha=0.25 * (~keep).float().numpy(), interpolation="nearest")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")  # pruned (NaN) cells stay blank
+    heat = ax.imshow(shown.numpy(), cmap=cmap, interpolation="nearest")
+    fig.colorbar(heat, ax=ax, shrink=0.6, label="|W| (dense value of the kept weights)")
     for x in range(args.m, keep.shape[1], args.m):
         ax.axvline(x - 0.5, color="white", lw=0.8)
     ax.set_title(f"{pick}\n|W| of kept weights (blank = pruned), groups of {args.m} along the input dim", fontsize=9)
