@@ -235,8 +235,9 @@ def output_tensor(out) -> torch.Tensor:
 
 def distill_loss_fn(teacher: nn.Module) -> Callable[[nn.Module, object], torch.Tensor]:
     """A ``loss_fn`` that matches the student's main output to a frozen ``teacher``'s: KL for ``.logits``,
-    otherwise MSE divided by the teacher output's variance."""
-    from .scores import run_model
+    otherwise MSE divided by the teacher output's variance. Positions the batch's ``attention_mask`` marks as
+    padding are left out."""
+    from .scores import _real_rows, run_model, token_mask
 
     teacher = copy.deepcopy(teacher).eval()
     for p in teacher.parameters():
@@ -246,10 +247,13 @@ def distill_loss_fn(teacher: nn.Module) -> Callable[[nn.Module, object], torch.T
         with torch.no_grad():
             t_out = run_model(teacher, batch)
         s_out = run_model(model, batch)
+        keep = token_mask(batch)
         if getattr(t_out, "logits", None) is not None:
-            t, s = t_out.logits.float(), s_out.logits.float()
+            t, s = _real_rows(t_out.logits.float(), keep), _real_rows(s_out.logits.float(), keep)
             return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
         t, s = output_tensor(t_out).float(), output_tensor(s_out).float()
+        if t.dim() >= 3:
+            t, s = _real_rows(t, keep), _real_rows(s, keep)
         return F.mse_loss(s, t) / t.var().clamp_min(1e-12)
 
     return loss_fn

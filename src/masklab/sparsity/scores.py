@@ -10,6 +10,8 @@
 
 ``collect_input_stats`` runs a model on calibration batches with forward pre-hooks on the chosen modules and
 accumulates, per module, the per-feature sum of squares (for Wanda) and optionally ``X^T X`` (for SparseGPT).
+Padding is not a calibration token: when a batch carries an ``attention_mask``, every statistic counts only the
+positions it keeps (the papers calibrate on unpadded 2048-token C4 windows, where the question never arises).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "collect_input_stats",
     "iter_calib",
     "run_model",
+    "token_mask",
     "sparsegpt_prune",
 ]
 
@@ -85,21 +88,39 @@ def run_model(model: nn.Module, batch):
     return model(batch)
 
 
+def token_mask(batch) -> torch.Tensor | None:
+    """The real (non-padding) positions of a calibration batch, ``[B, L]`` bool, or None when it has no
+    ``[B, L]`` ``attention_mask`` (then every position counts; a 4-D additive mask says nothing of padding)."""
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    if not torch.is_tensor(mask) or mask.dim() != 2:
+        return None
+    return mask.bool()
+
+
+def _real_rows(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``x`` [..., d] flattened to ``[tokens, d]``, keeping only the rows at real positions when ``x`` is laid
+    out ``[B, L, ..., d]`` like the batch's mask (a module that sees another layout keeps every row)."""
+    if keep is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(keep.shape):
+        x = x[keep.to(x.device)]
+    return x.reshape(-1, x.shape[-1])
+
+
 @torch.no_grad()
 def collect_input_stats(
     model: nn.Module, modules: Mapping[str, nn.Module], calib, hessian: bool = False
 ) -> dict[str, InputStats]:
     """Run ``model`` over ``calib`` and return the input statistics of each module in ``modules``.
 
-    The model runs in eval mode (restored afterwards). Raises ``ValueError`` if ``calib`` yields no batch or a
-    module never receives an input.
+    Positions the batch's ``attention_mask`` marks as padding are left out of every statistic. The model runs
+    in eval mode (restored afterwards). Raises ``ValueError`` if ``calib`` yields no batch or a module never
+    receives an input.
     """
     stats: dict[str, InputStats] = {}
+    keep: torch.Tensor | None = None  # real positions of the batch being run
 
     def make_hook(name):
         def hook(_mod, args):
-            x = args[0].detach()
-            x = x.reshape(-1, x.shape[-1]).double()  # (tokens, in)
+            x = _real_rows(args[0].detach(), keep).double()  # (tokens, in)
             st = stats.get(name)
             if st is None:
                 st = stats[name] = InputStats(
@@ -120,6 +141,7 @@ def collect_input_stats(
     n_batches = 0
     try:
         for batch in iter_calib(calib):
+            keep = token_mask(batch)
             run_model(model, batch)
             n_batches += 1
     finally:
