@@ -199,3 +199,24 @@ def test_bad_input_is_refused():
         generate(HMM, x, mask_id=MASK, sampler="fhs", threshold=0.5)
     with pytest.raises(ValueError, match="remasking must be one of"):
         generate(HMM, x, mask_id=MASK, remasking="best")
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_a_model_with_wrong_shaped_logits_is_refused_by_name(sampler):
+    x = torch.full((2, 4), MASK)
+    wrong = {
+        "missing the vocabulary axis": lambda ids: torch.zeros(ids.shape),
+        "a different length": lambda ids: torch.zeros(ids.shape[0], ids.shape[1] + 1, 5),
+        "integer logits": lambda ids: torch.zeros(ids.shape + (5,), dtype=torch.long),
+        "not a tensor": lambda ids: [0.0],
+    }
+    for fn in wrong.values():
+        with pytest.raises(ValueError, match=r"model returned logits of (shape|dtype)"):
+            generate(fn, x, mask_id=MASK, sampler=sampler)
+
+
+def test_an_empty_batch_and_nan_temperature_are_refused():
+    with pytest.raises(ValueError, match=r"non-empty \[B, L\] tensor, got shape \(0, 4\)"):
+        generate(HMM, torch.zeros(0, 4, dtype=torch.long), mask_id=MASK)
+    with pytest.raises(ValueError, match="temperature must be >= 0, got nan"):
+        generate(HMM, torch.full((1, 4), MASK), mask_id=MASK, temperature=float("nan"))

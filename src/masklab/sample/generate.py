@@ -123,7 +123,7 @@ def generate(
             )
     squeeze = input_ids.dim() == 1
     x = input_ids[None] if squeeze else input_ids
-    if x.dim() != 2 or x.shape[1] == 0:
+    if x.dim() != 2 or 0 in x.shape:
         raise ValueError(f"input_ids must be a non-empty [B, L] tensor, got shape {tuple(input_ids.shape)}")
     n = (x == mask_id).sum(1)
     if int(n.max()) == 0:
@@ -137,7 +137,7 @@ def generate(
         steps_t = steps_t.expand(x.shape[0])
         if int(steps_t.min()) <= 0:
             raise ValueError(f"steps must be positive, got {steps}")
-    if temperature < 0:
+    if not temperature >= 0:  # NaN fails too
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     order = torch.where(x == mask_id, 0, -1).to(torch.long)
     stats: dict = {}

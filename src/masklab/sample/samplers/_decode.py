@@ -31,6 +31,17 @@ def check_logits(logits: torch.Tensor, step: int, where: torch.Tensor | None = N
         raise ValueError(f"model returned NaN or inf logits at step {step}")
 
 
+def _called(model_fn, xs: torch.Tensor) -> torch.Tensor:
+    """``model_fn(xs)``, refusing anything but logits [B, L, V] for ids [B, L] in one clear error."""
+    out = model_fn(xs)
+    if not torch.is_tensor(out) or out.dim() != 3 or tuple(out.shape[:2]) != tuple(xs.shape):
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise ValueError(f"model returned logits of shape {got} for ids of shape {tuple(xs.shape)}; need [B, L, V]")
+    if not out.is_floating_point():
+        raise ValueError(f"model returned logits of dtype {out.dtype}; need a floating-point [B, L, V] tensor")
+    return out
+
+
 def split_evenly(total: torch.Tensor, parts: torch.Tensor, width: int) -> torch.Tensor:
     """[B, width]: ``total`` [B] spread over the first ``parts`` [B] slots, remainder on the earliest
     slots."""
@@ -126,10 +137,10 @@ class Decoder:
         if self.cfg_scale > 0:
             # LLaDA's CFG: uncond = the same ids with the prompt masked; logits = u + (w + 1) (c - u)
             un = xs.masked_fill(self.prompt if everyone else self.prompt[alive], self.mask_id)
-            cond, uncond = self.model_fn(torch.cat([xs, un])).chunk(2)
+            cond, uncond = _called(self.model_fn, torch.cat([xs, un])).chunk(2)
             part = uncond + (self.cfg_scale + 1) * (cond - uncond)
         else:
-            part = self.model_fn(xs)
+            part = _called(self.model_fn, xs)
         if everyone:
             out = part
         else:
