@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import torch
 
 from masklab.corrupt import keyed
 from masklab.objectives.base import logits_of
-from masklab.sample.samplers import SAMPLERS
+from masklab.sample.samplers import SAMPLER
+from masklab.sample.samplers._decode import DecodeOptions
 
-DECODER_OPTIONS = {"block_length", "eos_id", "fill_id", "cfg_scale", "pad_id"}  # every sampler takes these
+DECODER_OPTIONS = {f.name for f in fields(DecodeOptions)}  # every sampler takes these
 
-__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts", "add_sampler_arguments"]
+__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts"]
 
 
 @dataclass
@@ -68,8 +69,7 @@ def batch_prompts(
 
     Right padding keeps every row's positions what they would be alone; pass the same ``pad_id`` to
     :func:`generate` so the padding is excluded from attention."""
-    if mask_id is None:
-        raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
+    _check_mask_id(mask_id)
     if n_masks <= 0:
         raise ValueError(f"n_masks: the generation length must be positive, got {n_masks}")
     rows = [list(p) + [mask_id] * n_masks + list(suffix) for p in prompts]
@@ -95,7 +95,7 @@ def generate(
 ):
     """Fill every position of ``input_ids`` [B, L] (or [L]) that equals ``mask_id``.
 
-    ``sampler``: one of ``SAMPLERS`` (ancestral, fhs, confidence, threshold). ``seed``: an int (row r uses
+    ``sampler``: a name in :data:`SAMPLER` (ancestral, confidence, fhs, threshold). ``seed``: an int (row r uses
     stream (seed, r)) or one int per row (a row's output is then independent of its batch), or None (= 0).
 
     ``steps`` (an int, or one per row) defaults to each row's number of masked tokens (one token per step).
@@ -110,40 +110,16 @@ def generate(
 
     Returns the ids, or a :class:`Generation` (ids, reveal order, NFE) when ``return_order`` is set.
     """
-    if mask_id is None:
-        raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    allowed = set(inspect.signature(SAMPLERS[sampler]).parameters) | DECODER_OPTIONS
-    for k in options:
-        if k not in allowed:
-            raise ValueError(
-                f"sampler {sampler!r} does not take option {k!r}; it takes "
-                f"{sorted(allowed - {'model_fn', 'x', 'options', 'stats', 'order', 'keys'})}"
-            )
-    squeeze = input_ids.dim() == 1
-    x = input_ids[None] if squeeze else input_ids
-    if x.dim() != 2 or 0 in x.shape:
-        raise ValueError(f"input_ids must be a non-empty [B, L] tensor, got shape {tuple(input_ids.shape)}")
+    _check_mask_id(mask_id)
+    run = _sampler(sampler, options)
+    x = _rows(input_ids, mask_id)
     n = (x == mask_id).sum(1)
-    if int(n.max()) == 0:
-        raise ValueError("input_ids hold no mask token: nothing to generate (generation length 0)")
-    if steps is None:
-        steps_t = n
-    else:
-        steps_t = torch.as_tensor(steps, dtype=torch.long, device=x.device).flatten()
-        if steps_t.numel() not in (1, x.shape[0]):
-            raise ValueError(f"got {steps_t.numel()} step counts for {x.shape[0]} rows")
-        steps_t = steps_t.expand(x.shape[0])
-        if int(steps_t.min()) <= 0:
-            raise ValueError(f"steps must be positive, got {steps}")
-    if not temperature >= 0:  # NaN fails too
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    steps_t = n if steps is None else _steps(steps, x.shape[0], x.device)
+    _check_temperature(temperature)
     order = torch.where(x == mask_id, 0, -1).to(torch.long)
     stats: dict = {}
-    pad_id = options.get("pad_id")
-    out = SAMPLERS[sampler](
-        as_model_fn(model, pad_id),
+    out = run(
+        as_model_fn(model, options.get("pad_id")),
         x,
         mask_id=mask_id,
         steps=steps_t,
@@ -155,7 +131,7 @@ def generate(
         stats=stats,
         **options,
     )
-    if squeeze:
+    if input_ids.dim() == 1:
         out, order = out[0], order[0]
     if not return_order:
         return out
@@ -163,25 +139,48 @@ def generate(
     return Generation(out, order, used, stats.get("nfe", 0), stats)
 
 
-def add_sampler_arguments(s) -> None:
-    """Sampler choice and options shared by ``masklab generate`` and ``masklab show generation``."""
-    from masklab.sample.samplers import SAMPLERS
-    from masklab.sample.samplers.confidence import REMASKING
+def _check_mask_id(mask_id: int | None) -> None:
+    if mask_id is None:
+        raise ValueError("mask_id is missing: the tokenizer or model has no mask token")
 
-    s.add_argument("--sampler", default="confidence", choices=sorted(SAMPLERS), help="default: confidence")
-    s.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="denoising steps (default: one token per step; ancestral: time steps, not clamped)",
-    )
-    s.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--block-length", type=int, default=None, help="semi-autoregressive blocks of N masked tokens")
-    s.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance (uncond masks the prompt)")
-    s.add_argument("--remasking", choices=REMASKING, default=None, help="confidence sampler: which score orders")
-    s.add_argument("--alg-temp", type=float, default=None, help="confidence sampler: Dream's random position choice")
-    s.add_argument("--threshold", type=float, default=None, help="threshold sampler: commit above this (0.9)")
-    s.add_argument("--stop-at-eos", action="store_true", help="stop at the first generated EOS")
+
+def _sampler(name: str, options: dict) -> Callable:
+    """The sampler registered as ``name``, once it is known to take every one of ``options``: the
+    :class:`DecodeOptions` fields and its own keyword options (``remasking``, ``threshold``, ...)."""
+    fn = SAMPLER.get(name)
+    own = {
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+    }
+    takes = DECODER_OPTIONS | own
+    for k in options:
+        if k not in takes:
+            raise ValueError(f"sampler {name!r} does not take option {k!r}; it takes {sorted(takes)}")
+    return fn
+
+
+def _rows(input_ids: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """``input_ids`` as a non-empty [B, L] batch (an [L] row becomes [1, L]) holding at least one mask."""
+    x = input_ids[None] if input_ids.dim() == 1 else input_ids
+    if x.dim() != 2 or 0 in x.shape:
+        raise ValueError(f"input_ids must be a non-empty [B, L] tensor, got shape {tuple(input_ids.shape)}")
+    if not bool((x == mask_id).any()):
+        raise ValueError("input_ids hold no mask token: nothing to generate (generation length 0)")
+    return x
+
+
+def _steps(steps: int | Sequence[int], rows: int, device) -> torch.Tensor:
+    """[rows] positive step counts from one count for every row or one per row."""
+    steps_t = torch.as_tensor(steps, dtype=torch.long, device=device).flatten()
+    if steps_t.numel() not in (1, rows):
+        raise ValueError(f"got {steps_t.numel()} step counts for {rows} rows")
+    steps_t = steps_t.expand(rows)
+    if int(steps_t.min()) <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    return steps_t
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature >= 0:  # NaN fails too
+        raise ValueError(f"temperature must be >= 0, got {temperature}")

@@ -9,9 +9,10 @@ key, its prompt and the model's logits for that row); ``order`` [B, L] int is fi
 which each position was revealed (-1 stays for prompt tokens); ``stats`` (a dict) receives ``nfe`` (model
 calls) and ``row_nfe`` [B] (calls in which each row still had a mask). The sampler returns the filled ids.
 Each sampler takes only its own options by name and passes the shared ones (``keys`` to ``stats`` and the
-options below) through to one :class:`Decoder`, which owns them.
+options below) through to one :class:`Decoder`, which owns them. :data:`SAMPLER` is the registry of kind
+"sampler": a new sampler registered there is offered by ``generate`` and ``--sampler`` and tested at once.
 
-Options every sampler takes (handled by :class:`masklab.sample.samplers._decode.Decoder`): ``block_length``
+Options every sampler takes (:class:`masklab.sample.samplers._decode.DecodeOptions`): ``block_length``
 (semi-autoregressive blocks over each row's masked positions), ``cfg_scale`` (classifier-free guidance; the
 unconditional pass masks the prompt), ``eos_id`` / ``fill_id`` (a row stops at its first generated EOS: the
 generated positions after it become ``fill_id``, default ``eos_id``), ``pad_id`` (never filled, not prompt).
@@ -26,11 +27,20 @@ threshold   Fast-dLLM: commit all above a threshold, >= 1 per step  set by the c
 ==========  ======================================================  =====================================
 """
 
+from masklab.registry import Registry
 from masklab.sample.samplers.ancestral import ancestral
 from masklab.sample.samplers.confidence import confidence
 from masklab.sample.samplers.fhs import fhs
 from masklab.sample.samplers.threshold import threshold
 
-SAMPLERS = {"ancestral": ancestral, "confidence": confidence, "fhs": fhs, "threshold": threshold}
+SAMPLER = Registry(
+    "sampler",
+    "samplers: (model_fn, x, *, mask_id, steps, keys, temperature, top_k, top_p, order, stats, **options) -> ids",
+)
 
-__all__ = ["SAMPLERS"]
+SAMPLER.register("ancestral", "MDLM ancestral sampling (Eq. 7): each mask revealed w.p. (t-s)/t per step", ancestral)
+SAMPLER.register("confidence", "LLaDA/Dream confidence: commit the k most confident drawn tokens per step", confidence)
+SAMPLER.register("fhs", "first-hitting sampler (Zheng et al. 2024, Alg. 1): one uniform masked position per call", fhs)
+SAMPLER.register("threshold", "Fast-dLLM threshold decoding: commit all above a threshold, >= 1 per step", threshold)
+
+__all__ = ["SAMPLER"]

@@ -12,12 +12,14 @@ is then a function of its prompt, its key and the model's logits for that row on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from masklab.corrupt import keyed
 from masklab.sample.categorical import categorical
 
-__all__ = ["Decoder", "check_logits", "split_evenly"]
+__all__ = ["Decoder", "DecodeOptions", "check_logits", "split_evenly"]
 
 
 def check_logits(logits: torch.Tensor, step: int, where: torch.Tensor | None = None) -> None:
@@ -52,51 +54,67 @@ def split_evenly(total: torch.Tensor, parts: torch.Tensor, width: int) -> torch.
     return torch.where(j < parts, base + extra, 0)
 
 
-class Decoder:
-    """Holds the ids being filled and the bookkeeping for one ``generate`` call."""
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How every sampler draws and schedules, whatever its rule: the options :class:`Decoder` owns.
 
-    def __init__(
-        self,
-        model_fn,
-        x,
-        *,
-        mask_id,
-        steps,
-        keys,
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        order=None,
-        block_length=None,
-        eos_id=None,
-        fill_id=None,
-        cfg_scale=0.0,
-        pad_id=None,
-        stats=None,
-        clamp=True,
-    ):
-        if block_length is not None and block_length <= 0:
-            raise ValueError(f"block_length must be positive, got {block_length}")
-        if cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-        self.model_fn, self.mask_id, self.keys, self.cfg_scale = model_fn, mask_id, keys, cfg_scale
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+    ``temperature`` / ``top_k`` / ``top_p`` shape each draw (:func:`masklab.sample.categorical.categorical`);
+    ``block_length`` splits each row's masked positions into semi-autoregressive blocks (LLaDA, Nie et al. 2025,
+    Sec. 2.4); ``cfg_scale`` is LLaDA's classifier-free guidance (the unconditional pass masks the prompt);
+    ``eos_id`` / ``fill_id`` stop a row at its first generated EOS (the generated positions after it become
+    ``fill_id``, default ``eos_id``); ``pad_id`` marks padding, never filled and not prompt."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    block_length: int | None = None
+    cfg_scale: float = 0.0
+    eos_id: int | None = None
+    fill_id: int | None = None
+    pad_id: int | None = None
+
+    def __post_init__(self):
+        if self.block_length is not None and self.block_length <= 0:
+            raise ValueError(f"block_length must be positive, got {self.block_length}")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+
+
+class Decoder:
+    """Holds the ids being filled and the bookkeeping for one ``generate`` call.
+
+    ``steps`` (an int or one per row [B]) is clamped to each row's masked count unless ``clamp`` is False;
+    ``order`` [B, L] receives the step at which each position is revealed; ``stats`` receives ``nfe`` and
+    ``row_nfe``; ``options`` are the :class:`DecodeOptions` fields."""
+
+    def __init__(self, model_fn, x, *, mask_id, steps, keys, order=None, stats=None, clamp=True, **options):
+        self.options = o = DecodeOptions(**options)
+        self.model_fn, self.mask_id, self.keys = model_fn, mask_id, keys
         self.x = x.clone()
         B, L = x.shape
         self.order = order if order is not None else torch.full((B, L), -1, dtype=torch.long, device=x.device)
         self.generated = x == mask_id  # (B, L) positions this call fills
-        self.prompt = ~self.generated & (x != pad_id if pad_id is not None else True)  # masked for CFG's uncond pass
-        self.eos_id = eos_id
-        self.fill_id = eos_id if fill_id is None else fill_id
+        self.prompt = ~self.generated & (x != o.pad_id if o.pad_id is not None else True)  # masked for CFG's uncond
+        self.fill_id = o.eos_id if o.fill_id is None else o.fill_id
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("nfe", 0)
         self.calls = 0  # model calls so far: names the step in errors
+        self._plan(steps, clamp)
+        self.offset = torch.zeros(B, dtype=torch.long, device=x.device)  # per-row step count of finished blocks
+        self.block = 0
+
+    def _plan(self, steps, clamp: bool) -> None:
+        """Per-row steps [B], the block of each masked position [B, L] and the steps of each block [B, n_blocks].
+
+        A position's block is its rank among its row's masks over ``block_length``, so a row's blocks do not
+        depend on the other rows; each row's steps are spread evenly over its blocks, at least one per block."""
+        B, L = self.x.shape
         n = self.generated.sum(1)  # (B,)
-        steps = torch.as_tensor(steps, device=x.device).expand(B) if not torch.is_tensor(steps) else steps
-        steps = steps.to(x.device).long()
+        steps = torch.as_tensor(steps, device=self.x.device).expand(B) if not torch.is_tensor(steps) else steps
+        steps = steps.to(self.x.device).long()
         self.steps = (torch.minimum(steps, n) if clamp else steps).clamp(min=1)  # (B,)
         rank = self.generated.long().cumsum(1) - 1  # rank of each masked position among its row's masks
-        bl = block_length or max(L, 1)
+        bl = self.options.block_length or max(L, 1)
         self.block_of = torch.where(self.generated, torch.div(rank, bl, rounding_mode="floor"), -1)  # (B, L)
         n_blocks = torch.div(n + bl - 1, bl, rounding_mode="floor")  # (B,)
         self.n_blocks = int(n_blocks.max()) if B else 0
@@ -106,8 +124,6 @@ class Decoder:
             torch.stack([(self.block_of == b).sum(1) for b in range(self.n_blocks)], 1) if self.n_blocks else per_block
         )
         self.block_steps = torch.minimum(per_block.clamp(min=1), size) if clamp else per_block.clamp(min=1)
-        self.offset = torch.zeros(B, dtype=torch.long, device=x.device)  # per-row step count of finished blocks
-        self.block = 0
 
     # -- the loop ----------------------------------------------------------------------------------------
     def blocks(self):
@@ -130,15 +146,16 @@ class Decoder:
         alive = (x == self.mask_id).any(1)
         step = self.calls
         self.calls += 1
-        self.stats["nfe"] += 2 if self.cfg_scale > 0 else 1
-        self.stats["row_nfe"] = self.stats.get("row_nfe", 0) + alive.long() * (2 if self.cfg_scale > 0 else 1)
+        cfg = self.options.cfg_scale
+        self.stats["nfe"] += 2 if cfg > 0 else 1
+        self.stats["row_nfe"] = self.stats.get("row_nfe", 0) + alive.long() * (2 if cfg > 0 else 1)
         everyone = bool(alive.all())
         xs = x if everyone else x[alive]
-        if self.cfg_scale > 0:
+        if cfg > 0:
             # LLaDA's CFG: uncond = the same ids with the prompt masked; logits = u + (w + 1) (c - u)
             un = xs.masked_fill(self.prompt if everyone else self.prompt[alive], self.mask_id)
             cond, uncond = _called(self.model_fn, torch.cat([xs, un])).chunk(2)
-            part = uncond + (self.cfg_scale + 1) * (cond - uncond)
+            part = uncond + (cfg + 1) * (cond - uncond)
         else:
             part = _called(self.model_fn, xs)
         if everyone:
@@ -160,21 +177,35 @@ class Decoder:
     def draw(self, logits_sel: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, s: int) -> torch.Tensor:
         """One token per selected (row, col) from its logits [N, V], temperature/top-k/top-p applied, in
         float64."""
-        u = self.uniforms(s, 0)[rows, cols]
-        return categorical(logits_sel, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, u=u)
+        u, o = self.uniforms(s, 0)[rows, cols], self.options
+        return categorical(logits_sel, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, u=u)
 
-    def commit(self, commit: torch.Tensor, proposal: torch.Tensor, s: int) -> None:
-        """Write ``proposal`` [B, L] where ``commit`` [B, L]; record the step; stop rows at their first new
-        EOS."""
-        commit = commit & (self.x == self.mask_id)
-        self.x = torch.where(commit, proposal.to(self.x.dtype), self.x)
+    def commit(
+        self, rows: torch.Tensor, cols: torch.Tensor, tok: torch.Tensor, s: int, where: torch.Tensor | None = None
+    ) -> None:
+        """Write the tokens ``tok`` [N] at (``rows``, ``cols``) [N] that are still masked (and, with ``where``
+        [B, L], only those where it holds); record step ``s`` of the block as their reveal; stop rows at their
+        first new EOS."""
+        chosen = torch.zeros_like(self.generated)
+        chosen[rows, cols] = True
+        chosen &= self.x == self.mask_id
+        if where is not None:
+            chosen &= where
+        proposal = self.x.clone()
+        proposal[rows, cols] = tok.to(self.x.dtype)
+        self.x = torch.where(chosen, proposal, self.x)
         step = self.offset + s  # (B,) per-row step number
-        self.order[commit] = step[:, None].expand_as(commit)[commit]
-        if self.eos_id is not None:
-            eos = (self.x == self.eos_id) & self.generated
-            after = (eos.long().cumsum(1) - eos.long()) > 0  # strictly after the row's first generated EOS
-            cut = after & self.generated & (self.x != self.fill_id)
-            if cut.any():
-                newly = cut & (self.x == self.mask_id)
-                self.order[newly] = step[:, None].expand_as(newly)[newly]
-                self.x = self.x.masked_fill(cut, self.fill_id)
+        self.order[chosen] = step[:, None].expand_as(chosen)[chosen]
+        if self.options.eos_id is not None:
+            self._stop_at_eos(step)
+
+    def _stop_at_eos(self, step: torch.Tensor) -> None:
+        """Fill every generated position after a row's first generated EOS with ``fill_id``, revealed at
+        ``step`` [B] if it was still masked."""
+        eos = (self.x == self.options.eos_id) & self.generated
+        after = (eos.long().cumsum(1) - eos.long()) > 0  # strictly after the row's first generated EOS
+        cut = after & self.generated & (self.x != self.fill_id)
+        if cut.any():
+            newly = cut & (self.x == self.mask_id)
+            self.order[newly] = step[:, None].expand_as(newly)[newly]
+            self.x = self.x.masked_fill(cut, self.fill_id)

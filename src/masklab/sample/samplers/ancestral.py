@@ -29,7 +29,7 @@ __all__ = ["ancestral"]
 
 def ancestral(model_fn, x, *, mask_id, steps, **common):
     d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, clamp=False, **common)
-    B, L = x.shape
+    o = d.options
     for _, _, n_steps in d.blocks():
         logits, changed = None, True
         T = n_steps.double()  # (B,) time steps of this block per row
@@ -43,18 +43,14 @@ def ancestral(model_fn, x, *, mask_id, steps, **common):
             t = (1.0 - s / T)[rows]  # (N,) float64
             s_next = (1.0 - (s + 1) / T).clamp(min=0.0)[rows]
             sel = logits[rows, cols]  # (N, V)
-            if d.temperature == 0:
+            if o.temperature == 0:
                 reveal = d.uniforms(s, 1)[rows, cols] < (t - s_next) / t
-                tok = torch.where(reveal, filter_logits(sel, d.top_k, d.top_p).argmax(-1), sel.shape[-1])
+                tok = torch.where(reveal, filter_logits(sel, o.top_k, o.top_p).argmax(-1), sel.shape[-1])
             else:
-                p = filter_logits(sel.double() / d.temperature, d.top_k, d.top_p).softmax(-1)  # (N, V) float64
+                p = filter_logits(sel.double() / o.temperature, o.top_k, o.top_p).softmax(-1)  # (N, V) float64
                 q = torch.cat([p * ((t - s_next) / t)[:, None], (s_next / t)[:, None]], -1)  # (N, V + 1)
                 tok = categorical(q.log(), u=d.uniforms(s, 0)[rows, cols])
             keep = tok < sel.shape[-1]  # the last category is "stay masked"
-            commit = torch.zeros_like(active)
-            commit[rows[keep], cols[keep]] = True
             changed = bool(keep.any())
-            proposal = d.x.clone()
-            proposal[rows[keep], cols[keep]] = tok[keep].to(x.dtype)
-            d.commit(commit, proposal, s)
+            d.commit(rows[keep], cols[keep], tok[keep], s)
     return d.x

@@ -23,16 +23,18 @@ from __future__ import annotations
 import torch
 
 from masklab.sample.categorical import filter_logits
-from masklab.sample.samplers._decode import Decoder, split_evenly
+from masklab.sample.samplers._decode import DecodeOptions, Decoder, split_evenly
 
 __all__ = ["confidence", "REMASKING", "scores"]
 
 REMASKING = ("low_confidence", "maskgit_plus", "topk_margin", "entropy", "random")
 
 
-def scores(kind: str, logits: torch.Tensor, tok: torch.Tensor, temperature: float, top_k, top_p) -> torch.Tensor:
-    """Confidence [N] of each row of ``logits`` [N, V] given its drawn token ``tok`` [N]."""
-    x = filter_logits(logits.float() / max(temperature, 1e-6) if temperature > 0 else logits.float(), top_k, top_p)
+def scores(kind: str, logits: torch.Tensor, tok: torch.Tensor, o: DecodeOptions) -> torch.Tensor:
+    """Confidence [N] of each row of ``logits`` [N, V] given its drawn token ``tok`` [N], after the options'
+    temperature and top-k/top-p."""
+    t = o.temperature
+    x = filter_logits(logits.float() / max(t, 1e-6) if t > 0 else logits.float(), o.top_k, o.top_p)
     logp = x.log_softmax(-1)  # (N, V)
     if kind in ("low_confidence", "maskgit_plus"):
         return logp.gather(-1, tok[:, None]).squeeze(-1).exp()
@@ -65,15 +67,12 @@ def confidence(model_fn, x, *, mask_id, steps, remasking="low_confidence", alg_t
             if remasking == "random":
                 conf = d.uniforms(s, 1, torch.float32)[rows, cols]
             else:
-                conf = scores(remasking, sel, tok, d.temperature, d.top_k, d.top_p)
+                conf = scores(remasking, sel, tok, d.options)
                 if alg_temp > 0:
                     g = -torch.log(-torch.log(d.uniforms(s, 1)[rows, cols].clamp(min=1e-300)))
                     conf = conf.double() / alg_temp + g  # Gumbel-top-k = multinomial without replacement
             score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=x.device)
             score[rows, cols] = conf.double()
             rank = score.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
-            commit = (rank < counts[:, s : s + 1]) & active
-            proposal = d.x.clone()
-            proposal[rows, cols] = tok.to(x.dtype)
-            d.commit(commit, proposal, s)
+            d.commit(rows, cols, tok, s, where=rank < counts[:, s : s + 1])
     return d.x

@@ -44,12 +44,8 @@ def fhs(model_fn, x, *, mask_id, steps, **common):
             tok = d.draw(logits[rows, cols], rows, cols, s)
             u = d.uniforms(s, 2)[:, 0]
             t = torch.where(live, t * u.pow(1.0 / left.clamp(min=1).double()), t)
-            commit = torch.zeros_like(active)
-            commit[rows, cols] = True
-            proposal = d.x.clone()
-            proposal[rows, cols] = tok.to(x.dtype)
             times[rows, cols] = t[rows]
-            d.commit(commit, proposal, s)
+            d.commit(rows, cols, tok, s)
             s += 1
     d.stats["times"] = times
     return d.x

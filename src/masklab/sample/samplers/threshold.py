@@ -39,12 +39,10 @@ def threshold(model_fn, x, *, mask_id, steps, threshold=0.9, **common):
             sel = logits[rows, cols]
             tok = d.draw(sel, rows, cols, s)
             conf = torch.full((B, L), -1.0, dtype=torch.float64, device=x.device)
-            conf[rows, cols] = scores("low_confidence", sel, tok, d.temperature, d.top_k, d.top_p).double()
+            conf[rows, cols] = scores("low_confidence", sel, tok, d.options).double()
             best = conf.argmax(1, keepdim=True)  # (B, 1) at least one per row that has an active position
             commit = (conf > threshold) & active
             commit.scatter_(1, best, active.gather(1, best) | commit.gather(1, best))
-            proposal = d.x.clone()
-            proposal[rows, cols] = tok.to(x.dtype)
-            d.commit(commit, proposal, s)
+            d.commit(rows, cols, tok, s, where=commit)
             s += 1
     return d.x

@@ -11,18 +11,12 @@ import torch
 from scipy.stats import chisquare
 
 from masklab.data.synthetic import TableJoint
-from masklab.sample import generate
+from masklab.sample import SAMPLER, generate
 
 V, L, N = 3, 3, 6000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: a single thread avoids OpenMP spin-waits on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -45,27 +39,31 @@ def _sample(joint, sampler, **kw):
     return generate(joint, x, mask_id=joint.mask_id, sampler=sampler, seed=list(range(N)), **kw)
 
 
-@pytest.mark.parametrize(
-    "sampler,kw",
-    [
-        ("fhs", {}),
-        ("confidence", {"remasking": "random"}),  # steps default: one token per step
-        ("ancestral", {"steps": 128}),
-    ],
-)
+ONE_TOKEN_PER_STEP = [
+    ("fhs", {}),
+    ("confidence", {"remasking": "random"}),  # steps default: one token per step
+    ("ancestral", {"steps": 128}),
+]
+PARALLEL = [
+    ("confidence", {"remasking": "random", "steps": 1}),  # all three tokens in one step
+    ("confidence", {"remasking": "random", "steps": 2}),  # two, then one
+    ("threshold", {"threshold": 0.0}),  # commits every position whose confidence exceeds 0: all at once
+    ("ancestral", {"steps": 1}),  # one time step: every token revealed together
+]
+
+
+@pytest.mark.parametrize("sampler", SAMPLER.names())
+def test_every_sampler_is_checked_against_the_joint(sampler):
+    """A newly registered sampler needs a row below: one token per step, parallel, or both."""
+    assert sampler in {name for name, _ in ONE_TOKEN_PER_STEP + PARALLEL}
+
+
+@pytest.mark.parametrize("sampler,kw", ONE_TOKEN_PER_STEP)
 def test_one_token_per_step_reproduces_joint(joint, sampler, kw):
     assert _pvalue(joint, _sample(joint, sampler, **kw)) > 1e-3
 
 
-@pytest.mark.parametrize(
-    "sampler,kw",
-    [
-        ("confidence", {"remasking": "random", "steps": 1}),  # all three tokens in one step
-        ("confidence", {"remasking": "random", "steps": 2}),  # two, then one
-        ("threshold", {"threshold": 0.0}),  # commits every position whose confidence exceeds 0: all at once
-        ("ancestral", {"steps": 1}),  # one time step: every token revealed together
-    ],
-)
+@pytest.mark.parametrize("sampler,kw", PARALLEL)
 def test_parallel_decoding_departs_from_joint(joint, sampler, kw):
     assert _pvalue(joint, _sample(joint, sampler, **kw)) < 1e-6
 
