@@ -220,3 +220,15 @@ def test_list_prints_every_registry(capsys):
             line for e in reg.entries() for line in [f"{e.name:<{max(map(len, reg))}}  {e.summary}"]
         ]
     _one_line_exit_2(["list", "nope"], capsys, "unknown kind")
+
+
+def test_bench_finds_the_checkout_from_anywhere_or_says_it_needs_one(tmp_path, monkeypatch, capsys):
+    import masklab
+
+    monkeypatch.chdir(tmp_path)  # no ./benchmarks: the editable install's checkout is found beside the package
+    assert main(["bench"]) == 0
+    assert "sparsity" in capsys.readouterr().out.split()
+    monkeypatch.setattr(masklab, "__file__", str(tmp_path / "site-packages" / "masklab" / "__init__.py"))
+    assert main(["bench"]) == 2  # an installed wheel: no scripts anywhere
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run it from a clone of the repository" in err

@@ -34,7 +34,6 @@ KINDS: dict[str, Registry] = {}
 
 # The modules whose import fills each kind's registry; `kinds()` imports them so every kind is listed.
 _PROVIDERS = (
-    "masklab.corrupt",
     "masklab.corrupt.strategies",
     "masklab.objectives",
     "masklab.sample.samplers",

@@ -1,6 +1,5 @@
 """``masklab sparsify`` hooks on a saved HF checkpoint folder, and ``masklab show sparsity``."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -9,10 +8,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-from masklab.sparsity import cli
+from masklab.cli import build_parser
 from masklab.sparsity.nm import is_nm
 from masklab.train import checkpoint
-from masklab.viz import sparsity as show
 
 
 def _minilm_tokenizer():
@@ -36,17 +34,17 @@ def ckpt(tmp_path_factory):
     return folder
 
 
-def _args(module, argv):
-    p = argparse.ArgumentParser()
-    module.add_arguments(p)
-    return p.parse_args(argv)
+def run(*argv) -> int:
+    """Run one command as `masklab ARGV` does, but let its exception through."""
+    args = build_parser().parse_args(list(argv))
+    args.func(args)
+    return 0
 
 
 def test_sparsify_cli_writes_a_2of4_checkpoint_with_report(ckpt, tmp_path, capsys):
     out = tmp_path / "out"
-    args = _args(cli, ["--model", str(ckpt), "--method", "wanda", "--calib", "stdlib", "--calib-samples", "8",
-                       "--out", str(out)])  # fmt: skip
-    assert cli.run(args) == 0
+    argv = ["--model", str(ckpt), "--method", "wanda", "--calib", "stdlib", "--calib-samples", "8", "--out", str(out)]
+    assert run("sparsify", *argv) == 0
     loaded = checkpoint.load(out)
     model, tok = loaded.model, loaded.tokenizer
     assert type(model).__name__ == "BertForMaskedLM" and tok is not None
@@ -66,22 +64,22 @@ def test_sparsify_cli_writes_a_2of4_checkpoint_with_report(ckpt, tmp_path, capsy
 
 def test_sparsify_cli_errors(ckpt, tmp_path):
     with pytest.raises(ValueError, match="needs calibration data"):
-        cli.run(_args(cli, ["--model", str(ckpt), "--method", "wanda", "--out", str(tmp_path / "o")]))
+        run(*["sparsify", "--model", str(ckpt), "--method", "wanda", "--out", str(tmp_path / "o")])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        cli.run(_args(cli, ["--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]))
+        run(*["sparsify", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="matches no layer"):
-        cli.run(_args(cli, ["--model", str(ckpt), "--filter", "nothing-here", "--out", str(tmp_path / "o")]))
+        run(*["sparsify", "--model", str(ckpt), "--filter", "nothing-here", "--out", str(tmp_path / "o")])
 
 
 def test_show_sparsity_renders_png(ckpt, tmp_path):
     out = tmp_path / "s.png"
-    assert show.run(_args(show, ["--random", "--out", str(out)])) == 0
+    assert run(*["show", "sparsity", "--random", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out2 = tmp_path / "s2.png"
-    assert show.run(_args(show, ["--model", str(ckpt), "--layer", "intermediate", "--out", str(out2)])) == 0
+    assert run(*["show", "sparsity", "--model", str(ckpt), "--layer", "intermediate", "--out", str(out2)]) == 0
     assert out2.stat().st_size > 1000
     with pytest.raises(ValueError, match="no pruned layer name contains"):
-        show.run(_args(show, ["--random", "--layer", "zzz", "--out", str(out)]))
+        run(*["show", "sparsity", "--random", "--layer", "zzz", "--out", str(out)])
 
 
 def test_show_sparsity_leaves_pruned_cells_blank_and_has_a_colorbar(tmp_path, monkeypatch):
@@ -94,7 +92,7 @@ def test_show_sparsity_leaves_pruned_cells_blank_and_has_a_colorbar(tmp_path, mo
         matplotlib.axes.Axes, "imshow", lambda ax, x, **kw: images.append((x, kw)) or imshow(ax, x, **kw)
     )
     monkeypatch.setattr(matplotlib.figure.Figure, "colorbar", lambda f, m, **kw: bars.append(m) or colorbar(f, m, **kw))
-    assert show.run(_args(show, ["--random", "--out", str(tmp_path / "s.png")])) == 0
+    assert run(*["show", "sparsity", "--random", "--out", str(tmp_path / "s.png")]) == 0
     heat, kw = images[0]
     assert np.isnan(heat).any() and tuple(kw["cmap"].get_bad()[:3]) == (1.0, 1.0, 1.0)  # pruned = NaN drawn white
     assert not any(getattr(k.get("cmap"), "name", k.get("cmap")) == "Greys" for _, k in images)  # no grey overlay

@@ -3,10 +3,10 @@
 import pytest
 
 from masklab.cli import main
-from masklab.corrupt.patches import STRATEGIES
+from masklab.corrupt.strategies import PATCH
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", PATCH.names())
 def test_show_patches_writes_a_png(strategy, tmp_path):
     out = tmp_path / f"{strategy}.png"
     assert main(["show", "patches", strategy, "--out", str(out), "--grid", "8", "--panels", "2"]) == 0

@@ -2,8 +2,8 @@
 ``sparsify_(model, method="magnitude" | "wanda" | "sparsegpt" | "maskllm")``.
 
 Each method is one function ``(model, layers, n, m, calib, **options) -> {name: keep_mask}`` registered in
-``METHODS``; ``sparsify_`` picks the layers, checks the inputs, runs the method, multiplies the masks into the
-weights and returns a per-layer ``SparsityReport``.
+``PRUNER`` (kind "sparsity"); ``sparsify_`` picks the layers, checks the inputs, runs the method, multiplies the
+masks into the weights and returns a per-layer ``SparsityReport``.
 
 ``calib`` is what the model is called with during calibration: a dict of tensors (``model(**batch)``, as a
 tokenizer returns), a tensor (``model(batch)``), or an iterable of such batches.
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from masklab.registry import Registry
+
 from .nm import is_nm, nm_mask
 from .scores import collect_input_stats, iter_calib, sparsegpt_prune, wanda
 
@@ -26,7 +28,7 @@ __all__ = [
     "default_filter",
     "SparsityReport",
     "LayerReport",
-    "METHODS",
+    "PRUNER",
     "export_semi_structured",
 ]
 
@@ -100,15 +102,20 @@ class SparsityReport:
         }
 
 
+PRUNER = Registry("sparsity", "N:M pruning methods: (model, layers, n, m, calib, **options) -> {layer: keep_mask}")
+
+
 def _needs_calib(method: str, calib) -> None:
     if calib is None:
         raise ValueError(f"method {method!r} needs calibration data: pass calib=<batch or iterable of batches>")
 
 
+@PRUNER.register("magnitude", "keep the n largest |W| of every m consecutive input weights")
 def _magnitude(model, layers, n, m, calib, pad=False):
     return {name: nm_mask(mod.weight, n, m, pad=pad) for name, mod in layers.items()}
 
 
+@PRUNER.register("wanda", "Wanda: keep the n largest |W_ij| * ||X_j||_2 per group (Sun et al., 2024, Eq. 1)")
 def _wanda(model, layers, n, m, calib, pad=False):
     _needs_calib("wanda", calib)
     stats = collect_input_stats(model, layers, calib)
@@ -118,6 +125,9 @@ def _wanda(model, layers, n, m, calib, pad=False):
     }
 
 
+@PRUNER.register(
+    "sparsegpt", "SparseGPT: OBS saliency per group, survivors updated to compensate (Frantar & Alistarh, 2023)"
+)
 def _sparsegpt(model, layers, n, m, calib, blocksize=128, percdamp=0.01):
     """One-shot SparseGPT; each layer's Hessian comes from the dense model's activations (a simplification of
     the paper's sequential layer-by-layer pass, which feeds each layer the already-pruned model's inputs)."""
@@ -133,6 +143,9 @@ def _sparsegpt(model, layers, n, m, calib, blocksize=128, percdamp=0.01):
     return masks
 
 
+@PRUNER.register(
+    "maskllm", "MaskLLM: a Gumbel-softmax choice among the N:M patterns, learnt end to end (Fang et al., 2024)"
+)
 def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=None, log=None, **cfg_kwargs):
     """MaskLLM from a one-shot prior mask (``prior``: "magnitude", "wanda" or None, computed on ``calib``).
     ``loss_fn(model, batch)`` defaults to distilling the dense model's outputs
@@ -144,17 +157,9 @@ def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=No
     cfg = MaskLLMConfig(n=n, m=m, **cfg_kwargs)
     if prior not in (None, "magnitude", "wanda"):
         raise ValueError(f"unknown MaskLLM prior {prior!r}; expected 'magnitude', 'wanda' or None")
-    priors = None if prior is None else METHODS[prior](model, layers, n, m, calib)
+    priors = None if prior is None else PRUNER.get(prior)(model, layers, n, m, calib)
     loss_fn = loss_fn or distill_loss_fn(model)
     return train_masks(model, layers, loss_fn, calib if batches is None else batches, cfg, priors, log)
-
-
-METHODS: dict[str, Callable] = {
-    "magnitude": _magnitude,
-    "wanda": _wanda,
-    "sparsegpt": _sparsegpt,
-    "maskllm": _maskllm,
-}
 
 
 def select_layers(model: nn.Module, filter: Callable[[str, nn.Module], bool] | str | None = None) -> dict:
@@ -193,7 +198,7 @@ def sparsify_(
 ) -> SparsityReport:
     """Prune the chosen layers of ``model`` to N:M in place and return the per-layer report.
 
-    - ``method``: a key of ``METHODS``; ``wanda``, ``sparsegpt`` and ``maskllm`` need ``calib``.
+    - ``method``: a name in ``PRUNER``; ``wanda``, ``sparsegpt`` and ``maskllm`` need ``calib``.
     - ``filter(name, module) -> bool`` or a regex on module names; default ``default_filter`` (every Linear
       except output heads and the model's output embeddings).
     - ``options`` go to the method (``pad=True`` for magnitude/Wanda; MaskLLM's ``MaskLLMConfig`` fields,
@@ -201,8 +206,9 @@ def sparsify_(
     Raises ``ValueError`` for an unknown method, n >= m, a missing ``calib``, a filter matching nothing, or an
     input dimension that m does not divide (unless ``pad=True``).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown sparsity method {method!r}; expected one of {sorted(METHODS)}")
+    if method not in PRUNER:
+        raise ValueError(f"unknown sparsity method {method!r}; choose from: {', '.join(PRUNER)}")
+    prune = PRUNER.get(method)
     from .nm import _check_nm
 
     _check_nm(n, m)
@@ -212,7 +218,7 @@ def sparsify_(
             cols = mod.weight[0].numel()
             if cols % m:
                 raise ValueError(f"layer {name!r} has input dimension {cols}, not divisible by m={m}")
-    masks = METHODS[method](model, layers, n, m, calib, **options)
+    masks = prune(model, layers, n, m, calib, **options)
     report = SparsityReport(method, n, m)
     with torch.no_grad():
         for name, mod in layers.items():

@@ -1,13 +1,15 @@
-"""PNG rendering of every mask kind. ``masklab show KIND`` dispatches to the module named here.
+"""PNG pictures of every mask kind, registered in :data:`PICTURE` (kind "picture").
 
-Each module exposes ``add_arguments(parser)`` and ``run(args)``; the first line of its docstring is the help text.
+Every entry is a renderer ``(out, **options) -> Path`` that draws one PNG and returns its path; ``masklab show
+KIND`` parses the options, loads what a picture needs (a checkpoint, a sample) and calls it. Nothing here parses
+arguments.
 """
 
-SHOW = {
-    "corruption": "masklab.viz.corruption",  # token roles: kept, masked, replaced, random
-    "generation": "masklab.viz.generation",  # unmasking order of a masked-diffusion sample
-    "attention": "masklab.viz.attention",  # who may see whom, per layer
-    "sparsity": "masklab.viz.sparsity",  # N:M patterns and per-layer sparsity
-    "patches": "masklab.viz.patches",  # image patch masks
-    "seg": "masklab.viz.seg",  # segmentation masks and decoded descriptors over an image
-}
+from ._registry import PICTURE
+
+# importing a picture module registers it; the order here is the order of `masklab list picture`
+# isort: off
+from . import corruption, generation, attention, sparsity, patches, seg  # noqa: F401, E402
+# isort: on
+
+__all__ = ["PICTURE"]

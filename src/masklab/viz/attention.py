@@ -8,25 +8,13 @@ SPEC follows masklab.attention.spec: ``causal``, ``sliding_window:4``, ``documen
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 import numpy as np
 
 from masklab.attention.compile import to_dense
 from masklab.attention.spec import is_layerwise, parse, parse_layerwise
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="mask spec, e.g. 'causal&sliding_window:8' or 'layerwise:bidir=0-1,causal=2-3'")
-    parser.add_argument(
-        "--len",
-        type=int,
-        default=None,
-        dest="length",
-        help="sequence length (default: the mask's own length, else 16)",
-    )
-    parser.add_argument("--out", required=True, help="output .png")
-    parser.add_argument("--row", type=int, default=0, help="batch row for masks with per-row padding")
+from masklab.viz._registry import PICTURE
 
 
 def _panels(spec: str, length: int | None) -> list[tuple[str, np.ndarray]]:
@@ -35,7 +23,7 @@ def _panels(spec: str, length: int | None) -> list[tuple[str, np.ndarray]]:
     if length is None:
         length = fixed.pop() if len(fixed) == 1 else 16
     if length < 1 or length > 4096:
-        raise ValueError(f"--len must be in 1..4096, got {length}")
+        raise ValueError(f"length must be in 1..4096, got {length}")
     out = []
     for layer, fn in plan.items():
         dense = to_dense(fn, length, length)
@@ -44,10 +32,13 @@ def _panels(spec: str, length: int | None) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def run(args) -> str:
+@PICTURE.register("attention", "who may see whom: an attention mask spec, or one panel per layer")
+def attention_figure(out, spec: str, length: int | None = None, row: int = 0) -> Path:
+    """Draw the mask ``spec`` (or one panel per layer of a layerwise spec) at ``length`` (default: the mask's own
+    length, else 16); ``row``: the batch row for masks with per-row padding."""
     from masklab.viz._png import plt, save
 
-    panels = _panels(args.spec, args.length)
+    panels = _panels(spec, length)
     n = len(panels)
     cols = min(n, 4)
     rows = -(-n // cols)
@@ -55,8 +46,7 @@ def run(args) -> str:
     for ax in axes.flat:
         ax.set_axis_off()
     for i, (ax, (title, dense)) in enumerate(zip(axes.flat, panels, strict=False)):
-        row = args.row if args.row < dense.shape[0] else 0
-        img = dense[row, 0].numpy()
+        img = dense[row if row < dense.shape[0] else 0, 0].numpy()
         ax.set_axis_on()
         ax.imshow(img, cmap="Blues", vmin=0, vmax=1.25, interpolation="nearest")
         ax.set_title(title if len(title) <= 36 else title[:33] + "...", fontsize=9)
@@ -67,7 +57,5 @@ def run(args) -> str:
         if L <= 32:
             ax.set_xticks(range(0, L, max(1, L // 8)))
             ax.set_yticks(range(0, L, max(1, L // 8)))
-    fig.suptitle(f"{args.spec}  (L={panels[0][1].shape[-1]}, dark = may attend)", fontsize=10)
-    path = save(fig, args.out)
-    print(path)
-    return str(path)
+    fig.suptitle(f"{spec}  (L={panels[0][1].shape[-1]}, dark = may attend)", fontsize=10)
+    return save(fig, out)

@@ -18,6 +18,7 @@ from masklab.corrupt import keyed
 from masklab.corrupt.record import KEPT, MASKED, RANDOM, UNCHANGED
 from masklab.corrupt.strategies import TOKEN
 from masklab.data.tokenizers import token_info
+from masklab.viz._registry import PICTURE
 
 __all__ = ["corruption_figure", "strategy_names", "DEFAULT_TEXT"]
 
@@ -102,6 +103,7 @@ def strategy_names() -> list[str]:
     return [*TOKEN.names(), "guided", *(f"mdiff4str:{m}" for m in MDIFF)]
 
 
+@PICTURE.register("corruption", "token roles under each token strategy: kept, masked, random, replaced")
 def corruption_figure(
     out: str | Path,
     strategy: str = "all",

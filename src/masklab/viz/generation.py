@@ -3,11 +3,10 @@ it."""
 
 from __future__ import annotations
 
-import argparse
-
 from masklab.viz._png import plt, save
+from masklab.viz._registry import PICTURE
 
-__all__ = ["render_unmasking", "add_arguments", "run"]
+__all__ = ["render_unmasking", "token_pieces"]
 
 _SHOW = {" ": "␣", "\t": "⇥"}
 
@@ -17,7 +16,8 @@ def _label(piece: str) -> str:
     return "".join(_SHOW.get(c, c if c.isprintable() else "·") for c in piece)
 
 
-def render_unmasking(pieces: list[str], order: list[int], out, title: str = "", width: int = 40):
+@PICTURE.register("generation", "unmasking order of a masked-diffusion sample: each token coloured by its step")
+def render_unmasking(out, pieces: list[str], order: list[int], title: str = "", width: int = 40):
     """Draw tokens as cells in reading order (a new row at each newline or every ``width`` cells).
 
     ``pieces``: text of each token; ``order``: reveal step per token, -1 for prompt tokens.
@@ -67,19 +67,3 @@ def render_unmasking(pieces: list[str], order: list[int], out, title: str = "", 
 def token_pieces(tokenizer, ids) -> list[str]:
     """The text each token contributes (byte-level tokens decode one by one)."""
     return [tokenizer.decode([int(i)]) for i in ids]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from masklab.sample.generate import add_sampler_arguments
-
-    p.add_argument("--model", required=True, help="checkpoint folder (a run folder or its model/)")
-    p.add_argument("--prompt", required=True, help="text with <mask> / <mask:N> placeholders")
-    add_sampler_arguments(p)  # --sampler (ancestral, confidence, fhs, threshold) and its options
-    p.add_argument("--out", required=True, help="PNG file to write")
-
-
-def run(args) -> None:
-    from masklab.cli import cmd_generate
-
-    args.png = args.out
-    cmd_generate(args)

@@ -9,20 +9,15 @@ around the image centre (drawn in red).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("strategy", choices=sorted(P.STRATEGIES), help="patch mask strategy")
-    parser.add_argument("--out", required=True, help="output .png file")
-    parser.add_argument("--grid", type=int, default=14, help="patches per side (default 14, as ViT-B/16 at 224)")
-    parser.add_argument("--ratio", type=float, default=None, help="mask ratio (default: the strategy's)")
-    parser.add_argument("--panels", type=int, default=4, help="number of draws to show")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--progress", type=float, default=1.0, help="hpm: training progress in [0, 1]")
+from masklab.corrupt.strategies import PATCH
+from masklab.viz._registry import PICTURE
 
 
 def _image(size: int) -> np.ndarray:
@@ -52,20 +47,28 @@ def masks_for(
     if strategy == "simmim":
         cell = 2 if grid % 2 == 0 else 1
         return P.simmim_patches(g, batch=n, cell=cell, seed=seed, **kw), None
-    return P.STRATEGIES[strategy](g, batch=n, seed=seed, **kw), None
+    return PATCH.get(strategy)(g, keyed.train_keys(seed, 0, torch.arange(n)), **kw), None
 
 
-def run(args) -> None:
-    import matplotlib.pyplot as plt
+@PICTURE.register("patches", "image patch masks (MAE, BEiT, SimMIM, ColorMAE, HPM, referring) over a sample image")
+def patches_figure(
+    out,
+    strategy: str = "random",
+    grid: int = 14,
+    ratio: float | None = None,
+    panels: int = 4,
+    seed: int = 0,
+    progress: float = 1.0,
+) -> Path:
+    """``panels`` keyed draws of ``strategy`` on a ``grid`` x ``grid`` patch grid of 16-pixel patches;
+    ``progress``: HPM's training progress in [0, 1]."""
+    from masklab.viz._png import plt, save
 
-    from masklab.viz._png import save
-
-    if args.grid < 1 or args.panels < 1:
-        raise ValueError(f"grid and panels must be positive, got {args.grid}, {args.panels}")
-    size = args.grid * 16
-    image = _image(size)
-    pm, box = masks_for(args.strategy, args.grid, args.panels, args.seed, args.ratio, image, args.progress)
-    fig, axes = plt.subplots(1, args.panels, figsize=(2.6 * args.panels, 2.9), squeeze=False)
+    if grid < 1 or panels < 1:
+        raise ValueError(f"grid and panels must be positive, got {grid}, {panels}")
+    image = _image(grid * 16)
+    pm, box = masks_for(strategy, grid, panels, seed, ratio, image, progress)
+    fig, axes = plt.subplots(1, panels, figsize=(2.6 * panels, 2.9), squeeze=False)
     for i, ax in enumerate(axes[0]):
         m = pm.image()[i].numpy().repeat(16, 0).repeat(16, 1)[..., None]
         shown = np.where(m, 0.5 + 0.15 * image.mean(-1, keepdims=True), image)
@@ -76,6 +79,5 @@ def run(args) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"example {i}: {int(pm.mask[i].sum())}/{pm.mask.shape[1]} masked", fontsize=8)
-    fig.suptitle(f"{args.strategy} patch masks ({args.grid}x{args.grid} grid)", fontsize=10)
-    out = save(fig, args.out)
-    print(out)
+    fig.suptitle(f"{strategy} patch masks ({grid}x{grid} grid)", fontsize=10)
+    return save(fig, out)

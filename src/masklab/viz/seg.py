@@ -8,15 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from masklab.viz._png import plt, save
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="output .png")
-    parser.add_argument("--image", help="image file (default: scikit-image's camera sample)")
-    parser.add_argument("--mask", help="mask: .npy array, or .json COCO RLE {'size', 'counts'}")
-    parser.add_argument("--descriptors", help="text file with Text4Seg <seg>...</seg> descriptors (read leniently)")
-    parser.add_argument("--label", help="descriptor label to show (default: every label but the background)")
-    parser.add_argument("--background", default="others", help="background label of the descriptors")
+from masklab.viz._registry import PICTURE
 
 
 def _image(path: str | None) -> np.ndarray:
@@ -29,21 +21,21 @@ def _image(path: str | None) -> np.ndarray:
     return plt.imread(path)
 
 
-def _mask(args, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+def _mask(image, mask, descriptors, label, background, size: tuple[int, int]) -> tuple[np.ndarray, str]:
     from masklab.seg.descriptors import decode_descriptors, grid_to_mask
     from masklab.seg.rle import rle_decode
 
-    if args.mask and args.descriptors:
+    if mask and descriptors:
         raise ValueError("give --mask or --descriptors, not both")
-    if args.descriptors:
-        text = Path(args.descriptors).read_text()
-        d = decode_descriptors(text, strict=False, background=args.background)
+    if descriptors:
+        text = Path(descriptors).read_text()
+        d = decode_descriptors(text, strict=False, background=background)
         if d.grid.size == 0:
-            raise ValueError(f"no descriptor cells in {args.descriptors}")
+            raise ValueError(f"no descriptor cells in {descriptors}")
         note = f"descriptors {d.grid.shape[0]}x{d.grid.shape[1]}, {len(d.repairs)} repairs"
-        return grid_to_mask(d.grid, size, label=args.label, background=args.background), note
-    if args.mask:
-        p = Path(args.mask)
+        return grid_to_mask(d.grid, size, label=label, background=background), note
+    if mask:
+        p = Path(mask)
         if not p.exists():
             raise FileNotFoundError(f"mask not found: {p}")
         expected = "a COCO RLE .json ({'size': [h, w], 'counts': ...}) or a .npy array [h, w] saved by numpy.save"
@@ -58,18 +50,28 @@ def _mask(args, size: tuple[int, int]) -> tuple[np.ndarray, str]:
         return m, p.name
     from skimage.filters import threshold_otsu
 
-    gray = _image(args.image)
+    gray = _image(image)
     gray = gray.mean(-1) if gray.ndim == 3 else gray
     return gray < threshold_otsu(gray), "Otsu threshold (dark pixels)"
 
 
-def run(args) -> None:
+@PICTURE.register("seg", "a segmentation mask, COCO RLE or Text4Seg descriptors over an image, with its 16x16 grid")
+def seg_figure(
+    out,
+    image: str | None = None,
+    mask: str | None = None,
+    descriptors: str | None = None,
+    label: str | None = None,
+    background: str = "others",
+) -> Path:
+    """Overlay on ``image`` (default: scikit-image's camera) the mask of a ``mask`` file (COCO RLE .json or
+    .npy), of a ``descriptors`` text file (read leniently; ``label`` picks one label), or of an Otsu threshold."""
     from masklab.seg.descriptors import encode_descriptors, mask_to_grid
     from masklab.seg.rle import rle_encode
 
-    img = _image(args.image)
+    img = _image(image)
     size = img.shape[:2]
-    mask, note = _mask(args, size)
+    mask, note = _mask(image, mask, descriptors, label, background, size)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     axes[0].imshow(img, cmap="gray")
     overlay = np.zeros((*size, 4))
@@ -90,5 +92,4 @@ def run(args) -> None:
         axes[1].set_title("mask (image size not a multiple of 16: no descriptor grid)", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
-    save(fig, args.out)
-    print(args.out)
+    return save(fig, out)
