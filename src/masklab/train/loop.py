@@ -12,6 +12,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -154,57 +155,108 @@ def _record(step: int, loss_sum, metric_sums: dict, lr: float, grad_norm, tok_s:
     }
 
 
-def train(
-    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_at: int | None = None
-) -> dict:
-    """Train ``recipe`` into the run folder ``out``. ``stop_at`` ends early after that step (as a pre-emption
-    would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
-    # setup: devices, task, optimizer, and the checkpoint to resume from
-    out = Path(out)
+@dataclass
+class _Run:
+    """Everything one training run holds: the recipe's task on this rank's device, its optimizer, the run
+    folder, and how a global batch splits over ranks and micro-steps."""
+
+    recipe: Recipe
+    out: Path
+    d: distributed.Dist
+    task: object
+    objective: torch.nn.Module
+    model: torch.nn.Module  # the objective, wrapped in DDP on more than one rank
+    optimizer: torch.optim.Optimizer
+    info: dict
+    order: _Order
+    per_rank: int
+    micro: int
+    start: int
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.recipe.batch_size * self.task.train[0].numel()
+
+    def save(self, step: int) -> None:
+        checkpoint.save(
+            self.out / "model",
+            self.objective,
+            recipe=to_dict(self.recipe),
+            step=step,
+            tokenizer=self.task.tokenizer,
+            optimizer=self.optimizer,
+            info=self.info,
+        )
+
+    def evaluate(self) -> dict:
+        return self.objective.evaluate(self.task.valid, seed=self.recipe.seed, max_batches=self.recipe.eval_batches)
+
+
+def _setup(recipe: Recipe, out: Path, resume: bool) -> _Run:
+    """Devices, task, optimizer, the run folder, and the checkpoint to resume from."""
     d = distributed.setup(recipe.device)
     task = recipe.build()
     objective = task.objective.to(d.device)
     optimizer = _optimizer(objective, recipe)
-    ckpt_dir, metrics_path = out / "model", out / "metrics.jsonl"
     start = 0
     if resume:
         start = _restore(out, recipe, objective, optimizer, d.main)
     elif d.main:
         out.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
+        (out / "metrics.jsonl").write_text("")
     info = {**task.info, "fingerprint": task.fingerprint, "world_size": d.world}
     if d.main:
         (out / "run.json").write_text(json.dumps({"recipe": to_dict(recipe), "info": info}, indent=2))
     per_rank, micro = _micro_size(recipe, d.world)
     model = DDP(objective) if d.world > 1 else objective
     order = _Order(len(task.train), recipe.seed)
-    tokens_per_step = recipe.batch_size * task.train[0].numel()
+    return _Run(recipe, out, d, task, objective, model, optimizer, info, order, per_rank, micro, start)
 
-    def save(step):
-        checkpoint.save(
-            ckpt_dir,
-            objective,
-            recipe=to_dict(recipe),
-            step=step,
-            tokenizer=task.tokenizer,
-            optimizer=optimizer,
-            info=info,
-        )
 
-    def evaluate():
-        return objective.evaluate(task.valid, seed=recipe.seed, max_batches=recipe.eval_batches)
+def _update(run: _Run, step: int):
+    """Phases 4-6 of a step: micro-steps, clip, optimizer step. Returns (loss, metrics, grad norm)."""
+    r = run.recipe
+    loss_sum, metric_sums = _micro_steps(run.model, run.task, r, run.d, run.order, step, run.per_rank, run.micro)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.objective.parameters(), r.clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, metric_sums, grad_norm
 
-    bar = tqdm(
-        total=recipe.steps,
-        initial=start,
-        disable=not (progress and d.main),
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
+
+def _finish(run: _Run, step: int, train_s: float, stopped_early: bool) -> dict:
+    """Final evaluation, checkpoint and summary (rank 0 writes them)."""
+    summary = {
+        "step": step,
+        "train_seconds": train_s,
+        "stopped_early": stopped_early,
+        "tokens_per_s": run.tokens_per_step * (step - run.start) / max(train_s, 1e-9),
+        **run.info,
+    }
+    if run.d.main:
+        summary["eval"] = run.evaluate()
+        _log(run.metrics_path, {"step": step, "eval": summary["eval"], "final": True})
+        run.save(step)
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    distributed.teardown()
+    return summary
+
+
+def train(
+    recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> dict:
+    """Train ``recipe`` into the run folder ``out``. ``stop_at`` ends early after that step (as a pre-emption
+    would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
+    run = _setup(recipe, Path(out), resume)
+    d, start = run.d, run.start
+    bar = tqdm(total=recipe.steps, initial=start, disable=not (progress and d.main), unit="step", dynamic_ncols=True,
+               mininterval=1.0)  # fmt: skip
     began, stopped_early, step = time.perf_counter(), False, start
     t_last, step_last = began, start
-    objective.train()
+    run.objective.train()
     for step in range(start, recipe.steps):
         if stop_at is not None and step >= stop_at:
             break
@@ -214,46 +266,26 @@ def train(
             break
         # 1. learning rate
         lr = lr_at(step, recipe)
-        for g in optimizer.param_groups:
+        for g in run.optimizer.param_groups:
             g["lr"] = lr
-        # 2. evaluation (rank 0 only; it touches no collective)
+        # 2. evaluation (rank 0 only; it touches no collective), 3. checkpoint
         if recipe.eval_every and step % recipe.eval_every == 0 and step > start and d.main:
-            _log(metrics_path, {"step": step, "eval": evaluate()})
-        # 3. checkpoint
+            _log(run.metrics_path, {"step": step, "eval": run.evaluate()})
         if recipe.ckpt_every and step % recipe.ckpt_every == 0 and step > start and d.main:
-            save(step)
-        # 4. micro-steps
-        loss_sum, metric_sums = _micro_steps(model, task, recipe, d, order, step, per_rank, micro)
-        # 5. clip, 6. step
-        grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), recipe.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            run.save(step)
+        # 4. micro-steps, 5. clip, 6. optimizer step
+        loss_sum, metric_sums, grad_norm = _update(run, step)
         # 7. log
         if (step + 1) % recipe.log_every == 0 or step + 1 == recipe.steps:
             now = time.perf_counter()
-            tok_s = tokens_per_step * (step + 1 - step_last) / max(now - t_last, 1e-9)
+            tok_s = run.tokens_per_step * (step + 1 - step_last) / max(now - t_last, 1e-9)
             t_last, step_last = now, step + 1
             record = _record(step + 1, loss_sum, metric_sums, lr, grad_norm, tok_s, now - began)
             if d.main:
-                _log(metrics_path, record)
+                _log(run.metrics_path, record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
         bar.update(1)
     else:
         step = recipe.steps
     bar.close()
-    # finish: final evaluation, checkpoint and summary
-    train_s = time.perf_counter() - began
-    summary = {
-        "step": step,
-        "train_seconds": train_s,
-        "stopped_early": stopped_early,
-        "tokens_per_s": tokens_per_step * (step - start) / max(train_s, 1e-9),
-        **info,
-    }
-    if d.main:
-        summary["eval"] = evaluate()
-        _log(metrics_path, {"step": step, "eval": summary["eval"], "final": True})
-        save(step)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    distributed.teardown()
-    return summary
+    return _finish(run, step, time.perf_counter() - began, stopped_early)
