@@ -22,8 +22,9 @@ import time
 
 import torch
 
-from masklab.corrupt import frames, jit, keyed, tokens
+from masklab.corrupt import frames, keyed
 from masklab.corrupt import patches as P
+from masklab.corrupt._backend import use_backend
 from masklab.corrupt.diffusion import mdiff4str_noise, mdm_noise, sample_t
 from masklab.corrupt.frames import span_mask as frame_span_mask
 from masklab.corrupt.guided import score_guided_mask
@@ -113,16 +114,9 @@ def batch(cfg: dict, g: torch.Generator):
     return ids, wid, can, torch.rand(B, L, generator=g)
 
 
-@contextlib.contextmanager
 def dense_torch_paths(on: bool):
     """With ``on`` (the CPU dry run), the second pass takes the dense torch paths that CUDA takes."""
-    saved = jit.ENABLED, tokens._NUMPY, frames._NUMPY
-    if on:
-        jit.ENABLED = tokens._NUMPY = frames._NUMPY = False
-    try:
-        yield
-    finally:
-        jit.ENABLED, tokens._NUMPY, frames._NUMPY = saved
+    return use_backend("torch") if on else contextlib.nullcontext()
 
 
 def invariance(n_configs: int, device: str) -> dict:

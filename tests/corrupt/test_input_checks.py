@@ -4,7 +4,8 @@
 import pytest
 import torch
 
-from masklab.corrupt import jit, tokens
+from masklab.corrupt import tokens
+from masklab.corrupt._backend import use_backend
 from masklab.corrupt.frames import span_mask
 from masklab.corrupt.keyed import train_keys
 
@@ -15,10 +16,8 @@ OK = dict(mask_id=1, vocab_size=50, special_ids=[0, 1, 2, 3, 4])
 
 @pytest.fixture(params=["kernel", "numpy"])
 def path(request):
-    saved = jit.ENABLED
-    jit.ENABLED = request.param == "kernel"
-    yield
-    jit.ENABLED = saved
+    with use_backend(request.param):
+        yield
 
 
 def word_ids():

@@ -1,15 +1,14 @@
 """The optional numba kernels (masklab.corrupt._kernels) give bit for bit the records of the numpy CPU paths and
 of the dense torch paths used on other devices, for random, whole-word and frame span masks."""
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masklab.corrupt import frames, jit, keyed, tokens
+from masklab.corrupt import jit, keyed, tokens
+from masklab.corrupt._backend import use_backend
 from masklab.corrupt.frames import span_mask
 from masklab.corrupt.tokens import random_mask, whole_word_mask
 
@@ -21,22 +20,11 @@ MASK, V = 3, 60
 SPECIAL = [0, 1, 2, 3, V + 1, 1000]
 
 
-@contextlib.contextmanager
-def backend(name: str):
-    """Run masklab's CPU builders as the numba kernel, the numpy path or the dense torch path."""
-    saved = jit.ENABLED, tokens._NUMPY, frames._NUMPY
-    jit.ENABLED = name == "kernel"
-    tokens._NUMPY = frames._NUMPY = name != "torch"
-    try:
-        yield
-    finally:
-        jit.ENABLED, tokens._NUMPY, frames._NUMPY = saved
-
-
 def three_ways(fn):
+    """``fn()`` with masklab's CPU builders as the numba kernel, the numpy path and the dense torch path."""
     out = []
     for name in ("kernel", "numpy", "torch"):
-        with backend(name):
+        with use_backend(name):
             out.append(fn())
     return out
 
@@ -62,9 +50,9 @@ def toy_batch(seed: int, B: int, n: int):
 
 
 def test_kernels_are_used_when_numba_is_installed():
-    with backend("kernel"):
+    with use_backend("kernel"):
         assert jit.kernels() is not None
-    with backend("numpy"):
+    with use_backend("numpy"):
         assert jit.kernels() is None
 
 
@@ -129,7 +117,8 @@ def test_static_span_kernel_equals_numpy_and_torch(B, T, p, M, min_masks, padded
 def test_static_span_kernel_breaks_ties_by_position():
     """Equal start scores are rare with 32-bit hashes, so force them: the reference rule (keyed.order ties go
     to the earlier position) is applied by the kernel's bucket sort as by smallest_k."""
-    kern = jit.kernels()
+    with use_backend("kernel"):
+        kern = jit.kernels()
     keys = np.array([5], dtype=np.int64)
     T, M = 50, 1
     ctr = np.zeros(T + 1, dtype=np.uint32)  # every start gets the same score: ties everywhere
@@ -185,7 +174,7 @@ def test_one_key_serves_the_batch_and_a_wrong_count_is_refused(name):
     one = keyed.example_keys(7, 0, range(1))
     kw = dict(mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=0.5)
     wid = torch.arange(40).expand(6, 40) // 3
-    with backend(name):
+    with use_backend(name):
         c = random_mask(ids, one, **kw)
         w = whole_word_mask(ids, one, wid, **kw)
         for bad in (keyed.example_keys(7, 0, range(5)), keyed.example_keys(7, 0, range(64))):
@@ -193,6 +182,6 @@ def test_one_key_serves_the_batch_and_a_wrong_count_is_refused(name):
                 random_mask(ids, bad, **kw)
             with pytest.raises(ValueError, match="keys"):
                 whole_word_mask(ids, bad, wid, **kw)
-    with backend("torch"):
+    with use_backend("torch"):
         assert_same_records([c, random_mask(ids, one, **kw)])
         assert_same_records([w, whole_word_mask(ids, one, wid, **kw)])

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
 from masklab.collate import MLMCollator
 from masklab.corrupt import keyed, tokens
+from masklab.corrupt._backend import use_backend
 from masklab.corrupt.record import MASKED, RANDOM, UNCHANGED
 from masklab.corrupt.tokens import random_mask, whole_word_mask, word_ids_from_offsets
 
@@ -335,12 +336,10 @@ def test_whole_word_cpu_path_equals_the_dense_torch_path(seed, n, prob, rand):
     can = torch.rand(5, n, generator=g) < 0.9
     kw = dict(mask_id=MASK, vocab_size=V, special_ids=SPECIAL, prob=prob, mix=(0.8 - rand, 0.1 + rand, 0.1), can=can)
     keys = keyed.example_keys(seed, 1, range(5))
-    fast = whole_word_mask(ids, keys, wid, **kw)
-    try:
-        tokens._NUMPY = False
+    with use_backend("numpy"):
+        fast = whole_word_mask(ids, keys, wid, **kw)
+    with use_backend("torch"):
         dense = whole_word_mask(ids, keys, wid, **kw)
-    finally:
-        tokens._NUMPY = True
     for a, d in zip(
         (fast.inputs, fast.targets, fast.mask, fast.kind),
         (dense.inputs, dense.targets, dense.mask, dense.kind),

@@ -16,7 +16,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from masklab.corrupt.keyed import Stream
+
 _U32 = numba.uint32
+# the streams the kernels hash, as plain ints (numba freezes them into the compiled code)
+_SELECT, _ROLE, _PICK = int(Stream.TOKEN_SELECT), int(Stream.TOKEN_ROLE), int(Stream.TOKEN_PICK)
+_FRAME_START = int(Stream.FRAME_START)
 KEPT, MASKED, RANDOM, UNCHANGED = 0, 1, 2, 3  # masklab.corrupt.record kinds
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -92,7 +97,7 @@ def random_mask(ids, keys, ctr, can, bits, special, steps, P, T, cut0, cut1, mas
     span, W = max(cut1 - cut0, 1), bits.shape[0] * 8
     draw, cand = np.empty(L, dtype=np.int64), np.empty(L, dtype=np.int64)
     for b in range(B):
-        _hash_row(_derive(keys[b], 0), ctr, L, draw)
+        _hash_row(_derive(keys[b], _SELECT), ctr, L, draw)
         n = 0
         for j in range(L):  # branch-free compaction of the ~prob share of candidates
             cand[n] = j
@@ -118,15 +123,15 @@ def random_mask(ids, keys, ctr, can, bits, special, steps, P, T, cut0, cut1, mas
 @_jit
 def whole_word_mask(ids, keys, ctr, can, word_ids, bits, special, steps, P, T, cut0, cut1, mask_id):
     """tokens.whole_word_mask, rate mode. A word (consecutive eligible tokens with one word id >= 0) is chosen
-    when stream 0 at its first token is < T; each of its tokens is masked / replaced / kept by stream 1 against
-    ``cut0``, ``cut1``, and a replacement is ``pool[stream 2 % P]``. Arguments as in :func:`random_mask`, plus
-    ``word_ids`` [B, L]. Returns inputs, targets, selected, kind."""
+    when ``Stream.TOKEN_SELECT`` at its first token is < T; each of its tokens is masked / replaced / kept by
+    ``Stream.TOKEN_ROLE`` against ``cut0``, ``cut1``, and a replacement is ``pool[Stream.TOKEN_PICK % P]``.
+    Arguments as in :func:`random_mask`, plus ``word_ids`` [B, L]. Returns inputs, targets, selected, kind."""
     B, L = ids.shape
     inputs, targets, selected, kind = _outputs(ids)
     draw, W = np.empty(L, dtype=np.int64), bits.shape[0] * 8
     for b in range(B):
-        _hash_row(_derive(keys[b], 0), ctr, L, draw)
-        k1, k2 = _derive(keys[b], 1), _derive(keys[b], 2)
+        _hash_row(_derive(keys[b], _SELECT), ctr, L, draw)
+        k1, k2 = _derive(keys[b], _ROLE), _derive(keys[b], _PICK)
         prev_ok, chosen = False, False
         for j in range(L):
             w, t = word_ids[b, j], ids[b, j]
@@ -170,8 +175,9 @@ def word_ids_from_offsets(offsets, special):
 @_jit
 def static_spans(keys, ctr, sizes, T, p_over_m, M, min_masks, hf_cap):
     """frames.span_mask's wav2vec2 default: per row, n = floor(size p / M + eps) spans of exactly M frames
-    (eps from stream 0x57A at column T, as in _compute_mask_indices), starting at the n smallest start scores
-    (stream 0x57A, ties to the earlier start) among the size - M + 1 starts where a span fits; overlap allowed.
+    (eps from ``Stream.FRAME_START`` at column T, as in _compute_mask_indices), starting at the n smallest start
+    scores (the same stream, ties to the earlier start) among the size - M + 1 starts where a span fits;
+    overlap allowed.
 
     The n smallest are found among the starts whose score lies below a threshold that the n-th smallest
     exceeds with probability under 1e-9 (n + 6 sqrt(n) + 8 expected below it); if too few lie below, among all
@@ -181,7 +187,7 @@ def static_spans(keys, ctr, sizes, T, p_over_m, M, min_masks, hf_cap):
     mask = np.zeros((B, T), dtype=np.bool_)
     score, cand = np.empty(T + 1, dtype=np.int64), np.empty(T + 1, dtype=np.int64)
     for b in range(B):
-        _hash_row(_derive(keys[b], 0x57A), ctr, T + 1, score)
+        _hash_row(_derive(keys[b], _FRAME_START), ctr, T + 1, score)
         n = int(sizes[b] * p_over_m + (score[T] >> 8) * (1.0 / (1 << 24)))
         if min_masks > 0:
             n = max(n, min_masks)

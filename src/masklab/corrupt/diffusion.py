@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 
 from masklab.corrupt import keyed
+from masklab.corrupt._select import check_prob
+from masklab.corrupt.keyed import Stream
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, Corruption
-from masklab.corrupt.tokens import eligible
+from masklab.corrupt.tokens import check_ids, eligible, replacement_pool
 
 __all__ = ["sample_t", "mdm_noise", "mdiff4str_noise", "T_SAMPLING", "STRATEGIES"]
 
@@ -39,16 +41,17 @@ def sample_t(
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"eps must be in [0, 1), got {eps}")
     if mode == "iid":
-        u = keyed.uniform(keys, 1, stream=7, dtype=torch.float64)[:, 0]
+        u = keyed.uniform(keys, 1, stream=Stream.DIFFUSION_T, dtype=torch.float64)[:, 0]
     else:
         if position is None or batch_size is None or batch_key is None:
             raise ValueError(f"t sampling {mode!r} needs the global batch position, size and key")
         if mode == "antithetic":
             pair = torch.div(position, 2, rounding_mode="floor")
-            u = keyed.uniform(keyed.derive(batch_key.reshape(1).expand_as(pair), pair), 1, 7, torch.float64)[:, 0]
+            pair_keys = keyed.derive(batch_key.reshape(1).expand_as(pair), pair)
+            u = keyed.uniform(pair_keys, 1, Stream.DIFFUSION_T, torch.float64)[:, 0]
             u = torch.where(position % 2 == 1, 1.0 - u, u)
         else:
-            u0 = keyed.uniform(batch_key.reshape(1), 1, stream=7, dtype=torch.float64)[0, 0]
+            u0 = keyed.uniform(batch_key.reshape(1), 1, stream=Stream.DIFFUSION_T, dtype=torch.float64)[0, 0]
             u = torch.remainder(u0 + position.double() / batch_size, 1.0)
     return (eps + (1.0 - eps) * u).float()
 
@@ -75,7 +78,7 @@ def mdm_noise(
     ok = eligible(ids, special_ids)
     if can is not None:
         ok = ok & can.bool()
-    u = keyed.uniform(keys, ids.shape[1], stream=8)
+    u = keyed.uniform(keys, ids.shape[1], stream=Stream.DIFFUSION_MASK)
     masked = (u < t[:, None]) & ok
     inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
     targets = torch.where(masked, ids, torch.full_like(ids, IGNORE_INDEX))
@@ -102,7 +105,7 @@ def mdiff4str_noise(
 ) -> Corruption:
     """MDiff4STR noising (Masked Diffusion for Scene Text Recognition, Sec. 3.2): each row draws one strategy.
 
-    With n eligible tokens and a per-row t ~ U[eps, 1) (stream 9):
+    With n eligible tokens and a per-row t ~ U[eps, 1) (``Stream.MDIFF4STR``):
       full:          every token is masked.
       left_to_right: the last ceil(t n) tokens are masked (the visible prefix is decoded left to right).
       right_to_left: the first ceil(t n) tokens are masked.
@@ -113,8 +116,6 @@ def mdiff4str_noise(
     probability ``replace_prob`` and is also a target, so the model learns to correct wrong context.
     ``weights``: probability of each strategy (uniform by default). kind: 1 masked, 2 replaced.
     """
-    from masklab.corrupt.tokens import check_ids, check_prob, replacement_pool
-
     check_ids(ids, keys)
     check_prob("replace_prob", replace_prob)
     bad = [s for s in strategies if s not in STRATEGIES]
@@ -132,7 +133,7 @@ def mdiff4str_noise(
     can = eligible(ids, special_ids)
     n = can.sum(dim=1)
     rank = can.long().cumsum(dim=1) - 1  # (B, L) ordinal among eligible tokens
-    u = keyed.uniform64(keys, 3, stream=9)  # strategy, t, offset
+    u = keyed.uniform64(keys, 3, stream=Stream.MDIFF4STR)  # strategy, t, offset
     cdf = (w / w.sum()).cumsum(0).to(dev)
     which = torch.searchsorted(cdf, u[:, 0].contiguous(), right=True).clamp(max=len(strategies) - 1)
     code = torch.tensor([STRATEGIES.index(s) for s in strategies], device=dev)[which]  # (B,)
@@ -147,7 +148,7 @@ def mdiff4str_noise(
         2: r < m[:, None],
         3: (r >= off[:, None]) & (r < (off + m)[:, None]),
         4: r == cloze_at[:, None],
-        5: keyed.uniform(keys, L, stream=8).double() < t[:, None],
+        5: keyed.uniform(keys, L, stream=Stream.DIFFUSION_MASK).double() < t[:, None],
     }
     masked = torch.zeros_like(can)
     for c, sel in col.items():
@@ -156,9 +157,9 @@ def mdiff4str_noise(
     inputs = torch.where(masked, torch.full_like(ids, mask_id), ids)
     replaced = torch.zeros_like(can)
     if replace_prob > 0:
-        replaced = can & ~masked & (keyed.uniform(keys, L, stream=10) < replace_prob)
+        replaced = can & ~masked & (keyed.uniform(keys, L, stream=Stream.MDIFF4STR_REPLACE) < replace_prob)
         pool = replacement_pool(vocab_size, special_ids, dev)
-        pick = pool[keyed.bits(keys, L, 11) % len(pool)].to(ids.dtype)
+        pick = pool[keyed.bits(keys, L, Stream.MDIFF4STR_PICK) % len(pool)].to(ids.dtype)
         inputs = torch.where(replaced, pick, inputs)
     target_on = masked | replaced
     targets = torch.where(target_on, ids, torch.full_like(ids, IGNORE_INDEX))

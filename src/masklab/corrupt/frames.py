@@ -23,7 +23,8 @@ mask the frames the scorer is confident about) and returns utterance-level loss 
 Randomness: ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int with ``epoch``;
 rows are example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``. Keyed draws are
 :func:`masklab.corrupt.keyed.bits` (span-start order) and :func:`masklab.corrupt.keyed.uniform`, shared with the
-patch masks through ``patches._Source``.
+patch masks through :class:`masklab.corrupt._select.Source`. The CPU path (compiled kernel, numpy or torch) follows
+:mod:`masklab.corrupt._backend`.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from masklab.corrupt import jit, keyed
-from masklab.corrupt.patches import _Source, smallest_k
+from masklab.corrupt import _backend, jit, keyed
+from masklab.corrupt._select import Source, check_ratio, smallest_indices, smallest_k
+from masklab.corrupt.keyed import Stream
 
 __all__ = ["span_mask", "span_lengths", "ask2mask", "FrameMask", "MASK_TYPES"]
 
 MASK_TYPES = ("static", "uniform", "normal", "poisson")
-_NUMPY = True  # CPU fast path in numpy (tests switch it off to compare with the torch path)
 
 
 @dataclass
@@ -85,13 +86,6 @@ def _paint(starts: torch.Tensor, lens: torch.Tensor, sz: torch.Tensor, T: int) -
     return diff[:, :T].cumsum(1) > 0
 
 
-def _smallest(score: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the ``n`` smallest scores per row, ascending, ties to the lower index. ``topk`` breaks ties
-    differently on CPU and CUDA, and 24-bit keyed uniforms do tie (~T**2 / 2**25 per row), which moved a span
-    and the length paired with it between devices (found by benchmarks/gpu_corruption.py)."""
-    return score.sort(dim=1, stable=True).indices[:, :n]
-
-
 def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Give every row the smallest row's masked count: keep whole runs (contiguous masked stretches) in random
     order while they fit, cut the run that crosses the target to a prefix, drop the rest. No run is split."""
@@ -110,38 +104,67 @@ def _equalize(mask: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return mask & (offset < allow.gather(1, run.clamp(max=T - 1)))
 
 
-def _static_spans_np(keys, sz, T, p, M, min_masks, hf_cap) -> torch.Tensor:
-    """The wav2vec2 default (distinct uniform starts, spans of exactly M, overlap allowed) on the CPU, from the
-    same keyed draws as the torch path: the compiled kernel when numba is installed (:mod:`masklab.corrupt.jit`),
-    else numpy: one hash of [B, T + 1], :func:`smallest_k` with each row's span count for the starts, and
-    log2(M) shifted ORs to paint the spans."""
-    if (kern := jit.kernels()) is not None:
-        k = keys.numpy().reshape(-1)
-        return torch.from_numpy(kern.static_spans(k, keyed._np_counter(T + 1), sz, T, p / M, M, min_masks, hf_cap))
-    B = sz.shape[0]
-    bits = keyed._np_bits(keys, T + 1, 0x57A, False)  # uint32 [B, T + 1]: start scores, then eps
-    eps = (bits[:, T] >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
-    n = (sz * (p / M) + eps).astype(np.int64)
-    if min_masks > 0:
-        n = np.maximum(n, min_masks)
-    if hf_cap:
-        n = np.where(n * M > T, T // M, n)
-    n_cand = np.maximum(sz - (M - 1), 0)
-    n = np.minimum(n, n_cand)
-    score = bits[:, : T - M + 1]
-    if (n_cand < score.shape[1]).any():  # padded rows: starts only where a whole span fits
-        score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
-    mask = np.zeros((B, T), dtype=bool)  # span starts (a uniform n-subset), then the frames they cover
-    mask[:, : score.shape[1]] = smallest_k(score, n)
-    other = np.empty_like(mask)
-    cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
-    while cover < M:
-        step = min(cover, M - cover)
-        other[:, :step] = mask[:, :step]
-        np.logical_or(mask[:, step:], mask[:, :-step], out=other[:, step:])
-        mask, other = other, mask
-        cover += step
-    return torch.from_numpy(mask)
+# ------------------------------------------------------------------------------------------------ span_mask
+
+
+@dataclass(frozen=True)
+class _Law:
+    """The checked settings of one :func:`span_mask` call (``p`` and ``M`` as given: the arithmetic below uses
+    them unconverted, as fairseq does).
+
+    ``n_max`` bounds the spans per row without a device sync; ``hf_cap`` says whether Hugging Face's cap
+    (``T // M`` spans when ``n M > T``) can bind.
+    """
+
+    T: int
+    p: float
+    M: int
+    mask_type: str
+    mask_other: float
+    min_masks: int
+    no_overlap: bool
+    min_space: int
+
+    @property
+    def n_max(self) -> int:
+        return min(max(int(self.p * self.T / self.M + 1), self.min_masks), max(self.T // self.M, 1))
+
+    @property
+    def hf_cap(self) -> bool:
+        return max(int(self.p * self.T / self.M + 1), self.min_masks) * self.M > self.T
+
+    def wav2vec2_default(self, start_logits) -> bool:
+        """Distinct uniform starts, spans of exactly M, overlap allowed: the path with CPU kernels."""
+        return not self.no_overlap and self.mask_type == "static" and start_logits is None
+
+
+def _check_law(shape, mask_prob, mask_length, mask_type, mask_other, min_masks, no_overlap, min_space):
+    """(B, T) and the :class:`_Law` of a call; each bad argument is one error naming it."""
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (B, T), got {shape!r}")
+    B, T = (int(s) for s in shape)
+    check_ratio("mask_prob", mask_prob)
+    if isinstance(mask_length, bool) or not isinstance(mask_length, numbers.Integral):
+        raise TypeError(f"mask_length must be an int, got {type(mask_length).__name__} {mask_length!r}")
+    if int(mask_length) < 1:
+        raise ValueError(f"mask_length must be >= 1, got {mask_length}")
+    if mask_length > T:
+        raise ValueError(f"mask_length {mask_length} is longer than the sequence ({T} frames)")
+    if min_space < 0 or min_masks < 0:
+        raise ValueError(f"min_space and min_masks must be >= 0, got {min_space}, {min_masks}")
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"unknown mask_type {mask_type!r}; expected one of {', '.join(MASK_TYPES)}")
+    return B, _Law(T, mask_prob, mask_length, mask_type, mask_other, min_masks, no_overlap, min_space)
+
+
+def _valid_frames(lengths, B: int, T: int, dev: torch.device) -> torch.Tensor:
+    """[B] long: valid frames per row (``lengths``, checked to lie in [0, T]; T for every row when None)."""
+    if lengths is None:
+        return torch.from_numpy(np.full(B, T)) if dev.type == "cpu" else torch.full((B,), T, device=dev)
+    sz = torch.as_tensor(lengths, dtype=torch.long, device=dev).reshape(-1)
+    if sz.shape[0] != B or bool(((sz < 0) | (sz > T)).any()):
+        raise ValueError(f"lengths must be {B} values in [0, {T}], got {sz.tolist()}")
+    return sz
 
 
 def span_mask(
@@ -174,115 +197,166 @@ def span_mask(
     same_count:   every row ends with the same masked count (the smallest row's), without splitting spans.
     start_logits: [B, T] log-weights for span starts (Ask2Mask); default uniform. Overlap mode only.
     """
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (B, T), got {shape!r}")
-    B, T = (int(s) for s in shape)
-    if not 0.0 <= float(mask_prob) <= 1.0:
-        raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
-    if isinstance(mask_length, bool) or not isinstance(mask_length, numbers.Integral):
-        raise TypeError(f"mask_length must be an int, got {type(mask_length).__name__} {mask_length!r}")
-    if int(mask_length) < 1:
-        raise ValueError(f"mask_length must be >= 1, got {mask_length}")
-    if mask_length > T:
-        raise ValueError(f"mask_length {mask_length} is longer than the sequence ({T} frames)")
-    if min_space < 0 or min_masks < 0:
-        raise ValueError(f"min_space and min_masks must be >= 0, got {min_space}, {min_masks}")
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"unknown mask_type {mask_type!r}; expected one of {', '.join(MASK_TYPES)}")
-    src = _Source(B, keys, seed, epoch, device)
-    dev = src.device
-    if lengths is None:
-        sz = torch.from_numpy(np.full(B, T)) if dev.type == "cpu" else torch.full((B,), T, device=dev)
-    else:
-        sz = torch.as_tensor(lengths, dtype=torch.long, device=dev).reshape(-1)
-        if sz.shape[0] != B or bool(((sz < 0) | (sz > T)).any()):
-            raise ValueError(f"lengths must be {B} values in [0, {T}], got {sz.tolist()}")
+    B, law = _check_law(shape, mask_prob, mask_length, mask_type, mask_other, min_masks, no_overlap, min_space)
+    src = Source(B, keys, seed, epoch, device)
+    sz = _valid_frames(lengths, B, law.T, src.device)
     if B == 0:
-        return torch.zeros(0, T, dtype=torch.bool, device=dev)
-
-    # number of spans per row, as in _compute_mask_indices (eps per example so rows do not depend on the
-    # batch)
-    cap = max(T // mask_length, 1)
-    n_max = min(max(int(mask_prob * T / mask_length + 1), min_masks), cap)  # static bound: no device sync
-    hf_cap = max(int(mask_prob * T / mask_length + 1), min_masks) * mask_length > T  # HF's cap, when it can bind
-    fast = not no_overlap and mask_type == "static" and start_logits is None
-    if fast and _NUMPY and src.gen is None and dev.type == "cpu":
-        mask = _static_spans_np(src.keys, sz.numpy(), T, mask_prob, mask_length, min_masks, hf_cap)
-        return _equalize(mask, src.uniform(T, stream=0xEC0)) if same_count else mask
-    draw = src.order(T + 1, stream=0x57A)  # [B, T + 1]: start scores, then eps in the last column
-    eps = draw[:, T]
-    # keyed order() values are uint32 draws in int64 (keyed.bits): the top 24 bits as a float in [0, 1)
-    eps = (eps >> 8).double() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps.double()
-    n = (sz.double() * (mask_prob / mask_length) + eps).long()  # floor: both terms are >= 0
-    if min_masks > 0:
-        n = n.clamp(min=min_masks)
-    if hf_cap:
-        n = torch.where(n * mask_length > T, torch.full_like(n, T // mask_length), n)
-    j = torch.arange(n_max, device=dev)
-    static = mask_type == "static"
-
-    if fast:
-        # fast path (the wav2vec2 default): distinct uniform starts in [0, sz - M], spans of exactly M
-        score = draw[:, : T - mask_length + 1]
-        pos = torch.arange(score.shape[1], device=dev)
-        if score.dtype == torch.int64:  # keyed uint32 draws: ties go to the earlier position, as on the CPU
-            score = (score << score.shape[1].bit_length()) | pos
-        if lengths is not None:
-            n_cand = (sz - (mask_length - 1)).clamp(min=0)
-            n = torch.minimum(n, n_cand)
-            big = torch.iinfo(score.dtype).max if score.dtype == torch.int64 else 2.0
-            score = score.masked_fill(pos >= n_cand[:, None], big)
-        elif n_max > T - mask_length + 1:
-            n = n.clamp(max=T - mask_length + 1)
-        starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
-        starts = starts.masked_fill(j >= n[:, None], T)  # unused spans -> a scratch column
-        mask = torch.zeros(B, T + mask_length, dtype=torch.bool, device=dev)
-        mask.scatter_(1, (starts[:, :, None] + torch.arange(mask_length, device=dev)).view(B, -1), True)
-        mask = mask[:, :T]
-        if same_count:
-            mask = _equalize(mask, src.uniform(T, stream=0xEC0))
-        return mask
-
-    if static:
-        lens = torch.full((B, n_max), mask_length, dtype=torch.long, device=dev)
+        return torch.zeros(0, law.T, dtype=torch.bool, device=src.device)
+    path = _backend.path(src.device) if src.gen is None else "torch"  # a generator draws torch numbers
+    if path != "torch" and law.wav2vec2_default(start_logits):
+        mask = _static_spans_cpu(path, src.keys, sz.numpy(), law)
     else:
-        lens = span_lengths(src.uniform(n_max, 0x1E4), src.uniform(n_max, 0x1E5), mask_type, mask_length, mask_other)
+        mask = _spans_torch(src, sz, law, start_logits, padded=lengths is not None)
+    return _equalize(mask, src.uniform(law.T, stream=Stream.FRAME_EQUALIZE)) if same_count else mask
 
-    if not no_overlap:
-        min_len = torch.where(j < n[:, None], lens, torch.full_like(lens, T + 1)).amin(1)
-        min_len = mask_length if static else min_len.clamp(max=T)
-        n_cand = (sz - min_len + (1 if static else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
-        n = torch.minimum(n, n_cand)
-        score = src.uniform(T, stream=0x57A)
-        if start_logits is not None:  # Efraimidis-Spirakis: the n smallest E/w, E ~ Exp(1), sample ~ w w/o repl.
-            score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
-        score = torch.where(torch.arange(T, device=dev) < n_cand[:, None], score, torch.full_like(score, float("inf")))
-        starts = _smallest(score, n_max)  # first n: a uniform n-subset, each paired with a length in lens
-    else:
-        active = j < n[:, None]
-        lens = lens * active
-        need = (lens + min_space).cumsum(1) - min_space  # frames used by spans 0..j with gaps
-        fit = active & (need <= sz[:, None])
-        n = fit.sum(1)
-        lens = lens * fit
-        used = torch.where(n > 0, need.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(n))
-        free = sz - used  # unmasked frames beyond the minimum gaps
-        # choose n distinct slots among free + n: slot order = spans interleaved with free frames
-        m = T + n_max
-        score = src.uniform(m, stream=0x57B)
-        score = torch.where(
-            torch.arange(m, device=dev) < (free + n)[:, None], score, torch.full_like(score, float("inf"))
+
+def _static_spans_cpu(path: str, keys: torch.Tensor, sz: np.ndarray, law: _Law) -> torch.Tensor:
+    """The wav2vec2 default on the CPU, from the same keyed draws as the torch path: the compiled kernel when
+    the backend is ``kernel`` and numba is installed (:mod:`masklab.corrupt.jit`), else numpy."""
+    T, p, M = law.T, law.p, law.M
+    if path == "kernel" and (kern := jit.kernels()) is not None:
+        k = keys.numpy().reshape(-1)
+        return torch.from_numpy(
+            kern.static_spans(k, keyed.np_counter(T + 1), sz, T, p / M, M, law.min_masks, law.hf_cap)
         )
-        slots = _smallest(score, n_max)
-        slots = torch.where(j < n[:, None], slots, torch.full_like(slots, 2 * m)).sort(1).values
-        before = (lens + min_space).cumsum(1) - (lens + min_space)  # span frames + gaps before span j
-        starts = (slots - j + before).clamp(max=T)
+    return _static_spans_np(keys, sz, law)
 
-    lens = torch.where(j < n[:, None], lens, torch.zeros_like(lens))
-    mask = _paint(starts, lens, sz, T)
-    if same_count:
-        mask = _equalize(mask, src.uniform(T, stream=0xEC0))
-    return mask
+
+def _static_spans_np(keys: torch.Tensor, sz: np.ndarray, law: _Law) -> torch.Tensor:
+    """The wav2vec2 default in numpy: one hash of [B, T + 1], :func:`smallest_k` with each row's span count for
+    the starts, and log2(M) shifted ORs to paint the spans."""
+    T, M = law.T, law.M
+    B = sz.shape[0]
+    bits = keyed.np_bits(keys, T + 1, Stream.FRAME_START)  # uint32 [B, T + 1]: start scores, then eps
+    eps = (bits[:, T] >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
+    n = (sz * (law.p / M) + eps).astype(np.int64)
+    if law.min_masks > 0:
+        n = np.maximum(n, law.min_masks)
+    if law.hf_cap:
+        n = np.where(n * M > T, T // M, n)
+    n_cand = np.maximum(sz - (M - 1), 0)
+    n = np.minimum(n, n_cand)
+    score = bits[:, : T - M + 1]
+    if (n_cand < score.shape[1]).any():  # padded rows: starts only where a whole span fits
+        score = np.where(np.arange(score.shape[1]) < n_cand[:, None], score, np.uint32(0xFFFFFFFF))
+    mask = np.zeros((B, T), dtype=bool)  # span starts (a uniform n-subset), then the frames they cover
+    mask[:, : score.shape[1]] = smallest_k(score, n)
+    other = np.empty_like(mask)
+    cover = 1  # mask[t] = any start in (t - cover, t]; doubling reaches M in ceil(log2 M) shifted ORs
+    while cover < M:
+        step = min(cover, M - cover)
+        other[:, :step] = mask[:, :step]
+        np.logical_or(mask[:, step:], mask[:, :-step], out=other[:, step:])
+        mask, other = other, mask
+        cover += step
+    return torch.from_numpy(mask)
+
+
+def _spans_torch(src: Source, sz: torch.Tensor, law: _Law, start_logits, padded: bool) -> torch.Tensor:
+    """:func:`span_mask` before ``same_count`` in torch (any device, and a generator's draws): span counts,
+    lengths, then starts with overlap or packed without it. Draws come in a fixed order (a generator is
+    sequential): start scores and eps, the lengths, then the placement."""
+    T, dev = law.T, src.device
+    draw = src.order(T + 1, stream=Stream.FRAME_START)  # [B, T + 1]: start scores, then eps in the last column
+    n = _span_counts(draw[:, T], sz, law)
+    if law.wav2vec2_default(start_logits):
+        return _static_spans_torch(draw, n, sz, law, padded)
+    lens = _lengths(src, law)
+    if law.no_overlap:
+        starts, n, lens = _packed_starts(src, n, lens, sz, law)
+    else:
+        starts, n = _overlapping_starts(src, n, lens, sz, law, start_logits)
+    lens = torch.where(torch.arange(law.n_max, device=dev) < n[:, None], lens, torch.zeros_like(lens))
+    return _paint(starts, lens, sz, T)
+
+
+def _span_counts(eps: torch.Tensor, sz: torch.Tensor, law: _Law) -> torch.Tensor:
+    """[B] spans per row as in ``_compute_mask_indices``: ``int(p sz / M + eps)``, at least ``min_masks``, and
+    HF's cap. ``eps`` [B] is one draw per example (so rows do not depend on the batch): keyed uint32 draws in
+    int64 (:func:`keyed.bits`, read as their top 24 bits in [0, 1)) or a generator's floats."""
+    eps = (eps >> 8).double() * (1.0 / (1 << 24)) if eps.dtype == torch.int64 else eps.double()
+    n = (sz.double() * (law.p / law.M) + eps).long()  # floor: both terms are >= 0
+    if law.min_masks > 0:
+        n = n.clamp(min=law.min_masks)
+    if law.hf_cap:
+        n = torch.where(n * law.M > law.T, torch.full_like(n, law.T // law.M), n)
+    return n
+
+
+def _static_spans_torch(draw: torch.Tensor, n: torch.Tensor, sz: torch.Tensor, law: _Law, padded: bool):
+    """The wav2vec2 default in torch: distinct uniform starts in [0, sz - M] (the n smallest scores of ``draw``,
+    ties to the earlier start), spans of exactly M."""
+    B, T, M, n_max = draw.shape[0], law.T, law.M, law.n_max
+    dev = draw.device
+    score = draw[:, : T - M + 1]
+    pos = torch.arange(score.shape[1], device=dev)
+    if score.dtype == torch.int64:  # keyed uint32 draws: ties go to the earlier position, as on the CPU
+        score = (score << score.shape[1].bit_length()) | pos
+    if padded:
+        n_cand = (sz - (M - 1)).clamp(min=0)
+        n = torch.minimum(n, n_cand)
+        big = torch.iinfo(score.dtype).max if score.dtype == torch.int64 else 2.0
+        score = score.masked_fill(pos >= n_cand[:, None], big)
+    elif n_max > T - M + 1:
+        n = n.clamp(max=T - M + 1)
+    starts = score.topk(n_max, dim=1, largest=False, sorted=True).indices  # first n: a uniform n-subset
+    starts = starts.masked_fill(torch.arange(n_max, device=dev) >= n[:, None], T)  # unused spans -> a scratch column
+    mask = torch.zeros(B, T + M, dtype=torch.bool, device=dev)
+    mask.scatter_(1, (starts[:, :, None] + torch.arange(M, device=dev)).view(B, -1), True)
+    return mask[:, :T]
+
+
+def _lengths(src: Source, law: _Law) -> torch.Tensor:
+    """[B, n_max] span lengths: M each (static), else :func:`span_lengths` of two uniform streams."""
+    if law.mask_type == "static":
+        return torch.full((src.batch, law.n_max), law.M, dtype=torch.long, device=src.device)
+    u = src.uniform(law.n_max, Stream.FRAME_LENGTH)
+    u2 = src.uniform(law.n_max, Stream.FRAME_LENGTH2)
+    return span_lengths(u, u2, law.mask_type, law.M, law.mask_other)
+
+
+def _overlapping_starts(src: Source, n, lens, sz, law: _Law, start_logits):
+    """Starts [B, n_max] and span counts [B] with overlap allowed: n distinct starts among those where the
+    shortest drawn span fits, uniform or weighted by ``start_logits`` (Efraimidis-Spirakis: the n smallest
+    E / w, E ~ Exp(1), samples ~ w without replacement). Each start is paired with a length in ``lens``."""
+    T, static = law.T, law.mask_type == "static"
+    j = torch.arange(law.n_max, device=src.device)
+    min_len = torch.where(j < n[:, None], lens, torch.full_like(lens, T + 1)).amin(1)
+    min_len = law.M if static else min_len.clamp(max=T)
+    n_cand = (sz - min_len + (1 if static else 0)).clamp(min=0)  # HF: sz - (M - 1) starts
+    n = torch.minimum(n, n_cand)
+    score = src.uniform(T, stream=Stream.FRAME_START)
+    if start_logits is not None:
+        score = -torch.log(score.double() + 2**-25) / start_logits.double().exp().clamp(min=1e-30)
+    score = torch.where(
+        torch.arange(T, device=src.device) < n_cand[:, None], score, torch.full_like(score, float("inf"))
+    )
+    return smallest_indices(score, law.n_max), n  # first n: a uniform n-subset
+
+
+def _packed_starts(src: Source, n, lens, sz, law: _Law):
+    """Starts [B, n_max], span counts [B] and lengths without overlap, at least ``min_space`` frames apart:
+    spans that do not fit are dropped, then n distinct slots among ``free + n`` (spans interleaved with the
+    free frames, stars and bars) place all of them at once, uniformly over all such placements."""
+    T, n_max, gap = law.T, law.n_max, law.min_space
+    j = torch.arange(n_max, device=src.device)
+    active = j < n[:, None]
+    lens = lens * active
+    need = (lens + gap).cumsum(1) - gap  # frames used by spans 0..j with gaps
+    fit = active & (need <= sz[:, None])
+    n = fit.sum(1)
+    lens = lens * fit
+    used = torch.where(n > 0, need.gather(1, (n - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(n))
+    free = sz - used  # unmasked frames beyond the minimum gaps
+    m = T + n_max
+    score = src.uniform(m, stream=Stream.FRAME_SLOT)
+    score = torch.where(
+        torch.arange(m, device=src.device) < (free + n)[:, None], score, torch.full_like(score, float("inf"))
+    )
+    slots = smallest_indices(score, n_max)
+    slots = torch.where(j < n[:, None], slots, torch.full_like(slots, 2 * m)).sort(1).values
+    before = (lens + gap).cumsum(1) - (lens + gap)  # span frames + gaps before span j
+    return (slots - j + before).clamp(max=T), n, lens
 
 
 def ask2mask(

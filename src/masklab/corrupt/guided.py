@@ -18,15 +18,10 @@ from collections.abc import Sequence
 import torch
 
 from masklab.corrupt import keyed
+from masklab.corrupt._select import check_prob, select_count
+from masklab.corrupt.keyed import Stream
 from masklab.corrupt.record import Corruption
-from masklab.corrupt.tokens import (
-    apply_mix,
-    check_ids,
-    check_prob,
-    eligible,
-    replacement_pool,
-    select_count,
-)
+from masklab.corrupt.tokens import apply_mix, check_ids, eligible, replacement_pool
 
 __all__ = ["score_guided_mask", "easy_to_hard", "MODES"]
 
@@ -77,14 +72,16 @@ def score_guided_mask(
     if mode == "proportional":
         if (s[ok] < 0).any():
             raise ValueError("proportional guided masking needs scores >= 0")
-        g = -torch.log(-torch.log(keyed.uniform64(keys, ids.shape[1], stream=60).clamp(1e-300, 1 - 1e-16)))
+        noise = keyed.uniform64(keys, ids.shape[1], stream=Stream.GUIDED_GUMBEL)
+        g = -torch.log(-torch.log(noise.clamp(1e-300, 1 - 1e-16)))
         key = -(torch.log(s) / temperature + g)  # smallest key = largest perturbed log-score
     else:
         key = -s if mode == "top" else s
     key = torch.where(ok & torch.isfinite(key), key, torch.full_like(key, torch.inf))
     rank = key.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
     chosen = (rank < kg[:, None]) & ok
-    rest = select_count(ok & ~chosen, keyed.uniform(keys, ids.shape[1], stream=61), k - chosen.sum(dim=1))
+    u_rest = keyed.uniform(keys, ids.shape[1], stream=Stream.GUIDED_REST)
+    rest = select_count(ok & ~chosen, u_rest, k - chosen.sum(dim=1))
     return apply_mix(
         ids,
         chosen | rest,

@@ -23,6 +23,7 @@ reference of the formulas above.
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Sequence
 
@@ -31,9 +32,66 @@ import torch
 
 from masklab.corrupt import jit
 
-__all__ = ["example_keys", "bits", "bits32", "unit", "uniform", "uniform64", "derive", "hash_positions"]
+__all__ = [
+    "Stream",
+    "example_keys",
+    "bits",
+    "bits32",
+    "unit",
+    "uniform",
+    "uniform64",
+    "derive",
+    "hash_positions",
+    "np_bits",
+    "np_bits_at",
+    "np_counter",
+]
 
 _M32 = 0xFFFFFFFF
+
+
+class Stream(enum.IntEnum):
+    """The stream (salt) of every keyed draw a corruption makes: ``bits(keys, n, Stream.X)`` and friends.
+
+    One entry per draw, so that two draws share numbers only where a comment says so. :func:`uniform64` with
+    stream ``s`` reads streams ``2 s + 1`` and ``2 s + 2``. The values are part of every mask: changing one
+    changes the masks of every run.
+    """
+
+    TOKEN_SELECT = 0  # tokens: the selecting draw per position (whole words: read at a word's first token)
+    TOKEN_ROLE = 1  # tokens, and every mask built on apply_mix: mask / random / keep per token
+    TOKEN_PICK = 2  # tokens: the random replacement from the pool
+    DIFFUSION_T = 7  # diffusion.sample_t: the time t (antithetic: per pair key; stratified: the batch offset)
+    DIFFUSION_MASK = 8  # diffusion: the per-token mask draw of mdm_noise and of MDiff4STR's random strategy
+    MDIFF4STR = 9  # MDiff4STR (uniform64): strategy, t, block offset
+    MDIFF4STR_REPLACE = 10  # MDiff4STR: which visible tokens are replaced
+    MDIFF4STR_PICK = 11  # MDiff4STR: the replacement from the pool
+    SPAN_LENGTH = 20  # spans (uniform64): span lengths by inverse CDF
+    SPAN_ORDER = 21  # spans: the shuffle that moves the cut span off the end
+    SPAN_PLACE = 22  # spans: slots (no_overlap) or, as uniform64, independent starts (overlap)
+    SPAN_ROLE = 23  # spans: one role draw per span
+    NGRAM_START = 30  # ngram: unit starts
+    NGRAM_ROLE = 31  # ngram: one role draw per unit, read at its first token
+    MEAP_SELECT = 40  # meap: which tokens are masked
+    ELECTRA_SELECT = 50  # replace.electra_mask: the generator's positions
+    ELECTRA_GUMBEL = 51  # replace.sample_replacements (uniform64 on per-position keys): Gumbel noise
+    ELECTRA_MULTINOMIAL = 52  # replace.sample_replacements (uniform64 on per-position keys): inverse CDF
+    GUIDED_GUMBEL = 60  # guided (uniform64): Gumbel-top-k of proportional mode
+    GUIDED_REST = 61  # guided: the uniformly chosen rest of the budget
+    FRAME_START = 0x57A  # frames: span start scores, then eps in column T (order and uniform read the same bits)
+    FRAME_SLOT = 0x57B  # frames, no_overlap: stars-and-bars slots
+    FRAME_LENGTH = 0x1E4  # frames: span lengths (the first uniform of normal's Box-Muller)
+    FRAME_LENGTH2 = 0x1E5  # frames: the second uniform of normal's Box-Muller
+    FRAME_EQUALIZE = 0xEC0  # frames, same_count: the order in which runs are kept
+    PATCH_RANDOM = 0x5A7C  # patches.random_patches (MAE)
+    BEIT_BLOCKS = 0xBE17  # patches.beit_blocks: area, aspect, top, left of each candidate
+    BEIT_FILL = 0xF111  # patches.block_patches: the random fill when candidates cover too little
+    SIMMIM = 0x5133  # patches.simmim_patches: coarse cells
+    COLOR_NOISE = 0xC010  # patches.colored_noise: the white noise that is filtered (ColorMAE)
+    HPM = 0x4B3  # patches.hpm_patches: the random share
+    REFERRING = 0x0E7  # patches.referring_patches: ranks inside and outside the region
+    BATCH = 0x5EED  # batch_key: the key of a batch composition; sample.generate.row_keys: a row's key from its seed
+    DATA_ORDER = 99  # train.loop: the permutation of the training examples in each epoch
 
 
 def _s32(c: int) -> int:
@@ -83,7 +141,7 @@ def _np_derive(h: np.ndarray, salt) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _np_counter(n: int) -> np.ndarray:
+def np_counter(n: int) -> np.ndarray:
     """lowbias32(2 j + 1) for j < n as uint32 [n], cached per length (read only)."""
     c = _np_mix(np.arange(n, dtype=np.uint32) * np.uint32(2) + np.uint32(1))
     c.flags.writeable = False
@@ -183,7 +241,7 @@ def bits32(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch
     """
     many = isinstance(stream, Sequence) or (torch.is_tensor(stream) and stream.dim() > 0)
     if _cpu(keys):
-        return torch.from_numpy(_np_bits(keys, n, stream, many).view(np.int32))
+        return torch.from_numpy(np_bits(keys, n, stream, many).view(np.int32))
     return _torch_bits32(keys, n, stream, many)
 
 
@@ -197,20 +255,20 @@ def _torch_bits32(keys: torch.Tensor, n: int, stream, many: bool) -> torch.Tenso
     return _mix(k + _counter(int(n), str(keys.device)))  # (S, B, n) or (B, n)
 
 
-def _np_bits_at(keys: torch.Tensor, rows: np.ndarray, cols: np.ndarray, n: int, stream: int) -> np.ndarray:
+def np_bits_at(keys: torch.Tensor, rows: np.ndarray, cols: np.ndarray, n: int, stream: int) -> np.ndarray:
     """``bits32(keys, n, stream)[rows, cols]`` as uint32, hashing only those elements (sparse draws)."""
     k = _np_derive(_np_u32(keys.reshape(-1)), int(stream))
-    return _np_mix(k[rows] + _np_counter(int(n))[cols])
+    return _np_mix(k[rows] + np_counter(int(n))[cols])
 
 
-def _np_bits(keys: torch.Tensor, n: int, stream, many: bool) -> np.ndarray:
-    """:func:`bits32` on the CPU as a uint32 ndarray [B, n] (or [S, B, n])."""
+def np_bits(keys: torch.Tensor, n: int, stream, many: bool = False) -> np.ndarray:
+    """:func:`bits32` of CPU ``keys`` as a uint32 ndarray [B, n] (or [S, B, n] for ``many`` streams)."""
     k = _np_u32(keys.reshape(-1))
     if many:
         k = _np_derive(k[None, :], np.array([int(s) & _M32 for s in stream], dtype=np.uint32)[:, None])
     else:
         k = _np_derive(k, int(stream))
-    return _np_mix(k[..., None] + _np_counter(int(n)))
+    return _np_mix(k[..., None] + np_counter(int(n)))
 
 
 def bits(keys: torch.Tensor, n: int, stream: int | Sequence[int] = 0) -> torch.Tensor:
@@ -255,7 +313,6 @@ def hash_positions(values: torch.Tensor) -> torch.Tensor:
 # The one key derivation. Training, evaluation and the collators all take their keys from these three functions,
 # so the collator path and the objective path give the same masks for the same (seed, epoch, example index).
 EVAL_EPOCH = 0xFFFF  # the "epoch" of held-out evaluation: disjoint from every training epoch in practice
-_BATCH_SALT = 0x5EED  # batch keys: one per batch composition, for corruptions coupled across a batch
 
 
 def train_keys(seed: int, epoch: int, index, device=None) -> torch.Tensor:
@@ -271,4 +328,4 @@ def eval_keys(seed: int, index, device=None) -> torch.Tensor:
 def batch_key(keys: torch.Tensor) -> torch.Tensor:
     """One key (0-d) for a batch, from its examples' keys [B]: a function of the batch's content keys only, so a
     collator and an objective that see the same examples derive the same batch key."""
-    return derive(keys.sum() & _M32, _BATCH_SALT)
+    return derive(keys.sum() & _M32, Stream.BATCH)

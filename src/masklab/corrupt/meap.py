@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import torch
 
 from masklab.corrupt import keyed
+from masklab.corrupt._select import check_prob, select_count
+from masklab.corrupt.keyed import Stream
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, Corruption
-from masklab.corrupt.tokens import check_ids, check_prob, eligible, select_count
+from masklab.corrupt.tokens import check_ids, eligible
 
 __all__ = ["meap_mask"]
 
@@ -41,7 +43,7 @@ def meap_mask(
     ok = eligible(ids, special_ids) & real
     if count is None:
         count = torch.floor(ok.sum(dim=1).double() * prob + 0.5).long()
-    u = keyed.uniform(keys, ids.shape[1], stream=40)
+    u = keyed.uniform(keys, ids.shape[1], stream=Stream.MEAP_SELECT)
     selected = select_count(ok, u, count)
     inputs = torch.where(selected, torch.full_like(ids, mask_id), ids)
     targets = torch.where(real, ids, torch.full_like(ids, IGNORE_INDEX))

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from masklab.corrupt import keyed
+from masklab.corrupt._select import check_prob
+from masklab.corrupt.keyed import Stream
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, Corruption
-from masklab.corrupt.tokens import apply_mix, check_ids, check_prob, eligible, replacement_pool
+from masklab.corrupt.tokens import apply_mix, check_ids, eligible, replacement_pool
 
 __all__ = ["NgramLexicon", "NgramCorruption", "ngram_mask"]
 
@@ -186,7 +188,7 @@ def ngram_mask(
         n_at = torch.where(hit >= 0, torch.full_like(n_at, n), n_at)
         ng_at = torch.where(hit >= 0, hit, ng_at)
     pos = torch.arange(L, device=dev).expand(B, L)
-    u = keyed.uniform(keys, L, stream=30)
+    u = keyed.uniform(keys, L, stream=Stream.NGRAM_START)
     start = ok & (u < prob / n_at.float())
     end = torch.where(start, pos + n_at, torch.zeros_like(pos))
     reach_before = torch.cat([torch.zeros_like(end[:, :1]), torch.cummax(end, dim=1).values[:, :-1]], dim=1)
@@ -204,7 +206,7 @@ def ngram_mask(
         torch.full_like(src, IGNORE_INDEX),
     )
     if not collapse:
-        role_u = keyed.uniform(keys, L, stream=31).gather(1, unit_start)
+        role_u = keyed.uniform(keys, L, stream=Stream.NGRAM_ROLE).gather(1, unit_start)
         pool = replacement_pool(vocab_size, special_ids, dev)
         c = apply_mix(ids, covered, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=role_u)
         return NgramCorruption(

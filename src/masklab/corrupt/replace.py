@@ -20,15 +20,10 @@ from collections.abc import Sequence
 import torch
 
 from masklab.corrupt import keyed
+from masklab.corrupt._select import check_prob, select_count
+from masklab.corrupt.keyed import Stream
 from masklab.corrupt.record import Corruption
-from masklab.corrupt.tokens import (
-    apply_mix,
-    check_ids,
-    check_prob,
-    eligible,
-    replacement_pool,
-    select_count,
-)
+from masklab.corrupt.tokens import apply_mix, check_ids, eligible, replacement_pool
 
 __all__ = ["electra_mask", "sample_replacements", "rtd_labels", "METHODS"]
 
@@ -56,7 +51,7 @@ def electra_mask(
     if max_predictions is not None:
         k = torch.clamp(k, max=max_predictions)
     k = torch.where(n > 0, k, torch.zeros_like(k))
-    selected = select_count(ok, keyed.uniform(keys, ids.shape[1], stream=50), k)
+    selected = select_count(ok, keyed.uniform(keys, ids.shape[1], stream=Stream.ELECTRA_SELECT), k)
     return apply_mix(
         ids,
         selected,
@@ -106,7 +101,7 @@ def sample_replacements(
         if generator is not None:
             u = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=x.device)
         else:  # counter = position * V + vocabulary index, so each (example, position) has its own noise
-            u = _keyed_at(keys[b], pos, V, stream=51)
+            u = _keyed_at(keys[b], pos, V, stream=Stream.ELECTRA_GUMBEL)
         g = -torch.log(-torch.log(u.clamp(min=1e-300)))
         sampled = (x + g).argmax(dim=1)
     else:
@@ -114,7 +109,7 @@ def sample_replacements(
         if generator is not None:
             u = torch.rand(len(b), generator=generator, dtype=torch.float64, device=x.device)
         else:
-            u = _keyed_at(keys[b], pos, 1, stream=52)[:, 0]
+            u = _keyed_at(keys[b], pos, 1, stream=Stream.ELECTRA_MULTINOMIAL)[:, 0]
         cdf = p.cumsum(dim=1)
         sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp(max=V - 1)
         # skip zero-probability entries that a rounding boundary could land on

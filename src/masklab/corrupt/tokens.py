@@ -22,10 +22,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from masklab.corrupt import jit, keyed
+from masklab.corrupt import _backend, jit, keyed
+from masklab.corrupt._select import check_prob, select_count
+from masklab.corrupt.keyed import Stream
 from masklab.corrupt.record import IGNORE_INDEX, MASKED, RANDOM, UNCHANGED, Corruption
-
-_NUMPY = True  # CPU fast paths in numpy (tests switch it off to compare with the dense torch path)
 
 __all__ = [
     "random_mask",
@@ -55,17 +55,6 @@ def _row_keys(ids: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Checked ``ids`` and keys as [B] (one key may serve the whole batch; the kernels index keys per row)."""
     check_ids(ids, keys)
     return keys if keys.shape == ids.shape[:1] else keys.reshape(-1).expand(ids.shape[0])
-
-
-def check_prob(name: str, p: float) -> float:
-    """``p`` as a float in [0, 1]; strings, bools and NaN are refused (a string ``prob`` would otherwise reach
-    ``prob * 2**32`` as string repetition)."""
-    if isinstance(p, str | bytes | bool) or not isinstance(p, numbers.Real | torch.Tensor):
-        raise TypeError(f"{name} must be a real number, got {type(p).__name__} {p!r}")
-    p = float(p)
-    if not 0.0 <= p <= 1.0:  # False for NaN too
-        raise ValueError(f"{name} must be in [0, 1], got {p}")
-    return p
 
 
 def check_token_id(name: str, v) -> int:
@@ -158,17 +147,6 @@ def _pool(vocab_size: int, special_ids: tuple, device: str) -> torch.Tensor:
     return keep.nonzero().squeeze(1)
 
 
-def select_count(can: torch.Tensor, u: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
-    """Exactly min(count, eligible) positions per row, uniformly without replacement: the smallest keys win.
-
-    Ties (24-bit keys) break by position (stable sort), so the result is the same on every device and padding.
-    """
-    score = torch.where(can, u, torch.full_like(u, 2.0))  # ineligible positions sort last
-    rank = score.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
-    count = torch.as_tensor(count, device=can.device).reshape(-1, 1)
-    return (rank < count) & can
-
-
 def apply_mix(
     ids: torch.Tensor,
     selected: torch.Tensor,
@@ -184,18 +162,18 @@ def apply_mix(
     positions.
 
     ``role_u`` [B, L] overrides the per-token draw that picks the role (SpanBERT draws one per span); ``pick``
-    [B, L] int32 draws of stream 2 (:func:`keyed.bits32`) may be passed when already computed.
+    [B, L] int32 draws of ``Stream.TOKEN_PICK`` (:func:`keyed.bits32`) may be passed when already computed.
     """
     p_mask, p_rand, _ = check_mix(mix)
     B, L = ids.shape
     if role_u is None:
-        role_u = keyed.uniform(keys, L, stream=1)
+        role_u = keyed.uniform(keys, L, stream=Stream.TOKEN_ROLE)
     as_mask = selected & (role_u < p_mask)
     inputs = ids.masked_fill(as_mask, mask_id)
     kind = selected.to(torch.int8).mul_(UNCHANGED).masked_fill_(as_mask, MASKED)
     if p_rand > 0:
         as_rand = selected & (role_u >= p_mask) & (role_u < p_mask + p_rand)
-        pick = _index(keyed.bits32(keys, L, 2) if pick is None else pick, len(pool))
+        pick = _index(keyed.bits32(keys, L, Stream.TOKEN_PICK) if pick is None else pick, len(pool))
         drawn = pool.to(ids.device).index_select(0, pick.reshape(-1)).view(B, L).to(ids.dtype)
         inputs = torch.where(as_rand, drawn, inputs)
         kind.masked_fill_(as_rand, RANDOM)
@@ -230,26 +208,33 @@ def random_mask(
     """
     prob, mask_id, count = check_prob("prob", prob), check_token_id("mask_id", mask_id), check_count(count)
     keys = _row_keys(ids, keys)
-    if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
+    path = _backend.path(ids)
+    if count is None and path == "kernel" and (kern := jit.kernels()) is not None:
         plan = _kernel_plan(float(prob), tuple(mix), int(vocab_size), _special_key(special_ids), int(mask_id), False)
         return _kernel_record(kern.random_mask(*_kernel_data(ids, keys, can), *plan))
-    check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
-    L = ids.shape[1]
     pool = replacement_pool(vocab_size, special_ids, ids.device)
     if count is not None:
-        ok = eligible_in_vocab(ids, special_ids, vocab_size)
-        if can is not None:
-            ok = ok & can
-        draws = keyed.bits32(keys, L, (0, 1, 2))  # select, role, replacement in one hashing pass
-        selected = select_count(ok, keyed.unit(draws[0]), count)
-        return apply_mix(
-            ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
-        )
+        return _random_count(ids, keys, can, special_ids, vocab_size, pool, mask_id, mix, count)
     T = int(prob * 2**32)  # exact: a power-of-two scaling
-    b = keyed.bits32(keys, L, 0)
-    path = _random_mask_np if _NUMPY and ids.device.type == "cpu" else _random_mask_torch
-    return path(ids, b, can, special_ids, vocab_size, pool, mask_id, T, _role_cuts(T, p_mask, p_rand))
+    b = keyed.bits32(keys, ids.shape[1], Stream.TOKEN_SELECT)
+    impl = _random_mask_torch if path == "torch" else _random_mask_np
+    return impl(ids, b, can, special_ids, vocab_size, pool, mask_id, T, _role_cuts(T, p_mask, p_rand))
+
+
+_TOKEN_STREAMS = (Stream.TOKEN_SELECT, Stream.TOKEN_ROLE, Stream.TOKEN_PICK)
+
+
+def _random_count(ids, keys, can, special_ids, vocab_size, pool, mask_id, mix, count) -> Corruption:
+    """:func:`random_mask` (count mode), any device: exactly ``count`` of the eligible tokens per row."""
+    ok = eligible_in_vocab(ids, special_ids, vocab_size)
+    if can is not None:
+        ok = ok & can
+    draws = keyed.bits32(keys, ids.shape[1], _TOKEN_STREAMS)  # select, role, replacement in one hashing pass
+    selected = select_count(ok, keyed.unit(draws[0]), count)
+    return apply_mix(
+        ids, selected, keys, mask_id=mask_id, pool=pool, mix=mix, role_u=keyed.unit(draws[1]), pick=draws[2]
+    )
 
 
 def _role_cuts(T: int, p_mask: float, p_rand: float) -> tuple[int, int]:
@@ -295,7 +280,7 @@ def _kernel_data(ids, keys, can) -> tuple:
         can = can.numpy() if can.shape == ids.shape else np.broadcast_to(can.numpy(), ids.shape)
         can = np.ascontiguousarray(can, dtype=bool)
     idn = ids.numpy()
-    return idn, keys.numpy(), keyed._np_counter(idn.shape[1]), can
+    return idn, keys.numpy(), keyed.np_counter(idn.shape[1]), can
 
 
 _NO_CAN = np.zeros((0, 0), dtype=bool)
@@ -395,7 +380,7 @@ def word_ids_from_offsets(offsets: torch.Tensor, special: torch.Tensor) -> torch
     is one word, "hello ," two.
     """
     special = special.bool()
-    if _NUMPY and offsets.device.type == "cpu" and (kern := jit.kernels()) is not None:
+    if _backend.path(offsets) == "kernel" and (kern := jit.kernels()) is not None:
         return torch.from_numpy(kern.word_ids_from_offsets(offsets.numpy(), special.numpy()))
     starts, ends = offsets[..., 0], offsets[..., 1]
     prev_end = torch.cat([torch.full_like(ends[:, :1], -1), ends[:, :-1]], dim=1)
@@ -459,30 +444,37 @@ def whole_word_mask(
     with the same id form one word. The mask/random/keep ``mix`` is drawn per token, as in BERT's
     ``create_pretraining_data.py``; Hugging Face's whole-word collator forces mix=(1, 0, 0).
 
-    Draws are integer compares on keyed uint32 streams: a word is chosen when stream 0 at its first token is
-    below ``floor(prob 2**32)``; a chosen token is masked / replaced / kept by stream 1 against ``mix``; a
-    replacement is ``pool[stream 2 % |pool|]``. On the CPU (rate mode) the role and replacement streams are
-    hashed only at the selected tokens (numpy); elsewhere densely in torch, with identical results.
+    Draws are integer compares on keyed uint32 streams: a word is chosen when ``Stream.TOKEN_SELECT`` at its
+    first token is below ``floor(prob 2**32)``; a chosen token is masked / replaced / kept by
+    ``Stream.TOKEN_ROLE`` against ``mix``; a replacement is ``pool[Stream.TOKEN_PICK % |pool|]``. On the CPU
+    (rate mode) the role and replacement streams are hashed only at the selected tokens (numpy); elsewhere
+    densely in torch, with identical results.
     """
     prob, mask_id, count = check_prob("prob", prob), check_token_id("mask_id", mask_id), check_count(count)
     keys = _row_keys(ids, keys)
     if word_ids.shape != ids.shape:
         raise ValueError(f"word_ids shape {tuple(word_ids.shape)} does not match ids shape {tuple(ids.shape)}")
-    if count is None and _NUMPY and ids.is_cpu and (kern := jit.kernels()) is not None:
+    path = _backend.path(ids)
+    if count is None and path == "kernel" and (kern := jit.kernels()) is not None:
         plan = _kernel_plan(float(prob), tuple(mix), int(vocab_size), _special_key(special_ids), int(mask_id), True)
         return _kernel_record(kern.whole_word_mask(*_kernel_data(ids, keys, can), word_ids.numpy(), *plan))
-    check_prob("prob", prob)
     p_mask, p_rand, _ = check_mix(mix)
-    cut = _role_cuts(2**32, p_mask, p_rand)  # role thresholds on stream 1
+    cut = _role_cuts(2**32, p_mask, p_rand)  # role thresholds on Stream.TOKEN_ROLE
     T = int(prob * 2**32)
     pool = replacement_pool(vocab_size, special_ids, ids.device)
-    if count is None and _NUMPY and ids.device.type == "cpu":
+    if count is None and path != "torch":
         return _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut)
+    return _whole_word_torch(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut, count)
+
+
+def _whole_word_torch(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask_id, T, cut, count) -> Corruption:
+    """:func:`whole_word_mask`, dense, any device (and count mode everywhere): the same draws as
+    :func:`_whole_word_np`."""
     ok = eligible_in_vocab(ids, special_ids, vocab_size) & (word_ids >= 0)
     if can is not None:
         ok = ok & can
     starts = word_starts(word_ids, ok)
-    draws = keyed.bits(keys, ids.shape[1], (0, 1, 2))  # word draw (read at its first token), role, replacement
+    draws = keyed.bits(keys, ids.shape[1], _TOKEN_STREAMS)  # word draw (read at its first token), role, replacement
     if count is None:
         chosen = (draws[0] < T) & starts
     else:
@@ -507,12 +499,12 @@ def _whole_word_np(ids, keys, word_ids, can, special_ids, vocab_size, pool, mask
     same = np.zeros_like(ok)  # continues the previous token's word
     same[:, 1:] = (wid[:, 1:] == wid[:, :-1]) & ok[:, :-1]
     starts = ok & ~same
-    chosen = starts & (keyed._np_bits(keys, L, 0, False) < T)
+    chosen = starts & (keyed.np_bits(keys, L, Stream.TOKEN_SELECT) < T)
     pos = np.where(starts, np.arange(L), 0)
     np.maximum.accumulate(pos, axis=1, out=pos)  # each token's word start
     flat = np.flatnonzero(chosen.reshape(-1)[(pos + np.arange(0, B * L, L)[:, None]).reshape(-1)] & ok.reshape(-1))
     rows, cols = np.divmod(flat, L)
-    role = keyed._np_bits_at(keys, rows, cols, L, 1).astype(np.int64)
+    role = keyed.np_bits_at(keys, rows, cols, L, Stream.TOKEN_ROLE).astype(np.int64)
     m, r = role < cut[0], (role >= cut[0]) & (role < cut[1])
-    drawn = pool.numpy()[keyed._np_bits_at(keys, rows[r], cols[r], L, 2) % len(pool)]
+    drawn = pool.numpy()[keyed.np_bits_at(keys, rows[r], cols[r], L, Stream.TOKEN_PICK) % len(pool)]
     return _np_record(idn, flat, m, r, mask_id, drawn)

@@ -24,5 +24,6 @@ def digits_images(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (1797, 1, 8, 8)
     if size != 8:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    # one fixed shuffle of the dataset (a data split, not a mask: it is outside keyed.Stream on purpose)
     order = keyed.uniform(keyed.example_keys(0, 0, [0]), len(x), stream=1)[0].argsort()
     return x[order], torch.as_tensor(d.target)[order]

@@ -37,7 +37,7 @@ def row_keys(seed: int | Sequence[int] | torch.Tensor | None, batch: int, device
     seeds = torch.as_tensor(seed, dtype=torch.int64)
     if seeds.numel() != batch:
         raise ValueError(f"got {seeds.numel()} seeds for {batch} rows")
-    return keyed.derive(seeds.to(device), 0x5EED)
+    return keyed.derive(seeds.to(device), keyed.Stream.BATCH)
 
 
 def as_model_fn(model, pad_id: int | None = None):

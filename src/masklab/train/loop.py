@@ -42,7 +42,11 @@ class _Order:
 
     def perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perm:
-            self._perm = {epoch: keyed.bits(keyed.example_keys(self.seed, epoch, [0]), self.n, stream=99)[0].argsort()}
+            self._perm = {
+                epoch: keyed.bits(keyed.example_keys(self.seed, epoch, [0]), self.n, stream=keyed.Stream.DATA_ORDER)[
+                    0
+                ].argsort()
+            }
         return self._perm[epoch]
 
     def __call__(self, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
