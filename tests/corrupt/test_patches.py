@@ -8,29 +8,30 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masklab.corrupt import keyed
+from masklab.corrupt import _select, keyed
 from masklab.corrupt import patches as P
+from masklab.corrupt.strategies import PATCH
 
 GRID = (14, 14)
 N = 196
 
 
+# the inputs a strategy needs besides the grid and the keys
+NEEDS = {
+    "hpm": lambda batch, grid: {
+        "pred_loss": torch.rand(batch, grid[0] * grid[1], generator=torch.Generator().manual_seed(1))
+    },
+    "referring": lambda batch, grid: {"boxes": [[2, 3, 9, 12]] * batch},
+    "simmim": lambda batch, grid: {"cell": 2},
+}
+
+
 def _make(name, grid=GRID, batch=64, **kw):
-    if name == "hpm":
-        return P.hpm_patches(
-            torch.rand(batch, grid[0] * grid[1], generator=torch.Generator().manual_seed(1)),
-            grid,
-            seed=3,
-            **kw,
-        )
-    if name == "referring":
-        return P.referring_patches(grid, boxes=[[2, 3, 9, 12]] * batch, seed=3, **kw)
-    if name == "simmim":
-        return P.simmim_patches(grid, batch=batch, cell=2, seed=3, **kw)
-    return P.STRATEGIES[name](grid, batch=batch, seed=3, **kw)
+    keys = keyed.train_keys(3, 0, torch.arange(batch))  # what seed=3 means: examples 0..B-1 of epoch 0
+    return PATCH.get(name)(grid, keys, **NEEDS.get(name, lambda b, g: {})(batch, grid), **kw)
 
 
-@pytest.mark.parametrize("name", sorted(P.STRATEGIES))
+@pytest.mark.parametrize("name", PATCH.names())
 def test_every_strategy_masks_the_same_exact_count_in_every_row(name):
     pm = _make(name)
     counts = pm.mask.sum(1)
@@ -40,7 +41,7 @@ def test_every_strategy_masks_the_same_exact_count_in_every_row(name):
     assert int(counts[0]) == expected.get(name, N - int(N * 0.25))
 
 
-@pytest.mark.parametrize("name", sorted(P.STRATEGIES))
+@pytest.mark.parametrize("name", PATCH.names())
 def test_ids_follow_mae_unshuffle_convention(name):
     pm = _make(name, batch=8)
     K = N - pm.num_masked
@@ -255,8 +256,8 @@ def test_smallest_k_is_a_stable_sort_cut_on_every_path(B, N, data):
     for kk, take in ((k, torch.arange(N) < k), (ks, torch.arange(N) < ks[:, None])):
         want = torch.zeros(B, N, dtype=torch.bool).scatter_(1, order, take.expand(B, N))
         assert torch.equal(P.smallest_k(score, kk), want)
-        assert torch.equal(P._smallest_k_torch(score, kk), want)
-        assert torch.equal(P._smallest_k_torch(score.float(), kk), want)
+        assert torch.equal(_select._smallest_k_torch(score, kk), want)
+        assert torch.equal(_select._smallest_k_torch(score.float(), kk), want)
     assert np.array_equal(P.smallest_k(score.numpy().astype(np.uint32), ks.numpy()), want.numpy())
 
 

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 
 from masklab.corrupt import keyed
+from masklab.corrupt._select import Source, check_ratio, smallest_k
+from masklab.corrupt.keyed import Stream
 
 __all__ = [
     "PatchMask",
@@ -53,7 +55,6 @@ __all__ = [
     "hpm_alpha",
     "referring_patches",
     "region_from_boxes",
-    "STRATEGIES",
     "COLORS",
 ]
 
@@ -147,45 +148,6 @@ def _np_ids(m: np.ndarray, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 # randomness and checks
 
 
-class _Source:
-    """Where the randomness of one call comes from: keyed noise per example, or a torch.Generator."""
-
-    def __init__(self, batch, keys, seed, epoch, device):
-        if keys is not None:
-            keys = torch.as_tensor(keys, dtype=torch.int64, device=device)
-            if keys.dim() != 1:
-                raise ValueError(f"keys must be a [B] tensor, got shape {tuple(keys.shape)}")
-            if batch is not None and batch != keys.shape[0]:
-                raise ValueError(f"batch {batch} does not match {keys.shape[0]} keys")
-            self.gen, self.keys, self.batch, self.device = None, keys, keys.shape[0], keys.device
-        else:
-            if batch is None or int(batch) < 0:
-                raise ValueError(f"batch must be a non-negative int when no keys are given, got {batch}")
-            if device is None and isinstance(seed, torch.Generator):
-                device = seed.device  # draws stay where the generator lives
-            self.batch, self.device = int(batch), torch.device(device or "cpu")
-            if isinstance(seed, torch.Generator):
-                self.gen, self.keys = seed, None
-            else:
-                self.gen = None
-                self.keys = keyed.example_keys(
-                    0 if seed is None else int(seed), epoch, torch.arange(self.batch), device=self.device
-                )
-
-    def uniform(self, n: int, stream: int) -> torch.Tensor:
-        if self.gen is not None:
-            return torch.rand(self.batch, n, generator=self.gen, device=self.gen.device).to(self.device)
-        return keyed.uniform(self.keys, n, stream)
-
-    def order(self, n: int, stream: int) -> torch.Tensor:
-        """[B, n] values whose order within a row is uniformly random, for top-k: keyed uint32 draws in int64
-        (:func:`keyed.bits`, ties about n**2 / 2**33 per row, broken by position), or floats from the
-        generator."""
-        if self.gen is not None:
-            return self.uniform(n, stream)
-        return keyed.bits(self.keys, n, stream)
-
-
 def _check_grid(grid) -> tuple[int, int]:
     try:
         H, W = (int(g) for g in grid)
@@ -196,66 +158,9 @@ def _check_grid(grid) -> tuple[int, int]:
     return H, W
 
 
-def _check_ratio(name: str, r: float) -> float:
-    if not 0.0 <= float(r) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {r}")
-    return float(r)
-
-
 def _num_masked(N: int, ratio: float) -> int:
     """MAE's rounding: ``len_keep = int(N * (1 - ratio))`` visible patches."""
-    return N - int(N * (1 - _check_ratio("ratio", ratio)))
-
-
-def smallest_k(score, k):
-    """[B, N] bool: True at the ``k`` smallest entries of each row of ``score`` (torch tensor or numpy array;
-    the result is the same kind). ``k`` is one count for every row or one per row ([B] ints). Ties count the
-    earlier position as smaller, so counts are exact and the answer is the same on every device.
-
-    Each row's k-th value comes from a partial sort (``np.partition`` on the CPU, whose per-call cost is a
-    fraction of a torch ``topk``; ``kthvalue`` or a sort elsewhere), then one compare; only a tie at that value
-    needs a running count.
-    """
-    if torch.is_tensor(score):
-        if score.device.type == "cpu":
-            k = k.cpu().numpy() if torch.is_tensor(k) else k
-            return torch.from_numpy(smallest_k(score.detach().numpy(), k))
-        return _smallest_k_torch(score, k)
-    B, N = score.shape
-    if np.ndim(k) == 0:
-        k = int(k)
-        if k <= 0 or k >= N:
-            return np.full((B, N), k > 0)
-        kth = np.partition(score, k - 1, axis=1)[:, k - 1 : k]
-        total = B * k
-    else:  # per-row counts: partition at the largest, sort those few, read each row's own k-th value
-        k = np.asarray(k, dtype=np.int64).reshape(B, 1)
-        if B and (k.min() < 0 or k.max() > N):
-            k = k.clip(0, N)
-        kmax = int(k.max()) if B else 0
-        low = np.sort(np.partition(score, kmax - 1, axis=1)[:, :kmax] if 0 < kmax < N else score, axis=1)
-        kth = low[np.arange(B), np.maximum(k[:, 0] - 1, 0)][:, None]
-        total = int(k.sum())
-    out = score <= kth
-    if np.count_nonzero(out) != total:  # a tie at a k-th value (or k = 0 rows): the earliest equal entries win
-        lt, eq = score < kth, score == kth
-        out = lt | (eq & (eq.cumsum(1) <= k - lt.sum(1, keepdims=True)))
-    return out
-
-
-def _smallest_k_torch(score: torch.Tensor, k) -> torch.Tensor:
-    """:func:`smallest_k` in torch (any device): the same rule."""
-    B, N = score.shape
-    if not torch.is_tensor(k) and np.ndim(k) == 0:
-        k = int(k)
-        if k <= 0 or k >= N:
-            return torch.full((B, N), k > 0, device=score.device)
-        kth = score.kthvalue(k, dim=1, keepdim=True).values
-    else:
-        k = torch.as_tensor(k, dtype=torch.long, device=score.device).clamp(0, N).reshape(B, 1)
-        kth = score.sort(dim=1).values.gather(1, (k - 1).clamp(min=0))
-    lt, eq = score < kth, score == kth
-    return lt | (eq & (eq.cumsum(1) <= k - lt.sum(1, keepdim=True)))
+    return N - int(N * (1 - check_ratio("ratio", ratio)))
 
 
 def _mask_top(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -263,10 +168,10 @@ def _mask_top(score: torch.Tensor, k: int) -> torch.Tensor:
     return smallest_k(-score, k)
 
 
-def _keyed_order(src: _Source, n: int, stream: int):
-    """:meth:`_Source.order` draws, as a uint32 numpy array when keyed on the CPU (no int64 copy)."""
+def _keyed_order(src: Source, n: int, stream: int):
+    """:meth:`Source.order` draws, as a uint32 numpy array when keyed on the CPU (no int64 copy)."""
     if src.gen is None and src.device.type == "cpu":
-        return keyed._np_bits(src.keys, n, stream, False)
+        return keyed.np_bits(src.keys, n, stream)
     return src.order(n, stream)
 
 
@@ -285,8 +190,8 @@ def random_patches(
     H, W = _check_grid(grid)
     N = H * W
     k = _num_masked(N, ratio)
-    src = _Source(batch, keys, seed, epoch, device)
-    return PatchMask(_as_mask(~smallest_k(_keyed_order(src, N, 0x5A7C), N - k)), (H, W))
+    src = Source(batch, keys, seed, epoch, device)
+    return PatchMask(_as_mask(~smallest_k(_keyed_order(src, N, Stream.PATCH_RANDOM), N - k)), (H, W))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -302,7 +207,7 @@ def beit_blocks(
     max_block: int,
     min_aspect: float = 0.3,
     max_aspect: float | None = None,
-    stream: int = 0xBE17,
+    stream: int = Stream.BEIT_BLOCKS,
 ):
     """Candidate blocks [B, num_blocks] as (top, left, h, w) long tensors, drawn as in BEiT's
     ``MaskingGenerator``.
@@ -312,7 +217,7 @@ def beit_blocks(
     ``w = round(sqrt(A/a))``, position uniform. A candidate that does not fit the grid is returned with h = w
     = 0 (BEiT retries up to 10 times; here more candidates are drawn instead).
     """
-    src = src_or_keys if isinstance(src_or_keys, _Source) else _Source(None, src_or_keys, None, 0, None)
+    src = src_or_keys if isinstance(src_or_keys, Source) else Source(None, src_or_keys, None, 0, None)
     H, W = grid
     max_aspect = max_aspect or 1.0 / min_aspect
     u = src.uniform(4 * num_blocks, stream).view(-1, 4, num_blocks)
@@ -351,7 +256,7 @@ def block_patches(
     """
     H, W = _check_grid(grid)
     N = H * W
-    target = round(_check_ratio("ratio", ratio) * N)
+    target = round(check_ratio("ratio", ratio) * N)
     max_block = target if max_block is None else int(max_block)
     max_block = max(max_block, min_block)
     if min_block < 1 or min_block > N:
@@ -362,7 +267,7 @@ def block_patches(
     aspects = [math.exp(math.log(min_aspect) + i / 63 * math.log(amax / min_aspect)) for i in range(64)]
     if not any(round(math.sqrt(min_block * a)) <= H and round(math.sqrt(min_block / a)) <= W for a in aspects):
         raise ValueError(f"a block of min_block={min_block} patches does not fit a {H}x{W} grid")
-    src = _Source(batch, keys, seed, epoch, device)
+    src = Source(batch, keys, seed, epoch, device)
     B, dev = src.batch, src.device
     top, left, h, w = beit_blocks(
         src,
@@ -392,7 +297,7 @@ def block_patches(
     mask |= crossing & (crossing.cumsum(1) <= target - done)
     # rare: candidates covered too little -> random fill
     short = target - mask.sum(1, keepdim=True)
-    u = src.uniform(N, stream=0xF111)
+    u = src.uniform(N, stream=Stream.BEIT_FILL)
     rank_free = torch.where(mask, torch.full_like(u, 2.0), u).argsort(dim=1, stable=True).argsort(1)  # ties: by index
     mask |= rank_free < short
     return PatchMask(mask, (H, W))
@@ -416,12 +321,12 @@ def simmim_patches(
     """SimMIM masking: ``ceil(ratio * cells)`` random cells of ``cell x cell`` patches (SimMIM: 32px mask
     patches over 4px model patches -> ``cell=8``)."""
     H, W = _check_grid(grid)
-    r = _check_ratio("ratio", ratio)
+    r = check_ratio("ratio", ratio)
     if cell < 1 or cell > H or cell > W or H % cell or W % cell:
         raise ValueError(f"cell {cell} must divide the {H}x{W} grid and be no larger than it")
     h, w = H // cell, W // cell
-    src = _Source(batch, keys, seed, epoch, device)
-    coarse = _as_mask(~smallest_k(_keyed_order(src, h * w, 0x5133), h * w - math.ceil(r * h * w)))
+    src = Source(batch, keys, seed, epoch, device)
+    coarse = _as_mask(~smallest_k(_keyed_order(src, h * w, Stream.SIMMIM), h * w - math.ceil(r * h * w)))
     coarse = coarse.view(-1, h, 1, w, 1)
     mask = coarse.expand(-1, h, cell, w, cell).reshape(-1, H * W)
     return PatchMask(mask, (H, W))
@@ -474,8 +379,8 @@ def colored_noise(
     H, W = _check_grid(grid)
     if color not in COLORS:
         raise ValueError(f"unknown noise color {color!r}; expected one of {', '.join(COLORS)}")
-    src = _Source(batch, keys, seed, epoch, device)
-    u = src.uniform(H * W, stream=0xC010).sub_(0.5)
+    src = Source(batch, keys, seed, epoch, device)
+    u = src.uniform(H * W, stream=Stream.COLOR_NOISE).sub_(0.5)
     if color == "white":
         return u
     return u @ _filter_on(color, H, W, u.device)
@@ -511,7 +416,7 @@ def hpm_alpha(progress: float, alpha_max: float = 0.5) -> float:
 
     ``progress`` = (epoch + 1) / total_epochs in the HPM code, in [0, 1].
     """
-    return _check_ratio("progress", progress) * _check_ratio("alpha_max", alpha_max)
+    return check_ratio("progress", progress) * check_ratio("alpha_max", alpha_max)
 
 
 def hpm_patches(
@@ -534,8 +439,8 @@ def hpm_patches(
         raise ValueError(f"pred_loss must be [B, {N}] for a {H}x{W} grid, got {tuple(pred_loss.shape)}")
     k = _num_masked(N, ratio)
     n_hard = int(k * hpm_alpha(progress, alpha_max))
-    src = _Source(pred_loss.shape[0], keys, seed, epoch, pred_loss.device)
-    u = src.uniform(N, stream=0x4B3)
+    src = Source(pred_loss.shape[0], keys, seed, epoch, pred_loss.device)
+    u = src.uniform(N, stream=Stream.HPM)
     hard = _mask_top(pred_loss.detach().float(), n_hard)
     return PatchMask(_mask_top(u + 2.0 * hard, k), (H, W))
 
@@ -595,38 +500,15 @@ def referring_patches(
         raise ValueError(f"region must be [B, {H}, {W}] bool, got shape {tuple(region.shape)}")
     inside = region.reshape(-1, N)
     k = _num_masked(N, ratio)
-    r_in = _check_ratio("inside_ratio", inside_ratio)
+    r_in = check_ratio("inside_ratio", inside_ratio)
     n_in = inside.sum(1, keepdim=True)
     k_in = (n_in * r_in).round().long()
     k_in = torch.minimum(torch.maximum(k_in, k - (N - n_in)), torch.minimum(n_in, torch.full_like(n_in, k)))
-    src = _Source(inside.shape[0], keys, seed, epoch, inside.device)
-    u = src.uniform(N, stream=0x0E7)
+    src = Source(inside.shape[0], keys, seed, epoch, inside.device)
+    u = src.uniform(N, stream=Stream.REFERRING)
     # rank inside patches and outside patches separately; take k_in of the first and k - k_in of the second
     # stable: 24-bit draws can tie, and a tie must fall the same way on every device
     rank_in = torch.where(inside, u, u + 2).argsort(dim=1, stable=True).argsort(1)
     rank_out = torch.where(inside, u + 2, u).argsort(dim=1, stable=True).argsort(1)
     mask = (inside & (rank_in < k_in)) | (~inside & (rank_out < k - k_in))
     return PatchMask(mask, (H, W))
-
-
-# ------------------------------------------------------------------------------------------------------------
-# registry (names used by `masklab show patches` and the mae-digits run)
-
-
-def _colormae(color):
-    def colormae(grid, ratio=0.75, **kw):
-        return colormae_patches(grid, color, ratio, **kw)
-
-    colormae.__name__ = f"colormae_{color}"
-    return colormae
-
-
-STRATEGIES = {
-    "random": random_patches,
-    "block": block_patches,
-    "simmim": simmim_patches,
-    **{f"colormae-{c}": _colormae(c) for c in COLORS},
-    "hpm": hpm_patches,
-    "referring": referring_patches,
-}
-"""Strategy name -> generator. ``hpm`` needs ``pred_loss`` and ``referring`` needs ``region`` or ``boxes``."""

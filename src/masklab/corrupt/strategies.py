@@ -1,6 +1,10 @@
-"""The token-corruption registry (kind "token"): one signature for every strategy,
+"""The corruption registries: one signature per kind of input.
 
-    corruption = TOKEN.get(name)(ids, keys, info, can, **options) -> Corruption
+    corruption = TOKEN.get(name)(ids, keys, info, can, **options) -> Corruption    # token ids [B, L]
+    patch_mask = PATCH.get(name)(grid, keys, **options) -> PatchMask              # an (H, W) patch grid
+    frame_mask = FRAME.get(name)(shape, keys, **options) -> FrameMask             # (B, T) frames
+
+Token strategies:
 
 ``ids`` [B, L] token ids, ``keys`` [B] example keys (:mod:`masklab.corrupt.keyed`), ``info`` the
 :class:`~masklab.data.tokenizers.TokenInfo` of the tokenizer, ``can`` [B, L] bool eligible positions or None
@@ -10,13 +14,21 @@ entries, so one (seed, epoch, index) gives one mask whichever path draws it.
 Options: ``prob``, ``mix``, ``count`` (random, whole_word, span, meap), ``word_ids`` [B, L] (whole_word, span;
 default: words from ``info.word_starts``), ``lexicon`` (ngram), span options (``lengths``, ``high``, ``min_gap``,
 ... of :func:`masklab.corrupt.spans.span_mask`), ``t`` [B] (mdm), ``max_predictions`` (electra).
+
+Patch strategies take ``ratio`` and their generator's options (:mod:`masklab.corrupt.patches`); ``hpm`` needs
+``pred_loss`` [B, N] (the model's predicted reconstruction loss) and ``referring`` needs ``boxes`` or
+``region``. Frame strategies take :func:`masklab.corrupt.frames.span_mask`'s options; ``ask2mask`` needs
+``confidence`` [B, T].
 """
 
 from __future__ import annotations
 
 import torch
 
+from masklab.corrupt import patches as P
 from masklab.corrupt.diffusion import mdm_noise
+from masklab.corrupt.frames import FrameMask, ask2mask
+from masklab.corrupt.frames import span_mask as frame_spans
 from masklab.corrupt.meap import meap_mask
 from masklab.corrupt.ngram import ngram_mask
 from masklab.corrupt.record import Corruption
@@ -25,9 +37,11 @@ from masklab.corrupt.spans import span_mask
 from masklab.corrupt.tokens import eligible, random_mask, whole_word_mask, word_ids_from_starts
 from masklab.registry import Registry
 
-__all__ = ["TOKEN", "word_ids_of", "WORD_LEVEL", "MLM_STRATEGIES"]
+__all__ = ["TOKEN", "PATCH", "FRAME", "word_ids_of", "WORD_LEVEL", "MLM_STRATEGIES"]
 
 TOKEN = Registry("token", "token corruptions: (ids, keys, info, can, **options) -> Corruption")
+PATCH = Registry("patch", "image patch masks: (grid, keys, **options) -> PatchMask")
+FRAME = Registry("frame", "frame (time step) masks: (shape, keys, **options) -> FrameMask")
 
 WORD_LEVEL = ("whole_word", "span")  # strategies that read word boundaries
 MLM_STRATEGIES = ("random", "whole_word", "span", "ngram")  # the BERT-style selections MLMCollator offers
@@ -88,3 +102,63 @@ def meap(ids, keys, info, can=None, *, prob=0.15, count=None) -> Corruption:
 @TOKEN.register("electra", "ELECTRA generator input: k positions per row without replacement, 85/0/15")
 def electra(ids, keys, info, can=None, *, prob=0.15, mix=(0.85, 0.0, 0.15), max_predictions=None):
     return electra_mask(ids, keys, prob=prob, max_predictions=max_predictions, **_common(info, can, mix))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# patch masks: grid (H, W), keys [B]; the batch size is len(keys)
+
+
+@PATCH.register("random", "MAE: a uniform random subset of round(ratio N) patches (default 0.75)")
+def random_patches(grid, keys, *, ratio=0.75, **options):
+    return P.random_patches(grid, ratio, keys=keys, **options)
+
+
+@PATCH.register("block", "BEiT: random rectangular blocks of patches up to round(ratio N) (default 0.4)")
+def block_patches(grid, keys, *, ratio=0.4, **options):
+    return P.block_patches(grid, ratio, keys=keys, **options)
+
+
+@PATCH.register("simmim", "SimMIM: random masking of coarse cells of patches (default ratio 0.6)")
+def simmim_patches(grid, keys, *, ratio=0.6, **options):
+    return P.simmim_patches(grid, ratio, keys=keys, **options)
+
+
+def _colormae(color: str):
+    def colormae(grid, keys, *, ratio=0.75, **options):
+        return P.colormae_patches(grid, color, ratio, keys=keys, **options)
+
+    colormae.__name__ = f"colormae_{color}"
+    return colormae
+
+
+for _color in P.COLORS:
+    PATCH.register(
+        f"colormae-{_color}", f"ColorMAE: the patches where filtered {_color} noise is smallest", _colormae(_color)
+    )
+
+
+@PATCH.register("hpm", "HPM: the patches the model predicts hardest, easy-to-hard over progress (needs pred_loss)")
+def hpm_patches(grid, keys, *, pred_loss, ratio=0.75, **options):
+    return P.hpm_patches(pred_loss, grid, ratio, keys=keys, **options)
+
+
+@PATCH.register("referring", "referring-aware: inside_ratio of the mask inside the referred region (needs boxes)")
+def referring_patches(grid, keys, *, ratio=0.6, **options):
+    return P.referring_patches(grid, ratio=ratio, keys=keys, **options)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# frame masks: shape (B, T), keys [B]
+
+
+@FRAME.register("span", "wav2vec 2.0 / W2v-BERT spans: starts with prob mask_prob, mask_length frames each")
+def spans(shape, keys, *, mask_prob=0.65, mask_length=10, **options) -> FrameMask:
+    mask = frame_spans(shape, mask_prob, mask_length, keys=keys, **options)
+    return FrameMask(mask, torch.ones(mask.shape[0], device=mask.device))
+
+
+@FRAME.register("ask2mask", "Ask2Mask: span starts drawn by scorer confidence, utterance loss weights")
+def ask2mask_spans(shape, keys, *, confidence, mask_prob=0.65, mask_length=10, **options) -> FrameMask:
+    if tuple(confidence.shape) != tuple(shape):
+        raise ValueError(f"confidence has shape {tuple(confidence.shape)}, the frames {tuple(shape)}")
+    return ask2mask(confidence, mask_prob, mask_length, keys=keys, **options)
