@@ -19,20 +19,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each a
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 
 from masklab.corrupt import keyed  # noqa: E402
 from masklab.data.digits import digits_images  # noqa: E402
-from masklab.objectives.mae import (  # noqa: E402
-    MAE,
-    MAEConfig,
-    linear_probe,
-    mask_for,
-)
+from masklab.models.vit_mae import MaskedViT  # noqa: E402
+from masklab.objectives.mae import mask_for  # noqa: E402
+from masklab.train import checkpoint  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
+from masklab.train.probe import linear_probe  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
@@ -50,8 +46,8 @@ STRATEGIES = [
 ]
 
 
-def _train(strategy: str, cfg: dict, args) -> MAE:
-    """One strategy through the shared loop (recipe mae-digits: lr 2e-3, warm-up, AdamW decay on 2-D weights)."""
+def _recipe(strategy: str, cfg: dict, args):
+    """The mae-digits recipe of one strategy (lr 2e-3, warm-up, AdamW decay on 2-D weights)."""
     over = [
         f"strategy={strategy}",
         f"mask_ratio={args.ratio}",
@@ -62,12 +58,15 @@ def _train(strategy: str, cfg: dict, args) -> MAE:
         "eval_every=0",
         "ckpt_every=0",
         "eval_batches=1",
-    ] + [f"{k}={cfg[k]}" for k in ("image_size", "patch_size", "dim", "depth", "decoder_dim")]
+    ] + [f"{k}={v}" for k, v in cfg.items()]
+    return apply_overrides(get_recipe("mae-digits"), over)
+
+
+def _train(strategy: str, cfg: dict, args) -> MaskedViT:
+    """One strategy through the shared loop; the trained model read back from the run folder."""
     with tempfile.TemporaryDirectory() as run:
-        train(apply_overrides(get_recipe("mae-digits"), over), run, progress=False)
-        model = MAE(MAEConfig(**cfg, loss_head=strategy == "hpm"))
-        model.load_state_dict(load_file(str(Path(run) / "model" / "model.safetensors")))
-    return model.eval()
+        train(_recipe(strategy, cfg, args), run, progress=False)
+        return checkpoint.load(run).model
 
 
 def main():
@@ -83,10 +82,9 @@ def main():
     raw = digits_images(8)[0].reshape(len(x), -1).numpy()  # the original 64 pixels, same order
     n_train = 1347
     ytr, xte, yte = y[:n_train], x[n_train:], y[n_train:]
-    cfg = dict(image_size=16, patch_size=2, channels=1, dim=64, depth=2, heads=4, decoder_dim=32, decoder_depth=1)
+    cfg = dict(image_size=16, patch_size=2, dim=64, depth=2, decoder_dim=32)  # mae-digits fields
     rows = [("raw pixels (64 values)", linear_probe(raw[:n_train], ytr, raw[n_train:], yte), "", 0.0)]
-    torch.manual_seed(args.seed)
-    init = MAE(MAEConfig(**cfg)).eval()
+    init = _recipe("random", cfg, args).build().objective.model.eval()  # the init every strategy starts from
     f = init.features(x).numpy()
     rows.append(("untrained encoder", linear_probe(f[:n_train], ytr, f[n_train:], yte), "", 0.0))
     t_all = time.time()

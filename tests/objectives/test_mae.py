@@ -6,19 +6,28 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from masklab.corrupt import keyed
 from masklab.corrupt import patches as P
-from masklab.objectives.mae import (
-    MAE,
-    MAEConfig,
+from masklab.corrupt.strategies import PATCH
+from masklab.models.vit_mae import (
+    MaskedViT,
+    MaskedViTConfig,
     hpm_rank_loss,
-    ink_boxes,
     mae_loss,
-    mask_for,
     normalized_target,
     patchify,
     unpatchify,
 )
+from masklab.objectives.mae import ink_boxes, mask_for
 
-TINY = dict(image_size=8, patch_size=2, channels=1, dim=16, depth=1, heads=2, decoder_dim=16, decoder_depth=1)
+TINY = dict(
+    image_size=8,
+    patch_size=2,
+    num_channels=1,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=1,
+)
 
 
 def test_patchify_and_loss_match_hugging_face_vitmae():
@@ -48,7 +57,7 @@ def test_patchify_and_loss_match_hugging_face_vitmae():
 
 
 def test_encoder_never_sees_masked_patches():
-    model = MAE(MAEConfig(**TINY)).eval()
+    model = MaskedViT(MaskedViTConfig(**TINY)).eval()
     x = torch.rand(3, 1, 8, 8)
     pm = P.random_patches((4, 4), 0.75, batch=3, seed=1)
     y = patchify(x, 2).clone()
@@ -64,7 +73,7 @@ def test_encoder_never_sees_masked_patches():
 
 def test_decoder_puts_mask_tokens_where_patches_were_masked():
     # with a zero encoder output, the decoder input at a masked position is exactly the mask token
-    model = MAE(MAEConfig(**TINY)).eval()
+    model = MaskedViT(MaskedViTConfig(**TINY)).eval()
     pm = P.random_patches((4, 4), 0.5, batch=2, seed=2)
     seen = {}
     model.decoder.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
@@ -93,10 +102,10 @@ def test_ink_boxes_bound_the_digit():
 
 def test_mask_for_gives_every_strategy_an_exact_count():
     torch.manual_seed(0)
-    model = MAE(MAEConfig(**TINY, loss_head=True)).eval()
+    model = MaskedViT(MaskedViTConfig(**TINY, loss_head=True)).eval()
     x = torch.rand(8, 1, 8, 8)
     keys = keyed.example_keys(0, 0, torch.arange(8))
-    for strategy in P.STRATEGIES:
+    for strategy in PATCH.names():
         pm = mask_for(strategy, model, x, keys, 0.5, 0.5)
         counts = pm.mask.sum(1)
         assert bool((counts == counts[0]).all()) and 0 < int(counts[0]) < 16, strategy
@@ -114,14 +123,14 @@ def test_training_lowers_the_masked_loss_on_digits(one_thread, tmp_path):
     x = torch.tensor(load_digits().images[:128], dtype=torch.float32)[:, None] / 16  # (128, 1, 8, 8)
     keys = keyed.example_keys(9, 0, torch.arange(64))
     for strategy in ("random", "hpm"):
-        cfg = MAEConfig(**{**TINY, "heads": 4}, loss_head=strategy == "hpm")
+        cfg = MaskedViTConfig(**{**TINY, "num_attention_heads": 4}, loss_head=strategy == "hpm")
         torch.manual_seed(0)
-        before = MAE(cfg).eval()
+        before = MaskedViT(cfg).eval()
         pm = mask_for("random", before, x[:64], keys, 0.5, 1.0)
         over = [f"strategy={strategy}", "image_size=8", "dim=16", "depth=1", "decoder_dim=16", "mask_ratio=0.5"]
         over += ["steps=25", "batch_size=32", "lr=5e-3", "warmup=3", "eval_every=0", "ckpt_every=0", "eval_batches=1"]
         train(apply_overrides(get_recipe("mae-digits"), over), tmp_path / strategy, progress=False)  # the one loop
-        after = MAE(cfg).eval()
+        after = MaskedViT(cfg).eval()
         after.load_state_dict(load_file(tmp_path / strategy / "model" / "model.safetensors"))
         with torch.no_grad():
             assert float(after(x[:64], pm).recon) < 0.8 * float(before(x[:64], pm).recon), strategy

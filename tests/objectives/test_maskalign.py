@@ -5,18 +5,25 @@ import copy
 import torch
 
 from masklab.corrupt import patches as P
-from masklab.objectives.mae import ViTEncoder
+from masklab.models.vit_mae import MaskedViTConfig, MaskedViTModel
 from masklab.objectives.maskalign import MaskAlign
+
+
+def _encoder(width):
+    """A 2-block encoder over the 4 x 4 grid of 2 x 2 one-channel patches of an 8 x 8 image."""
+    return MaskedViTModel(
+        MaskedViTConfig(image_size=8, patch_size=2, hidden_size=width, num_hidden_layers=2, num_attention_heads=2)
+    )
 
 
 def _setup(levels=2):
     torch.manual_seed(0)
-    teacher = ViTEncoder(4, (4, 4), dim=24, depth=2, heads=2)
+    teacher = _encoder(24)
     tfun = lambda p: teacher(p, all_layers=True)  # noqa: E731
     wrapper = torch.nn.Module()
     wrapper.enc = teacher
     wrapper.forward = tfun
-    student = ViTEncoder(4, (4, 4), dim=16, depth=2, heads=2)
+    student = _encoder(16)
     return MaskAlign(student, wrapper, student_dim=16, teacher_dim=24, student_levels=2, teacher_levels=levels)
 
 

@@ -7,7 +7,7 @@ Eq. 2): no decoder and no mask tokens. Dynamic Alignment (Sec. 3.3, Eq. 3-4) map
 sides are LayerNorm-ed without affine parameters and compared with smooth-L1.
 
 The teacher is any module mapping patch vectors [B, N, P] to a list of per-level features [B, N, Dt] (for
-example a frozen :class:`masklab.objectives.mae.ViTEncoder` with ``all_layers=True``, or a CLIP vision tower
+example a frozen :class:`masklab.models.vit_mae.MaskedViTModel` with ``all_layers=True``, or a CLIP vision tower
 wrapped to patches). Its parameters are frozen here and it runs in eval mode under ``no_grad``.
 """
 
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt.patches import PatchMask
+from masklab.models.vit_mae import MaskedViTModel, patchify
 from masklab.objectives.base import Objective
-from masklab.objectives.mae import ViTEncoder
 
 __all__ = ["MaskAlign", "MaskAlignOutput", "MaskAlignObjective"]
 
@@ -38,11 +38,11 @@ def _gather(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 class MaskAlign(nn.Module):
     """``forward(patches, patch_mask) -> MaskAlignOutput``; ``patches`` [B, N, P] from
-    :func:`mae.patchify`."""
+    :func:`~masklab.models.vit_mae.patchify`; the student is the masked ViT's encoder, :class:`MaskedViTModel`."""
 
     def __init__(
         self,
-        student: ViTEncoder,
+        student: MaskedViTModel,
         teacher: nn.Module,
         *,
         student_dim: int,
@@ -99,7 +99,6 @@ class MaskAlignObjective(Objective):
 
     def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx):
         from masklab.corrupt.patches import random_patches
-        from masklab.objectives.mae import patchify
 
         pm = random_patches(self.grid, self.ratio, keys=keys)
         out = self.model(patchify(batch, self.patch_size), pm)

@@ -185,6 +185,8 @@ class Loaded:
 def _model_class(folder: Path):
     import transformers
 
+    import masklab.models.vit_mae  # noqa: F401  (registers masklab's own model types with the Auto classes)
+
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     archs = getattr(config, "architectures", None) or []
     cls = getattr(transformers, archs[0], None) if archs else None

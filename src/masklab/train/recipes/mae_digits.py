@@ -10,16 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
-from masklab.corrupt.patches import STRATEGIES
+from masklab.corrupt.strategies import PATCH
 from masklab.data.digits import N_TRAIN, digits_images
-from masklab.objectives.mae import MAE, MAEConfig, MAEObjective
+from masklab.models.vit_mae import MaskedViT, MaskedViTConfig
+from masklab.objectives.mae import MAEObjective
 from masklab.train.recipes.base import Recipe, Task, register
 
 
 @dataclass
 class MAEDigitsRecipe(Recipe):
     data: str = "sklearn-digits"  # the only data this recipe reads: 1797 bundled 8x8 digits, no download
-    strategy: str = "random"  # a masklab.corrupt.patches.STRATEGIES name
+    strategy: str = "random"  # a patch strategy name (masklab list patch)
     mask_ratio: float = 0.75  # MAE's default
     image_size: int = 16  # digits upsampled 8 -> 16 so a 2x2 patch has distinct pixels to normalize
     patch_size: int = 2  # 8x8 grid of patches
@@ -37,8 +38,8 @@ class MAEDigitsRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy not in PATCH:
+            raise ValueError(f"strategy must be one of {', '.join(PATCH)}, got {self.strategy!r}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.data != "sklearn-digits":
@@ -48,18 +49,19 @@ class MAEDigitsRecipe(Recipe):
 
     def build(self) -> Task:
         x, _ = digits_images(self.image_size)
-        cfg = MAEConfig(
+        cfg = MaskedViTConfig(
             image_size=self.image_size,
             patch_size=self.patch_size,
-            dim=self.dim,
-            depth=self.depth,
-            decoder_dim=self.decoder_dim,
+            hidden_size=self.dim,
+            num_hidden_layers=self.depth,
+            decoder_hidden_size=self.decoder_dim,
+            mask_ratio=self.mask_ratio,
             loss_head=self.strategy == "hpm",
         )
         with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
             torch.manual_seed(self.seed)
-            model = MAE(cfg)
-        objective = MAEObjective(model, self.strategy, self.mask_ratio, total_steps=self.steps)
+            model = MaskedViT(cfg)
+        objective = MAEObjective(model, self.strategy, total_steps=self.steps)
         return Task(
             objective,
             x[:N_TRAIN],
