@@ -1,14 +1,12 @@
 """CPU inference: FlexAttention + BlockMask (masklab.attention) vs dense SDPA with the same mask.
 
-Anchor: ``F.scaled_dot_product_attention(q, k, v, attn_mask=dense_bool)``, the mask built by ``to_dense``.
-masklab: ``attention(q, k, v, mask_fn, backend="flex")`` (compiled FlexAttention, BlockMask from the shape
-cache).
-Both run in this process on the same q, k, v; the ratio is anchor time / masklab time (median of --repeat
-calls
-after one warm-up; the first Flex call per shape compiles, ~20-40 s, and is not timed). Also printed: the
-BlockMask build time (eager ``create_block_mask``), its sparsity, the dense mask build time, the max abs
-difference between the two outputs, and the BlockMask cache hit rate over the run (each timed call looks its
-BlockMask up by mask and shape, as a model would once per layer and step).
+Anchor: ``F.scaled_dot_product_attention(q, k, v, attn_mask=dense_bool)``, the mask built by ``to_dense``. masklab:
+``attention(q, k, v, mask_fn, backend="flex")`` (compiled FlexAttention, BlockMask from the shape cache). Both run in
+this process on the same q, k, v; the ratio is anchor time / masklab time (median of --repeat calls after one warm-up;
+the first Flex call per shape compiles, ~20-40 s, and is not timed). Also printed: the BlockMask build time (eager
+``create_block_mask``), its sparsity, the dense mask build time, the max abs difference between the two outputs, and the
+BlockMask cache hit rate over the run (each timed call looks its BlockMask up by mask and shape, as a model would once
+per layer and step).
 
     .venv/bin/python benchmarks/attention.py                 # L = 1k, 2k, 4k, 8k; about 10 min on 2 cores
     .venv/bin/python benchmarks/attention.py --lengths 1024 2048 --repeat 2

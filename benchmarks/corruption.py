@@ -8,8 +8,7 @@
    tokens,
    p=0.15; random uses 80/10/10 on both sides; whole-word uses HF's offset rule for words and mix (1, 0, 0),
    which HF forces. HF gets its fast path (examples carry special_tokens_mask; whole-word examples are
-   pre-padded
-   with offsets because HF cannot pad offset_mapping).
+   pre-padded with offsets because HF cannot pad offset_mapping).
 2. Raw masking on pre-tokenized tensors: masklab's random_mask / whole_word_mask vs HF's per-batch step
    ``torch_mask_tokens`` (given special_tokens_mask, and for whole-word the offsets).
 """

@@ -1,19 +1,15 @@
-"""CUDA: FlexAttention + BlockMask (masklab.attention) vs dense SDPA with the same mask, inference and
-training.
+"""CUDA: FlexAttention + BlockMask (masklab.attention) vs dense SDPA with the same mask, inference and training.
 
 To run on one GPU (budget < 120 s; lengths that would overrun are skipped and reported):
 
     PYTHONPATH=src python3 benchmarks/gpu_attention.py
     PYTHONPATH=src python3 benchmarks/gpu_attention.py --lengths 1024 2048 4096 8192 16384 --budget 110
 
-Per length and mask (sliding window, causal packed documents): forward time and forward+backward time (a
-training
-step of the attention op, gradients to q, k, v) for dense SDPA with a bool mask from ``to_dense`` (anchor)
-and for
-compiled FlexAttention with the cached BlockMask (masklab), bf16, B=1. Times are CUDA-event medians after a
-warm-up
-(the warm-up compiles Flex; compile time is printed separately). Also: BlockMask build time on GPU, max abs
-difference of outputs and of dq, and the BlockMask cache hit rate.
+Per length and mask (sliding window, causal packed documents): forward time and forward+backward time (a training step
+of the attention op, gradients to q, k, v) for dense SDPA with a bool mask from ``to_dense`` (anchor) and for compiled
+FlexAttention with the cached BlockMask (masklab), bf16, B=1. Times are CUDA-event medians after a warm-up (the warm-up
+compiles Flex; compile time is printed separately). Also: BlockMask build time on GPU, max abs difference of outputs and
+of dq, and the BlockMask cache hit rate.
 """
 
 from __future__ import annotations

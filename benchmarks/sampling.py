@@ -25,13 +25,11 @@ model) of the same samples, since low-entropy samples game gen-PPL. Parts:
 A. FHS against MDLM ancestral (float64, cached model calls) on the trained MDM at L tokens: wall time, NFE.
 B. Threshold decoding (Fast-dLLM) against one-token-per-step confidence decoding: NFE reduction and quality.
 C. Ground truth: the same samplers on a random HMM whose exact conditionals make a perfect denoiser; the exact
-NLL of
-   the samples (bits/token) shows what parallel decoding costs, without a reference-LM proxy.
+   NLL of the samples (bits/token) shows what parallel decoding costs, without a reference-LM proxy.
 E. The sampler's own cost with a free model (fixed logits), to show where FHS's advantage lives: MDLM's
    ancestral update draws a (V+1)-way categorical for every masked position at every step.
-D. fp32 Gumbel-max against masklab's float64 inverse CDF on a distribution with many low-probability tokens:
-the
-   exact probability fp32 noise gives the tail (all 2**24 fp32 uniforms enumerated) and a Monte Carlo check.
+D. fp32 Gumbel-max against masklab's float64 inverse CDF on a distribution with many low-probability tokens: the exact
+   probability fp32 noise gives the tail (all 2**24 fp32 uniforms enumerated) and a Monte Carlo check.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Each position is one (key, value) pair or a filler; the last position holds a query key and the target is the
 value stored with that key. One attention layer solves it by matching query to key and copying the value, if
-it
-keeps the right position: the sparse masks must learn which positions to keep.
+it keeps the right position: the sparse masks must learn which positions to keep.
 """
 
 import pytest

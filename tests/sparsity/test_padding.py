@@ -73,5 +73,5 @@ def test_distillation_loss_ignores_padding_positions():
     b = loss_fn(student, _padded(_examples(), g=torch.Generator().manual_seed(3)))
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     # the mean is over real tokens only: equal to the token-weighted mean over the unpadded examples
-    per = [loss_fn(student, b1) * len(e) for b1, e in zip(_unpadded(_examples()), _examples())]
+    per = [loss_fn(student, b1) * len(e) for b1, e in zip(_unpadded(_examples()), _examples(), strict=True)]
     torch.testing.assert_close(a, sum(per) / sum(LENGTHS), rtol=1e-4, atol=1e-7)

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from masklab.cli import build_parser
 from masklab.seg.descriptors import encode_descriptors
 from masklab.seg.rle import rle_encode
-from masklab.cli import build_parser
 
 
 def parse(*argv):

@@ -92,8 +92,7 @@ def to_additive(mask: MaskFn, q_len: int, kv_len: int, *, dtype: torch.dtype = t
     """Float mask ``(B, H, q_len, kv_len)``: 0 where visible, ``finfo(dtype).min`` where hidden.
 
     ``finfo.min`` rather than ``-inf`` (as transformers' ``eager_mask``): a fully hidden row then gives a
-    uniform
-    softmax instead of NaN.
+    uniform softmax instead of NaN.
     """
     if not dtype.is_floating_point:
         raise ValueError(f"additive mask dtype must be floating point, got {dtype}")
@@ -118,8 +117,7 @@ class BlockMaskCache:
     """LRU cache of BlockMasks keyed by (mask function, B, H, q_len, kv_len, block size, device).
 
     The key holds the function object itself, so the same spec built twice by a factory is two entries; build
-    a
-    mask function once and reuse it. ``stats`` counts hits and misses.
+    a mask function once and reuse it. ``stats`` counts hits and misses.
     """
 
     def __init__(self, maxsize: int = 64):
@@ -172,10 +170,9 @@ def to_block_mask(
 ) -> BlockMask:
     """A FlexAttention BlockMask for ``mask`` at this shape, from ``cache`` when built before.
 
-    ``batch`` / ``heads`` None broadcast over that dimension (the mask must then ignore ``b`` / ``h``); a
-    mask with
-    per-row padding sets its own batch. ``compile_build=True`` builds through ``torch.compile`` (worth it from
-    ~32k tokens; the eager build materializes the (Q, K) plane once per head and row).
+    ``batch`` / ``heads`` None broadcast over that dimension (the mask must then ignore ``b`` / ``h``); a mask with
+    per-row padding sets its own batch. ``compile_build=True`` builds through ``torch.compile`` (worth it from ~32k
+    tokens; the eager build materializes the (Q, K) plane once per head and row).
     """
     check_shape(mask, q_len, kv_len, batch)
     if batch is None:
@@ -265,12 +262,9 @@ def attention(
 ) -> torch.Tensor:
     """Masked attention ``(B, H, Lq, D) x (B, H, Lk, D) -> (B, H, Lq, D)`` with one mask, any backend.
 
-    ``backend``: ``"sdpa"`` (dense bool mask, trains everywhere), ``"flex"`` (BlockMask + FlexAttention; on
-    CPU
-    inference only), ``"eager"`` (additive mask, explicit softmax; the textbook reference).
-    ``compiled=False`` runs
-    Flex without ``torch.compile`` (slow, materializes scores; for tests). A prebuilt BlockMask must match
-    the shape.
+    ``backend``: ``"sdpa"`` (dense bool mask, trains everywhere), ``"flex"`` (BlockMask + FlexAttention; on CPU
+    inference only), ``"eager"`` (additive mask, explicit softmax; the textbook reference). ``compiled=False`` runs Flex
+    without ``torch.compile`` (slow, materializes scores; for tests). A prebuilt BlockMask must match the shape.
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"q, k, v must be (B, H, L, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")

@@ -53,8 +53,7 @@ class DynamicMaskAttention(nn.Module):
 
     ``forward(x, mask=None)``: x ``(B, L, dim)`` -> ``(B, L, dim)``. ``mask`` is a masklab mask function that
     bounds the candidates (default ``causal()``); the top-``window`` of the importance among the allowed keys
-    are
-    kept. ``last_keep`` holds the kept indices and validity of the last call, for inspection.
+    are kept. ``last_keep`` holds the kept indices and validity of the last call, for inspection.
     """
 
     def __init__(self, dim: int, n_heads: int, window: int, *, base_mask: MaskFn | None = None):

@@ -35,8 +35,7 @@ class EstimatedSparseAttention(nn.Module):
     picks.
 
     ``forward(x, mask=None, sparse=True)``: x ``(B, L, dim)`` -> ``(B, L, dim)``; ``sparse=False`` is plain
-    dense
-    attention with the same weights (the teacher). ``estimate(x)`` gives the compressed estimate as
+    dense attention with the same weights (the teacher). ``estimate(x)`` gives the compressed estimate as
     log-probabilities ``(B, H, L, width)``; ``distill_loss(x, teacher_probs)`` is SEA's KL term.
     """
 

@@ -159,12 +159,9 @@ def use_masks(
 ) -> dict[int, MaskFn]:
     """Run ``model`` through masklab, with per-layer masks from ``plan``.
 
-    ``plan``: one mask (or spec) for every layer; a mapping ``layer_idx -> mask`` (other layers keep the
-    model's
-    own mask); a ``"layerwise:..."`` spec; a function ``layer_idx -> mask or None``; or None (model's own
-    masks,
-    computed by masklab). Padding from ``attention_mask`` is always hidden. Returns the layer -> mask map
-    applied.
+    ``plan``: one mask (or spec) for every layer; a mapping ``layer_idx -> mask`` (other layers keep the model's own
+    mask); a ``"layerwise:..."`` spec; a function ``layer_idx -> mask or None``; or None (model's own masks, computed by
+    masklab). Padding from ``attention_mask`` is always hidden. Returns the layer -> mask map applied.
     """
     layers = _attention_modules(model)
     if isinstance(plan, str):

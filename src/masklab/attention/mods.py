@@ -82,8 +82,7 @@ def _lengths_tensor(lengths, what: str, minimum: int) -> torch.Tensor:
 
 def _per_device(t: torch.Tensor):
     """``get(device)`` -> ``t`` on that device, copied once. Mask functions index captured tensors through it
-    so
-    that a compiled FlexAttention kernel sees a device-resident constant, not a copy per call."""
+    so that a compiled FlexAttention kernel sees a device-resident constant, not a copy per call."""
     copies = {t.device: t}
 
     def get(device):

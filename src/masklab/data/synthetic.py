@@ -1,11 +1,9 @@
 """Synthetic corpora whose distribution is known exactly: the ground truth for comparing samplers.
 
-- :class:`RandomHMM`: a random hidden Markov model (Dirichlet rows). ``log_prob`` is the exact sequence
-likelihood
-  by the forward algorithm (Rabiner 1989, Eq. 19-21, scaled), and ``denoiser`` gives the exact conditionals
-  p(x_i | observed positions) of any partly masked sequence by forward-backward with masked emissions set to
-  1, so it is a perfect masked-diffusion model: samplers run on it are judged by the exact NLL of what they
-  produce.
+- :class:`RandomHMM`: a random hidden Markov model (Dirichlet rows). ``log_prob`` is the exact sequence likelihood by
+  the forward algorithm (Rabiner 1989, Eq. 19-21, scaled), and ``denoiser`` gives the exact conditionals p(x_i |
+  observed positions) of any partly masked sequence by forward-backward with masked emissions set to 1, so it is a
+  perfect masked-diffusion model: samplers run on it are judged by the exact NLL of what they produce.
 - :class:`TableJoint`: an explicit joint over all V^L short sequences, with exact conditionals by enumeration;
   small enough for chi-square tests of a sampler's output distribution.
 

@@ -9,8 +9,7 @@ Embedding sharing between the two networks:
   none: separate token embeddings.
   es:   one embedding matrix E trained by both losses (ELECTRA; DeBERTaV3's "ES", the tug-of-war).
   gdes: the discriminator embeds with sg(E_G) + E_delta, E_delta initialised to zero (DeBERTaV3 Eq. 5): the
-  RTD
-        loss updates only E_delta, the MLM loss only E_G. The saved discriminator holds E_G + E_delta.
+        RTD loss updates only E_delta, the MLM loss only E_G. The saved discriminator holds E_G + E_delta.
 ``self.model`` (the checkpoint) is the discriminator; the generator is saved beside it in ``generator/``.
 """
 

@@ -5,13 +5,11 @@ highest score and leaves the rest masked. ``k`` spreads the block's masked count
 steps, as LLaDA's ``get_num_transfer_tokens``. Scores (``remasking``):
 
 - ``low_confidence`` (LLaDA, Nie et al. 2025, Alg. 5) and ``maskgit_plus`` (Dream, Ye et al. 2025; MaskGIT):
-the
-  probability of the drawn token. The two names are the same rule.
+  the probability of the drawn token. The two names are the same rule.
 - ``topk_margin`` (Dream): top-1 minus top-2 probability.
 - ``entropy`` (Dream): minus the entropy of the position's distribution.
 - ``random`` (LLaDA): a keyed uniform, i.e. a uniformly random order. With one token per step this is exact:
-it is
-  any-order autoregressive sampling from the model's conditionals.
+  it is any-order autoregressive sampling from the model's conditionals.
 
 ``alg_temp > 0`` (Dream) picks the ``k`` positions at random with weights softmax(score / alg_temp) instead of
 the top ``k`` (Dream's multinomial, as Gumbel-top-k with keyed noise). Probabilities are taken after
