@@ -100,3 +100,19 @@ def test_semi_structured_export_reports_support_honestly():
         assert model[0].weight.layout == torch.strided
     else:
         assert status["0"] == "ok" or status["0"].startswith("unsupported")
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_gpt2_conv1d_layers_are_pruned_along_their_input_dimension(method):
+    """GPT-2 stores its linear layers as Conv1D, weight [in, out]: N:M groups run along dim 0 there."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)  # toy weight init
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=16)).eval()
+    calib = {"input_ids": torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))}
+    report = sparsify_(model, method, 2, 4, calib=calib)
+    convs = {n: m for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}
+    assert set(report.masks) == set(convs) and len(convs) == 4  # c_attn, c_proj, mlp c_fc, mlp c_proj
+    for name, mod in convs.items():
+        assert is_nm(mod.weight.T != 0, 2, 4, exact=False), name
+        assert report.masks[name].shape == mod.weight.T.shape

@@ -38,9 +38,11 @@ def unigram_entropy_bits(stream: np.ndarray, vocab_size: int) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def text_task_data(data: str, tokenizer: str, seq_len: int) -> TextData:
+def text_task_data(data: str, tokenizer, seq_len: int) -> TextData:
+    """Windows of ``data`` tokenised by ``tokenizer``: a spec for :func:`build_tokenizer` or a tokenizer object
+    (a pretrained model's own)."""
     corpus = load_corpus(data)
-    tok = build_tokenizer(tokenizer, corpus.train, corpus.fingerprint)
+    tok = build_tokenizer(tokenizer, corpus.train, corpus.fingerprint) if isinstance(tokenizer, str) else tokenizer
     info = token_info(tok)
     tok_hash = (
         hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:10]

@@ -182,13 +182,14 @@ def token_info(tok: PreTrainedTokenizerBase, mask_token_id: int | None = None) -
 
 
 def encode_stream(tok: PreTrainedTokenizerBase, texts: list[str], cache: Path | None = None) -> np.ndarray:
-    """All documents as one int32 stream, each followed by EOS; cached as .npy when ``cache`` is given."""
+    """All documents as one int32 stream, each followed by EOS; cached as .npy when ``cache`` is given. Documents
+    longer than the model's window are fine here (the stream is cut into windows), hence no length warning."""
     if cache is not None and cache.exists():
         return np.load(cache)
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     pieces = []
     for start in range(0, len(texts), 256):
-        enc = tok(texts[start : start + 256], add_special_tokens=False)["input_ids"]
+        enc = tok(texts[start : start + 256], add_special_tokens=False, verbose=False)["input_ids"]
         for ids in enc:
             pieces.append(np.asarray(ids + [eos], dtype=np.int32))
     stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)

@@ -47,9 +47,19 @@ _HEAD_PARTS = {
 }
 
 
+def is_linear(module: nn.Module) -> bool:
+    """``nn.Linear``, or transformers' ``Conv1D`` (GPT-2's linear layers, weight stored [in, out])."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """The layer's weight as ``[out, in]`` (a transposed view for ``Conv1D``; in-place edits write through)."""
+    return module.weight.T if type(module).__name__ == "Conv1D" else module.weight
+
+
 def default_filter(name: str, module: nn.Module) -> bool:
-    """Every ``nn.Linear`` that is not an output head (a name component in ``_HEAD_PARTS``)."""
-    return isinstance(module, nn.Linear) and not (set(name.split(".")) & _HEAD_PARTS)
+    """Every linear layer (:func:`is_linear`) that is not an output head (a name component in ``_HEAD_PARTS``)."""
+    return is_linear(module) and not (set(name.split(".")) & _HEAD_PARTS)
 
 
 @dataclass
@@ -112,7 +122,7 @@ def _needs_calib(method: str, calib) -> None:
 
 @PRUNER.register("magnitude", "keep the n largest |W| of every m consecutive input weights")
 def _magnitude(model, layers, n, m, calib, pad=False):
-    return {name: nm_mask(mod.weight, n, m, pad=pad) for name, mod in layers.items()}
+    return {name: nm_mask(weight_of(mod), n, m, pad=pad) for name, mod in layers.items()}
 
 
 @PRUNER.register("wanda", "Wanda: keep the n largest |W_ij| * ||X_j||_2 per group (Sun et al., 2024, Eq. 1)")
@@ -120,7 +130,9 @@ def _wanda(model, layers, n, m, calib, pad=False):
     _needs_calib("wanda", calib)
     stats = collect_input_stats(model, layers, calib)
     return {
-        name: nm_mask(mod.weight, n, m, scores=wanda(mod.weight, stats[name].norm.to(mod.weight.device)), pad=pad)
+        name: nm_mask(
+            weight_of(mod), n, m, scores=wanda(weight_of(mod), stats[name].norm.to(mod.weight.device)), pad=pad
+        )
         for name, mod in layers.items()
     }
 
@@ -136,9 +148,9 @@ def _sparsegpt(model, layers, n, m, calib, blocksize=128, percdamp=0.01):
     stats = collect_input_stats(model, layers, calib, hessian=True)
     masks = {}
     for name, mod in layers.items():
-        w, keep = sparsegpt_prune(mod.weight, stats[name].hessian, n, m, blocksize, percdamp)
+        w, keep = sparsegpt_prune(weight_of(mod), stats[name].hessian, n, m, blocksize, percdamp)
         with torch.no_grad():
-            mod.weight.copy_(w)
+            weight_of(mod).copy_(w)
         masks[name] = keep
     return masks
 
@@ -153,6 +165,10 @@ def _maskllm(model, layers, n, m, calib, prior="wanda", loss_fn=None, batches=No
     from .learnable import MaskLLMConfig, distill_loss_fn, train_masks
 
     _needs_calib("maskllm", calib)
+    conv = [name for name, mod in layers.items() if weight_of(mod) is not mod.weight]
+    if conv:
+        raise ValueError(f"maskllm learns masks of nn.Linear layers; {conv[0]!r} is a Conv1D (use magnitude, wanda "
+                         "or sparsegpt for GPT-2-style layers)")  # fmt: skip
     calib = list(iter_calib(calib))
     cfg = MaskLLMConfig(n=n, m=m, **cfg_kwargs)
     if prior not in (None, "magnitude", "wanda"):
@@ -166,7 +182,7 @@ def select_layers(model: nn.Module, filter: Callable[[str, nn.Module], bool] | s
     """Modules chosen by ``filter(name, module)``; a string is a regex searched in Linear layers' names."""
     if isinstance(filter, str):
         pat = re.compile(filter)
-        filt = lambda name, mod: isinstance(mod, nn.Linear) and pat.search(name) is not None  # noqa: E731
+        filt = lambda name, mod: is_linear(mod) and pat.search(name) is not None  # noqa: E731
     else:
         filt = filter or default_filter
     heads = set()
@@ -215,7 +231,7 @@ def sparsify_(
     layers = select_layers(model, filter)
     if not options.get("pad"):
         for name, mod in layers.items():
-            cols = mod.weight[0].numel()
+            cols = weight_of(mod)[0].numel()
             if cols % m:
                 raise ValueError(f"layer {name!r} has input dimension {cols}, not divisible by m={m}")
     masks = prune(model, layers, n, m, calib, **options)
@@ -223,10 +239,10 @@ def sparsify_(
     with torch.no_grad():
         for name, mod in layers.items():
             mask = masks[name].to(mod.weight.device)
-            mod.weight.mul_(mask.to(mod.weight.dtype))
+            weight_of(mod).mul_(mask.to(mod.weight.dtype))
             report.masks[name] = mask
             ok = mask[0].numel() % m == 0 and is_nm(mask, n, m)
-            report.layers.append(LayerReport(name, tuple(mod.weight.shape), int(mask.sum()), mask.numel(), ok))
+            report.layers.append(LayerReport(name, tuple(weight_of(mod).shape), int(mask.sum()), mask.numel(), ok))
     return report
 
 

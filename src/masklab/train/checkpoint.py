@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "file_table",
     "load",
     "load_optimizer",
+    "read_optimizer",
     "read_manifest",
     "resolve",
     "save",
@@ -45,8 +47,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = optimizer.state_dict()
+def _optimizer_tensors(optimizer: torch.optim.Optimizer | dict) -> tuple[dict, dict]:
+    sd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors = {
         f"state.{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)
     }
@@ -63,7 +65,8 @@ def save(
     optimizer=None,
     info: dict | None = None,
 ) -> Path:
-    """Write a checkpoint to ``path`` atomically: build it in a temp folder, then swap it in."""
+    """Write a checkpoint to ``path`` atomically: build it in a temp folder, then swap it in. ``optimizer`` is an
+    optimizer or its ``state_dict()`` (integer parameter ids, full tensors)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -126,7 +129,8 @@ def verify(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+def read_optimizer(path: Path) -> dict:
+    """The ``optimizer.state_dict()`` saved in the checkpoint ``path``."""
     f = Path(path) / "optimizer.safetensors"
     if not f.is_file():
         raise ValueError(f"checkpoint {path} has no optimizer state, so training cannot resume from it")
@@ -139,7 +143,11 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     for key, v in flat.items():
         _, i, name = key.split(".", 2)
         state.setdefault(int(i), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.load_state_dict(read_optimizer(path))
 
 
 def file_table(folder: str | os.PathLike) -> dict:
@@ -203,7 +211,7 @@ def load(path: str | os.PathLike, *, model: bool = True) -> Loaded:
         raise FileNotFoundError(f"no checkpoint at {p}: it does not exist")
     if not p.is_dir():
         raise ValueError(f"{p} is not a folder, so not a checkpoint")
-    if any((c / MANIFEST).is_file() for c in (p, p / "model")):
+    if is_checkpoint(p):
         folder = resolve(p)
         manifest = verify(folder)
     elif (p / "config.json").is_file():
@@ -235,13 +243,26 @@ def load(path: str | os.PathLike, *, model: bool = True) -> Loaded:
     return Loaded(folder, manifest, net, tok)
 
 
-def load_masked_lm(path: str | os.PathLike):
-    """(model in eval mode, tokenizer) of a masked LM from a verified masklab checkpoint or run folder."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a masklab checkpoint or a run folder holding one (else a plain model folder)."""
+    p = Path(path)
+    return any((c / MANIFEST).is_file() for c in (p, p / "model"))
 
-    ckpt = resolve(path)
-    verify(ckpt)
-    hf_logging.disable_progress_bar()
-    model = AutoModelForMaskedLM.from_pretrained(ckpt).eval()
-    return model, AutoTokenizer.from_pretrained(ckpt)
+
+def load_masked_lm(path: str | os.PathLike):
+    """(model in eval mode, tokenizer) of a masked LM: a verified masklab checkpoint or run folder, or any
+    Hugging Face masked-LM folder (or cached hub id) with a mask token. A folder without what a masked LM
+    needs (an MLM head, a mask token, an encoder or an adapted causal LM) is one ValueError saying what."""
+    from masklab.models.pretrained import load_pretrained
+
+    folder = path
+    if is_checkpoint(path):
+        folder = resolve(path)
+        verify(folder)
+    elif not Path(path).exists() and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(path)):
+        raise FileNotFoundError(f"no checkpoint at {path}: it does not exist")  # and it cannot be a hub id
+    try:
+        pre = load_pretrained(folder, head="masked", fresh_head=False)
+    except ValueError as e:
+        raise ValueError(str(e).removeprefix("init: ")) from None
+    return pre.model.eval(), pre.tokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from masklab.objectives.ar import AR
 from masklab.train.recipes.base import TextRecipe, register
@@ -10,6 +11,8 @@ from masklab.train.recipes.base import TextRecipe, register
 
 @dataclass
 class ARRecipe(TextRecipe):
+    head: ClassVar[str] = "causal"
+    needs_mask: ClassVar[bool] = False
     arch: str = "llama"  # causal
 
     def __post_init__(self):

@@ -15,10 +15,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from masklab.models import ARCHS, PRESETS, build_model, check_seq_len
+from masklab.models.pretrained import ADAPTS, load_pretrained
 from masklab.registry import Registry
 
 __all__ = [
@@ -38,7 +40,17 @@ __all__ = [
 
 # Fields a resumed run may change; anything else (model size or preset, tokenizer, seq_len, data, ...) must match
 # the checkpoint's recipe.
-RESUMABLE_CHANGES = {"steps", "max_minutes", "eval_every", "ckpt_every", "log_every", "eval_batches", "device"}
+RESUMABLE_CHANGES = {
+    "steps",
+    "max_minutes",
+    "eval_every",
+    "ckpt_every",
+    "log_every",
+    "eval_batches",
+    "device",
+    "strategy",  # ddp and fsdp write the same checkpoint
+}
+STRATEGIES = ("ddp", "fsdp")  # how a run on several ranks holds the model: replicated or sharded
 
 # The recipe registry: each entry's callable takes no argument and returns the configured Recipe.
 RECIPES = Registry("recipe", "training recipes: () -> Recipe")
@@ -112,6 +124,7 @@ class Recipe:
     seed: int = 0  # keys data order and every mask: (seed, epoch, example index)
     max_minutes: float = 0.0  # wall-clock budget for training; 0 means none. Stops cleanly and checkpoints.
     device: str = "auto"  # auto: cuda when available (one per rank), else cpu
+    strategy: str = "ddp"  # ddp (replicate) or fsdp (FSDP2 fully_shard: params, grads, optimizer state sharded)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -126,6 +139,8 @@ class Recipe:
                 raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("lr must be positive and min_lr_ratio in [0, 1]")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
     def build(self) -> Task:
         raise ValueError(f"recipe {self.name!r} does not define its data")
@@ -133,14 +148,28 @@ class Recipe:
 
 @dataclass
 class TextRecipe(Recipe):
-    """A recipe over a token corpus: corpus -> tokenizer -> fixed-length windows -> objective(model)."""
+    """A recipe over a token corpus: corpus -> tokenizer -> fixed-length windows -> objective(model).
+
+    ``init`` starts from a pretrained Hugging Face model (:func:`masklab.models.pretrained.load_pretrained`): its
+    tokenizer then replaces ``tokenizer``, and its architecture replaces ``arch`` and ``preset``."""
+
+    head: ClassVar[str] = "masked"  # the head the objective needs: masked (MLM, MDM, ELECTRA) or causal (AR, MEAP)
+    needs_mask: ClassVar[bool] = True  # the objective puts mask tokens in the input (all but AR)
 
     tokenizer: str = "bytes"  # bytes (vocab 261), bpe:N trained on the corpus, or a path to an HF tokenizer
     seq_len: int = 128  # tokens per training window
+    init: str | None = None  # a Hugging Face model folder (or a hub id in the local cache) to start from
+    adapt: str = "none"  # none | causal: turn a causal LM (init) into a masked-diffusion LM (DiffuGPT, Dream)
 
     def __post_init__(self):
         super().__post_init__()
         check_seq_len(self.seq_len)  # against the model's max_position_embeddings, before any allocation
+        if self.adapt not in ADAPTS:
+            raise ValueError(f"adapt must be one of {ADAPTS}, got {self.adapt!r}")
+        if self.adapt != "none" and (self.init is None or self.head != "masked"):
+            raise ValueError(
+                "adapt=causal turns a causal LM given as init=PATH into a masked LM, for masked objectives"
+            )
 
     def build_objective(self, model, info) -> torch.nn.Module:
         raise ValueError(f"recipe {self.name!r} does not define an objective")
@@ -148,13 +177,26 @@ class TextRecipe(Recipe):
     def build(self) -> Task:
         from masklab.data.text import text_task_data
 
-        data = text_task_data(self.data, self.tokenizer, self.seq_len)  # refuses seq_len > the training tokens
+        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
+            torch.manual_seed(self.seed)
+            pre = (
+                load_pretrained(self.init, head=self.head, adapt=self.adapt, mask_token=self.needs_mask)
+                if self.init
+                else None
+            )
+        tokenizer = pre.tokenizer if pre else self.tokenizer
+        data = text_task_data(self.data, tokenizer, self.seq_len)  # refuses seq_len > the training tokens
         limit = getattr(data.tokenizer, "model_max_length", None)
         if isinstance(limit, int) and limit < self.seq_len:
             raise ValueError(f"seq_len={self.seq_len} exceeds the tokenizer's model_max_length {limit}")
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
-            model = build_model(self.arch, self.preset, data.info, self.seq_len)
+        if pre:
+            check_seq_len(self.seq_len, pre.max_positions)
+            model = pre.model
+            data.facts.update(init=str(self.init), init_notes=pre.notes)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = build_model(self.arch, self.preset, data.info, self.seq_len)
         return Task(
             self.build_objective(model, data.info), data.train, data.valid, data.fingerprint, data.tokenizer, data.facts
         )

@@ -24,6 +24,7 @@ class ElectraRecipe(TextRecipe):
     sampling: str = "multinomial"  # multinomial (keyed inverse CDF) | gumbel (keyed Gumbel-max)
     temperature: float = 1.0  # generator softmax temperature for sampling
     disallow_correct: bool = False  # never sample the original token
+    generator_init: str | None = None  # a pretrained masked LM folder for the generator (default: init's model, cut)
 
     def __post_init__(self):
         super().__post_init__()
@@ -38,20 +39,44 @@ class ElectraRecipe(TextRecipe):
             raise ValueError("temperature must be > 0 and rtd_weight >= 0")
         if self.arch != "modernbert":
             raise ValueError("ELECTRA needs bidirectional models: arch=modernbert")
+        if self.generator_init is not None and self.init is None:
+            raise ValueError("generator_init needs init=PATH for the discriminator")
+
+    def _discriminator(self, model):
+        """The RTD head on the encoder: from ``init``'s weights when given, else freshly initialised."""
+        from transformers import AutoModelForTokenClassification
+
+        if self.init is not None:
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the new 1-label head is expected
+            try:
+                return AutoModelForTokenClassification.from_pretrained(self.init, num_labels=1, local_files_only=True)
+            finally:
+                hf_logging.set_verbosity(verbosity)
+        dcfg = copy.deepcopy(model.config)
+        dcfg.num_labels = 1
+        return AutoModelForTokenClassification.from_config(dcfg, attn_implementation="sdpa")
+
+    def _generator(self, model):
+        """``generator_init``'s masked LM, else ``model``'s architecture cut to ``gen_layers`` of its depth
+        (ELECTRA's smaller generator), freshly initialised."""
+        if self.generator_init is not None:
+            from masklab.models.pretrained import load_pretrained
+
+            return load_pretrained(self.generator_init, head="masked").model
+        gcfg = copy.deepcopy(model.config)
+        gcfg.num_hidden_layers = max(1, round(model.config.num_hidden_layers * self.gen_layers))
+        if getattr(gcfg, "layer_types", None) is not None:  # per-layer attention kinds follow the depth
+            gcfg.layer_types = list(gcfg.layer_types)[: gcfg.num_hidden_layers]
+        return type(model)._from_config(gcfg, attn_implementation="sdpa")
 
     def build_objective(self, model, info):
-        from transformers import ModernBertForTokenClassification
-
         with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
             torch.manual_seed(self.seed + 1)
-            dcfg = copy.deepcopy(model.config)
-            dcfg.num_labels = 1
-            disc = ModernBertForTokenClassification._from_config(dcfg, attn_implementation="sdpa")
-            gcfg = copy.deepcopy(model.config)
-            gcfg.num_hidden_layers = max(1, round(model.config.num_hidden_layers * self.gen_layers))
-            if getattr(gcfg, "layer_types", None) is not None:  # per-layer attention kinds follow the depth
-                gcfg.layer_types = list(gcfg.layer_types)[: gcfg.num_hidden_layers]
-            gen = type(model)._from_config(gcfg, attn_implementation="sdpa")
+            disc = self._discriminator(model)
+            gen = self._generator(model)
         return ELECTRA(
             disc,
             gen,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from masklab.corrupt.tokens import check_prob
 from masklab.objectives.meap import MEAP
@@ -11,6 +12,7 @@ from masklab.train.recipes.base import TextRecipe, register
 
 @dataclass
 class MEAPRecipe(TextRecipe):
+    head: ClassVar[str] = "causal"
     arch: str = "llama"  # causal
     mask_prob: float = 0.15  # MEAP's pre-training mask ratio
 

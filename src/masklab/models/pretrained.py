@@ -1,0 +1,240 @@
+"""Pretrained Hugging Face models in: ``init=PATH`` for every text recipe.
+
+:func:`load_pretrained` reads a local ``save_pretrained`` folder (or a hub id already in the local Hugging Face
+cache; nothing is downloaded) with its own tokenizer, and returns the model with the head the objective needs:
+
+- ``head="masked"`` (MLM variants, ELECTRA, MDM): ``AutoModelForMaskedLM``. An encoder saved without an MLM head
+  (all-MiniLM-L6-v2 is a ``BertModel``) gets a fresh head whose decoder is tied to the input embeddings.
+- ``head="causal"`` (AR, MEAP): ``AutoModelForCausalLM``.
+- ``head="masked", adapt="causal"``: a causal LM turned into a masked-diffusion LM as DiffuGPT / Dream adapt one
+  (Gong et al., 2025, "Scaling Diffusion Language Models via Adaptation from Autoregressive Models", Sec. 3.2;
+  Ye et al., 2025, Dream 7B): :class:`ShiftedMaskedLM` keeps the next-token head, so position ``i - 1`` predicts
+  token ``i`` (the logits are shifted back by one, a BOS token standing before position 0), and every attention
+  layer is made bidirectional through :mod:`masklab.attention.hf`. A tokenizer without a mask token gets one
+  (``<|mask|>``), and the embeddings grow by that row.
+
+Whatever cannot work is one ValueError naming what is missing: a folder that is not a model, no tokenizer, a
+tokenizer larger than the model's vocabulary, no mask token for a masked objective, a causal model for an
+encoder-only objective without ``adapt=causal``, an encoder for a causal objective.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.utils import logging as hf_logging
+
+__all__ = ["Pretrained", "load_pretrained", "ShiftedMaskedLM", "HEADS", "ADAPTS", "is_causal_config", "MASK_TOKEN"]
+
+HEADS = ("masked", "causal")
+ADAPTS = ("none", "causal")
+MASK_TOKEN = "<|mask|>"  # added to causal tokenizers that have no mask token
+ADAPT_KEY = "masklab_adapt"  # config.json field that marks a saved ShiftedMaskedLM
+
+
+@dataclass
+class Pretrained:
+    """A loaded model, its tokenizer, and what was done to make them fit the objective."""
+
+    model: nn.Module
+    tokenizer: object
+    max_positions: int
+    notes: list[str] = field(default_factory=list)
+
+
+def is_causal_config(config) -> bool:
+    """Whether a config describes a decoder-only LM (GPT-2, Llama, ...) rather than an encoder."""
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return True
+    if any(a.endswith(("ForMaskedLM", "Model", "ForPreTraining", "ForSequenceClassification")) for a in archs):
+        return False
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return getattr(config, "is_decoder", False) or config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _folder(path: str | os.PathLike) -> str:
+    """``path`` if it is a model folder, else the hub id if the local cache has it; otherwise one ValueError."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"init: {p} is not a Hugging Face model folder (no config.json)")
+        return str(p)
+    if p.exists():
+        raise ValueError(f"init: {p} is a file, not a model folder")
+    try:
+        AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError):
+        raise ValueError(
+            f"init: {path!r} is neither a local model folder nor a model in the local Hugging Face cache "
+            "(masklab downloads nothing)"
+        ) from None
+    return str(path)
+
+
+def _max_positions(config) -> int:
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return 8192
+
+
+def _tie_if_fresh(model: nn.Module, missing: list[str], notes: list[str]) -> None:
+    """An MLM head that was not in the folder: its decoder shares the input embeddings (BERT's tying)."""
+    if not missing:
+        return
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is not None and out.weight is not inp.weight and out.weight.shape == inp.weight.shape:
+        out.weight = inp.weight
+    notes.append(f"the folder has no MLM head: a new one was initialised ({len(missing)} tensors), decoder tied "
+                 "to the input embeddings")  # fmt: skip
+
+
+def _check_vocab(tok, model, notes: list[str]) -> None:
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tok) > rows:
+        raise ValueError(f"init: the tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows")
+
+
+def _add_mask_token(tok, lm: nn.Module, notes: list[str]) -> None:
+    """Give a causal tokenizer a mask token (MEAP, adapted MDMs), growing the embeddings by its row."""
+    if tok.mask_token_id is None:
+        tok.add_special_tokens({"mask_token": MASK_TOKEN})
+        notes.append(f"the tokenizer had no mask token: added {MASK_TOKEN} (id {tok.mask_token_id})")
+    if len(tok) > lm.get_input_embeddings().weight.shape[0]:
+        lm.resize_token_embeddings(len(tok))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    *,
+    head: str = "masked",
+    adapt: str = "none",
+    mask_token: bool | None = None,
+    fresh_head: bool = True,
+) -> Pretrained:
+    """The model at ``path`` with the ``head`` an objective needs (see the module docstring), in train mode.
+
+    ``mask_token`` (default: ``head == "masked"``): the objective needs one; a causal tokenizer without one gets
+    ``<|mask|>``. ``fresh_head=False`` refuses an encoder saved without its MLM head instead of initialising one
+    (commands that use the head, such as ``generate``, cannot use a random one)."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if adapt not in ADAPTS:
+        raise ValueError(f"adapt must be one of {ADAPTS}, got {adapt!r}")
+    where = _folder(path)
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report of a fresh head is a note here, not a wall of text
+    try:
+        return _load(path, where, head, adapt, mask_token, fresh_head)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _load(path, where: str, head: str, adapt: str, mask_token: bool | None, fresh_head: bool) -> Pretrained:
+    config = AutoConfig.from_pretrained(where, local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        raise ValueError(f"init: {path} has no tokenizer; save it with the model (tokenizer.save_pretrained)") from None
+    causal = is_causal_config(config) or getattr(config, ADAPT_KEY, None) == "causal"
+    if adapt == "causal" and not causal:
+        raise ValueError(f"init: adapt=causal turns a causal LM into a masked LM, but {path} is an encoder "
+                         f"({config.model_type}); drop adapt")  # fmt: skip
+    mask_token = head == "masked" if mask_token is None else mask_token
+    notes: list[str] = []
+    if head == "causal":
+        if not causal:
+            raise ValueError(f"init: {path} is an encoder ({config.model_type}); causal objectives need a causal LM")
+        model = AutoModelForCausalLM.from_pretrained(where, local_files_only=True)
+        if mask_token:
+            _add_mask_token(tok, model, notes)
+    elif causal and adapt != "causal" and getattr(config, ADAPT_KEY, None) != "causal":
+        raise ValueError(
+            f"init: {path} is a causal LM ({config.model_type}); a masked objective needs an encoder, or adapt=causal "
+            "to turn it into a masked-diffusion LM (shifted logits, bidirectional attention)"
+        )
+    elif causal:
+        model, tok = ShiftedMaskedLM.adapt(where, tok, notes)
+    else:
+        model, info = AutoModelForMaskedLM.from_pretrained(where, local_files_only=True, output_loading_info=True)
+        if info["missing_keys"] and not fresh_head:
+            raise ValueError(f"{path} has no MLM head ({config.model_type} without its prediction layer); fine-tune "
+                             f"one first: masklab train --recipe mlm init={path}")  # fmt: skip
+        _tie_if_fresh(model, info["missing_keys"], notes)
+    if mask_token and tok.mask_token_id is None:
+        raise ValueError(f"init: the tokenizer of {path} has no mask token; masked objectives need one")
+    _check_vocab(tok, model, notes)
+    return Pretrained(model.train(), tok, _max_positions(config) - (1 if isinstance(model, ShiftedMaskedLM) else 0),
+                      notes)  # fmt: skip
+
+
+class ShiftedMaskedLM(nn.Module):
+    """A causal LM used as a masked-diffusion LM (DiffuGPT / Dream): bidirectional attention in every layer, and
+    ``logits[:, i]`` is the causal LM's next-token prediction at position ``i - 1`` (a BOS token stands before
+    position 0). Saved as the causal LM's own ``save_pretrained`` folder with ``masklab_adapt: "causal"`` in its
+    config, which :func:`load_pretrained` and :func:`masklab.train.checkpoint.load` read back as this class."""
+
+    def __init__(self, lm: nn.Module, bos_id: int):
+        super().__init__()
+        from masklab.attention.hf import use_masks
+        from masklab.attention.mods import full
+
+        self.lm = lm
+        self.bos_id = int(bos_id)
+        setattr(self.lm.config, ADAPT_KEY, "causal")
+        use_masks(self.lm, full())  # every layer sees every position (padding stays hidden)
+
+    @classmethod
+    def adapt(cls, where: str, tok, notes: list[str]):
+        """(ShiftedMaskedLM, tokenizer) from a causal LM folder, adding a mask token if the tokenizer has none."""
+        lm = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, attn_implementation="sdpa")
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if bos is None:
+            raise ValueError(
+                f"init: the tokenizer of {where} has neither a BOS nor an EOS token to stand before position 0"
+            )
+        _add_mask_token(tok, lm, notes)
+        if getattr(lm.config, ADAPT_KEY, None) != "causal":
+            notes.append("causal LM adapted to masked diffusion: shifted logits, bidirectional attention")
+        return cls(lm, bos), tok
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    def get_input_embeddings(self):
+        return self.lm.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.lm.get_output_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        B = input_ids.shape[0]
+        bos = input_ids.new_full((B, 1), self.bos_id)
+        ids = torch.cat([bos, input_ids], 1)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask.new_ones((B, 1)), attention_mask], 1)
+        out = self.lm(input_ids=ids, attention_mask=attention_mask, **kwargs)
+        return MaskedLMOutput(logits=out.logits[:, :-1])
+
+    def save_pretrained(self, path, **kwargs):
+        self.lm.save_pretrained(path, **kwargs)
+
+    @property
+    def _tied_weights_keys(self):
+        return getattr(self.lm, "_tied_weights_keys", None)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """The causal LM's own keys (as its ``save_pretrained`` wrote them), not ``lm.``-prefixed ones."""
+        return self.lm.load_state_dict(state_dict, strict=strict, assign=assign)
