@@ -14,9 +14,10 @@ def run(args) -> None:
     device = "cpu" if args.cpu else None
     result = evaluate_checkpoint(args.model, data=args.data, batches=args.batches, device=device, recipe=args.recipe)
     if "nll_bound_bits" in result:
+        unigram = result.get("valid_unigram_entropy_bits")
         print(
-            f"valid NLL bound: {result['nll_bound_bits']:.3f} bits/token "
-            f"(unigram entropy of the valid split: {result['valid_unigram_entropy_bits']:.3f})"
+            f"valid NLL bound: {result['nll_bound_bits']:.3f} bits/token"
+            + (f" (unigram entropy of the valid split: {unigram:.3f})" if unigram is not None else "")
         )
     print(json.dumps(result, indent=2))
 

@@ -33,9 +33,10 @@ def print_summary(s: dict, out: Path) -> None:
         + (" [stopped at the time budget]" if s.get("stopped_early") else "")
     )
     if "nll_bound_bits" in ev:
+        unigram = s.get("valid_unigram_entropy_bits")
         print(
-            f"valid NLL bound: {ev['nll_bound_bits']:.3f} bits/token; "
-            f"valid unigram entropy: {s['valid_unigram_entropy_bits']:.3f} bits/token"
+            f"valid NLL bound: {ev['nll_bound_bits']:.3f} bits/token"
+            + (f"; valid unigram entropy: {unigram:.3f} bits/token" if unigram is not None else "")
         )
     else:
         print("valid: " + ", ".join(f"{k}={v:.4f}" for k, v in ev.items()))

@@ -16,7 +16,7 @@ def _register_all() -> None:
     from masklab.objectives.frames import FrameObjective
     from masklab.objectives.mae import MAEObjective
     from masklab.objectives.maskalign import MaskAlignObjective
-    from masklab.objectives.mdm import MDM
+    from masklab.objectives.mdm import MDM, MDMSFT
     from masklab.objectives.meap import MEAP
     from masklab.objectives.mlm import MLM, CorruptionMLM
 
@@ -24,6 +24,7 @@ def _register_all() -> None:
         ("mlm", MLM, "BERT masked LM: (model, info, prob, mix)"),
         ("mlm-corruption", CorruptionMLM, "masked LM over a word-level corruption (whole-word, span, n-gram)"),
         ("mdm", MDM, "masked diffusion LM with the 1/t-weighted ELBO: (model, info, eps, t_sampling)"),
+        ("mdm-sft", MDMSFT, "LLaDA SFT: masked diffusion on the response only, per response length: (model, info)"),
         ("meap", MEAP, "causal LM with mask tokens in the input (MEAP): (model, info, prob)"),
         ("electra", ELECTRA, "ELECTRA replaced-token detection, generator + discriminator"),
         ("ar", AR, "causal next-token LM: (model, info)"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masklab.corrupt.diffusion import T_SAMPLING
-from masklab.objectives.mdm import MDM
-from masklab.train.recipes.base import SMALL_BPE, TextRecipe, register
+from masklab.objectives.mdm import MDM, MDMSFT
+from masklab.train.recipes.base import SMALL_BPE, Task, TextRecipe, register
 
 
 @dataclass
@@ -45,3 +45,35 @@ def mdm_tiny():
 @register("mdm", "masked diffusion on stdlib code, BPE-4096, small preset (GPU or long CPU runs)")
 def mdm():
     return MDMRecipe(**SMALL_BPE)
+
+
+@dataclass
+class MDMSFTRecipe(MDMRecipe):
+    """LLaDA-style SFT on prompt/response pairs (``data``: a .jsonl of {"prompt", "response"} or stdlib-sft)."""
+
+    def build_objective(self, model, info):
+        return MDMSFT(model, info, eps=self.eps, t_sampling=self.t_sampling)
+
+    def build(self) -> Task:
+        from masklab.data.sft import sft_examples, sft_pairs
+        from masklab.data.tokenizers import build_tokenizer, token_info
+
+        train_pairs, valid_pairs, fingerprint = sft_pairs(self.data)
+        pre = self.pretrained()
+        texts = [p + r for p, r in train_pairs]
+        tok = pre.tokenizer if pre else build_tokenizer(self.tokenizer, texts, fingerprint)
+        info = token_info(tok)
+        train, dropped = sft_examples(train_pairs, tok, self.seq_len)
+        valid, _ = sft_examples(valid_pairs, tok, self.seq_len)
+        facts = {"corpus": self.data, "train_pairs": len(train), "valid_pairs": len(valid), "dropped_pairs": dropped,
+                 "vocab_size": info.vocab_size}  # fmt: skip
+        model = self.model(pre, info, facts)
+        return Task(self.build_objective(model, info), train, valid, fingerprint, tok, facts)
+
+
+@register("mdm-sft", "LLaDA SFT: masked diffusion on the response of prompt/response pairs (stdlib-sft default)")
+def mdm_sft():
+    return MDMSFTRecipe(
+        data="stdlib-sft", preset="tiny", tokenizer="bytes", seq_len=256, batch_size=16, steps=300, lr=1e-3,
+        warmup=20, eval_every=100, ckpt_every=100,
+    )  # fmt: skip
