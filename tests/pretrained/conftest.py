@@ -40,9 +40,14 @@ def _save(kind: str, folder: Path) -> Path:
             model = T.BertForMaskedLM(T.BertConfig(**small))
         else:
             model = T.ModernBertForMaskedLM(
-                T.ModernBertConfig(**small, global_attn_every_n_layers=1, cls_token_id=tok.cls_token_id,
-                                   sep_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id,
-                                   eos_token_id=tok.sep_token_id)  # fmt: skip
+                T.ModernBertConfig(
+                    **small,
+                    global_attn_every_n_layers=1,
+                    cls_token_id=tok.cls_token_id,
+                    sep_token_id=tok.sep_token_id,
+                    bos_token_id=tok.cls_token_id,
+                    eos_token_id=tok.sep_token_id,
+                )  # fmt: skip
             )
     else:
         tok = _byte_tokenizer(mask=kind == "llama")

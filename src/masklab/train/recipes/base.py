@@ -46,6 +46,7 @@ RESUMABLE_CHANGES = {
     "eval_every",
     "ckpt_every",
     "log_every",
+    "log",
     "eval_batches",
     "device",
     "strategy",  # ddp and fsdp write the same checkpoint
@@ -121,6 +122,7 @@ class Recipe:
     eval_batches: int = 8  # held-out batches per evaluation
     ckpt_every: int = 100  # steps between atomic checkpoints (0: only at the end)
     log_every: int = 10  # steps between metrics.jsonl records
+    log: str = "jsonl"  # jsonl (metrics.jsonl only) or tensorboard (also RUN/tensorboard event files)
     seed: int = 0  # keys data order and every mask: (seed, epoch, example index)
     max_minutes: float = 0.0  # wall-clock budget for training; 0 means none. Stops cleanly and checkpoints.
     device: str = "auto"  # auto: cuda when available (one per rank), else cpu
@@ -139,6 +141,8 @@ class Recipe:
                 raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("lr must be positive and min_lr_ratio in [0, 1]")
+        if self.log not in ("jsonl", "tensorboard"):
+            raise ValueError(f"log must be 'jsonl' or 'tensorboard', got {self.log!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
@@ -177,29 +181,33 @@ class TextRecipe(Recipe):
     def build(self) -> Task:
         from masklab.data.text import text_task_data
 
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
-            pre = (
-                load_pretrained(self.init, head=self.head, adapt=self.adapt, mask_token=self.needs_mask)
-                if self.init
-                else None
-            )
-        tokenizer = pre.tokenizer if pre else self.tokenizer
-        data = text_task_data(self.data, tokenizer, self.seq_len)  # refuses seq_len > the training tokens
+        pre = self.pretrained()
+        data = text_task_data(self.data, pre.tokenizer if pre else self.tokenizer, self.seq_len)
         limit = getattr(data.tokenizer, "model_max_length", None)
         if isinstance(limit, int) and limit < self.seq_len:
             raise ValueError(f"seq_len={self.seq_len} exceeds the tokenizer's model_max_length {limit}")
-        if pre:
-            check_seq_len(self.seq_len, pre.max_positions)
-            model = pre.model
-            data.facts.update(init=str(self.init), init_notes=pre.notes)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                model = build_model(self.arch, self.preset, data.info, self.seq_len)
+        model = self.make_model(pre, data.info, data.facts)
         return Task(
             self.build_objective(model, data.info), data.train, data.valid, data.fingerprint, data.tokenizer, data.facts
         )
+
+    def pretrained(self):
+        """The ``init`` model and tokenizer (:class:`~masklab.models.pretrained.Pretrained`), or None."""
+        if not self.init:
+            return None
+        with torch.random.fork_rng(devices=[]):  # a fresh head initialises from the global RNG: seed it, restore it
+            torch.manual_seed(self.seed)
+            return load_pretrained(self.init, head=self.head, adapt=self.adapt, mask_token=self.needs_mask)
+
+    def make_model(self, pre, info, facts: dict) -> torch.nn.Module:
+        """``pre``'s model (recorded in ``facts``), else a fresh ``arch`` / ``preset`` model for ``info``."""
+        if pre:
+            check_seq_len(self.seq_len, pre.max_positions)
+            facts.update(init=str(self.init), init_notes=pre.notes)
+            return pre.model
+        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
+            torch.manual_seed(self.seed)
+            return build_model(self.arch, self.preset, info, self.seq_len)
 
 
 def _parse(value: str, typ, key: str):

@@ -67,7 +67,7 @@ class MDMSFTRecipe(MDMRecipe):
         valid, _ = sft_examples(valid_pairs, tok, self.seq_len)
         facts = {"corpus": self.data, "train_pairs": len(train), "valid_pairs": len(valid), "dropped_pairs": dropped,
                  "vocab_size": info.vocab_size}  # fmt: skip
-        model = self.model(pre, info, facts)
+        model = self.make_model(pre, info, facts)
         return Task(self.build_objective(model, info), train, valid, fingerprint, tok, facts)
 
 
