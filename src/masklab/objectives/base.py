@@ -87,7 +87,14 @@ class Objective(nn.Module, abc.ABC):
 
     def save_model(self, path: Path) -> None:
         """``save_pretrained`` for Hugging Face models; a plain ``nn.Module`` writes its tensors to
-        ``model.safetensors`` (what :meth:`load_model` reads in both cases)."""
+        ``model.safetensors`` (what :meth:`load_model` reads in both cases). A model with LoRA adapters writes
+        the adapter to ``adapter/`` and the merged model beside it (:mod:`masklab.models.lora`)."""
+        from masklab.models.lora import adapter_folder, merged, peft_model
+
+        if (peft := peft_model(self.model)) is not None:
+            peft.save_pretrained(adapter_folder(path))
+            merged(self.model).save_pretrained(path, safe_serialization=True)
+            return
         if hasattr(self.model, "save_pretrained"):
             self.model.save_pretrained(path, safe_serialization=True)
             return
@@ -96,6 +103,16 @@ class Objective(nn.Module, abc.ABC):
         save_file(state, Path(path) / "model.safetensors")
 
     def load_model(self, path: Path) -> None:
+        from masklab.models.lora import adapter_folder, peft_model
+
+        if (peft := peft_model(self.model)) is not None:  # resume: the adapter onto the same frozen base
+            from peft import set_peft_model_state_dict
+
+            state = load_file(adapter_folder(path) / "adapter_model.safetensors", device=str(self.device))
+            result = set_peft_model_state_dict(peft, state)
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"adapter in {path} does not match the model: {result.unexpected_keys[:3]}")
+            return
         state = load_file(Path(path) / "model.safetensors", device=str(self.device))
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         tied = set(getattr(self.model, "_tied_weights_keys", None) or {})

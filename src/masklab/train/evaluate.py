@@ -66,6 +66,8 @@ def evaluate_checkpoint(
         if recipe is not None and recipe != saved.name:
             raise ValueError(f"recipe: {path} was trained with recipe {saved.name!r}; it evaluates with that one")
         overrides = [f"init={ckpt}"] if getattr(saved, "init", None) else []  # reload from the trained weights
+        if getattr(saved, "lora", 0):
+            overrides.append("lora=0")  # the checkpoint's model is the merged one
         if hasattr(saved, "tokenizer") and (ckpt / "tokenizer.json").exists():
             overrides.append(f"tokenizer={ckpt}")  # the tokenizer saved with the model, not a retrained one
         if data:

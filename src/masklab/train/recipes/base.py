@@ -49,9 +49,9 @@ RESUMABLE_CHANGES = {
     "log",
     "eval_batches",
     "device",
-    "strategy",  # ddp and fsdp write the same checkpoint
+    "parallel",  # ddp and fsdp write the same checkpoint
 }
-STRATEGIES = ("ddp", "fsdp")  # how a run on several ranks holds the model: replicated or sharded
+PARALLEL = ("ddp", "fsdp")  # how a run on several ranks holds the model: replicated or sharded
 
 # The recipe registry: each entry's callable takes no argument and returns the configured Recipe.
 RECIPES = Registry("recipe", "training recipes: () -> Recipe")
@@ -126,7 +126,7 @@ class Recipe:
     seed: int = 0  # keys data order and every mask: (seed, epoch, example index)
     max_minutes: float = 0.0  # wall-clock budget for training; 0 means none. Stops cleanly and checkpoints.
     device: str = "auto"  # auto: cuda when available (one per rank), else cpu
-    strategy: str = "ddp"  # ddp (replicate) or fsdp (FSDP2 fully_shard: params, grads, optimizer state sharded)
+    parallel: str = "ddp"  # ddp (replicate) or fsdp (FSDP2 fully_shard: params, grads, optimizer state sharded)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -143,8 +143,8 @@ class Recipe:
             raise ValueError("lr must be positive and min_lr_ratio in [0, 1]")
         if self.log not in ("jsonl", "tensorboard"):
             raise ValueError(f"log must be 'jsonl' or 'tensorboard', got {self.log!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
 
     def build(self) -> Task:
         raise ValueError(f"recipe {self.name!r} does not define its data")
@@ -164,12 +164,17 @@ class TextRecipe(Recipe):
     seq_len: int = 128  # tokens per training window
     init: str | None = None  # a Hugging Face model folder (or a hub id in the local cache) to start from
     adapt: str = "none"  # none | causal: turn a causal LM (init) into a masked-diffusion LM (DiffuGPT, Dream)
+    lora: int = 0  # LoRA rank through peft (0: train every weight); the base weights are then frozen
+    lora_alpha: float = 16.0  # LoRA scale alpha (the update is alpha / rank * B A)
+    lora_targets: str = "all-linear"  # comma-separated module name suffixes (q_proj,v_proj), or all-linear
 
     def __post_init__(self):
         super().__post_init__()
         check_seq_len(self.seq_len)  # against the model's max_position_embeddings, before any allocation
         if self.adapt not in ADAPTS:
             raise ValueError(f"adapt must be one of {ADAPTS}, got {self.adapt!r}")
+        if self.lora < 0 or self.lora_alpha <= 0:
+            raise ValueError(f"lora must be >= 0 and lora_alpha > 0, got {self.lora} and {self.lora_alpha}")
         if self.adapt != "none" and (self.init is None or self.head != "masked"):
             raise ValueError(
                 "adapt=causal turns a causal LM given as init=PATH into a masked LM, for masked objectives"
@@ -204,10 +209,21 @@ class TextRecipe(Recipe):
         if pre:
             check_seq_len(self.seq_len, pre.max_positions)
             facts.update(init=str(self.init), init_notes=pre.notes)
-            return pre.model
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
-            return build_model(self.arch, self.preset, info, self.seq_len)
+            model = pre.model
+        else:
+            with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
+                torch.manual_seed(self.seed)
+                model = build_model(self.arch, self.preset, info, self.seq_len)
+        if self.lora:
+            from masklab.models.lora import add_lora
+
+            with torch.random.fork_rng(devices=[]):  # LoRA's A matrices initialise from the global RNG
+                torch.manual_seed(self.seed + 2)
+                model = add_lora(model, self.lora, self.lora_alpha, self.lora_targets)
+            facts.update(
+                lora_rank=self.lora, lora_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad)
+            )
+        return model
 
 
 def _parse(value: str, typ, key: str):

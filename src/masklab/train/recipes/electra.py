@@ -39,6 +39,8 @@ class ElectraRecipe(TextRecipe):
             raise ValueError("temperature must be > 0 and rtd_weight >= 0")
         if self.arch != "modernbert":
             raise ValueError("ELECTRA needs bidirectional models: arch=modernbert")
+        if self.lora:
+            raise ValueError("lora: ELECTRA trains two networks (generator and discriminator) in full; use lora=0")
         if self.generator_init is not None and self.init is None:
             raise ValueError("generator_init needs init=PATH for the discriminator")
 
