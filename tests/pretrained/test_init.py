@@ -82,7 +82,7 @@ def test_an_adapted_causal_lm_predicts_token_i_at_position_i_minus_1(pretrained)
         ("gpt2", "mdm-tiny", [], "is a causal LM (gpt2); a masked objective needs an encoder, or adapt=causal"),
         ("bert", "ar", [], "is an encoder (bert); causal objectives need a causal LM"),
         ("bert", "mdm-tiny", ["adapt=causal"], "adapt=causal turns a causal LM into a masked LM"),
-        ("none", "mdm-tiny", [], "is not a Hugging Face model folder (no config.json)"),
+        ("none", "mdm-tiny", [], "is not a masklab checkpoint nor a Hugging Face model folder (no config.json)"),
         ("vocab", "mdm-tiny", [], "the tokenizer has 30522 tokens but the model's embedding has 100 rows"),
         ("nomask", "mlm", [], "has no mask token; masked objectives need one"),
     ],

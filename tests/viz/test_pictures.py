@@ -1,5 +1,9 @@
 """Every registered picture draws a PNG from small inputs, and `masklab show` offers each under its name."""
 
+import json
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +20,16 @@ def _sparsity_inputs():
     return {"dense": dense, "report": sparsify_(model, "magnitude", 2, 4, filter=lambda n, m: isinstance(m, nn.Linear))}
 
 
+def _curves_inputs():
+    """A fake run folder: three train records, an evaluation and the final one."""
+    run = Path(tempfile.mkdtemp()) / "run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 6.0 - s / 10} for s in (10, 20, 30)]
+    rows += [{"step": 20, "eval": {"loss": 5.0}}, {"step": 30, "eval": {"loss": 4.5}, "final": True}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"runs": [run]}
+
+
 # the smallest inputs of each picture besides `out`; a new picture fails the test below until it has a row here
 EXAMPLES = {
     "corruption": lambda: {"strategy": "whole_word", "text": "unbelievably long words"},
@@ -24,6 +38,7 @@ EXAMPLES = {
     "sparsity": _sparsity_inputs,
     "patches": lambda: {"strategy": "block", "grid": 6, "panels": 2},
     "seg": lambda: {},
+    "curves": _curves_inputs,
 }
 
 

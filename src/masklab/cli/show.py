@@ -160,8 +160,17 @@ def seg(p) -> None:
     p.set_defaults(func=run)
 
 
+# --- curves
+def curves(p) -> None:
+    """train loss and held-out metrics by step of one or more run folders (RUN/metrics.jsonl)"""
+    p.add_argument("runs", nargs="+", help="run folders of masklab train")
+    p.add_argument("--out", required=True, help="output .png")
+    p.add_argument("--title", default="", help="figure title")
+    p.set_defaults(func=lambda a: print(_draw("curves", a.out, runs=a.runs, title=a.title)))
+
+
 # one setup per picture of masklab.viz.PICTURE, under the same name (a test checks they match)
-KINDS = {f.__name__: f for f in (corruption, generation, attention, sparsity, patches, seg)}
+KINDS = {f.__name__: f for f in (corruption, generation, attention, sparsity, patches, seg, curves)}
 
 
 @COMMAND.register("show", "draw a mask as a PNG (masklab list picture)")

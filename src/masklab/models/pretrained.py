@@ -65,7 +65,7 @@ def _folder(path: str | os.PathLike) -> str:
     p = Path(path).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise ValueError(f"init: {p} is not a Hugging Face model folder (no config.json)")
+            raise ValueError(f"init: {p} is not a masklab checkpoint nor a Hugging Face model folder (no config.json)")
         return str(p)
     if p.exists():
         raise ValueError(f"init: {p} is a file, not a model folder")

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from masklab.corrupt import keyed
-from masklab.train import checkpoint, distributed
+from masklab.train import checkpoint, distributed, fsdp
 from masklab.train.recipes.base import RESUMABLE_CHANGES, Recipe, from_dict, to_dict
 
 __all__ = ["train", "lr_at", "global_batch", "RESUMABLE_CHANGES"]
@@ -74,9 +74,42 @@ def _param_groups(module: torch.nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _log(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+class _Logger:
+    """Rank 0's record sink: every record is appended to ``RUN/metrics.jsonl``; with ``log=tensorboard`` its
+    numbers also go to TensorBoard event files in ``RUN/tensorboard`` at the record's step (``train/<key>`` for a
+    train record, ``eval/<name>`` for an evaluation). A resumed run hides the events past its checkpoint, as it
+    drops those records from metrics.jsonl."""
+
+    def __init__(self, out: Path, log: str, start: int):
+        self.path = out / "metrics.jsonl"
+        self.writer = _summary_writer(out / "tensorboard", start) if log == "tensorboard" else None
+
+    def __call__(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for tag, value in _scalars(record).items():
+                self.writer.add_scalar(tag, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    """TensorBoard tags of one record: ``eval/<name>`` for an evaluation, ``train/<key>`` for a train record."""
+    if "eval" in record:
+        return {f"eval/{k}": v for k, v in record["eval"].items()}
+    return {f"train/{k}": v for k, v in record.items() if k != "step"}
+
+
+def _summary_writer(folder: Path, start: int):
+    """A TensorBoard writer on ``folder``; resuming from step ``start`` purges the events logged after it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("log=tensorboard needs the tensorboard package: pip install masklab[log]") from None
+    return SummaryWriter(str(folder), purge_step=start + 1 if start else None)
 
 
 def _check_resume(meta: dict, recipe: Recipe) -> None:
@@ -96,18 +129,19 @@ def _optimizer(objective: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
     )
 
 
-def _restore(out: Path, recipe: Recipe, objective, optimizer, main: bool) -> int:
-    """Load the checkpoint in ``out/model`` into ``objective`` and ``optimizer``; returns its step."""
+def _restore(out: Path, recipe: Recipe, objective, main: bool) -> tuple[int, dict]:
+    """Load the checkpoint in ``out/model`` into ``objective`` (unsharded); returns its step and the saved
+    ``optimizer.state_dict()``, for the optimizer built after any sharding."""
     ckpt_dir, metrics_path = out / "model", out / "metrics.jsonl"
     meta = checkpoint.verify(ckpt_dir)
     _check_resume(meta, recipe)
     objective.load_model(ckpt_dir)
-    checkpoint.load_optimizer(ckpt_dir, optimizer)
+    optimizer_state = checkpoint.read_optimizer(ckpt_dir)
     start = meta["step"]
     if main and metrics_path.exists():  # drop records past the checkpoint: they will be redone
         kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= start]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
-    return start
+    return start, optimizer_state
 
 
 def _micro_size(recipe: Recipe, world: int) -> tuple[int, int]:
@@ -121,6 +155,15 @@ def _micro_size(recipe: Recipe, world: int) -> tuple[int, int]:
     return per_rank, per_rank // recipe.grad_accum
 
 
+def _sync(model, last: bool):
+    """Context of one micro-step: gradients are reduced over ranks only on the last one (DDP ``no_sync``; FSDP2
+    ``set_requires_gradient_sync``, which keeps unsharded gradients accumulating locally until then)."""
+    if isinstance(model, fsdp.FSDPModule):
+        model.set_requires_gradient_sync(last)
+        return nullcontext()
+    return nullcontext() if last else model.no_sync()
+
+
 def _micro_steps(model, task, recipe: Recipe, d, order: _Order, step: int, per_rank: int, micro: int):
     """Forward and backward over this rank's share of the global batch, in grad_accum pieces.
     Returns (mean loss, mean metrics). The objective gets only what every objective needs."""
@@ -130,8 +173,7 @@ def _micro_steps(model, task, recipe: Recipe, d, order: _Order, step: int, per_r
     metric_sums: dict[str, torch.Tensor] = {}
     for k in range(recipe.grad_accum):
         part = slice(first + k * micro, first + (k + 1) * micro)
-        sync = nullcontext() if d.world == 1 or k == recipe.grad_accum - 1 else model.no_sync()
-        with sync:
+        with _sync(model, d.world == 1 or k == recipe.grad_accum - 1):
             loss, metrics = model(
                 task.train[idx[part]].to(d.device),
                 keys[part].to(d.device),
@@ -169,70 +211,101 @@ class _Run:
     d: distributed.Dist
     task: object
     objective: torch.nn.Module
-    model: torch.nn.Module  # the objective, wrapped in DDP on more than one rank
+    model: torch.nn.Module  # the objective, wrapped in DDP on more than one rank (itself when sharded)
     optimizer: torch.optim.Optimizer
     info: dict
     order: _Order
     per_rank: int
     micro: int
     start: int
+    shell: torch.nn.Module | None = None  # under FSDP, rank 0's parameter-less copy that checkpoints are written from
 
     @property
-    def metrics_path(self) -> Path:
-        return self.out / "metrics.jsonl"
+    def sharded(self) -> bool:
+        return isinstance(self.objective, fsdp.FSDPModule)
 
     @property
     def tokens_per_step(self) -> int:
         return self.recipe.batch_size * self.task.train[0].numel()
 
     def save(self, step: int) -> None:
+        """Write the checkpoint; called on rank 0, or on every rank under FSDP, where gathering the full state is a
+        collective and rank 0 writes the same one-process checkpoint from its :func:`fsdp.skeleton`."""
+        if not self.sharded:
+            self._write(step, self.objective, self.optimizer)
+            return
+        model_state, optimizer_state = fsdp.full_state(self.objective, self.optimizer)
+        if self.d.main:
+            with fsdp.filled(self.shell, model_state) as full:
+                self._write(step, full, optimizer_state)
+
+    def _write(self, step: int, objective, optimizer) -> None:
         checkpoint.save(
             self.out / "model",
-            self.objective,
+            objective,
             recipe=to_dict(self.recipe),
             step=step,
             tokenizer=self.task.tokenizer,
-            optimizer=self.optimizer,
+            optimizer=optimizer,
             info=self.info,
         )
 
     def evaluate(self) -> dict:
+        """Held-out metrics; called on rank 0, or on every rank under FSDP (each forward gathers the shards)."""
         return self.objective.evaluate(self.task.valid, seed=self.recipe.seed, max_batches=self.recipe.eval_batches)
+
+    @property
+    def collective(self) -> bool:
+        """Whether this rank takes part in evaluations and checkpoints: rank 0, or every rank under FSDP."""
+        return self.d.main or self.sharded
 
 
 def _setup(recipe: Recipe, out: Path, resume: bool) -> _Run:
-    """Devices, task, optimizer, the run folder, and the checkpoint to resume from."""
+    """Devices, task, optimizer, the run folder, and the checkpoint to resume from. With ``parallel=fsdp`` on more
+    than one rank the objective is sharded (:func:`fsdp.shard`) after the checkpoint's weights are loaded into it
+    and before the optimizer is built over its shards."""
     d = distributed.setup(recipe.device)
     task = recipe.build()
-    objective = task.objective.to(d.device)
+    sharded = recipe.parallel == "fsdp" and d.world > 1
+    objective = task.objective if sharded else task.objective.to(d.device)  # fsdp moves each unit as it shards
+    start, optimizer_state = _restore(out, recipe, objective, d.main) if resume else (0, None)
+    shell = fsdp.skeleton(objective) if sharded and d.main else None
+    if sharded:
+        fsdp.shard(objective, d.device)
     optimizer = _optimizer(objective, recipe)
-    start = 0
-    if resume:
-        start = _restore(out, recipe, objective, optimizer, d.main)
-    elif d.main:
+    if optimizer_state is not None and sharded:
+        fsdp.load_optimizer(objective, optimizer, optimizer_state)
+    elif optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    if not resume and d.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
     info = {**task.info, "fingerprint": task.fingerprint, "world_size": d.world}
     if d.main:
         (out / "run.json").write_text(json.dumps({"recipe": to_dict(recipe), "info": info}, indent=2))
     per_rank, micro = _micro_size(recipe, d.world)
-    model = DDP(objective) if d.world > 1 else objective
+    model = DDP(objective) if d.world > 1 and not sharded else objective
     order = _Order(len(task.train), recipe.seed)
-    return _Run(recipe, out, d, task, objective, model, optimizer, info, order, per_rank, micro, start)
+    return _Run(recipe, out, d, task, objective, model, optimizer, info, order, per_rank, micro, start, shell)
 
 
 def _update(run: _Run, step: int):
     """Phases 4-6 of a step: micro-steps, clip, optimizer step. Returns (loss, metrics, grad norm)."""
     r = run.recipe
-    loss_sum, metric_sums = _micro_steps(run.model, run.task, r, run.d, run.order, step, run.per_rank, run.micro)
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.objective.parameters(), r.clip)
+    # dropout (pretrained models keep theirs) draws from the global RNG: key it on (seed, step, rank), so a resumed
+    # run repeats an uninterrupted one; fork_rng leaves the caller's RNG state as it was
+    devices = [run.d.device] if run.d.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(keyed.example_keys(r.seed, step, [run.d.rank], device="cpu")[0]))
+        loss_sum, metric_sums = _micro_steps(run.model, run.task, r, run.d, run.order, step, run.per_rank, run.micro)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.objective.parameters(), r.clip)  # DTensors: the global norm
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return loss_sum, metric_sums, grad_norm
 
 
-def _finish(run: _Run, step: int, train_s: float, stopped_early: bool) -> dict:
-    """Final evaluation, checkpoint and summary (rank 0 writes them)."""
+def _finish(run: _Run, step: int, train_s: float, stopped_early: bool, log: _Logger | None) -> dict:
+    """Final evaluation, checkpoint and summary (rank 0 writes them, and closes its ``log``)."""
     summary = {
         "step": step,
         "train_seconds": train_s,
@@ -240,10 +313,12 @@ def _finish(run: _Run, step: int, train_s: float, stopped_early: bool) -> dict:
         "tokens_per_s": run.tokens_per_step * (step - run.start) / max(train_s, 1e-9),
         **run.info,
     }
-    if run.d.main:
+    if run.collective:
         summary["eval"] = run.evaluate()
-        _log(run.metrics_path, {"step": step, "eval": summary["eval"], "final": True})
         run.save(step)
+    if run.d.main:
+        log({"step": step, "eval": summary["eval"], "final": True})
+        log.close()
         (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
     distributed.teardown()
     return summary
@@ -256,6 +331,7 @@ def train(
     would), leaving a checkpoint to resume from. Returns a summary with the final held-out metrics."""
     run = _setup(recipe, Path(out), resume)
     d, start = run.d, run.start
+    log = _Logger(run.out, recipe.log, start) if d.main else None
     bar = tqdm(total=recipe.steps, initial=start, disable=not (progress and d.main), unit="step", dynamic_ncols=True,
                mininterval=1.0)  # fmt: skip
     began, stopped_early, step = time.perf_counter(), False, start
@@ -272,10 +348,12 @@ def train(
         lr = lr_at(step, recipe)
         for g in run.optimizer.param_groups:
             g["lr"] = lr
-        # 2. evaluation (rank 0 only; it touches no collective), 3. checkpoint
-        if recipe.eval_every and step % recipe.eval_every == 0 and step > start and d.main:
-            _log(run.metrics_path, {"step": step, "eval": run.evaluate()})
-        if recipe.ckpt_every and step % recipe.ckpt_every == 0 and step > start and d.main:
+        # 2. evaluation, 3. checkpoint: on rank 0 (they touch no collective), or on every rank under FSDP
+        if recipe.eval_every and step % recipe.eval_every == 0 and step > start and run.collective:
+            evaluation = run.evaluate()
+            if d.main:
+                log({"step": step, "eval": evaluation})
+        if recipe.ckpt_every and step % recipe.ckpt_every == 0 and step > start and run.collective:
             run.save(step)
         # 4. micro-steps, 5. clip, 6. optimizer step
         loss_sum, metric_sums, grad_norm = _update(run, step)
@@ -286,10 +364,10 @@ def train(
             t_last, step_last = now, step + 1
             record = _record(step + 1, loss_sum, metric_sums, lr, grad_norm, tok_s, now - began)
             if d.main:
-                _log(run.metrics_path, record)
+                log(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
         bar.update(1)
     else:
         step = recipe.steps
     bar.close()
-    return _finish(run, step, time.perf_counter() - began, stopped_early)
+    return _finish(run, step, time.perf_counter() - began, stopped_early, log)
