@@ -64,11 +64,12 @@ def curves_figure(out, runs: list[str | Path], title: str = "") -> Path:
             eval_ax.plot([p[0] for p in final], [p[1] for p in final], "*", ms=11, color=color)
     train_ax.set(title="train loss", xlabel="step", ylabel="loss")
     eval_ax.set(title="held-out (star: final evaluation)", xlabel="step")
+    train_ax.legend(fontsize=8)
     for ax in (train_ax, eval_ax):
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    if not metrics:
+    if metrics:  # one entry per run and metric: beside the panel, not over the lines
+        eval_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    else:
         eval_ax.text(0.5, 0.5, "no evaluations logged", ha="center", va="center", transform=eval_ax.transAxes)
     if title:
         fig.suptitle(title)
