@@ -53,7 +53,7 @@ def _hash_row(k, ctr, n, out):
 def _outside_ok(t, special):
     """An id beyond the eligibility bitset is eligible unless it is listed as special. Kernels test eligibility
     as ``bits[t >> 3] >> (t & 7) & 1 if 0 <= t < 8 |bits| else _outside_ok(t, special)``, written out: an
-    inlined helper that takes arrays costs reference counting at every token (2-3x slower)."""
+    inlined function that takes arrays costs reference counting at every token (2-3x slower)."""
     for s in special:
         if t == s:
             return False

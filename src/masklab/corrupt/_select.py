@@ -1,4 +1,4 @@
-"""Selection helpers shared by the token, patch and frame masks: where a call's randomness comes from, which
+"""Selection functions shared by the token, patch and frame masks: where a call's randomness comes from, which
 entries are the k smallest, and the range checks on rates.
 
 Every selection breaks ties by position (the earlier entry counts as smaller): keyed draws have 24 or 32 bits

@@ -97,7 +97,7 @@ def _tie_if_fresh(model: nn.Module, missing: list[str], notes: list[str]) -> Non
                  "to the input embeddings")  # fmt: skip
 
 
-def _check_vocab(tok, model, notes: list[str]) -> None:
+def _check_vocab(tok, model) -> None:
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tok) > rows:
         raise ValueError(f"init: the tokenizer has {len(tok)} tokens but the model's embedding has {rows} rows")
@@ -174,7 +174,7 @@ def _load(path, where: str, head: str, adapt: str, mask_token: bool | None, fres
         _tie_if_fresh(model, info["missing_keys"], notes)
     if mask_token and tok.mask_token_id is None:
         raise ValueError(f"init: the tokenizer of {path} has no mask token; masked objectives need one")
-    _check_vocab(tok, model, notes)
+    _check_vocab(tok, model)
     return Pretrained(model.train(), tok, _max_positions(config) - (1 if isinstance(model, ShiftedMaskedLM) else 0),
                       notes)  # fmt: skip
 

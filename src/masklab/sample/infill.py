@@ -1,7 +1,7 @@
 """Prompts with mask placeholders: ``<mask>`` is one token to fill, ``<mask:N>`` is N tokens.
 
 Masks may stand anywhere (infilling, mdlm #21): :func:`parse_prompt` turns such a prompt into ids for
-:func:`masklab.sample.generate`. :func:`red_team_prompt` is the DIJA-style helper (Wen et al. 2025, "The Devil
+:func:`masklab.sample.generate`. :func:`red_team_prompt` builds DIJA-style prompts (Wen et al. 2025, "The Devil
 behind the Mask: An Emergent Safety Vulnerability of Diffusion LLMs", Sec. 3): it expands the placeholders of
 an interleaved mask-text prompt into the model's *native* mask token text (``<|mdm_mask|>`` for LLaDA,
 ``<mask>`` for BERT-style tokenizers, ...), so the same template can be sent to any diffusion LM's own chat
