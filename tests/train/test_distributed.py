@@ -1,16 +1,8 @@
 """torchrun with 2 CPU processes (gloo) follows the same loss curve as 1 process with the same global batch."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-
-def _run(args, env):
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def _losses(run):
@@ -19,8 +11,7 @@ def _losses(run):
 
 
 @pytest.mark.slow
-def test_two_ranks_match_one(small_corpus, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_two_ranks_match_one(small_corpus, tmp_path, launch):
     common = [
         "train",
         "--recipe",
@@ -39,22 +30,8 @@ def test_two_ranks_match_one(small_corpus, tmp_path):
         "max_minutes=0",
         "device=cpu",
     ]
-    _run([sys.executable, "-m", "masklab", *common, "--out", str(tmp_path / "one")], env)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "masklab",
-            *common,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env,
-    )
+    launch([*common, "--out", str(tmp_path / "one")])
+    launch([*common, "--out", str(tmp_path / "two")], ranks=2)
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 6
     for a, b in zip(one, two, strict=True):

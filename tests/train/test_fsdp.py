@@ -2,20 +2,12 @@
 writes a one-process checkpoint (full weights, full optimizer state) and resumes from it."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from masklab.train import checkpoint
-
-
-def _run(args, env):
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def _curve(run, key="loss"):
@@ -30,16 +22,14 @@ def _close(one: dict, two: dict, tol: float = 1e-4) -> None:
 
 
 @pytest.mark.slow
-def test_fsdp_on_two_ranks_matches_one(small_corpus, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_fsdp_on_two_ranks_matches_one(small_corpus, tmp_path, launch):
     common = ["--data", str(small_corpus), "--no-progress", "log_every=1", "max_minutes=0", "device=cpu"]
     new = ["train", "--recipe", "mdm-tiny", *common, "preset=micro", "seq_len=32", "batch_size=8", "grad_accum=2"]
     new += ["steps=8", "warmup=2", "eval_every=4", "ckpt_every=4", "eval_batches=2"]
     more = ["train", "--resume", *common, "steps=10"]  # continue both runs past their end
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "masklab"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([sys.executable, "-m", "masklab", *new, "--out", str(one)], env)
-    _run([*torchrun, *new, "parallel=fsdp", "--out", str(two)], env)
+    launch([*new, "--out", str(one)])
+    launch([*new, "parallel=fsdp", "--out", str(two)], ranks=2)
     assert len(_curve(one)) == 8
     _close(_curve(one), _curve(two))
     _close(_curve(one, "grad_norm"), _curve(two, "grad_norm"))  # clipping sees the global norm of the shards
@@ -55,7 +45,7 @@ def test_fsdp_on_two_ranks_matches_one(small_corpus, tmp_path):
     assert oa.keys() == ob.keys() and all(torch.allclose(oa[k], ob[k], rtol=0, atol=1e-6) for k in oa)
 
     # resuming under fsdp loads the full state back into the shards: the curve goes on as the 1-process one's
-    _run([sys.executable, "-m", "masklab", *more, "--out", str(one)], env)
-    _run([*torchrun, *more, "--out", str(two)], env)
+    launch([*more, "--out", str(one)])
+    launch([*more, "--out", str(two)], ranks=2)
     assert len(_curve(one)) == 10
     _close(_curve(one), _curve(two))

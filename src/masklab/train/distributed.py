@@ -39,10 +39,30 @@ def setup(device: str = "auto") -> Dist:
 
 
 def teardown() -> None:
-    """Wait for every rank (rank 0 evaluates and saves last), then leave the process group together."""
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    """Leave the process group together. Rank 0 evaluates and saves last, so every rank first meets at a barrier.
+
+    A gloo barrier can return on rank 0 before a peer has read rank 0's last message, and a peer whose partner
+    process has exited then waits in the barrier (or in ``destroy_process_group``) forever. So the ranks also meet
+    on the launcher's key-value store (not a gloo collective) after the barrier and after leaving the group: no
+    rank exits while another still talks to it."""
+    if not dist.is_initialized():
+        return
+    store, world = dist.distributed_c10d._get_default_store(), dist.get_world_size()
+    dist.barrier()
+    _meet(store, "barrier", world)
+    dist.destroy_process_group()
+    _meet(store, "left", world)
+
+
+def _meet(store, what: str, world: int, timeout_s: float = 300.0) -> None:
+    """Wait (polling the store) until every rank has reached this point, or ``timeout_s`` passed."""
+    import time
+
+    key = f"masklab/teardown/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{what}"
+    store.add(key, 1)
+    deadline = time.monotonic() + timeout_s
+    while store.add(key, 0) < world and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def mean_across(x: torch.Tensor) -> torch.Tensor:
