@@ -40,6 +40,7 @@ _PROVIDERS = (
     "masklab.sparsity",
     "masklab.train.recipes",
     "masklab.viz",
+    "masklab.compare",
     "masklab.cli",
 )
 

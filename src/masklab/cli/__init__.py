@@ -17,7 +17,7 @@ from ._registry import COMMAND
 
 # importing a command module registers it; the order here is the order of `masklab --help`
 # isort: off
-from . import ls, train, evaluate, generate, classify, sparsify, show, bench  # noqa: F401, E402
+from . import ls, train, evaluate, generate, classify, sparsify, compare, show, bench  # noqa: F401, E402
 # isort: on
 
 __all__ = ["COMMAND", "build_parser", "main"]

@@ -38,6 +38,8 @@ class GDESEmbedding(nn.Module):
     """Token embedding sg(E_G) + E_delta: the generator's table, detached, plus a learned zero-initialised
     delta."""
 
+    lookup_only = True  # E_delta is only looked up: no matmul FLOPs (masklab.compare.flops)
+
     def __init__(self, base: nn.Embedding):
         super().__init__()
         self.base = base  # shared module: its weight is also the generator's (and trained by it)

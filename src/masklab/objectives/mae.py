@@ -78,6 +78,15 @@ class MAEObjective(Objective):
         self.ratio = model.config.mask_ratio if ratio is None else ratio
         self.calls = 0
 
+    def flop_groups(self):
+        """(parameters, share of the patches they process) for :mod:`masklab.compare.flops`: MAE's encoder sees
+        only the visible ``1 - ratio`` of the patches, the decoder all of them (He et al. 2022, Sec. 3)."""
+        from masklab.compare.flops import matmul_params
+
+        encoder = {id(p) for p in self.model.encoder.parameters()}
+        rest = [p for p in matmul_params(self) if id(p) not in encoder]
+        return [(list(self.model.encoder.parameters()), 1.0 - self.ratio), (rest, 1.0)]
+
     def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx):
         if self.training:
             self.calls += 1

@@ -101,6 +101,8 @@ class Task:
 class Recipe:
     """Fields shared by every recipe. Each default carries the reason for its value."""
 
+    modality: ClassVar[str] = "none"  # what the examples are (text, image): the probes of `masklab compare` that fit
+
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         _CLASSES[cls.__name__] = cls
@@ -157,6 +159,7 @@ class TextRecipe(Recipe):
     ``init`` starts from a pretrained Hugging Face model (:func:`masklab.models.pretrained.load_pretrained`): its
     tokenizer then replaces ``tokenizer``, and its architecture replaces ``arch`` and ``preset``."""
 
+    modality: ClassVar[str] = "text"
     head: ClassVar[str] = "masked"  # the head the objective needs: masked (MLM, MDM, ELECTRA) or causal (AR, MEAP)
     needs_mask: ClassVar[bool] = True  # the objective puts mask tokens in the input (all but AR)
 

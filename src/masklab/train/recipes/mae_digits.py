@@ -7,6 +7,7 @@ Linear-probe accuracy per strategy is measured by ``benchmarks/mae_digits.py`` (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -19,6 +20,8 @@ from masklab.train.recipes.base import Recipe, Task, register
 
 @dataclass
 class MAEDigitsRecipe(Recipe):
+    modality: ClassVar[str] = "image"
+
     data: str = "sklearn-digits"  # the only data this recipe reads: 1797 bundled 8x8 digits, no download
     strategy: str = "random"  # a patch strategy name (masklab list patch)
     mask_ratio: float = 0.75  # MAE's default
