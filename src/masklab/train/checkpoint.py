@@ -257,8 +257,7 @@ def load_masked_lm(path: str | os.PathLike):
 
     folder = path
     if is_checkpoint(path):
-        folder = resolve(path)
-        verify(folder)
+        folder = load(path, model=False).folder  # verified against its manifest
     elif not Path(path).exists() and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(path)):
         raise FileNotFoundError(f"no checkpoint at {path}: it does not exist")  # and it cannot be a hub id
     try:

@@ -61,8 +61,8 @@ def evaluate_checkpoint(
     if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 1):
         raise ValueError(f"batches must be a positive integer or None, got {batches!r}")
     if checkpoint.is_checkpoint(path):
-        ckpt = checkpoint.resolve(path)
-        saved = from_dict(checkpoint.verify(ckpt)["recipe"])
+        found = checkpoint.load(path, model=False)  # verified against its manifest
+        ckpt, saved = found.folder, from_dict(found.manifest["recipe"])
         if recipe is not None and recipe != saved.name:
             raise ValueError(f"recipe: {path} was trained with recipe {saved.name!r}; it evaluates with that one")
         overrides = [f"init={ckpt}"] if getattr(saved, "init", None) else []  # reload from the trained weights
