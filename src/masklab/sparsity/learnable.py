@@ -11,19 +11,29 @@ per group. Training samples a differentiable mask with Gumbel-softmax (paper Eq.
 with the temperature ``tau`` annealed (4 -> 0.05 in the paper) and the logit scale ``kappa`` grown
 (1e2 -> 5e2) linearly over training. The weights are frozen; only the logits learn.
 
-- **Prior** (Sec. 3.3): logits start from a one-shot mask ``M0`` (magnitude, Wanda, SparseGPT):
-  ``p_k = strength / kappa_0 * (S_k . M0 - mean_k S_k . M0)``, so at step 0 the prior pattern leads by
-  ``strength`` scaled logits (``strength = 0``: uniform start).
-- **Sparse weight regularisation** (Sec. 3.4): ``-lambda * sum ||W (.) M~||^2`` keeps large weights alive;
-  here divided by ``sum ||W||^2`` so ``lambda`` does not depend on the model's scale.
+The reference is NVlabs/MaskLLM: ``learnable_sparsity/differentiable_mask.py`` (``DifferentiableMask``,
+``init_diff_mask_from_prior``, ``sparse_weight_norm``) and ``pretrain_maskllm.py`` (``loss_func``).
+
+- **Init** (``DifferentiableMask.__init__``): logits ``p ~ N(0, 0.01)``, drawn from a generator keyed on
+  ``(seed, layer name)``, so every layer's start depends on neither the global RNG nor the order of the layers.
+- **Prior** (Sec. 3.3, ``init_diff_mask_from_prior``): with a one-shot mask ``M0`` (magnitude, Wanda,
+  SparseGPT), ``p_k += (S_k . M0 - 1) * std(p) * strength``: for 2:4 the prior pattern (overlap 2) gains
+  ``strength`` standard deviations of the init noise, patterns sharing one kept weight stay, the disjoint one
+  loses as much. At ``kappa_0 = 100`` and ``std = 0.01`` that is a lead of ``strength`` in scaled logits,
+  against noise of standard deviation 1, so a few groups start off their prior (about 7% at strength 3).
+- **Sparse weight regularisation** (Sec. 3.4, ``loss_func``): ``-lambda_t * sum ||W (.) M~||^2`` over the
+  masked layers, unnormalised (``W`` frozen, so only ``M~`` gets the gradient), with
+  ``lambda_t = lambda * (1 - step / steps)`` removed linearly over training (``reg_weight``); lambda = 1e-5.
 - **Export**: the argmax pattern per group (``hard_mask``), multiplied into the weight by ``export_``.
 
-Randomness: the Gumbel noise comes from a ``torch.Generator`` (``seed`` int or a Generator; never global RNG).
+Randomness: the Gumbel noise comes from a ``torch.Generator`` seeded with ``cfg.seed``, the init noise from
+one keyed generator per layer; never the global RNG.
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -32,9 +42,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from masklab.corrupt import keyed
+
 from .nm import _check_nm, nm_patterns
 
-__all__ = ["MaskLLMConfig", "LearnableNMMask", "attach", "export_", "sparse_weight_reg", "train_masks"]
+__all__ = [
+    "MaskLLMConfig",
+    "LearnableNMMask",
+    "attach",
+    "export_",
+    "init_generator",
+    "reg_weight",
+    "sparse_weight_reg",
+    "train_masks",
+]
 
 
 @dataclass
@@ -47,9 +68,10 @@ class MaskLLMConfig:
     lr: float = 1e-3  # AdamW lr on the logits; each step moves kappa * lr in scaled logits (5e-2 wrecked MiniLM)
     tau: tuple[float, float] = (4.0, 0.05)  # Gumbel-softmax temperature, start -> end (linear)
     kappa: tuple[float, float] = (1e2, 5e2)  # logit scale, start -> end (linear)
-    prior_strength: float = 3.0  # lead of the prior pattern in scaled logits at step 0; 0 = no prior
-    reg: float = 1e-5  # lambda of the sparse weight regulariser (normalised, see module docstring)
-    seed: int = 0  # Gumbel noise generator seed
+    prior_strength: float = 3.0  # reference --prior-strength: init-noise std devs the prior pattern gains; 0 = none
+    init_std: float = 0.01  # std of the N(0, std) logit init (reference DifferentiableMask)
+    reg: float = 1e-5  # lambda of -lambda_t * sum ||W (.) M~||^2, unnormalised, decayed to 0 (reference --weight-reg)
+    seed: int = 0  # seed of the Gumbel noise and of the keyed logit init
 
     def __post_init__(self):
         _check_nm(self.n, self.m)
@@ -57,15 +79,19 @@ class MaskLLMConfig:
             raise ValueError(f"steps and lr must be positive, got steps={self.steps}, lr={self.lr}")
         if min(self.tau) <= 0 or min(self.kappa) <= 0:
             raise ValueError(f"tau and kappa must be positive, got tau={self.tau}, kappa={self.kappa}")
-        if self.prior_strength < 0:
-            raise ValueError(f"prior_strength must be >= 0, got {self.prior_strength}")
+        if self.prior_strength < 0 or self.init_std < 0 or self.reg < 0:
+            raise ValueError(
+                f"prior_strength, init_std and reg must be >= 0, got {self.prior_strength}, {self.init_std}, {self.reg}"
+            )
 
 
 class LearnableNMMask(nn.Module):
     """Parametrization ``W -> W * mask`` with per-group logits over the N:M candidate patterns.
 
     In training mode the mask is a fresh Gumbel-softmax sample on every forward; in eval mode it is the argmax
-    pattern (hard, exactly N:M). ``tau`` and ``kappa`` are plain attributes set by the schedule.
+    pattern (hard, exactly N:M). ``tau`` and ``kappa`` are plain attributes set by the schedule. The logits start
+    at ``N(0, init_std)`` drawn from ``init_generator`` (default: a generator seeded 0, never the global RNG), plus
+    the prior's shift when ``prior`` is given (module docstring).
     """
 
     def __init__(
@@ -79,6 +105,8 @@ class LearnableNMMask(nn.Module):
         tau: float = 4.0,
         generator: torch.Generator | None = None,
         device=None,
+        init_std: float = 0.01,
+        init_generator: torch.Generator | None = None,
     ):
         super().__init__()
         _check_nm(n, m)
@@ -89,12 +117,13 @@ class LearnableNMMask(nn.Module):
             raise ValueError(f"weight shape {self.shape} has an input dimension not divisible by m={m}")
         self.n, self.m, self.groups = n, m, cols // m
         self.register_buffer("patterns", nm_patterns(n, m, device=device), persistent=False)  # (K, m)
-        logits = torch.zeros(rows, self.groups, self.patterns.shape[0], device=device)  # (R, G, K)
+        gen = init_generator if init_generator is not None else torch.Generator().manual_seed(0)
+        logits = torch.randn(rows, self.groups, self.patterns.shape[0], generator=gen) * init_std  # (R, G, K)
+        logits = logits.to(device)
         if prior is not None and prior_strength > 0:
             if prior.shape != self.shape:
                 raise ValueError(f"prior shape {tuple(prior.shape)} does not match weight shape {self.shape}")
-            sim = prior.reshape(rows, self.groups, m).float().to(logits.device) @ self.patterns.T  # (R, G, K)
-            logits += prior_strength / kappa * (sim - sim.mean(-1, keepdim=True))
+            logits += prior_shift(prior.reshape(rows, self.groups, m), self.patterns, logits.std(), prior_strength)
         self.logits = nn.Parameter(logits)
         self.tau, self.kappa = float(tau), float(kappa)
         self.generator = generator
@@ -116,6 +145,19 @@ class LearnableNMMask(nn.Module):
         return weight * mask.to(weight.dtype)
 
 
+def prior_shift(prior: torch.Tensor, patterns: torch.Tensor, std: torch.Tensor, strength: float) -> torch.Tensor:
+    """``(S_k . M0 - 1) * std * strength``: the logit shift of every candidate pattern (reference
+    ``init_diff_mask_from_prior``). ``prior`` (R, G, m) keep-mask, ``patterns`` (K, m) -> (R, G, K)."""
+    overlap = prior.float().to(patterns.device) @ patterns.T  # (R, G, K): kept weights shared with the prior
+    return (overlap - 1.0) * std * strength
+
+
+def init_generator(seed: int, name: str) -> torch.Generator:
+    """The generator of one layer's logit init, keyed on ``(seed, layer name)`` through ``keyed.derive``."""
+    key = keyed.derive(torch.tensor([int(seed) & 0xFFFFFFFF]), zlib.crc32(name.encode()))
+    return torch.Generator().manual_seed(int(key[0]))
+
+
 def attach(
     modules: Mapping[str, nn.Module],
     cfg: MaskLLMConfig,
@@ -132,8 +174,9 @@ def attach(
         w.requires_grad_(False)
         prior = None if priors is None else priors.get(name)
         mk = LearnableNMMask(
-            w.shape, cfg.n, cfg.m, prior, cfg.prior_strength, cfg.kappa[0], cfg.tau[0], gen, device=w.device
-        )
+            w.shape, cfg.n, cfg.m, prior, cfg.prior_strength, cfg.kappa[0], cfg.tau[0], gen, device=w.device,
+            init_std=cfg.init_std, init_generator=init_generator(cfg.seed, name),
+        )  # fmt: skip
         parametrize.register_parametrization(mod, "weight", mk, unsafe=True)
         masks[name] = mk
     return masks
@@ -153,12 +196,19 @@ def set_schedule(masks: Mapping[str, LearnableNMMask], step: int, cfg: MaskLLMCo
 
 
 def sparse_weight_reg(modules: Mapping[str, nn.Module]) -> torch.Tensor:
-    """``-sum ||W (.) M~||^2 / sum ||W||^2`` over the masked modules (multiply by lambda)."""
-    num, den = 0.0, 0.0
+    """``-sum ||W.detach() (.) M~||^2`` over the masked modules, unnormalised (reference ``sparse_weight_norm``,
+    subtracted in ``loss_func``); multiply by ``reg_weight``. Call it inside ``parametrize.cached()`` so that it
+    sees the forward's mask sample."""
+    total = 0.0
     for mod in modules.values():
-        num = num + mod.weight.pow(2).sum()  # the parametrized weight is W * M~
-        den = den + mod.parametrizations.weight.original.detach().pow(2).sum()
-    return -num / den
+        total = total + mod.weight.pow(2).sum()  # the parametrized weight is W * M~, W frozen: grad reaches M~ only
+    return -total
+
+
+def reg_weight(step: int, cfg: MaskLLMConfig) -> float:
+    """``lambda * (1 - step / steps)``: the regulariser is removed linearly over training (reference
+    ``pretrain_maskllm.py``, ``weight_loss_reg``)."""
+    return cfg.reg * (1.0 - step / cfg.steps)
 
 
 @torch.no_grad()
@@ -206,7 +256,7 @@ def train_masks(
             set_schedule(masks, step, cfg)
             with parametrize.cached():  # one mask sample per step, shared by the loss and the regulariser
                 loss = loss_fn(model, batches[step % len(batches)])
-                total = loss + cfg.reg * sparse_weight_reg(modules) if cfg.reg else loss
+                total = loss + reg_weight(step, cfg) * sparse_weight_reg(modules) if cfg.reg else loss
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
