@@ -44,7 +44,8 @@ def as_model_fn(model, pad_id: int | None = None):
     """A callable ids -> logits [B, L, V], for an HF model or any callable returning logits.
 
     With ``pad_id`` an HF model gets ``attention_mask = ids != pad_id`` (always, so a row is computed the same
-    way whether or not its batch holds padding)."""
+    way whether or not its batch holds padding). A model's ``every_row`` flag (send it every row of the batch,
+    also rows left without a mask) is kept."""
 
     def fn(x):
         with torch.no_grad():
@@ -53,6 +54,7 @@ def as_model_fn(model, pad_id: int | None = None):
                 return logits_of(model(input_ids=x, **kw))
             return logits_of(model(x))
 
+    fn.every_row = getattr(model, "every_row", False)
     return fn
 
 
@@ -95,18 +97,20 @@ def generate(
 ):
     """Fill every position of ``input_ids`` [B, L] (or [L]) that equals ``mask_id``.
 
-    ``sampler``: a name in :data:`SAMPLER` (ancestral, confidence, fhs, threshold). ``seed``: an int (row r uses
-    stream (seed, r)) or one int per row (a row's output is then independent of its batch), or None (= 0).
+    ``sampler``: a name in :data:`SAMPLER` (ancestral, confidence, fhs, threshold, remdm, mask_predict).
+    ``seed``: an int (row r uses stream (seed, r)) or one int per row (a row's output is then independent of its
+    batch), or None (= 0).
 
     ``steps`` (an int, or one per row) defaults to each row's number of masked tokens (one token per step).
     For ``confidence`` more steps than a row's masked tokens are clamped to that count, since a step that
-    commits nothing changes nothing; ``ancestral`` takes its time steps as given; ``fhs`` and ``threshold``
-    choose their own.
+    commits nothing changes nothing; ``ancestral`` and ``remdm`` take their time steps as given, ``mask_predict``
+    its iterations; ``fhs`` and ``threshold`` choose their own.
 
     ``options`` (every sampler): ``block_length`` (semi-autoregressive blocks), ``cfg_scale`` (classifier-free
     guidance; the unconditional pass masks the prompt), ``eos_id`` / ``fill_id`` (a row stops at its first
     generated EOS), ``pad_id`` (padding: excluded from attention, never filled). Sampler-specific:
-    ``remasking`` and ``alg_temp`` (confidence), ``threshold`` (threshold).
+    ``remasking`` and ``alg_temp`` (confidence), ``threshold`` (threshold), ``schedule``, ``eta``, ``t_on``,
+    ``t_off`` and ``alpha_on`` (remdm).
 
     Returns the ids, or a :class:`Generation` (ids, reveal order, NFE) when ``return_order`` is set.
     """

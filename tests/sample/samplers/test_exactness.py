@@ -43,12 +43,18 @@ ONE_TOKEN_PER_STEP = [
     ("fhs", {}),
     ("confidence", {"remasking": "random"}),  # steps default: one token per step
     ("ancestral", {"steps": 128}),
+    # ReMDM keeps MDLM's marginals (Wang et al. 2025, Eq. 7); with eta 0.02 a step masks again ~2% of the revealed
+    # tokens, so moves stay nearly one at a time and, as ancestral, it approaches the joint with many steps
+    ("remdm", {"steps": 128}),
 ]
 PARALLEL = [
     ("confidence", {"remasking": "random", "steps": 1}),  # all three tokens in one step
     ("confidence", {"remasking": "random", "steps": 2}),  # two, then one
     ("threshold", {"threshold": 0.0}),  # commits every position whose confidence exceeds 0: all at once
     ("ancestral", {"steps": 1}),  # one time step: every token revealed together
+    ("remdm", {"steps": 1}),  # the same single step (nothing is revealed yet, so nothing is masked again)
+    ("mask_predict", {"steps": 1}),  # one iteration: every token predicted at once and none masked again
+    ("mask_predict", {"steps": 3}),  # then 2, then 1 of the least sure predicted again, the 2 together
 ]
 
 

@@ -17,20 +17,24 @@ Options every sampler takes (:class:`masklab.sample.samplers._decode.DecodeOptio
 unconditional pass masks the prompt), ``eos_id`` / ``fill_id`` (a row stops at its first generated EOS: the
 generated positions after it become ``fill_id``, default ``eos_id``), ``pad_id`` (never filled, not prompt).
 
-==========  ======================================================  =====================================
-sampler     rule                                                    steps
-==========  ======================================================  =====================================
-ancestral   MDLM: each masked token revealed w.p. (t-s)/t per step  time steps, not clamped; cached calls
-fhs         first-hitting: one uniform position per step            one per masked token (steps ignored)
-confidence  LLaDA/Dream: commit the k most confident per step       clamped to the masked count per row
-threshold   Fast-dLLM: commit all above a threshold, >= 1 per step  set by the confidences (ignored)
-==========  ======================================================  =====================================
+============  ========================================================  =====================================
+sampler       rule                                                      steps
+============  ========================================================  =====================================
+ancestral     MDLM: each masked token revealed w.p. (t-s)/t per step    time steps, not clamped; cached calls
+fhs           first-hitting: one uniform position per step              one per masked token (steps ignored)
+confidence    LLaDA/Dream: commit the k most confident per step         clamped to the masked count per row
+threshold     Fast-dLLM: commit all above a threshold, >= 1 per step    set by the confidences (ignored)
+remdm         ReMDM: MDLM's step, and revealed tokens masked again      time steps, not clamped; cached calls
+mask_predict  Mask-Predict: predict all masks, remask the n least sure  iterations T, not clamped
+============  ========================================================  =====================================
 """
 
 from masklab.registry import Registry
 from masklab.sample.samplers.ancestral import ancestral
 from masklab.sample.samplers.confidence import confidence
 from masklab.sample.samplers.fhs import fhs
+from masklab.sample.samplers.mask_predict import mask_predict
+from masklab.sample.samplers.remdm import remdm
 from masklab.sample.samplers.threshold import threshold
 
 SAMPLER = Registry(
@@ -42,5 +46,9 @@ SAMPLER.register("ancestral", "MDLM ancestral sampling (Eq. 7): each mask reveal
 SAMPLER.register("confidence", "LLaDA/Dream confidence: commit the k most confident drawn tokens per step", confidence)
 SAMPLER.register("fhs", "first-hitting sampler (Zheng et al. 2024, Alg. 1): one uniform masked position per call", fhs)
 SAMPLER.register("threshold", "Fast-dLLM threshold decoding: commit all above a threshold, >= 1 per step", threshold)
+SAMPLER.register("remdm", "ReMDM (Wang et al. 2025): MDLM steps that also remask revealed tokens", remdm)
+SAMPLER.register(
+    "mask_predict", "Mask-Predict (Ghazvininejad et al. 2019): remask the N(T-t)/T least sure", mask_predict
+)
 
 __all__ = ["SAMPLER"]

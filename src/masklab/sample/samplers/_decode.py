@@ -141,7 +141,8 @@ class Decoder:
 
     def logits(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Model logits [B, L, V] for the current ids; only rows that still hold a mask are sent to the
-        model."""
+        model, unless the model sets ``every_row`` (a block of a KV-cached model, whose rows are tied to its
+        cache: :mod:`masklab.sample.block`)."""
         x = self.x if x is None else x
         alive = (x == self.mask_id).any(1)
         step = self.calls
@@ -149,7 +150,7 @@ class Decoder:
         cfg = self.options.cfg_scale
         self.stats["nfe"] += 2 if cfg > 0 else 1
         self.stats["row_nfe"] = self.stats.get("row_nfe", 0) + alive.long() * (2 if cfg > 0 else 1)
-        everyone = bool(alive.all())
+        everyone = bool(alive.all()) or getattr(self.model_fn, "every_row", False)
         xs = x if everyone else x[alive]
         if cfg > 0:
             # LLaDA's CFG: uncond = the same ids with the prompt masked; logits = u + (w + 1) (c - u)
@@ -198,6 +199,21 @@ class Decoder:
         self.order[chosen] = step[:, None].expand_as(chosen)[chosen]
         if self.options.eos_id is not None:
             self._stop_at_eos(step)
+
+    def committed(self) -> torch.Tensor:
+        """[B, L] positions of the current block that this call generated and that hold a token, before the
+        row's first generated EOS: what a remasking sampler (ReMDM, Mask-Predict) may mask again. The prompt,
+        earlier blocks, and a row's EOS with the fill after it are final."""
+        held = (self.block_of == self.block) & (self.x != self.mask_id)
+        if self.options.eos_id is not None:
+            eos = (self.x == self.options.eos_id) & self.generated
+            held &= eos.long().cumsum(1) == 0  # strictly before the row's first generated EOS
+        return held
+
+    def remask(self, where: torch.Tensor) -> None:
+        """Put the mask back at ``where`` [B, L], restricted to :meth:`committed`; the position's reveal step
+        is overwritten when it is revealed again."""
+        self.x = self.x.masked_fill(where & self.committed(), self.mask_id)
 
     def _stop_at_eos(self, step: torch.Tensor) -> None:
         """Fill every generated position after a row's first generated EOS with ``fill_id``, revealed at
