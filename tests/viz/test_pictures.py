@@ -39,6 +39,7 @@ EXAMPLES = {
     "patches": lambda: {"strategy": "block", "grid": 6, "panels": 2},
     "seg": lambda: {},
     "curves": _curves_inputs,
+    "moe": lambda: {"load": torch.tensor([[5.0, 3.0, 0.0], [2.0, 2.0, 4.0]]), "dropped": torch.tensor([0.1, 0.0])},
 }
 
 

@@ -169,8 +169,24 @@ def curves(p) -> None:
     p.set_defaults(func=lambda a: print(_draw("curves", a.out, runs=a.runs, title=a.title)))
 
 
+# --- moe
+def moe(p) -> None:
+    """MoE expert load: tokens per expert in each layer of an moe run, on its held-out windows"""
+    p.add_argument("model", help="run folder (or its model/) of an MoE recipe such as moe-tiny")
+    p.add_argument("--out", required=True, help="output .png")
+    p.add_argument("--batches", type=int, default=4, help="held-out batches of 32 windows (default 4)")
+
+    def run(args) -> None:
+        from masklab.train.recipes.moe import run_expert_loads
+
+        load, dropped = run_expert_loads(args.model, args.batches)
+        print(_draw("moe", args.out, load=load, dropped=dropped, title=str(args.model)))
+
+    p.set_defaults(func=run)
+
+
 # one setup per picture of masklab.viz.PICTURE, under the same name (a test checks they match)
-KINDS = {f.__name__: f for f in (corruption, generation, attention, sparsity, patches, seg, curves)}
+KINDS = {f.__name__: f for f in (corruption, generation, attention, sparsity, patches, seg, curves, moe)}
 
 
 @COMMAND.register("show", "draw a mask as a PNG (masklab list picture)")

@@ -9,7 +9,7 @@ from ._registry import PICTURE
 
 # importing a picture module registers it; the order here is the order of `masklab list picture`
 # isort: off
-from . import corruption, generation, attention, sparsity, patches, seg, curves  # noqa: F401, E402
+from . import corruption, generation, attention, sparsity, patches, seg, curves, moe  # noqa: F401, E402
 # isort: on
 
 __all__ = ["PICTURE"]
