@@ -120,10 +120,68 @@ def test_ask2mask_prefers_confident_frames_and_weights_utterances():
     fm = ask2mask(conf, 0.2, 5, temperature=0.5, seed=0)
     m = fm.mask.float()
     assert m[:, 100:].mean() > 5 * m[:, :96].mean()  # starts land where the scorer is confident
-    w = fm.weights
-    assert w.mean() == pytest.approx(1.0) and float(w[0] / w[-1]) == pytest.approx(2.0, rel=1e-5)
+    # Ask2Mask's utterance score: the mean frame confidence (0.5 for the first half, 0.25 for the second)
+    assert torch.allclose(fm.weights, conf.double().mean(1).float())
     flat = ask2mask(conf, 0.2, 5, temperature=1e6, seed=0).mask.float()  # hot: uniform like span_mask
     assert abs(float(flat[:, 100:].mean() - flat[:, :96].mean())) < 0.02
+
+
+def test_ask2mask_weight_of_an_utterance_does_not_depend_on_its_batch():
+    """An utterance's loss weight is its own score over a fixed reference: the same alone, in any batch, padded or
+    not (dividing by the batch mean made it change with the other utterances of the batch)."""
+    g = torch.Generator().manual_seed(0)
+    conf = torch.rand(6, 50, generator=g)
+    lengths = torch.tensor([50, 40, 50, 20, 50, 33])
+    keys = keyed.example_keys(0, 0, torch.arange(6))
+    together = ask2mask(conf, 0.3, 4, lengths=lengths, keys=keys, weight_reference=0.5)
+    for i in range(6):
+        alone = ask2mask(
+            conf[i : i + 1], 0.3, 4, lengths=lengths[i : i + 1], keys=keys[i : i + 1], weight_reference=0.5
+        )
+        assert torch.equal(alone.weights, together.weights[i : i + 1])
+        assert torch.equal(alone.mask, together.mask[i : i + 1])
+        want = conf[i, : lengths[i]].double().mean() / 0.5
+        assert float(together.weights[i]) == pytest.approx(float(want), rel=1e-6)
+    with pytest.raises(ValueError, match="weight_reference"):
+        ask2mask(conf, 0.3, 4, keys=keys, weight_reference=0.0)
+
+
+def _chi_square(observed: np.ndarray, expected_p: np.ndarray) -> float:
+    expected = expected_p * observed.sum()
+    return float(((observed - expected) ** 2 / expected).sum())
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_ask2mask_one_start_follows_confidence_power_exactly(temperature):
+    """One span of one frame per row: the start is frame t with probability c_t^(1/temperature) / sum_s c_s^(1/
+    temperature). Chi-square over 12 frames (11 dof), 99.9% quantile 31.26."""
+    c = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
+    B, T = 20000, len(c)
+    fm = ask2mask(
+        c.expand(B, T), 0.0, 1, min_masks=1, temperature=temperature, keys=keyed.example_keys(5, 0, torch.arange(B))
+    )
+    assert (fm.mask.sum(1) == 1).all()
+    observed = np.bincount(fm.mask.float().argmax(1).numpy(), minlength=T)
+    w = c.double().numpy() ** (1 / temperature)
+    assert _chi_square(observed, w / w.sum()) < 31.26
+
+
+def test_ask2mask_two_starts_follow_sampling_without_replacement_exactly():
+    """Two distinct starts per row are a weighted draw without replacement: P({i, j}) = w_i/W w_j/(W - w_i) +
+    w_j/W w_i/(W - w_j). Chi-square over the 15 pairs of 6 frames (14 dof), 99.9% quantile 36.12."""
+    c = torch.tensor([0.1, 0.2, 0.4, 0.6, 0.8, 1.0])
+    B, T = 20000, len(c)
+    fm = ask2mask(c.expand(B, T), 0.0, 1, min_masks=2, keys=keyed.example_keys(6, 0, torch.arange(B)))
+    assert (fm.mask.sum(1) == 2).all()
+    pairs = [(i, j) for i in range(T) for j in range(i + 1, T)]
+    code = {p: k for k, p in enumerate(pairs)}
+    idx = fm.mask.nonzero()[:, 1].view(B, 2).tolist()
+    observed = np.bincount([code[tuple(r)] for r in idx], minlength=len(pairs))
+    w = c.double().numpy()
+    W = w.sum()
+    exact = np.array([w[i] / W * w[j] / (W - w[i]) + w[j] / W * w[i] / (W - w[j]) for i, j in pairs])
+    assert exact.sum() == pytest.approx(1.0)
+    assert _chi_square(observed, exact) < 36.12
 
 
 @pytest.mark.parametrize(

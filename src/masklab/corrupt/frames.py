@@ -18,7 +18,9 @@ one, never splitting a span into pieces (fairseq's ``require_same_masks`` instea
 fragments spans). Everything is batched: no per-row Python loop, any device.
 
 :func:`ask2mask` picks the span starts from per-frame scorer confidence (Ask2Mask, Baskar et al. 2022, Sec. 2:
-mask the frames the scorer is confident about) and returns utterance-level loss weights (their Sec. 2.2).
+mask the frames the scorer is confident about) and returns utterance-level loss weights (their Sec. 2.2: the MSM
+loss of an utterance is scaled by its confidence, the mean frame confidence; divided here by a fixed
+``weight_reference``, never by a batch statistic, so an utterance's weight does not depend on its batch).
 
 Randomness: ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int with ``epoch``;
 rows are example indices 0..B-1; None = 0), or ``seed`` as a ``torch.Generator``. Keyed draws are
@@ -366,7 +368,7 @@ def ask2mask(
     *,
     lengths=None,
     temperature: float = 1.0,
-    normalize_weights: bool = True,
+    weight_reference: float = 1.0,
     keys=None,
     seed=None,
     epoch: int = 0,
@@ -374,7 +376,9 @@ def ask2mask(
 ) -> FrameMask:
     """Ask2Mask: span starts drawn without replacement with probability proportional to
     ``confidence ** (1 / temperature)`` (a scorer's per-frame confidence in [0, 1], [B, T]); utterance weights
-    are the mean confidence over valid frames, divided by its batch mean when ``normalize_weights``.
+    are the mean confidence over valid frames (Ask2Mask's utterance-level score), divided by
+    ``weight_reference``: a fixed number such as the training corpus's mean utterance confidence, so that the mean
+    weight is about 1 without making any utterance's weight depend on the others in its batch.
 
     temperature -> 0 takes the most confident frames; temperature -> inf is plain :func:`span_mask`.
     """
@@ -382,6 +386,8 @@ def ask2mask(
         raise ValueError(f"confidence must be [B, T], got shape {tuple(confidence.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if isinstance(weight_reference, bool) or not isinstance(weight_reference, numbers.Real) or not weight_reference > 0:
+        raise ValueError(f"weight_reference must be a positive number, got {weight_reference!r}")
     if bool(((confidence < 0) | (confidence > 1)).any()):
         raise ValueError("confidence must lie in [0, 1]")
     B, T = confidence.shape
@@ -403,7 +409,5 @@ def ask2mask(
     )
     sz = torch.full((B,), T, device=conf.device) if lengths is None else torch.as_tensor(lengths, device=conf.device)
     valid = torch.arange(T, device=conf.device) < sz[:, None]
-    w = (conf * valid).sum(1) / valid.sum(1).clamp(min=1)
-    if normalize_weights:
-        w = w / w.mean().clamp(min=1e-12)
-    return FrameMask(mask, w.float())
+    w = (conf * valid).sum(1) / valid.sum(1).clamp(min=1)  # (B,) mean valid-frame confidence of each utterance
+    return FrameMask(mask, (w / float(weight_reference)).float())
