@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 from pycocotools import mask as coco
 from skimage import data
 
-from masklab.seg.rle import area, bbox, iou, merge, merge_groups, rle_decode, rle_encode
+from masklab.seg.rle import Runs, area, bbox, iou, merge, merge_groups, rle_decode, rle_encode
 
 
 def coco_rle(m: np.ndarray) -> dict:
@@ -242,3 +242,72 @@ def test_mixed_batch_decode_matches_pycocotools():
 def test_oversized_count_is_a_clear_error():
     with pytest.raises(ValueError, match="more than its size 2x2"):
         rle_decode({"size": [2, 2], "counts": [0, 2**62, 4]})
+
+
+def runs_and_masks(seed: int, n: int = 30, shape=(19, 23)):
+    """Masks of every kind (noise, blocks, empty, full) with their Runs and pycocotools RLEs."""
+    rng = np.random.default_rng(seed)
+    ms = []
+    for k in range(n):
+        m = np.zeros(shape, bool)
+        if k % 4 == 0:
+            m = rng.random(shape) < rng.choice([0.05, 0.5, 0.95])
+        elif k % 4 == 1:
+            y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+            m[y : y + rng.integers(1, 9), x : x + rng.integers(1, 9)] = True
+        elif k % 4 == 2:
+            m[:] = k % 8 == 2
+        else:
+            m[:, rng.integers(0, shape[1])] = True  # one full column: runs that touch column ends
+        ms.append(m)
+    return Runs.of(rle_encode(np.stack(ms))), ms, [coco_rle(m) for m in ms]
+
+
+def test_runs_measures_match_pycocotools():
+    runs, ms, refs = runs_and_masks(8)
+    assert np.array_equal(runs.area(), coco.area(refs))
+    assert np.array_equal(runs.bbox(), coco.toBbox(refs))
+    for m, (first, last) in zip(ms, runs.columns(), strict=True):
+        cols = np.flatnonzero(m.any(0))
+        assert (first, last) == ((cols[0], cols[-1]) if len(cols) else (-1, -1))
+    assert [r["counts"] for r in runs.to_rles()] == [r["counts"].decode() for r in refs]
+    picked = Runs.concat([runs.take([4, 1]), runs.take([]), runs.take([7])])
+    assert [r["counts"] for r in picked.to_rles()] == [refs[k]["counts"].decode() for k in (4, 1, 7)]
+
+
+def test_bbox_of_uncompressed_counts_with_empty_runs_follows_rletobbox():
+    """pycocotools 2.x's rleToBbox skips zero-length foreground runs (cocoapi 1.0's counted a background
+    pixel there)."""
+    rles = [{"size": [4, 5], "counts": c} for c in ([3, 0, 4, 2, 11], [0, 0, 6, 1, 13], [7, 2, 0, 0, 11])]
+    refs = [coco.frPyObjects(r, 4, 5) for r in rles]
+    assert np.array_equal(Runs.of(rles).bbox(), coco.toBbox(refs))
+
+
+def test_pair_intersections_equal_pixel_counts_and_pycocotools_iou():
+    runs, ms, refs = runs_and_masks(9)
+    rng = np.random.default_rng(10)
+    i, j = rng.integers(0, len(ms), 400), rng.integers(0, len(ms), 400)
+    inter = runs.intersections(i, j)
+    assert np.array_equal(inter, [(ms[a] & ms[b]).sum() for a, b in zip(i, j, strict=True)])
+    a = runs.area()
+    union = a[i] + a[j] - inter
+    ours = np.where(inter > 0, inter / np.maximum(union, 1), 0.0)
+    want = np.array([coco.iou([refs[p]], [refs[q]], [0])[0, 0] for p, q in zip(i, j, strict=True)])
+    assert np.array_equal(ours, want)
+
+
+def test_union_equals_pycocotools_merge_across_sizes():
+    small, ms_small, refs_small = runs_and_masks(11, 12, (7, 9))
+    big, ms_big, refs_big = runs_and_masks(12, 12, (19, 23))
+    both = Runs.concat([small, big])
+    rng = np.random.default_rng(13)
+    group = np.r_[rng.permutation(np.arange(12) % 4), 4 + rng.permutation(np.arange(12) % 5)]
+    merged = both.union(group).to_rles()
+    refs = refs_small + refs_big
+    for g in range(9):
+        want = coco.merge([refs[k] for k in np.flatnonzero(group == g)])
+        assert merged[g]["counts"] == want["counts"].decode() and merged[g]["size"] == list(want["size"])
+    with pytest.raises(ValueError, match="share one size"):
+        both.union(np.zeros(24, int))
+    with pytest.raises(ValueError, match="pair 0 has masks of sizes"):
+        both.intersections([0], [12])

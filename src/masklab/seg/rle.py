@@ -27,12 +27,14 @@ as one byte buffer."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["rle_encode", "rle_decode", "area", "bbox", "iou", "merge", "merge_groups"]
+__all__ = ["rle_encode", "rle_decode", "area", "bbox", "iou", "merge", "merge_groups", "Runs"]
 
 _MAX_GROUPS = 12  # 60 bits: more 5-bit groups than this in one value cannot come from a real mask
 
@@ -218,51 +220,77 @@ def _size(rle) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _sizes(rles: list) -> np.ndarray:
+    """(H, W) of every RLE, int64 [N, 2], checked at once; :func:`_size` names the first bad one."""
+    try:
+        if not all(type(r) is dict and "counts" in r for r in rles):
+            raise ValueError
+        raw = np.array([r["size"] for r in rles])
+        sizes = raw.astype(np.int64)
+        if raw.shape != (len(rles), 2) or raw.dtype.kind not in "iuf" or (sizes != raw).any() or (sizes < 0).any():
+            raise ValueError
+    except (ValueError, TypeError, KeyError, OverflowError):
+        for r in rles:
+            _size(r)
+        raise
+    return sizes.reshape(len(rles), 2)
+
+
 def _parse(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Counts of every RLE, concatenated, with segment offsets and sizes; validated against H*W."""
-    sizes = [_size(r) for r in rles]
-    texts, lists, which = [], [], []
-    for i, r in enumerate(rles):
-        c = r["counts"]
-        if isinstance(c, str | bytes | bytearray):
-            if isinstance(c, str) and not c.isascii():
-                p = next(k for k, ch in enumerate(c) if not ch.isascii())
-                raise ValueError(f"RLE {i} counts string has an invalid character {c[p]!r} at position {p}")
-            texts.append(c.encode("ascii") if isinstance(c, str) else bytes(c))
-            which.append(("s", i))
-        else:
-            lists.append(np.asarray(c, dtype=np.int64).reshape(-1))
-            which.append(("l", i))
-    parsed_text = iter(_strings_to_counts(texts)) if texts else iter(())
-    parsed_list = iter(lists)
-    segs = [next(parsed_text) if kind == "s" else next(parsed_list) for kind, _ in which]
-    lengths = np.array([len(s) for s in segs], dtype=np.int64)
-    offsets = np.zeros(len(segs) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    counts = np.concatenate(segs) if segs else np.zeros(0, np.int64)
+    sizes_arr = _sizes(rles)
+    sizes = [(int(h), int(w)) for h, w in sizes_arr.tolist()]
+    raw = [r["counts"] for r in rles]
+    if all(type(c) is str for c in raw):  # the common case, all compressed text: decoded in one pass
+        try:
+            counts, offsets = _strings_to_counts([c.encode("ascii") for c in raw], split=False)
+        except UnicodeEncodeError:
+            i = next(i for i, c in enumerate(raw) if not c.isascii())
+            p = next(k for k, ch in enumerate(raw[i]) if not ch.isascii())
+            raise ValueError(f"RLE {i} counts string has an invalid character {raw[i][p]!r} at position {p}") from None
+    else:
+        texts, lists, which = [], [], []
+        for i, c in enumerate(raw):
+            if isinstance(c, str | bytes | bytearray):
+                if isinstance(c, str) and not c.isascii():
+                    p = next(k for k, ch in enumerate(c) if not ch.isascii())
+                    raise ValueError(f"RLE {i} counts string has an invalid character {c[p]!r} at position {p}")
+                texts.append(c.encode("ascii") if isinstance(c, str) else bytes(c))
+                which.append("s")
+            else:
+                lists.append(np.asarray(c, dtype=np.int64).reshape(-1))
+                which.append("l")
+        parsed_text = iter(_strings_to_counts(texts)) if texts else iter(())
+        parsed_list = iter(lists)
+        segs = [next(parsed_text) if kind == "s" else next(parsed_list) for kind in which]
+        lengths = np.array([len(s) for s in segs], dtype=np.int64)
+        offsets = np.zeros(len(segs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        counts = np.concatenate(segs) if segs else np.zeros(0, np.int64)
     if (counts < 0).any():
         i = int(np.searchsorted(offsets, np.flatnonzero(counts < 0)[0], side="right") - 1)
-        raise ValueError(f"RLE {i} has a negative count: {segs[i].tolist()[:8]}...")
-    too_big = max((h * w for h, w in sizes), default=0)
+        raise ValueError(f"RLE {i} has a negative count: {counts[offsets[i] : offsets[i + 1]].tolist()[:8]}...")
+    hw = sizes_arr[:, 0] * sizes_arr[:, 1]
+    too_big = int(hw.max()) if len(hw) else 0
     if counts.size and counts.max() > too_big:  # also keeps the sums below from wrapping around
         at = int(np.argmax(counts > too_big))
         i = int(np.searchsorted(offsets, at, side="right") - 1)
         H, W = sizes[i]
         raise ValueError(f"RLE {i} has a count {int(counts[at])}, more than its size {H}x{W} holds")
-    if len(segs) == 1:
-        totals = [int(counts.sum())]
-    else:
-        cs = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=cs[1:])
-        totals = cs[offsets[1:]] - cs[offsets[:-1]]
-    for i, (H, W) in enumerate(sizes):
-        if totals[i] != H * W:
-            raise ValueError(f"RLE {i} counts sum to {int(totals[i])}, but its size {H}x{W} needs {H * W}")
+    cs = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=cs[1:])
+    totals = cs[offsets[1:]] - cs[offsets[:-1]]
+    wrong = np.flatnonzero(totals != hw)
+    if len(wrong):
+        i = int(wrong[0])
+        H, W = sizes[i]
+        raise ValueError(f"RLE {i} counts sum to {int(totals[i])}, but its size {H}x{W} needs {H * W}")
     return counts, offsets, sizes
 
 
-def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
-    """Decode every compressed string at once; raise ValueError naming the string and character position."""
+def _strings_to_counts(texts: list[bytes], split: bool = True):
+    """Decode every compressed string at once; raise ValueError naming the string and character position.
+    Returns one counts array per string, or with ``split=False`` (all counts, offsets [len(texts) + 1])."""
     lens = np.array([len(t) for t in texts], dtype=np.int64)
     c = np.frombuffer(b"".join(texts), dtype=np.uint8)
     str_end = np.cumsum(lens)
@@ -282,7 +310,7 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
         raise ValueError(f"RLE counts string {i} ends inside a value at position {int(lens[i]) - 1}")
     if last.all():  # one char per value (noise-like masks): sign-extend 5 bits through int8
         x = (c << np.uint8(3)).view(np.int8) >> np.int8(3)  # (n,) values -16..15
-        return _undo_deltas(x.astype(np.int64), [len(t) for t in texts])
+        return _undo_deltas(x.astype(np.int64), lens, split)
     ends = np.flatnonzero(last)
     glen = np.empty(len(ends), dtype=np.int32)  # chars per value (int32: less fresh memory than diff's int64)
     glen[:1] = ends[:1] + 1
@@ -309,10 +337,10 @@ def _strings_to_counts(texts: list[bytes]) -> list[np.ndarray]:
     per_string = (
         [len(x)] if len(texts) == 1 else np.bincount(np.searchsorted(str_end, ends, side="right"), minlength=len(texts))
     )
-    return _undo_deltas(x, per_string)
+    return _undo_deltas(x, per_string, split)
 
 
-def _undo_deltas(x: np.ndarray, per_string) -> list[np.ndarray]:
+def _undo_deltas(x: np.ndarray, per_string, split: bool = True):
     """Counts from written values (``per_string`` values per string): counts[i] = x[i] + counts[i - 2] for
     i > 2, i.e. a running sum along each chain x2, x4, ... and x1, x3, ... of every string, restarting at
     i <= 2."""
@@ -327,6 +355,8 @@ def _undo_deltas(x: np.ndarray, per_string) -> list[np.ndarray]:
             # cumsum that restarts at each reset: subtract the previous segment's total there
             xp[r[1:]] -= np.add.reduceat(xp, r)[:-1]
             np.cumsum(xp, out=counts[p::2])
+    if not split:
+        return counts, offsets
     if len(per_string) == 1:
         return [counts]
     return [counts[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
@@ -367,11 +397,7 @@ def rle_decode(rle, device=None):
 def area(rle) -> int | np.ndarray:
     """Foreground pixel count of one RLE (int) or of a list (int64 [N]): the sum of the odd-indexed counts."""
     single = isinstance(rle, dict)
-    rles = [rle] if single else list(rle)
-    counts, offsets, _ = _parse(rles)
-    j, seg = _local_index(offsets)
-    a = np.zeros(len(rles), dtype=np.int64)
-    np.add.at(a, seg[j % 2 == 1], counts[j % 2 == 1])
+    a = Runs.of([rle] if single else list(rle)).area()
     return int(a[0]) if single else a
 
 
@@ -381,44 +407,198 @@ def bbox(rle) -> np.ndarray:
     Follows COCO's ``rleToBbox``: a foreground run that spans two columns makes the box full height.
     """
     single = isinstance(rle, dict)
-    rles = [rle] if single else list(rle)
-    counts, offsets, sizes = _parse(rles)
-    N = len(rles)
-    j, seg = _local_index(offsets)
-    m = np.diff(offsets)
-    keep = j < (m // 2 * 2)[seg]  # a trailing run of zeros does not matter
-    hs = np.array([s[0] for s in sizes], dtype=np.int64)
-    ws = np.array([s[1] for s in sizes], dtype=np.int64)
-    keep &= hs[seg] > 0
-    c, jj, s = counts[keep], j[keep], seg[keep]
-    out = np.zeros((N, 4), dtype=np.float64)
-    if not len(c):
-        return out[0] if single else out
-    # cumulative count within each RLE; t = first foreground pixel (even j) or last one (odd j)
-    cs = np.cumsum(c)
-    first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    cc = cs - np.repeat(cs[first] - c[first], np.diff(np.r_[first, len(c)]))
-    t = cc - (jj % 2)
-    h = hs[s]
-    y, x = t % h, t // h
-    x_prev = np.empty_like(x)
-    x_prev[1:] = x[:-1]
-    spans = (jj % 2 == 1) & (x_prev < x)  # run crosses a column boundary: full height
-    present = np.unique(s)
-    xs = np.full(N, 0, np.int64)
-    xe, ys, ye = xs.copy(), xs.copy(), xs.copy()
-    xs[present] = np.minimum(np.minimum.reduceat(x, first), ws[present])
-    xe[present] = np.maximum.reduceat(x, first)
-    ys[present] = np.minimum(np.minimum.reduceat(y, first), hs[present])
-    ye[present] = np.maximum.reduceat(y, first)
-    full = np.zeros(N, bool)
-    np.logical_or.at(full, s[spans], True)
-    ys[full], ye[full] = 0, hs[full] - 1
-    out[present, 0] = xs[present]
-    out[present, 1] = ys[present]
-    out[present, 2] = xe[present] - xs[present] + 1
-    out[present, 3] = ye[present] - ys[present] + 1
+    out = Runs.of([rle] if single else list(rle)).bbox()
     return out[0] if single else out
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The run lengths of N masks, parsed and checked once, for measures over many masks and pairs of masks.
+
+    ``counts`` holds every mask's runs one after another (each starting with a run of zeros), ``offsets`` where
+    each mask's runs begin, ``sizes`` each mask's (H, W). :meth:`of` reads RLE dicts; :meth:`to_rles` writes
+    them back as compressed RLE. Nothing is decoded to pixels.
+    """
+
+    counts: np.ndarray  # int64 [sum of runs]
+    offsets: np.ndarray  # int64 [N + 1]
+    sizes: np.ndarray  # int64 [N, 2]: (H, W) of each mask
+
+    @classmethod
+    def of(cls, rles: Sequence[dict]) -> Runs:
+        """Runs of RLE dicts (compressed str/bytes or uncompressed list counts), each checked against its size."""
+        counts, offsets, sizes = _parse(list(rles))
+        return cls(counts.astype(np.int64, copy=False), offsets, np.asarray(sizes, dtype=np.int64).reshape(-1, 2))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Runs]) -> Runs:
+        parts = list(parts)
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
+        shift = np.cumsum([0] + [len(p.counts) for p in parts[:-1]])
+        offsets = np.concatenate(
+            [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shift, strict=True)]
+        )
+        return cls(np.concatenate([p.counts for p in parts]), offsets, np.concatenate([p.sizes for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @functools.cached_property
+    def _index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(index of each run within its mask, mask of each run)."""
+        return _local_index(self.offsets)
+
+    @functools.cached_property
+    def _at(self) -> np.ndarray:
+        """Where each run starts within its mask (column-major pixel index)."""
+        before = np.cumsum(self.counts) - self.counts
+        hw = self.sizes[:, 0] * self.sizes[:, 1]
+        return before - (np.cumsum(hw) - hw)[self._index[1]]  # a mask's runs sum to its H*W
+
+    def to_rles(self) -> list[dict]:
+        """Compressed RLE dicts (``counts`` as str), one per mask."""
+        strings = _counts_to_strings(self.counts, self.offsets)
+        return [{"size": [int(h), int(w)], "counts": s} for (h, w), s in zip(self.sizes, strings, strict=True)]
+
+    def take(self, idx) -> Runs:
+        """The masks at ``idx`` (an int array), in that order."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        m = np.diff(self.offsets)[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(m, out=offsets[1:])
+        src = np.repeat(self.offsets[idx] - offsets[:-1], m) + np.arange(int(offsets[-1]))
+        return Runs(self.counts[src], offsets, self.sizes[idx])
+
+    def area(self) -> np.ndarray:
+        """Foreground pixels per mask, int64 [N]."""
+        j, seg = self._index
+        odd = (j & 1).astype(bool)
+        return np.bincount(seg[odd], weights=self.counts[odd], minlength=len(self)).astype(np.int64)
+
+    def columns(self) -> np.ndarray:
+        """First and last column holding foreground, int64 [N, 2] (-1, -1 for an empty mask). Found from the first
+        and last foreground runs only, so it costs O(N), not O(runs)."""
+        m = np.diff(self.offsets)
+        out = np.full((len(self), 2), -1, dtype=np.int64)
+        some = (m >= 2) & (self.sizes[:, 0] > 0)
+        first_fg = self.offsets[:-1][some] + 1
+        last_fg = self.offsets[:-1][some] + (m[some] - 2) // 2 * 2 + 1  # the last odd local index
+        h = self.sizes[some, 0]
+        out[some, 0] = self._at[first_fg] // h
+        out[some, 1] = np.maximum(self._at[last_fg] + self.counts[last_fg] - 1, self._at[first_fg]) // h
+        return out
+
+    def bbox(self) -> np.ndarray:
+        """Boxes [N, 4] (x, y, w, h; float64) by ``rleToBbox`` of pycocotools 2.x: over the non-empty foreground
+        runs, first to last column; a run that crosses a column boundary makes the box full height. A mask
+        without foreground gets zeros (pycocotools: zeros, or wrapped-around unsigned values when its counts
+        hold only empty foreground runs)."""
+        hs = self.sizes[:, 0]
+        j, seg = self._index
+        fg = np.flatnonzero((j & 1).astype(bool) & (self.counts > 0))
+        out = np.zeros((len(self), 4), dtype=np.float64)
+        if not len(fg):
+            return out
+        s = seg[fg]
+        x0, y0 = np.divmod(self._at[fg], hs[s])  # first pixel of each foreground run
+        x1, y1 = np.divmod(self._at[fg] + self.counts[fg] - 1, hs[s])  # its last pixel
+        first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        present = s[first]
+        xs, xe = np.minimum.reduceat(x0, first), np.maximum.reduceat(x1, first)
+        ys, ye = np.minimum.reduceat(y0, first), np.maximum.reduceat(y1, first)
+        full = np.zeros(len(self), bool)
+        full[s[x0 < x1]] = True  # a run across columns
+        full = full[present]
+        ys[full], ye[full] = 0, hs[present][full] - 1
+        out[present] = np.stack([xs, ys, xe - xs + 1, ye - ys + 1], axis=1)
+        return out
+
+    def _line(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All masks laid on one line, mask n on [base_n, base_n + H_n W_n] with base_n = sum over q < n of
+        (H_q W_q + 1). Returns (P, F, fg) per run: where it starts on the line (sorted), the foreground before
+        it on the line, and whether it is a foreground run."""
+        j, seg = self._index
+        before = np.cumsum(self.counts) - self.counts  # a mask's runs sum to its H*W, so masks follow each other
+        fg = (j & 1).astype(bool)
+        fg_counts = np.where(fg, self.counts, 0)
+        return before + seg, np.cumsum(fg_counts) - fg_counts, fg
+
+    def intersections(self, i, j) -> np.ndarray:
+        """|M_i & M_j| for each pair (i[p], j[p]), int64 [P], from the runs alone (no decoding).
+
+        For each foreground run [s, e) of the mask with fewer runs, the other mask's foreground inside it is
+        F(e) - F(s), where F(x) counts that mask's foreground before x: one binary search over the run starts
+        of all masks (laid on one line by ``_line``) finds the run that holds x. Pairs must share one size.
+        """
+        i, j = (np.asarray(v, dtype=np.int64).reshape(-1) for v in (i, j))
+        if len(i) != len(j):
+            raise ValueError(f"i and j must pair up, got {len(i)} and {len(j)} indices")
+        differ = (self.sizes[i] != self.sizes[j]).any(1)
+        if differ.any():
+            p = int(np.flatnonzero(differ)[0])
+            raise ValueError(f"pair {p} has masks of sizes {self.sizes[i[p]].tolist()} and {self.sizes[j[p]].tolist()}")
+        m = np.diff(self.offsets)
+        fewer = m[i] <= m[j]
+        a, b = np.where(fewer, i, j), np.where(fewer, j, i)  # walk a's foreground runs, look them up in b
+        P, F, fg = self._line()
+        n_fg = m[a] // 2
+        pair = np.repeat(np.arange(len(a)), n_fg)  # (Q,) one query per foreground run of a
+        k = np.arange(len(pair)) - np.repeat(np.cumsum(n_fg) - n_fg, n_fg)
+        run = self.offsets[a][pair] + 1 + 2 * k
+        s = P[run] + (P[self.offsets[b]] - P[self.offsets[a]])[pair]  # the run's start on b's part of the line
+        e = s + self.counts[run]
+        inside = _foreground_before(e, P, F, fg) - _foreground_before(s, P, F, fg)
+        return np.bincount(pair, weights=inside, minlength=len(a)).astype(np.int64)
+
+    def union(self, group, n_groups: int | None = None) -> Runs:
+        """One mask per group: the union of the masks with ``group[n] == g`` (masks of a group share one size;
+        a group with no mask is not allowed). COCO's ``merge`` on each group, computed on runs."""
+        group = np.asarray(group, dtype=np.int64).reshape(-1)
+        G = int(group.max()) + 1 if n_groups is None else int(n_groups)
+        order = np.argsort(group, kind="stable")
+        first = np.searchsorted(group[order], np.arange(G))
+        last = np.searchsorted(group[order], np.arange(G), side="right")
+        if (first == last).any():
+            raise ValueError(f"group {int(np.flatnonzero(first == last)[0])} has no mask to merge")
+        sizes = self.sizes[order[first]]
+        if (self.sizes[order] != np.repeat(sizes, last - first, axis=0)).any():
+            raise ValueError("masks merged into one must share one size")
+        hw = sizes[:, 0] * sizes[:, 1]
+        base = np.zeros(G, dtype=np.int64)
+        np.cumsum(hw[:-1] + 1, out=base[1:])
+        # Foreground runs as +1 / -1 events on each group's line; covered where the running sum is positive.
+        j, seg = self._index
+        fg = (j & 1).astype(bool) & (self.counts > 0)
+        at = self._at[fg] + base[group[seg[fg]]]
+        pos = np.concatenate([at, at + self.counts[fg]])
+        step = np.concatenate([np.ones(len(at), np.int64), -np.ones(len(at), np.int64)])
+        u, inv = np.unique(pos, return_inverse=True)
+        cover = np.cumsum(np.bincount(inv, weights=step, minlength=len(u))) > 0
+        edge = np.flatnonzero(cover != np.r_[False, cover[:-1]])  # covered starts and ends alternate
+        e = u[edge]
+        g = np.searchsorted(base, e, side="right") - 1
+        # Counts per group: differences of [start, edges..., end] of its part of the line. An edge at the very
+        # start gives the leading zero run COCO writes; one at the very end would give a trailing zero: dropped.
+        bounds = np.concatenate([base, e, base + hw])
+        gid = np.concatenate([np.arange(G), g, np.arange(G)])
+        rank = np.concatenate([np.zeros(G, np.int64), np.ones(len(e), np.int64), np.full(G, 2, np.int64)])
+        o = np.lexsort((bounds, rank, gid))
+        bounds, gid = bounds[o], gid[o]
+        d = np.diff(bounds)
+        first_of_group = np.r_[True, gid[1:-1] != gid[:-2]]
+        keep = (gid[1:] == gid[:-1]) & ((d > 0) | first_of_group)
+        counts = d[keep]
+        per = np.bincount(gid[1:][keep], minlength=G)
+        offsets = np.zeros(G + 1, dtype=np.int64)
+        np.cumsum(per, out=offsets[1:])
+        return Runs(counts, offsets, sizes)
+
+
+def _foreground_before(x: np.ndarray, P: np.ndarray, F: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """Foreground on the line before each position x (see ``Runs._line``)."""
+    r = np.searchsorted(P, x, side="right") - 1  # the last run starting at or before x: the one holding x
+    return F[r] + np.where(fg[r], x - P[r], 0)
 
 
 def iou(dt: Sequence[dict], gt: Sequence[dict], iscrowd: Sequence[bool] | None = None) -> np.ndarray:
