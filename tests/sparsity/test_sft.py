@@ -1,4 +1,5 @@
-"""LT-SFT sparse differences: bit-exact compose/apply/revert, file round trip, the two-phase recipe."""
+"""LT-SFT sparse differences: bit-exact compose/apply/revert, file round trip, the two-phase recipe, the L1 pull
+towards theta_0 and the iterations of cambridgeltl/composable-sft (src/sft/lt_sft.py, src/sft/trainer.py)."""
 
 import pytest
 import torch
@@ -109,12 +110,66 @@ def test_lt_sft_trains_exactly_k_entries_and_leaves_the_model_at_theta0():
     assert _bits_equal(before, _state(model))
 
 
+class _Vector(nn.Module):
+    """A model that is one parameter vector theta (theta_0 = 0)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(n))
+
+
+def test_l1_pull_gives_the_soft_thresholded_optimum():
+    # L = 1/2 ||theta - c||^2 + lambda / N * sum |theta - theta_0|: the minimiser is the soft threshold
+    # sign(c) * max(|c| - lambda / N, 0), here lambda / N = 1.2 / 6 = 0.2 (N counts every model parameter)
+    c = torch.tensor([1.0, -0.5, 0.1, -0.15, 0.3, 0.0])
+
+    def loss_fn(m, batch):
+        return 0.5 * (m.theta - c).pow(2).sum()
+
+    for l1, want in ((1.2, (c.abs() - 0.2).clamp_min(0) * c.sign()), (0.0, c)):
+        d = lt_sft(_Vector(6), loss_fn, [None], k=6, steps_full=400, lr=1e-2, l1=l1)
+        assert torch.allclose(d.values["theta"], want, atol=0.02), (l1, d.values["theta"])
+
+
+def test_iterations_grow_the_ticket_from_the_previous_sparse_fit():
+    # L = 1/2 (a + b - 1)^2 + 1/2 (c - 0.3)^2 from theta_0 = 0, k = 2. One shot: phase 1 moves a and b to 0.5 and
+    # c to 0.3, so the ticket is {a, b} and c is never fitted. Two iterations of k = 1: the first fits a (or b)
+    # alone to 1; the second full fine-tune starts from that fit, so a + b = 1 already holds, only c moves and
+    # joins the ticket: the loss reaches 0 (reference lt_sft.py: phase 1 of each iteration starts from
+    # previous_params, and already selected entries are excluded).
+    def loss_fn(m, batch):
+        a, b, c = m.theta
+        return 0.5 * (a + b - 1) ** 2 + 0.5 * (c - 0.3) ** 2
+
+    final = {}
+    for iterations in (1, 2):
+        model = _Vector(3)
+        d = lt_sft(model, loss_fn, [None], k=2, steps_full=200, lr=0.05, iterations=iterations)
+        assert d.nnz == 2
+        apply_(model, d)
+        with torch.no_grad():
+            final[iterations] = (set(d.indices["theta"].tolist()), float(loss_fn(model, None)))
+    assert final[1][0] == {0, 1} and final[1][1] == pytest.approx(0.045, abs=1e-4)
+    assert 2 in final[2][0] and len(final[2][0] & {0, 1}) == 1 and final[2][1] < 1e-6
+
+
+def test_topk_changed_never_picks_excluded_entries():
+    before = {"a": torch.zeros(5)}
+    after = {"a": torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])}
+    masks = topk_changed(before, after, 2, exclude={"a": torch.tensor([True, False, True, False, False])})
+    assert masks["a"].tolist() == [False, True, False, True, False]
+    with pytest.raises(ValueError, match="k must be in"):
+        topk_changed(before, after, 4, exclude={"a": torch.tensor([True, False, True, False, False])})
+
+
 def test_bad_inputs_raise(tmp_path):
     model = _model()
     with pytest.raises(ValueError, match="k must be in"):
         topk_changed({"a": torch.zeros(3)}, {"a": torch.ones(3)}, 4)
     with pytest.raises(ValueError, match="matches no trainable parameter"):
         lt_sft(model, lambda m, b: m(b).sum(), [torch.ones(1, 10)], k=1, filter=lambda n, p: False)
+    with pytest.raises(ValueError, match="iterations must be"):
+        lt_sft(model, lambda m, b: m(b).sum(), [torch.ones(1, 10)], k=1, iterations=0)
     bad = SparseDiff({"nope.weight": torch.tensor([0])}, {"nope.weight": torch.tensor([1.0])}, {"nope.weight": (1,)})
     with pytest.raises(ValueError, match="nope.weight"):
         apply_(model, bad)

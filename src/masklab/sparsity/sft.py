@@ -1,13 +1,22 @@
 """Composable sparse fine-tuning with the Lottery Ticket Sparse Fine-Tuning recipe (LT-SFT: Ansell, Ponti,
-Korhonen, Vulic, 2022, "Composable Sparse Fine-Tuning for Cross-Lingual Transfer", ACL, Sec. 3):
+Korhonen, Vulic, 2022, "Composable Sparse Fine-Tuning for Cross-Lingual Transfer", ACL, Sec. 3). Reference:
+cambridgeltl/composable-sft, ``src/sft/lt_sft.py`` (``train``, ``unfreeze_k_most_changed_params``) and
+``src/sft/trainer.py`` (``training_step``: the L1 term and the gradient mask).
 
-1. Phase 1: fine-tune every parameter, theta_0 -> theta_1.
-2. Select the K entries with the largest |theta_1 - theta_0| over all chosen parameters (the "winning
-   ticket").
-3. Phase 2: reset to theta_0 and fine-tune only those K entries, theta_0 -> theta_2.
-4. The sparse fine-tuning is phi = (theta_2 - theta_0) on the K entries; it is stored as indices plus values.
+For ``it = 1 .. iterations`` (reference ``n_ft_iterations``), starting from theta_0:
 
-Several differences compose by addition: ``theta_0 + phi_task + phi_lang`` (paper Eq. 3).
+1. Phase 1: fine-tune every chosen parameter from the current theta (no mask), theta -> theta_1.
+2. Select the ``k / iterations`` entries not selected yet with the largest ``|theta_1 - theta_0|`` (the "winning
+   ticket" grows by that much).
+3. Phase 2: go back to the theta of step 1 and fine-tune only the selected entries; every other entry stays
+   exactly at theta_0.
+
+Both phases may add the L1 pull towards the pretrained values (reference ``training_step``):
+``L + lambda * sum |theta - theta_0| / N`` over the chosen parameters, ``N`` the number of parameters of the
+whole model (reference ``_num_params``). The default is the reference's (``SftArguments``: 0); its language SFT
+script uses ``--full_l1_reg 0.1 --sparse_l1_reg 0.1`` (``examples/language-modeling/train_mlm.sh``), its task
+scripts 0. The sparse fine-tuning is phi = (theta_final - theta_0) on the K entries, stored as indices plus
+values. Several differences compose by addition: ``theta_0 + phi_task + phi_lang`` (paper Eq. 3).
 
 Bit-exact revert: floating-point ``(w + v) - v`` is not always ``w``, so ``apply_`` returns a ``DiffHandle``
 that keeps the exact pre-apply values at the touched entries; ``handle.revert()`` writes them back. Applying
@@ -28,7 +37,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["SparseDiff", "DiffHandle", "topk_changed", "diff_between", "compose", "apply_", "lt_sft"]
+__all__ = [
+    "SparseDiff",
+    "DiffHandle",
+    "topk_changed",
+    "diff_between",
+    "compose",
+    "apply_",
+    "l1_to_origin",
+    "lt_sft",
+]
 
 _META = "masklab.sparse_diff"
 
@@ -77,14 +95,22 @@ class SparseDiff:
 
 
 def topk_changed(
-    before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor], k: int
+    before: Mapping[str, torch.Tensor],
+    after: Mapping[str, torch.Tensor],
+    k: int,
+    exclude: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Bool masks of the ``k`` entries with the largest ``|after - before|`` over all tensors together."""
+    """Bool masks of the ``k`` entries with the largest ``|after - before|`` over all tensors together, among
+    the entries not ``True`` in ``exclude`` (reference ``unfreeze_k_most_changed_params``)."""
     names = list(before)
     sizes = [before[n].numel() for n in names]
-    if not 0 < k <= sum(sizes):
-        raise ValueError(f"k must be in [1, {sum(sizes)}] (number of candidate entries), got {k}")
+    free = sum(sizes) - (0 if exclude is None else sum(int(exclude[n].sum()) for n in names))
+    if not 0 < k <= free:
+        raise ValueError(f"k must be in [1, {free}] (number of candidate entries), got {k}")
     delta = torch.cat([(after[n].detach().float() - before[n].float()).abs().reshape(-1).cpu() for n in names])
+    if exclude is not None:  # already selected: never chosen again
+        taken = torch.cat([exclude[n].reshape(-1).cpu() for n in names])
+        delta = torch.where(taken, torch.full_like(delta, -1.0), delta)
     flat = torch.zeros(delta.numel(), dtype=torch.bool)
     flat[delta.topk(k).indices] = True
     return {
@@ -170,11 +196,21 @@ def _select(model: nn.Module, filter: Callable[[str, nn.Parameter], bool] | None
     return chosen
 
 
-def _finetune(model, params, loss_fn, batches, steps, lr, masks=None, origin=None):
+def l1_to_origin(params: Mapping[str, torch.Tensor], origin: Mapping[str, torch.Tensor], n_total: int):
+    """``sum |theta - theta_0| / N``: the L1 pull of the chosen parameters towards their pretrained values
+    (reference ``training_step``, which divides by ``N``, the number of parameters of the whole model)."""
+    return sum((p - origin[n]).abs().sum() for n, p in params.items()) / n_total
+
+
+def _finetune(model, params, loss_fn, batches, steps, lr, l1=0.0, masks=None, origin=None, n_total=1):
+    """One phase: AdamW (no weight decay) from a fresh state, as the reference restarts its optimizer per phase;
+    with ``masks``, only their entries move and every other entry is held exactly at ``origin``."""
     opt = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=0.0)
     model.train()
     for step in range(steps):
         loss = loss_fn(model, batches[step % len(batches)])
+        if l1:
+            loss = loss + l1 * l1_to_origin(params, origin, n_total)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if masks is not None:
@@ -188,6 +224,11 @@ def _finetune(model, params, loss_fn, batches, steps, lr, masks=None, origin=Non
                     p.data.copy_(torch.where(masks[n], p.data, origin[n]))
 
 
+def _shares(k: int, iterations: int) -> list[int]:
+    """``k`` split over the iterations, the first ``k % iterations`` taking one more (they sum to ``k``)."""
+    return [k // iterations + (i < k % iterations) for i in range(iterations)]
+
+
 def lt_sft(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, object], torch.Tensor],
@@ -197,30 +238,46 @@ def lt_sft(
     steps_sparse: int | None = None,
     lr: float = 1e-4,
     filter: Callable[[str, nn.Parameter], bool] | None = None,
+    l1: float = 0.0,
+    l1_sparse: float | None = None,
+    iterations: int = 1,
 ) -> SparseDiff:
     """Run LT-SFT and return the sparse difference of ``k`` entries; the model is left at theta_0 (bit-exact).
 
     ``loss_fn(model, batch)`` is the task loss; ``batches`` is cycled. ``filter(name, param)`` chooses the
-    parameters that may change (default: every trainable parameter). ``steps_sparse`` defaults to
-    ``steps_full``.
+    parameters that may change (default: every trainable parameter). ``steps_full`` and ``steps_sparse`` (default
+    ``steps_full``) are per iteration. ``l1`` weighs the L1 pull towards theta_0 in phase 1 and ``l1_sparse``
+    (default ``l1``) in phase 2 (reference ``full_l1_reg`` / ``sparse_l1_reg``); ``iterations`` is the reference's
+    ``n_ft_iterations`` (module docstring).
     """
     batches = list(batches)
     if not batches:
         raise ValueError("LT-SFT needs at least one batch")
+    if iterations < 1 or l1 < 0 or (l1_sparse is not None and l1_sparse < 0):
+        raise ValueError(f"iterations must be >= 1 and l1, l1_sparse >= 0, got {iterations}, {l1}, {l1_sparse}")
     params = _select(model, filter)
-    if not 0 < k <= sum(p.numel() for p in params.values()):
-        raise ValueError(f"k must be in [1, {sum(p.numel() for p in params.values())}], got {k}")
+    if not iterations <= k <= sum(p.numel() for p in params.values()):
+        raise ValueError(f"k must be in [{iterations}, {sum(p.numel() for p in params.values())}], got {k}")
+    l1_sparse = l1 if l1_sparse is None else l1_sparse
+    n_total = sum(p.numel() for p in model.parameters())
     was_training = model.training
     theta0 = {n: p.detach().clone() for n, p in params.items()}
-    _finetune(model, params, loss_fn, batches, steps_full, lr)  # phase 1: all entries
-    masks = topk_changed(theta0, {n: p.detach() for n, p in params.items()}, k)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.data.copy_(theta0[n])
-    _finetune(model, params, loss_fn, batches, steps_sparse or steps_full, lr, masks, theta0)  # phase 2
+    masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
+    for share in _shares(k, iterations):
+        previous = {n: p.detach().clone() for n, p in params.items()}
+        _finetune(model, params, loss_fn, batches, steps_full, lr, l1, origin=theta0, n_total=n_total)  # phase 1
+        grown = topk_changed(theta0, {n: p.detach() for n, p in params.items()}, share, exclude=masks)
+        masks = {n: masks[n] | grown[n] for n in params}
+        _reset(params, previous)
+        steps = steps_sparse or steps_full
+        _finetune(model, params, loss_fn, batches, steps, lr, l1_sparse, masks, theta0, n_total)  # phase 2
     diff = diff_between(theta0, {n: p.detach() for n, p in params.items()}, masks)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.data.copy_(theta0[n])
+    _reset(params, theta0)
     model.train(was_training)
     return diff
+
+
+@torch.no_grad()
+def _reset(params: Mapping[str, nn.Parameter], values: Mapping[str, torch.Tensor]) -> None:
+    for n, p in params.items():
+        p.data.copy_(values[n])
