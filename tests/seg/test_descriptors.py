@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from skimage import data
 
 from masklab.seg.descriptors import (
@@ -35,6 +38,16 @@ def text4seg_encode_mask(rows):
     return "\n ".join(out) + "\n"
 
 
+def text4seg_decode_mask(encoded):
+    """Text4Seg's evaluation reader (llava/eval/utils.py decode_mask), re-typed: R-RLE -> the plain line."""
+    out = []
+    for row in encoded.strip("\n").split("\n "):
+        for token in row.split("| "):
+            label, count = token.split(" *")
+            out.extend([label] * int(count))
+    return "|".join(out)
+
+
 def test_rrle_matches_text4seg_writer_on_a_real_mask():
     g = mask_to_grid(data.camera() > 128, 16, label="bright area")
     assert encode_descriptors(g) == f"<seg>{text4seg_encode_mask(g.tolist())}</seg>"
@@ -43,7 +56,7 @@ def test_rrle_matches_text4seg_writer_on_a_real_mask():
 def test_exact_format_small_example():
     g = [["others", "others", "dog"], ["dog", "dog", "dog"]]
     assert encode_descriptors(g) == "<seg>others *2| dog *1\n dog *3\n</seg>"
-    assert encode_descriptors(g, rle=False) == "<seg>others| others| dog\n dog| dog| dog\n</seg>"
+    assert encode_descriptors(g, rle=False) == "<seg>others|others|dog|dog|dog|dog</seg>"
 
 
 @pytest.mark.parametrize("grid", [16, 24, 32])
@@ -55,7 +68,7 @@ def test_majority_per_patch_and_exact_inverse(grid):
     flip[0, :3] = True  # 3 of 16 pixels per patch take another class: still the minority
     label_map = np.where(np.tile(flip, (grid, grid)), (label_map + 1) % 3, label_map)
     names = ["others", "cat", "dog"]
-    g = mask_to_grid(label_map, grid, label=names)
+    g = mask_to_grid(label_map, grid, label=names, resize="majority")
     assert np.array_equal(g, np.asarray(names)[cells])
     assert np.array_equal(grid_to_mask(g, label_map.shape, label=names), np.kron(cells, np.ones((4, 4), int)))
 
@@ -65,13 +78,52 @@ def test_majority_with_minority_pixels_and_ties():
     m[:2, :2] = [[1, 1], [1, 0]]  # 3 of 4: object
     m[:2, 2:] = [[1, 1], [0, 0]]  # 2 of 4: tie goes to background (smaller id)
     m[2:, :2] = [[1, 0], [0, 0]]  # 1 of 4: background
-    g = mask_to_grid(m, 2, label="obj")
+    g = mask_to_grid(m, 2, label="obj", resize="majority")
     assert g.tolist() == [["obj", "others"], ["others", "others"]]
+    with pytest.raises(ValueError, match="smaller than grid 16"):
+        mask_to_grid(np.zeros((10, 64)), 16, resize="majority")
 
 
-def test_grid_that_does_not_divide_is_refused():
-    with pytest.raises(ValueError, match="does not divide"):
-        mask_to_grid(np.zeros((100, 64)), 16)
+@pytest.mark.parametrize("grid", [16, 24, 32])
+def test_nearest_equals_pil_nearest_at_any_size(grid):
+    """Text4Seg's data scripts: Image.fromarray(mask).resize((grid, grid), Image.NEAREST)."""
+    rng = np.random.default_rng(grid)
+    for H, W in [(100, 64), (97, 131), (13, 7), (480, 640), (1, 1), (333, 500)] + [
+        tuple(int(v) for v in rng.integers(1, 900, 2)) for _ in range(10)
+    ]:
+        m = (rng.random((H, W)) < 0.5).astype(np.uint8)
+        want = np.asarray(Image.fromarray(m).resize((grid, grid), Image.NEAREST)) > 0
+        assert np.array_equal(mask_to_grid(m, grid, label="x") == "x", want), (H, W)
+        ids = rng.integers(0, 300, (H, W)).astype(np.int32)  # a label map with ids past 255: PIL mode "I"
+        want = np.asarray(Image.fromarray(ids, mode="I").resize((grid, grid), Image.NEAREST))
+        names = [f"c{i}" for i in range(300)]
+        assert np.array_equal(mask_to_grid(ids, grid, label=names), np.asarray(names)[want])
+
+
+@pytest.mark.parametrize("grid", [16, 24, 32])
+def test_grid_to_mask_equals_text4seg_upsampling(grid):
+    """Text4Seg's evaluation: F.interpolate(pred.unsqueeze(0).unsqueeze(0).double(), size, mode='nearest')."""
+    rng = np.random.default_rng(grid + 1)
+    ids = rng.integers(0, 3, (grid, grid))
+    names = np.asarray(["others", "cat", "dog"])
+    for H, W in [(82, 94), (110, 122), (480, 640), (7, 5), (grid, grid), (2 * grid, 3 * grid + 1)]:
+        want = F.interpolate(torch.from_numpy(ids)[None, None].double(), size=(H, W), mode="nearest")[0, 0].long()
+        assert np.array_equal(grid_to_mask(names[ids], (H, W), label=list(names)), want.numpy()), (H, W)
+        assert np.array_equal(grid_to_mask(names[ids], (H, W), label="dog"), want.numpy() == 2)
+
+
+@pytest.mark.parametrize("grid", [16, 24, 32])
+def test_exact_round_trip_where_the_grid_divides_the_size(grid):
+    rng = np.random.default_rng(grid + 2)
+    names = np.asarray(["others", "cat", "dog"])
+    ids = rng.integers(0, 3, (grid, grid))
+    g = names[ids]
+    for k in (1, 2, 3, 5, 7, 20):
+        size = (k * grid, (k + 1) * grid)
+        pixels = grid_to_mask(g, size, label=list(names))
+        assert np.array_equal(pixels, np.kron(ids, np.ones((k, k + 1), int)))  # each cell a k x (k + 1) block
+        assert np.array_equal(mask_to_grid(pixels, grid, label=list(names)), g)
+        assert np.array_equal(mask_to_grid(pixels, grid, label=list(names), resize="majority"), g)
 
 
 def test_unknown_class_id_and_bad_labels_are_refused():
@@ -91,10 +143,44 @@ labels = st.sampled_from(["others", "dog", "brown dog", "the man on the left", "
 )
 def test_rrle_roundtrip_property(rows, rle):
     g = np.asarray(rows, dtype=str)
-    d = decode_descriptors(
-        encode_descriptors(g, rle=rle), labels=["others", "dog", "brown dog", "the man on the left", "x"]
-    )
+    allowed = ["others", "dog", "brown dog", "the man on the left", "x"]
+    d = decode_descriptors(encode_descriptors(g, rle=rle), labels=allowed, shape=g.shape)
     assert np.array_equal(d.grid, g) and d.repairs == ()
+    lenient = decode_descriptors(encode_descriptors(g, rle=rle), strict=False, labels=allowed, shape=g.shape)
+    assert np.array_equal(lenient.grid, g) and lenient.repairs == ()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: st.lists(labels, min_size=n * n, max_size=n * n)))
+def test_plain_line_is_what_text4seg_reads_out_of_rrle(cells):
+    """The plain descriptors are the line Text4Seg's decode_mask makes of R-RLE; a square reads back without
+    a shape."""
+    n = int(len(cells) ** 0.5)
+    g = np.asarray(cells, dtype=str).reshape(n, n)
+    rrle = encode_descriptors(g)
+    plain = encode_descriptors(g, rle=False)
+    assert plain == "<seg>" + text4seg_decode_mask(rrle[5:-6]) + "</seg>"
+    assert np.array_equal(decode_descriptors(plain).grid, g)
+
+
+def test_plain_strict_and_lenient():
+    assert decode_descriptors("Sure: <seg>a|b|b|a|a|b</seg>", shape=(2, 3)).grid.tolist() == [list("abb"), list("aab")]
+    with pytest.raises(ValueError, match="hold 6 cells, not a square grid; give shape"):
+        decode_descriptors("<seg>a|b|b|a|a|b</seg>")
+    with pytest.raises(ValueError, match="hold 4 cells, expected 2x3"):
+        decode_descriptors("<seg>a|b|b|a</seg>", shape=(2, 3))
+    with pytest.raises(ValueError, match="malformed label ' b' in the plain descriptors at position 7"):
+        decode_descriptors("<seg>a| b|b|a</seg>")
+    with pytest.raises(ValueError, match="unknown label 'c' at position 9"):
+        decode_descriptors("<seg>a|b|c|a</seg>", labels=["a", "b"])
+    d = decode_descriptors("<seg>a| b||zebra|a", strict=False, labels=["a", "b"], shape=(2, 3))
+    assert d.grid.tolist() == [["a", "b", "others"], ["a", "others", "others"]]
+    assert any("empty cell" in r for r in d.repairs) and any("'zebra'" in r for r in d.repairs)
+    assert any("padded 2 cells" in r for r in d.repairs) and any("</seg>" in r for r in d.repairs)
+    d = decode_descriptors("<seg>a|a|a|a|a|a</seg>", strict=False)  # 6 cells: the 3x3 square that holds them
+    assert d.grid.shape == (3, 3) and (d.grid == "others").sum() == 3
+    d = decode_descriptors("<seg>a|a|a|a|a</seg>", strict=False, shape=(2, 2))
+    assert d.grid.shape == (2, 2) and any("truncated 1" in r for r in d.repairs)
 
 
 def test_strict_errors_name_the_position():

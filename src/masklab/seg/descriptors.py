@@ -2,7 +2,8 @@
 
 Text4Seg (Sec. 3.1) splits the image into a grid of patches (16x16 by default; 24 and 32 in its ablations) and
 writes one text label per patch, row by row. Row-wise run-length encoding (R-RLE, Sec. 3.2) compresses each
-row separately. The text is written exactly as Text4Seg's data scripts write it:
+row separately. The text is written exactly as Text4Seg's data scripts write it (``encode_mask`` in
+``ms-swift/data/utils.py`` of github.com/mc-lan/Text4Seg):
 
     <seg>others *14| dog *2
      others *12| dog *4
@@ -13,25 +14,33 @@ row separately. The text is written exactly as Text4Seg's data scripts write it:
 * rows are joined by ``"\\n "`` (a newline and a space), and a newline follows the last row;
 * everything sits inside ``<seg>`` ... ``</seg>``.
 
-With ``rle=False`` each cell is written as a bare label (``others| others| dog ...``), which is the same
-format with every count equal to 1 left out. Labels must be non-empty, without ``|``, ``*``, ``<``, ``>`` or
-newlines, and without leading or trailing spaces (those characters are the format's separators).
+Without R-RLE (``rle=False``) the descriptors are the paper's plain sequence: every patch label, row after row,
+joined by ``"|"`` on one line, ``<seg>others|others|dog|...</seg>``, which is the string Text4Seg's evaluation
+(``decode_mask`` in ``llava/eval/utils.py``) turns R-RLE back into before it reads the labels. Labels must be
+non-empty, without ``|``, ``*``, ``<``, ``>`` or newlines, and without leading or trailing spaces (those
+characters are the format's separators).
 
-Choices masklab makes (the paper leaves them open):
+Resizing, as the reference code does it:
 
-* ``mask_to_grid`` takes the majority label of each patch; a tie goes to the smaller class id, so a 50/50
-  patch of a binary mask is background. Text4Seg's scripts instead resize with PIL nearest neighbour.
-* ``mask_to_grid`` **refuses** an image whose height or width is not a multiple of the grid (``ValueError``):
-  every patch then has the same number of pixels and ``grid_to_mask`` inverts it exactly. Resize or crop
-  first. ``grid_to_mask`` upsamples to any size by nearest neighbour (cell ``floor(y * rows / H)``).
-* Box-wise bricks (Text4Seg++, box-wise semantic descriptors) cut arbitrary boxes, so their cells use the
-  uneven partition ``[floor(i * h / g), floor((i + 1) * h / g))`` and the grid shrinks to the box when the box
-  is smaller than the grid. masklab writes a brick as ``<p>label</p><box>[x1, y1, x2,
-  y2]</box><seg>...</seg>`` with pixel coordinates (end exclusive) and R-RLE cells ``1`` (object) / ``0``
-  (not); this is masklab's serialization of the idea, not a byte format published with the paper."""
+* ``mask_to_grid`` (mask -> grid): PIL's nearest-neighbour resize, ``Image.resize((grid, grid),
+  Image.NEAREST)`` in the data scripts (``create_refcoco_llava.py``): cell i reads pixel ``int(x_i)`` with
+  ``x_0 = H / grid / 2`` and ``x_{i+1} = x_i + H / grid`` in float64 (Pillow's ``ImagingScaleAffine``), any
+  H x W. ``resize="majority"`` instead takes the majority label of each cell of the partition
+  ``[floor(i H / grid), floor((i + 1) H / grid))``; a tie goes to the smaller class id.
+* ``grid_to_mask`` (grid -> pixels): ``torch.nn.functional.interpolate(mode="nearest")`` on a float64 map, the
+  call of the evaluation (``model_refer_seg.py``). torch itself is called: its index rounding depends on the
+  kernel it picks (float32 or float64 index arithmetic), so a re-implementation matches it for most sizes but
+  not all (8 of 798 grid/size pairs differ at a cell boundary on torch 2.13).
+
+Box-wise bricks (Text4Seg++, box-wise semantic descriptors) cut arbitrary boxes, so their cells use the uneven
+partition ``[floor(i * h / g), floor((i + 1) * h / g))`` and the grid shrinks to the box when the box is smaller
+than the grid. masklab writes a brick as ``<p>label</p><box>[x1, y1, x2, y2]</box><seg>...</seg>`` with pixel
+coordinates (end exclusive) and R-RLE cells ``1`` (object) / ``0`` (not); this is masklab's serialization of the
+idea, not a byte format published with the paper."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -73,41 +82,62 @@ def check_label(label: str) -> str:
 
 # --------------------------------------------------------------------------------------------- grids
 def mask_to_grid(
-    mask, grid: int = 16, label: str | Mapping[int, str] | Sequence[str] = "object", background: str = "others"
+    mask,
+    grid: int = 16,
+    label: str | Mapping[int, str] | Sequence[str] = "object",
+    background: str = "others",
+    resize: str = "nearest",
 ) -> np.ndarray:
-    """Grid [grid, grid] of text labels, the majority label of each patch.
+    """Grid [grid, grid] of text labels from a mask of any size H x W.
 
     ``mask`` is a binary mask [H, W] (nonzero = ``label``, zero = ``background``) when ``label`` is a str, or
     an integer label map [H, W] when ``label`` maps class ids to names (a dict, or a sequence indexed by id).
-    H and W must be multiples of ``grid``.
+    ``resize="nearest"`` (Text4Seg's data scripts: PIL nearest) reads one pixel per cell; ``"majority"`` votes
+    over the cell's pixels (it needs H, W >= grid).
     """
     m = _np(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be [H, W], got shape {m.shape}")
-    if not isinstance(grid, int | np.integer) or grid < 1:
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"mask must be a non-empty [H, W] array, got shape {m.shape}")
+    if isinstance(grid, bool) or not isinstance(grid, int | np.integer) or grid < 1:
         raise ValueError(f"grid must be a positive int, got {grid!r}")
+    if resize not in ("nearest", "majority"):
+        raise ValueError(f"resize must be 'nearest' or 'majority', got {resize!r}")
+    names, ids = _class_ids(m, label, background)
     H, W = m.shape
-    if H % grid or W % grid or H == 0:
-        raise ValueError(f"grid {grid} does not divide the {H}x{W} mask; resize or crop it to multiples of {grid}")
-    if isinstance(label, str):
-        names = [check_label(background), check_label(label)]
-        ids = (m != 0).astype(np.int64)
-    else:
-        table = dict(label) if isinstance(label, Mapping) else dict(enumerate(label))
-        if not np.issubdtype(m.dtype, np.integer) and m.dtype != np.bool_:
-            raise ValueError(f"a label map must hold integer class ids, got dtype {m.dtype}")
-        present = np.unique(m)
-        missing = [int(v) for v in present if int(v) not in table]
-        if missing:
-            raise ValueError(f"label map holds class ids {missing} that have no name in label")
-        names = [check_label(table[int(v)]) for v in present]
-        ids = np.searchsorted(present, m)  # dense ids 0..K-1 in increasing class-id order
+    if resize == "nearest":
+        winner = ids[_pil_nearest(H, grid)[:, None], _pil_nearest(W, grid)[None, :]]
+        return np.asarray(names, dtype=object)[winner].astype(str)
+    if H < grid or W < grid:
+        raise ValueError(f"resize='majority' needs a pixel in every cell: the {H}x{W} mask is smaller than grid {grid}")
     K = len(names)
-    ph, pw = H // grid, W // grid
-    cell = (np.arange(H)[:, None] // ph) * grid + (np.arange(W)[None, :] // pw)  # (H, W) cell index
+    rows = np.searchsorted(_bounds(H, grid), np.arange(H), side="right") - 1  # (H,) cell row of each pixel row
+    cols = np.searchsorted(_bounds(W, grid), np.arange(W), side="right") - 1
+    cell = rows[:, None] * grid + cols[None, :]  # (H, W)
     votes = np.bincount((cell * K + ids).ravel(), minlength=grid * grid * K).reshape(grid * grid, K)
     winner = votes.argmax(1)  # ties -> smallest class id
     return np.asarray(names, dtype=object)[winner].reshape(grid, grid).astype(str)
+
+
+def _class_ids(m: np.ndarray, label, background: str) -> tuple[list[str], np.ndarray]:
+    """(names of the classes present, dense class ids 0..K-1 per pixel in increasing class-id order)."""
+    if isinstance(label, str):
+        return [check_label(background), check_label(label)], (m != 0).astype(np.int64)
+    table = dict(label) if isinstance(label, Mapping) else dict(enumerate(label))
+    if not np.issubdtype(m.dtype, np.integer) and m.dtype != np.bool_:
+        raise ValueError(f"a label map must hold integer class ids, got dtype {m.dtype}")
+    present = np.unique(m)
+    missing = [int(v) for v in present if int(v) not in table]
+    if missing:
+        raise ValueError(f"label map holds class ids {missing} that have no name in label")
+    return [check_label(table[int(v)]) for v in present], np.searchsorted(present, m)
+
+
+def _pil_nearest(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of n_out cells in PIL's nearest resize (Pillow ``ImagingScaleAffine``): the position
+    starts at half a step and adds one step (n_in / n_out) per cell in float64, truncated to an int."""
+    step = n_in / n_out
+    x = np.cumsum(np.r_[step * 0.5, np.full(n_out - 1, step)])  # sequential float64 sums, as Pillow's loop
+    return np.minimum(x.astype(np.int64), n_in - 1)
 
 
 def grid_to_mask(
@@ -116,7 +146,7 @@ def grid_to_mask(
     label: str | Mapping[str, int] | Sequence[str] | None = None,
     background: str = "others",
 ) -> np.ndarray:
-    """Upsample a label grid to pixels (nearest neighbour).
+    """Upsample a label grid to pixels [H, W] with torch's nearest interpolation (Text4Seg's evaluation).
 
     ``label=None``: bool mask of cells that are not ``background``; a str: bool mask of that label; a dict
     name -> id or a sequence of names: int64 label map (a name it does not list raises ``ValueError``).
@@ -127,8 +157,6 @@ def grid_to_mask(
     H, W = (int(s) for s in size)
     if H < 1 or W < 1:
         raise ValueError(f"size must be positive (H, W), got {size}")
-    rows = np.arange(H) * g.shape[0] // H
-    cols = np.arange(W) * g.shape[1] // W
     if label is None:
         cells = g != background
     elif isinstance(label, str):
@@ -139,24 +167,30 @@ def grid_to_mask(
         if unknown:
             raise ValueError(f"grid holds labels {unknown} that label does not map to ids")
         cells = np.vectorize(table.__getitem__, otypes=[np.int64])(g)
-    return cells[rows[:, None], cols[None, :]]
+    return cells.ravel()[_torch_nearest(g.shape, (H, W))]
+
+
+def _torch_nearest(shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """[H, W] flat cell index of every pixel: F.interpolate(mode="nearest") of the cell numbers as a float64
+    [1, 1, rows, cols] map, as Text4Seg's evaluation upsamples its prediction (exact: float64 holds them)."""
+    import torch.nn.functional as F
+
+    cells = torch.arange(shape[0] * shape[1], dtype=torch.float64).reshape(1, 1, *shape)
+    return F.interpolate(cells, size=size, mode="nearest")[0, 0].long().numpy()
 
 
 # --------------------------------------------------------------------------------------------- text
 def encode_descriptors(grid, rle: bool = True) -> str:
-    """Text4Seg text of a label grid: R-RLE (``label *count`` runs) or, with ``rle=False``, one label per
-    cell."""
+    """Text4Seg text of a label grid: R-RLE rows (``label *count`` runs) or, with ``rle=False``, the plain
+    single line of every label joined by ``"|"``."""
     g = np.asarray(grid, dtype=str)
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f"grid must be a non-empty 2-D array of labels, got shape {g.shape}")
     for lab in np.unique(g):
         check_label(str(lab))
-    rows = []
-    for row in g.tolist():
-        if rle:
-            rows.append("| ".join(f"{lab} *{sum(1 for _ in run)}" for lab, run in groupby(row)))
-        else:
-            rows.append("| ".join(row))
+    if not rle:
+        return "<seg>" + "|".join(g.ravel().tolist()) + "</seg>"
+    rows = ["| ".join(f"{lab} *{sum(1 for _ in run)}" for lab, run in groupby(row)) for row in g.tolist()]
     return "<seg>" + "\n ".join(rows) + "\n</seg>"
 
 
@@ -182,14 +216,16 @@ def decode_descriptors(
     """Read Text4Seg descriptors (R-RLE or plain) back into a label grid.
 
     The text may hold other words around its one ``<seg>...</seg>`` block. ``labels`` lists the allowed labels
-    (``None``: any); ``shape`` the expected (rows, cols).
+    (``None``: any); ``shape`` the expected (rows, cols). A block with no newline and no ``*`` is the plain
+    single line: its cells fill ``shape`` row by row, or a square grid when ``shape`` is not given.
 
     strict: any deviation from the format raises ``ValueError`` naming the character position (from the start
     of ``text``): missing tags or final newline, a malformed run or count, an unknown label, ragged rows, a
-    wrong shape.
+    wrong shape (a plain line whose cell count is not ``shape``'s, or not a square without ``shape``).
     lenient: repairs and reports instead; tags may be missing, separators may carry extra spaces, a bad count
     reads as 1, unknown labels become ``background``, rows are padded with ``background`` or truncated to the
-    expected width (``shape`` or else the most common row width), and missing rows are padded with background.
+    expected width (``shape`` or else the most common row width), and missing rows are padded with background;
+    a plain line is padded with ``background`` or truncated to ``shape`` (or the smallest square that holds it).
     """
     if not isinstance(text, str):
         raise ValueError(f"descriptor text must be a str, got {type(text).__name__}")
@@ -214,6 +250,8 @@ def _decode_strict(text: str, labels, shape) -> np.ndarray:
         raise ValueError(f"no '</seg>' after the '<seg>' at position {begin}")
     body_at = begin + 5
     body = text[body_at:end]
+    if "\n" not in body and "*" not in body:
+        return _decode_plain_strict(body, body_at, labels, shape)
     if not body.endswith("\n"):
         raise ValueError(f"the last row must end with a newline before '</seg>' (position {end})")
     allowed = None if labels is None else set(labels)
@@ -251,6 +289,53 @@ def _decode_strict(text: str, labels, shape) -> np.ndarray:
     return grid
 
 
+def _decode_plain_strict(body: str, body_at: int, labels, shape) -> np.ndarray:
+    """The plain line ``label|label|...`` (text position ``body_at``) into (rows, cols)."""
+    allowed = None if labels is None else set(labels)
+    cells = body.split("|")
+    pos = body_at
+    for c in cells:
+        if not c or c != c.strip() or _FORBIDDEN.search(c):
+            raise ValueError(f"malformed label {c!r} in the plain descriptors at position {pos}")
+        if allowed is not None and c not in allowed:
+            raise ValueError(f"unknown label {c!r} at position {pos}")
+        pos += len(c) + 1
+    n = len(cells)
+    if shape is not None:
+        if n != shape[0] * shape[1]:
+            raise ValueError(f"plain descriptors hold {n} cells, expected {shape[0]}x{shape[1]} (position {body_at})")
+        return np.asarray(cells, dtype=str).reshape(shape)
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"plain descriptors hold {n} cells, not a square grid; give shape (position {body_at})")
+    return np.asarray(cells, dtype=str).reshape(side, side)
+
+
+def _decode_plain_lenient(body: str, labels, shape, background: str, repairs: list[str]) -> Decoded:
+    allowed = None if labels is None else set(labels)
+    cells = []
+    for c in (t.strip() for t in body.split("|")):
+        if not c:
+            repairs.append("plain line: dropped an empty cell")
+            continue
+        c = _FORBIDDEN.sub("", c).strip()
+        if not c or (allowed is not None and c not in allowed):
+            repairs.append(f"plain line: unknown label {c!r} became {background!r}")
+            c = background
+        cells.append(c)
+    if not cells and shape is None:
+        repairs.append("no cells: returned an empty grid")
+        return Decoded(np.full((0, 0), background, dtype=object).astype(str), tuple(repairs))
+    rows, cols = shape if shape is not None else (math.isqrt(len(cells) - 1) + 1,) * 2
+    if len(cells) < rows * cols:
+        repairs.append(f"plain line: padded {rows * cols - len(cells)} cells with {background!r}")
+        cells += [background] * (rows * cols - len(cells))
+    elif len(cells) > rows * cols:
+        repairs.append(f"plain line: truncated {len(cells) - rows * cols} cells")
+        del cells[rows * cols :]
+    return Decoded(np.asarray(cells, dtype=str).reshape(rows, cols), tuple(repairs))
+
+
 def _decode_lenient(text: str, labels, shape, background: str) -> Decoded:
     repairs: list[str] = []
     begin = text.find("<seg>")
@@ -264,6 +349,8 @@ def _decode_lenient(text: str, labels, shape, background: str) -> Decoded:
             repairs.append("no '</seg>' tag: read to the end of the text")
         else:
             body = body[:end]
+    if "\n" not in body and "*" not in body and body.strip():
+        return _decode_plain_lenient(body, labels, shape, background, repairs)
     allowed = None if labels is None else set(labels)
     rows: list[list[str]] = []
     for r, line in enumerate(ln for ln in body.split("\n") if ln.strip()):
