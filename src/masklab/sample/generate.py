@@ -15,7 +15,7 @@ from masklab.sample.samplers._decode import DecodeOptions
 
 DECODER_OPTIONS = {f.name for f in fields(DecodeOptions)}  # every sampler takes these
 
-__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts"]
+__all__ = ["generate", "Generation", "row_keys", "as_model_fn", "batch_prompts", "checked"]
 
 
 @dataclass
@@ -114,12 +114,9 @@ def generate(
 
     Returns the ids, or a :class:`Generation` (ids, reveal order, NFE) when ``return_order`` is set.
     """
-    _check_mask_id(mask_id)
-    run = _sampler(sampler, options)
-    x = _rows(input_ids, mask_id)
+    run, x, steps_t = checked(input_ids, mask_id=mask_id, sampler=sampler, steps=steps, temperature=temperature,
+                              options=options)  # fmt: skip
     n = (x == mask_id).sum(1)
-    steps_t = n if steps is None else _steps(steps, x.shape[0], x.device)
-    _check_temperature(temperature)
     order = torch.where(x == mask_id, 0, -1).to(torch.long)
     stats: dict = {}
     out = run(
@@ -141,6 +138,18 @@ def generate(
         return out
     used = int(torch.minimum(steps_t, n).max()) if sampler == "confidence" else int(steps_t.max())
     return Generation(out, order, used, stats.get("nfe", 0), stats)
+
+
+def checked(input_ids: torch.Tensor, *, mask_id, sampler: str, steps, temperature: float, options: dict):
+    """(sampler function, ids [B, L], steps [B]) of a generation call once its arguments pass their checks:
+    a mask id, a registered sampler taking every option, a non-empty batch holding a mask, positive steps (one
+    per masked token when None) and a temperature >= 0. Each failure is one ValueError naming the argument."""
+    _check_mask_id(mask_id)
+    run = _sampler(sampler, options)
+    x = _rows(input_ids, mask_id)
+    steps_t = (x == mask_id).sum(1) if steps is None else _steps(steps, x.shape[0], x.device)
+    _check_temperature(temperature)
+    return run, x, steps_t
 
 
 def _check_mask_id(mask_id: int | None) -> None:
