@@ -1,4 +1,5 @@
-"""Patch masks: exact counts, MAE index conventions, BEiT block statistics, ColorMAE spectra, bad inputs."""
+"""Patch masks: exact counts, MAE index conventions, BEiT block statistics, ColorMAE banks (spectra, no
+wrap-around, reference crop normalisation), OneRef's region-driven counts, bad inputs."""
 
 import math
 
@@ -21,7 +22,7 @@ NEEDS = {
     "hpm": lambda batch, grid: {
         "pred_loss": torch.rand(batch, grid[0] * grid[1], generator=torch.Generator().manual_seed(1))
     },
-    "referring": lambda batch, grid: {"boxes": [[2, 3, 9, 12]] * batch},
+    "referring": lambda batch, grid: {"boxes": [[2, 3, 9, 12]] * batch, "ratio": P.ONEREF_OUTSIDE},
     "simmim": lambda batch, grid: {"cell": 2},
 }
 
@@ -37,7 +38,9 @@ def test_every_strategy_masks_the_same_exact_count_in_every_row(name):
     counts = pm.mask.sum(1)
     assert pm.mask.dtype == torch.bool and pm.mask.shape == (64, N)
     assert bool((counts == counts[0]).all())
-    expected = {"block": round(0.4 * N), "simmim": math.ceil(0.6 * 49) * 4, "referring": N - int(N * 0.4)}
+    # referring: the 7 x 9 box grown by one patch is 9 x 11 = 99 patches at gamma 0.75, the other 97 at beta 0.35
+    referring = 99 - int(99 * 0.25) + 97 - int(97 * 0.65)
+    expected = {"block": round(0.4 * N), "simmim": math.ceil(0.6 * 49) * 4, "referring": referring}
     assert int(counts[0]) == expected.get(name, N - int(N * 0.25))
 
 
@@ -151,39 +154,83 @@ def _band_power(x, grid):
     H, W = grid
     x = x.view(-1, H, W).double()
     x = x - x.mean((1, 2), keepdim=True)
-    p = torch.fft.fft2(x).abs().pow(2).mean(0)
+    return _band_share(torch.fft.fft2(x).abs().pow(2).mean(0), grid)
+
+
+def _band_share(psd, grid, edges=(0.15, 0.35)):
+    H, W = grid
     f = (torch.fft.fftfreq(H)[:, None] ** 2 + torch.fft.fftfreq(W)[None, :] ** 2).sqrt()
-    bands = [(f > 0) & (f < 0.15), (f >= 0.15) & (f < 0.35), f >= 0.35]
-    tot = p[f > 0].sum()
-    return torch.stack([p[b].sum() / tot for b in bands])
+    bands = [(f > 0) & (f < edges[0]), (f >= edges[0]) & (f < edges[1]), f >= edges[1]]
+    tot = psd[f > 0].sum()
+    return torch.stack([psd[b].sum() / tot for b in bands])
 
 
 @pytest.mark.parametrize("color", P.COLORS)
-def test_colormae_noise_has_the_filter_spectrum(color):
-    # the expected power spectrum of filtered white noise is |H(f)|^2 (times a constant); compare band shares
-    x = P.colored_noise(GRID, color, batch=3000, seed=0)
-    resp = P.noise_response(color, GRID)
-    full = torch.cat([resp, resp[:, 1 : (GRID[1] + 1) // 2].flip(1)], 1)  # rfft grid -> full grid (even symmetric)
-    expected = _band_power_from_psd(full.pow(2), GRID)
-    assert torch.allclose(_band_power(x, GRID), expected, atol=0.02)
+def test_colormae_bank_has_the_spectrum_of_its_filter(color):
+    """White noise filtered by a kernel with response H has autocorrelation R = IDFT(|H|^2) (ColorMAE Sec. 3.1),
+    so the mean periodogram of an S x S window is the DFT of R times the Bartlett weights
+    (1 - |dx|/S)(1 - |dy|/S): the bank's band shares match it. And the colours are what the paper names them: red
+    low-pass, blue high-pass, green band-pass (its power peaks at mid frequencies), purple band-stop, white flat."""
+    bank = P.noise_bank(color).double()  # (L, 64, 64)
+    S = bank.shape[-1]
+    psd = torch.fft.fft2(bank).abs().pow(2).mean(0)  # the DC bin is left out of every band below
+    R = torch.fft.ifft2(P.noise_response(color, S).pow(2)).real  # kernel support 17 < S/2: no aliasing
+    lag = (torch.fft.fftfreq(S) * S).abs()
+    expected = torch.fft.fft2(R * (1 - lag[:, None] / S) * (1 - lag[None, :] / S)).real
+    assert torch.allclose(_band_share(psd, (S, S), (0.1, 0.3)), _band_share(expected, (S, S), (0.1, 0.3)), atol=0.005)
+    f = (torch.fft.fftfreq(S)[:, None] ** 2 + torch.fft.fftfreq(S)[None, :] ** 2).sqrt()
+    low, mid, high = (float(psd[m].mean()) for m in ((f > 0) & (f < 0.08), (f >= 0.15) & (f < 0.25), f >= 0.4))
+    if color == "white":
+        assert max(low, mid, high) < 1.1 * min(low, mid, high)
+    if color == "red":
+        assert low > 20 * mid > 20 * high
+    if color == "blue":
+        assert high > 3 * mid > 3 * low
+    if color == "green":
+        assert mid > 5 * low and mid > 5 * high
+    if color == "purple":
+        assert mid < 0.5 * low and mid < 0.5 * high
 
 
-def _band_power_from_psd(psd, grid):
-    H, W = grid
-    f = (torch.fft.fftfreq(H)[:, None] ** 2 + torch.fft.fftfreq(W)[None, :] ** 2).sqrt()
-    bands = [(f > 0) & (f < 0.15), (f >= 0.15) & (f < 0.35), f >= 0.35]
-    tot = psd[f > 0].sum()
-    return torch.stack([psd[b].sum() / tot for b in bands])
+def test_colormae_crops_do_not_wrap_around():
+    """A crop of a linearly filtered bank has no wrap-around: its opposite edges are as unrelated as any two
+    patches 13 apart, while neighbours are strongly correlated. Circulant filtering on the grid makes the
+    opposite edges neighbours (correlation ~0.9)."""
+    x = P.colored_noise(GRID, "red", batch=3000, seed=0).view(-1, *GRID)
+
+    def corr(a, b):
+        return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+    for first, second, last in ((x[:, :, 0], x[:, :, 1], x[:, :, -1]), (x[:, 0], x[:, 1], x[:, -1])):
+        assert corr(first, second) > 0.8
+        assert abs(corr(first, last)) < 0.25
+
+
+def test_colormae_windows_follow_the_reference_crop():
+    """Each window is divided by its maximum (reference ``NormalizeBySliceMax``), depends on its own key only, and
+    is an H x W crop of one bank slice, possibly flipped."""
+    keys = keyed.example_keys(4, 1, torch.arange(300))
+    x = P.colored_noise((3, 4), "green", keys=keys)
+    assert torch.allclose(x.amax(1), torch.ones(300))
+    assert torch.equal(P.colored_noise((3, 4), "green", keys=keys[7:9]), x[7:9])
+    bank = P.noise_bank("green")
+    windows = bank.unfold(1, 3, 1).unfold(2, 4, 1)  # (L, 62, 61, 3, 4): every 3 x 4 crop of every slice
+    row = x[0].view(3, 4)
+    found = False
+    for w in (row, row.flip(0), row.flip(1), row.flip(0).flip(1)):
+        hit = windows / windows.amax((-2, -1), keepdim=True) - w
+        found |= bool((hit.abs().amax((-2, -1)) < 1e-5).any())
+    assert found
 
 
 def test_colormae_masks_keep_the_color_of_their_noise():
     share = {c: _band_power(P.colormae_patches(GRID, c, 0.75, batch=2000, seed=0).mask.float(), GRID) for c in P.COLORS}
     low, mid, high = 0, 1, 2
-    assert share["red"][low] > 2 * share["white"][low]  # red: blobs
-    assert share["blue"][high] > share["white"][high] + 0.1  # blue: dispersed
-    assert share["blue"][low] < 0.6 * share["white"][low]
+    assert share["red"][low] > 5 * share["white"][low]  # red: blobs
+    assert share["blue"][high] > share["white"][high] + 0.05  # blue: dispersed
+    assert share["blue"][low] < 0.7 * share["white"][low]
     assert share["green"][mid] > share["white"][mid] + 0.1  # green: band-pass
-    assert share["purple"][mid] < share["white"][mid] - 0.1  # purple: band-stop
+    assert share["purple"][mid] < share["white"][mid] - 0.03  # purple: band-stop
     assert share["green"][mid] == max(s[mid] for s in share.values())
 
 
@@ -203,18 +250,56 @@ def test_hpm_masks_the_hardest_patches_first():
     assert P.hpm_alpha(0.5) == pytest.approx(0.25)
 
 
-def test_referring_masks_more_inside_the_box():
-    boxes = torch.tensor([[0.0, 0.0, 56.0, 56.0], [28.0, 56.0, 112.0, 112.0]])
+def test_referring_counts_follow_the_region():
+    """OneRef's dynamic masking (Sec. 3.2, Algorithm 1; reference ``Dynamic_MIM_MaskGenerator``): the box grown
+    by one patch (clipped) masks gamma = 0.75 of its patches, the rest of the image beta = 0.35, so the total, and
+    the overall ratio alpha, follows the size of the referred region."""
+    boxes = torch.tensor([[0.0, 0.0, 56.0, 56.0], [28.0, 56.0, 112.0, 112.0], [48.0, 48.0, 64.0, 64.0]])
     region = P.region_from_boxes(boxes, GRID, image_size=(112, 112))  # 8 px patches
-    assert int(region[0].sum()) == 49 and int(region[1].sum()) == 77
-    pm = P.referring_patches(GRID, boxes=boxes, image_size=(112, 112), ratio=0.5, inside_ratio=0.9, seed=0)
-    inside = region.view(2, -1)
+    assert [int(r.sum()) for r in region] == [49, 77, 4]
+    pm = P.referring_patches(GRID, boxes=boxes, image_size=(112, 112), seed=0)
+    # the reference grows the box (in patches) by a margin of 1 and clips it to the grid
+    grown = torch.zeros(3, 14, 14, dtype=torch.bool)
+    for b, (x0, y0, x1, y1) in enumerate([(0, 0, 7, 7), (3, 7, 14, 14), (6, 6, 8, 8)]):
+        grown[b, max(y0 - 1, 0) : min(y1 + 1, 14), max(x0 - 1, 0) : min(x1 + 1, 14)] = True
+    inside = grown.view(3, -1)
     n_in = inside.sum(1)
-    assert torch.equal((pm.mask & inside).sum(1), (n_in * 0.9).round().long())
-    assert bool((pm.mask.sum(1) == 98).all())
-    # a region too large for the total gets the whole budget inside
-    big = torch.ones(1, 14, 14, dtype=torch.bool)
-    assert int(P.referring_patches(GRID, big, ratio=0.5, inside_ratio=0.9, seed=0).mask.sum()) == 98
+    assert n_in.tolist() == [64, 96, 16]
+    want_in = [n - int(n * (1 - 0.75)) for n in n_in.tolist()]
+    want_out = [(N - n) - int((N - n) * (1 - 0.35)) for n in n_in.tolist()]
+    assert (pm.mask & inside).sum(1).tolist() == want_in
+    assert (pm.mask & ~inside).sum(1).tolist() == want_out
+    totals = pm.mask.sum(1)
+    assert totals.tolist() == [a + b for a, b in zip(want_in, want_out, strict=True)] and len(set(totals.tolist())) == 3
+    assert not pm.even
+    # a region covering everything is masked at gamma throughout
+    full = torch.ones(1, 14, 14, dtype=torch.bool)
+    assert int(P.referring_patches(GRID, full, seed=0).mask.sum()) == N - int(N * 0.25)
+
+
+def test_referring_draws_uniformly_in_each_part_and_per_key():
+    region = torch.zeros(4000, 14, 14, dtype=torch.bool)
+    region[:, 4:8, 5:10] = True  # grown: rows 3..8, columns 4..10 -> 42 patches
+    pm = P.referring_patches(GRID, region, seed=3)
+    inside = P._grow(region, 1).view(4000, -1)
+    freq = pm.mask.float().mean(0)
+    k_in, k_out = 42 - int(42 * 0.25), 154 - int(154 * 0.65)
+    sd = math.sqrt(0.25 / 4000)
+    assert (freq[inside[0]] - k_in / 42).abs().max() < 5 * sd
+    assert (freq[~inside[0]] - k_out / 154).abs().max() < 5 * sd
+    keys = keyed.example_keys(2, 0, torch.arange(6))
+    a = P.referring_patches(GRID, region[:6], keys=keys).mask
+    assert torch.equal(P.referring_patches(GRID, region[2:4], keys=keys[2:4]).mask, a[2:4])
+
+
+def test_uneven_rows_are_padded_for_the_encoder():
+    mask = torch.tensor([[True, False, False, True], [True, True, True, False], [False, False, False, False]])
+    ids, valid = P.PatchMask(mask, (2, 2)).visible()
+    assert valid.tolist() == [[True, True, False, False], [True, False, False, False], [True, True, True, True]]
+    assert ids[valid].tolist() == [1, 2, 3, 0, 1, 2, 3]
+    even = P.random_patches((4, 4), 0.5, batch=3, seed=0)
+    ids, valid = even.visible()
+    assert valid is None and torch.equal(ids, even.ids_keep)
 
 
 @pytest.mark.parametrize(
@@ -227,6 +312,8 @@ def test_referring_masks_more_inside_the_box():
         (lambda: P.simmim_patches((6, 6), 0.5, batch=2, cell=8), "cell 8"),
         (lambda: P.referring_patches(GRID, boxes=[[0, 0, 20, 5]]), r"box \[0.0, 0.0, 20.0, 5.0\] is outside"),
         (lambda: P.referring_patches(GRID, boxes=[[-1, 0, 2, 5]]), "is outside"),
+        (lambda: P.referring_patches(GRID, boxes=[[0, 0, 2, 5]], margin=-1), "margin must be"),
+        (lambda: P.referring_patches(GRID, boxes=[[0, 0, 2, 5]], inside_ratio=1.5), "inside_ratio must be in"),
         (lambda: P.colormae_patches(GRID, "pink", batch=2), "unknown noise color 'pink'"),
         (lambda: P.hpm_patches(torch.rand(2, 10), GRID), r"pred_loss must be \[B, 196\]"),
         (lambda: P.random_patches((0, 3), batch=2), "positive sides"),

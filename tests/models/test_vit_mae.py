@@ -53,8 +53,22 @@ def test_state_dict_keys_are_the_mae_layout_without_the_position_tables():
     keys = set(_model(loss_head=True).state_dict())
     assert {"encoder.embed.weight", "encoder.layers.1.self_attn.in_proj_weight", "encoder.norm.weight"} <= keys
     assert {"decoder_embed.weight", "mask_token", "decoder.layers.0.linear1.weight", "decoder_norm.bias"} <= keys
-    assert {"head.weight", "loss_head.weight"} <= keys
-    assert not any(k.endswith("pos") for k in keys)
+    assert "head.weight" in keys and not any(k.endswith("pos") for k in keys)
+    # HPM's loss predictor is a decoder of its own (reference decoder_blocks_losspred, decoder_norm_losspred,
+    # decoder_pred_losspred with patch_size**2 * channels outputs)
+    assert {"loss_decoder.layers.0.linear1.weight", "loss_decoder_norm.weight", "loss_head.weight"} <= keys
+    assert _model(loss_head=True).state_dict()["loss_head.weight"].shape == (4, 12)
+    assert not any(k.startswith("loss_") for k in _model().state_dict())
+
+
+def test_decoder_blocks_start_independent():
+    """Each decoder block is initialised on its own, as the reference's ModuleList of Blocks (nn.TransformerEncoder
+    would deep-copy one block into every layer)."""
+    torch.manual_seed(0)
+    model = MaskedViT(MaskedViTConfig(**TINY, decoder_num_hidden_layers=2, loss_head=True))
+    for stack in (model.decoder, model.loss_decoder):
+        assert not torch.equal(stack.layers[0].linear1.weight, stack.layers[1].linear1.weight)
+    assert not torch.equal(model.decoder.layers[0].linear1.weight, model.loss_decoder.layers[0].linear1.weight)
 
 
 @pytest.mark.parametrize("loss_head", [False, True])
@@ -104,7 +118,11 @@ def test_a_trained_mae_run_folder_loads_through_checkpoint_load(tmp_path, one_th
     over += ["steps=2", "batch_size=16", "eval_every=0", "ckpt_every=0", "eval_batches=1"]
     train(apply_overrides(get_recipe("mae-digits"), over), tmp_path / "run", progress=False)
     loaded = checkpoint.load(tmp_path / "run")
-    assert loaded.manifest["files"].keys() >= {"config.json", "model.safetensors"} and loaded.tokenizer is None
+    files = loaded.manifest["files"].keys()
+    assert files >= {"config.json", "model.safetensors", "teacher/model.safetensors", "teacher/ema.json"}
+    assert loaded.tokenizer is None
+    teacher = MaskedViT.from_pretrained(tmp_path / "run" / "model" / "teacher")  # HPM's EMA teacher, a HF model too
+    assert teacher.config.loss_head
     model = loaded.model
     assert isinstance(model, MaskedViT) and not model.training
     assert model.config.loss_head and model.config.mask_ratio == 0.5 and model.config.hidden_size == 16

@@ -1,9 +1,10 @@
 """Patch masks on an H x W grid for masked image modelling: which patches the encoder must not see.
 
 Every generator returns a :class:`PatchMask`: ``mask`` [B, H*W] bool (True = masked, patches in row-major
-order) with the same number of masked patches in every row, plus ``ids_keep`` / ``ids_restore`` for an MAE
-encoder and decoder (computed on first use). All generators are batched tensor code with no per-row Python
-loop.
+order), plus ``ids_keep`` / ``ids_restore`` for an MAE encoder and decoder (computed on first use). Every
+generator but OneRef's masks the same number of patches in every row; OneRef's count follows each row's referred
+region, and :meth:`PatchMask.visible` pads its rows for an encoder. All generators are batched tensor code with no
+per-row Python loop.
 
 Generators (one function each, same keyword interface):
 
@@ -14,14 +15,15 @@ Generators (one function each, same keyword interface):
   the block that crosses the target is cut in raster order so the count is exact.
 - :func:`simmim_patches`   SimMIM (Xie et al. 2022, Sec. 3.1): random cells of a coarse grid,
   ``ceil(r*cells)`` cells.
-- :func:`colormae_patches` ColorMAE (Hinojosa et al. 2024, Sec. 3): white noise filtered on the fly into red
-  (low-pass), blue (high-pass), green (band-pass) or purple (band-stop) noise; the strongest values are kept,
-  as in the ColorMAE code, with no downloaded pattern bank.
+- :func:`colormae_patches` ColorMAE (Hinojosa et al. 2024, Sec. 3.1, its four noise filters): random crops
+  (with flips) of a bank of white noise filtered into red (low-pass), blue (high-pass), green (band-pass) or
+  purple (band-stop) noise; the strongest values stay visible, as in the ColorMAE code. The bank is filtered
+  once from a fixed seed by a linear (not circular) convolution, instead of being downloaded.
 - :func:`hpm_patches`      HPM (Wang et al. 2023, Sec. 3.3): a fraction ``alpha_t`` of the masked patches are
-  the ones with the highest predicted loss; ``alpha_t`` grows linearly with training progress (easy-to-hard),
-  the rest random.
-- :func:`referring_patches` OneRef referring-aware masking (Xiao et al. 2024, Sec. 3.2): a higher ratio inside
-  the referred box or region, with the total count per row fixed.
+  the ones with the highest predicted loss (from an EMA teacher, :mod:`masklab.objectives.mae`); ``alpha_t``
+  grows linearly with training progress (easy-to-hard), the rest random.
+- :func:`referring_patches` OneRef referring-aware dynamic masking (Xiao et al. 2024, Sec. 3.2, Algorithm 1):
+  ratio gamma inside the referred region grown by a margin, beta outside; the total follows the region.
 
 Randomness: pass ``keys`` [B] from :func:`masklab.corrupt.keyed.example_keys`, or ``seed`` (int, with
 ``epoch``; rows are example indices 0..B-1; ``None`` means 0), or ``seed`` as a ``torch.Generator`` (then
@@ -50,6 +52,7 @@ __all__ = [
     "simmim_patches",
     "colormae_patches",
     "colored_noise",
+    "noise_bank",
     "noise_response",
     "hpm_patches",
     "hpm_alpha",
@@ -84,6 +87,28 @@ class PatchMask:
     @property
     def num_masked(self) -> int:
         return int(self.mask[0].sum()) if self.mask.shape[0] else 0
+
+    @property
+    def even(self) -> bool:
+        """Whether every row masks the same number of patches (every strategy but ``referring``)."""
+        counts = self.mask.sum(1)
+        return bool((counts == counts[:1]).all())
+
+    def visible(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ids [B, K], valid [B, K] or None): the visible patch indices of each row, ascending, for an encoder.
+
+        Even rows give ``(ids_keep, None)``. Uneven rows (OneRef's region-driven counts) are padded to the largest
+        visible count K: ``valid`` marks the real entries and the padding points at patch 0, for the encoder to
+        ignore through its key padding mask.
+        """
+        if self.even:
+            return self.ids_keep, None
+        m = self.mask
+        counts = (~m).sum(1, keepdim=True)  # (B, 1)
+        K = int(counts.max())
+        ids = m.to(torch.uint8).argsort(dim=1, stable=True)[:, :K]  # visible first, each part ascending
+        valid = torch.arange(K, device=m.device) < counts  # (B, K)
+        return torch.where(valid, ids, torch.zeros_like(ids)), valid
 
     def _index(self):
         if self._ids is None:
@@ -334,56 +359,118 @@ def simmim_patches(
 
 # ------------------------------------------------------------------------------------------------------------
 # ColorMAE
+#
+# The masks are random crops of a bank of filtered white noise, as in the reference ColorMAE code
+# (carlosh93/ColorMAE, models/utils/masking_generator.py: ``ColorMasking`` crops W x W windows with random
+# flips out of a [L, M, M] noise bank and divides each by its maximum, ``NormalizeBySliceMax``). The reference
+# downloads its banks; here a bank is filtered once from a fixed seed (Hinojosa et al. 2024, Sec. 3.1: N_r, N_b,
+# N_g, N_p below) and cached. The filter is a linear convolution of a larger white-noise image, keeping only the
+# fully covered centre, so nothing wraps around an edge.
+
+BANK_SIDE = 64  # side of one bank slice, in patches (at least twice the grid's side; a crop is H x W of it)
+BANK_SLICES = 128  # slices in a bank: the crops of different examples come from different slices
+BANK_SEED = 0  # the white noise behind every bank; a fixed torch.Generator seed, no global RNG
+SIGMA_RED = 2.0  # std (patches) of the Gaussian low-pass G_s of red noise: N_r = G_s * W
+SIGMA_BLUE = 0.75  # blue noise: N_b = W - G_s * W, high-pass
+SIGMA_GREEN = (0.75, 1.5)  # green noise: N_g = G_s1 * W - G_s2 * W, a band-pass difference of Gaussians
+_RADIUS = 8  # kernel half-width in patches: 4 x the widest std, so every kernel's truncated tail is < 4e-4
 
 
-def noise_response(color: str, grid) -> torch.Tensor:
-    """Amplitude response [H, W//2+1] of the ``color`` filter on the rfft2 frequency grid (cycles per patch).
+def _gauss(sigma: float) -> torch.Tensor:
+    """[2R+1] float64 Gaussian of std ``sigma`` patches, summing to 1."""
+    x = torch.arange(-_RADIUS, _RADIUS + 1, dtype=torch.float64)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
 
-    white 1; red exp(-f^2/2s^2), s=0.08 (low-pass); blue 1 - exp(-f^2/2s^2), s=0.25 (high-pass); green a
-    difference of Gaussians peaking near f~0.2 (band-pass); purple 1 - green (band-stop). DC is zeroed.
+
+def _kernel(color: str) -> torch.Tensor:
+    """[2R+1, 2R+1] float64 spatial kernel of ``color``: the delta, a separable Gaussian, or their differences.
+
+    purple N_p = W - N_g = delta - green (band-stop); white = delta.
     """
-    H, W = grid
-    fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
-    fx = torch.fft.rfftfreq(W, dtype=torch.float64)[None, :]
-    f2 = fy**2 + fx**2
-    low = torch.exp(-f2 / (2 * 0.08**2))
-    high = 1 - torch.exp(-f2 / (2 * 0.25**2))
-    band = torch.exp(-f2 / (2 * 0.3**2)) - torch.exp(-f2 / (2 * 0.12**2))
-    band = band / band.max()
-    resp = {"white": torch.ones_like(f2), "red": low, "blue": high, "green": band, "purple": 1 - band}
-    if color not in resp:
+    if color not in COLORS:
         raise ValueError(f"unknown noise color {color!r}; expected one of {', '.join(COLORS)}")
-    out = resp[color].clone()
-    out[0, 0] = 0.0
-    return out
+    delta = torch.zeros(2 * _RADIUS + 1, 2 * _RADIUS + 1, dtype=torch.float64)
+    delta[_RADIUS, _RADIUS] = 1.0
+
+    def g2(s):
+        return torch.outer(_gauss(s), _gauss(s))
+
+    green = g2(SIGMA_GREEN[0]) - g2(SIGMA_GREEN[1])
+    return {
+        "white": delta,
+        "red": g2(SIGMA_RED),
+        "blue": delta - g2(SIGMA_BLUE),
+        "green": green,
+        "purple": delta - green,
+    }[color]
 
 
-@lru_cache(maxsize=64)
-def _filter_matrix(color: str, H: int, W: int) -> torch.Tensor:
-    """[N, N] real matrix of the circular 2-D filter: ``noise @ M`` filters each row (one matmul per
-    batch)."""
-    eye = torch.eye(H * W, dtype=torch.float64).view(H * W, H, W)
-    out = torch.fft.irfft2(torch.fft.rfft2(eye) * noise_response(color, (H, W)), s=(H, W))
-    return out.reshape(H * W, H * W).float()
+def noise_response(color: str, size: int) -> torch.Tensor:
+    """|H(f)| [size, size] of the ``color`` kernel on the ``size`` x ``size`` DFT grid (``torch.fft.fftfreq``
+    order, cycles per patch): the expected power spectrum of the bank is proportional to its square."""
+    k = _kernel(color)
+    if size < k.shape[0]:
+        raise ValueError(f"size must be at least {k.shape[0]} for the color kernels, got {size}")
+    return torch.fft.fft2(k, s=(size, size)).abs()
 
 
-@lru_cache(maxsize=64)
-def _filter_on(color: str, H: int, W: int, device: torch.device) -> torch.Tensor:
-    return _filter_matrix(color, H, W).to(device)
+@lru_cache(maxsize=16)
+def _bank_cpu(color: str, side: int, slices: int, seed: int) -> torch.Tensor:
+    """[slices, side, side] float32 bank: white noise of side ``side + 2R`` filtered by ``color``'s kernel, the
+    ``side`` x ``side`` centre kept (a 'valid' convolution), then standardised over the bank."""
+    gen = torch.Generator().manual_seed(seed)
+    white = torch.randn(slices, 1, side + 2 * _RADIUS, side + 2 * _RADIUS, generator=gen, dtype=torch.float64)
+    # linear convolution through the FFT: output n of the circular convolution of length side + 2R reads inputs
+    # n - 2R .. n only, so for n >= 2R nothing wraps (a 'valid' convolution, as conv2d without padding)
+    spectrum = torch.fft.rfft2(white[:, 0]) * torch.fft.rfft2(_kernel(color), s=white.shape[-2:])
+    out = torch.fft.irfft2(spectrum, s=white.shape[-2:])[:, 2 * _RADIUS :, 2 * _RADIUS :]  # (L, side, side)
+    out = (out - out.mean()) / out.std()  # zero mean, unit variance (ColorMAE Sec. 3.1)
+    return out.float()
+
+
+@lru_cache(maxsize=16)
+def _bank_on(color: str, side: int, slices: int, seed: int, device: torch.device) -> torch.Tensor:
+    return _bank_cpu(color, side, slices, seed).to(device)
+
+
+def noise_bank(color: str, side: int = BANK_SIDE, slices: int = BANK_SLICES, seed: int = BANK_SEED) -> torch.Tensor:
+    """The ``color`` noise bank [slices, side, side] (float32, zero mean and unit variance over the bank), built
+    once per process and cached."""
+    if side < 1 or slices < 1:
+        raise ValueError(f"side and slices must be positive, got {side}, {slices}")
+    return _bank_cpu(color, int(side), int(slices), int(seed))
 
 
 def colored_noise(
     grid, color: str, *, batch: int | None = None, keys=None, seed=None, epoch: int = 0, device=None
 ) -> torch.Tensor:
-    """[B, H*W] zero-mean noise with the ``color`` spectrum: white noise times the circulant filter."""
+    """[B, H*W] windows of the ``color`` bank: each row a random slice, a random H x W crop and random flips,
+    divided by its maximum (reference ``NormalizeBySliceMax``).
+
+    Each row draws its slice, offset and flips from its own key, so a row does not depend on its batch (the
+    reference draws one crop and one flip per batch and gives row i slice i). A crop whose maximum is not
+    positive is divided by its largest magnitude instead, which keeps the order of its values.
+    """
     H, W = _check_grid(grid)
     if color not in COLORS:
         raise ValueError(f"unknown noise color {color!r}; expected one of {', '.join(COLORS)}")
     src = Source(batch, keys, seed, epoch, device)
-    u = src.uniform(H * W, stream=Stream.COLOR_NOISE).sub_(0.5)
-    if color == "white":
-        return u
-    return u @ _filter_on(color, H, W, u.device)
+    side = max(BANK_SIDE, 2 * max(H, W))
+    bank = _bank_on(color, side, BANK_SLICES, BANK_SEED, src.device)  # (L, S, S)
+    u = src.uniform(5, stream=Stream.COLOR_NOISE)  # (B, 5): slice, top, left, flip rows, flip columns
+    pick = (u[:, 0] * BANK_SLICES).long()
+    top = (u[:, 1] * (side - H + 1)).long()
+    left = (u[:, 2] * (side - W + 1)).long()
+    rows = (top[:, None] + torch.arange(H, device=src.device))[:, :, None]  # (B, H, 1)
+    cols = (left[:, None] + torch.arange(W, device=src.device))[:, None, :]  # (B, 1, W)
+    crop = bank[pick[:, None, None], rows, cols]  # (B, H, W)
+    crop = torch.where((u[:, 3] < 0.5)[:, None, None], crop, crop.flip(1))
+    crop = torch.where((u[:, 4] < 0.5)[:, None, None], crop, crop.flip(2))
+    crop = crop.reshape(-1, H * W)
+    top_value = crop.amax(1, keepdim=True)
+    scale = torch.where(top_value > 0, top_value, crop.abs().amax(1, keepdim=True).clamp_min(1e-30))
+    return crop / scale
 
 
 def colormae_patches(
@@ -397,8 +484,8 @@ def colormae_patches(
     epoch: int = 0,
     device=None,
 ) -> PatchMask:
-    """ColorMAE masking: keep the ``int(N * (1 - ratio))`` strongest values of colored noise, mask the
-    rest."""
+    """ColorMAE masking: keep the ``int(N * (1 - ratio))`` strongest values of a colored-noise window visible
+    (reference ``color_noise_mask``: ``argsort(window, descending=True)``), mask the rest."""
     H, W = _check_grid(grid)
     N = H * W
     k = _num_masked(N, ratio)
@@ -430,9 +517,10 @@ def hpm_patches(
     seed=None,
     epoch: int = 0,
 ) -> PatchMask:
-    """HPM masking from a predicted per-patch loss [B, N]: the ``int(M * alpha_t)`` patches with the highest
-    predicted loss are masked (hard patches), the other ``M - int(M * alpha_t)`` masked patches are random,
-    M = number masked and ``alpha_t = hpm_alpha(progress, alpha_max)``."""
+    """HPM masking from a predicted per-patch loss [B, N] (in HPM, the EMA teacher's): the ``int(M * alpha_t)``
+    patches with the highest predicted loss are masked (hard patches), the other ``M - int(M * alpha_t)`` masked
+    patches are random, M = number masked and ``alpha_t = hpm_alpha(progress, alpha_max)`` (reference
+    ``models_mae_learn_loss.py``, ``generate_mask``, one top-k instead of its per-row loop)."""
     H, W = _check_grid(grid)
     N = H * W
     if pred_loss.dim() != 2 or pred_loss.shape[1] != N:
@@ -447,6 +535,10 @@ def hpm_patches(
 
 # ------------------------------------------------------------------------------------------------------------
 # OneRef referring-aware
+
+
+ONEREF_OUTSIDE = 0.35  # beta: the mask ratio outside the referred region (reference ``--mim_mask_ratio``)
+ONEREF_INSIDE = 0.75  # gamma: the mask ratio inside it (reference ``--dynamic_mask_ratio``)
 
 
 def region_from_boxes(boxes, grid, image_size=None, min_cover: float = 0.5) -> torch.Tensor:
@@ -473,22 +565,44 @@ def region_from_boxes(boxes, grid, image_size=None, min_cover: float = 0.5) -> t
     return oy[:, :, None] * ox[:, None, :] >= min_cover - 1e-6
 
 
+def _grow(region: torch.Tensor, margin: int) -> torch.Tensor:
+    """[B, H, W] bool ``region`` grown by ``margin`` patches on every side, clipped to the grid (for a box: the
+    reference's ``box_xyxy -/+ margin``, clipped)."""
+    if margin == 0:
+        return region
+    k = 2 * margin + 1
+    grown = torch.nn.functional.max_pool2d(region[:, None].float(), k, stride=1, padding=margin)
+    return grown[:, 0] > 0
+
+
+def _masked_in_part(n: torch.Tensor, ratio: float) -> torch.Tensor:
+    """[B] masked count of a part of ``n`` patches at ``ratio``: ``n - int(n * (1 - ratio))`` (MAE's rounding, as
+    the reference's ``random_masking_simple``)."""
+    return n - (n.double() * (1.0 - ratio)).floor().long()
+
+
 def referring_patches(
     grid,
     region=None,
     *,
     boxes=None,
     image_size=None,
-    ratio: float = 0.6,
-    inside_ratio: float = 0.8,
+    ratio: float = ONEREF_OUTSIDE,
+    inside_ratio: float = ONEREF_INSIDE,
+    margin: int = 1,
     keys=None,
     seed=None,
     epoch: int = 0,
 ) -> PatchMask:
-    """Referring-aware masking: ``round(inside_ratio * n_in)`` patches of the referred region are masked, and
-    the rest of the fixed total ``N - int(N * (1 - ratio))`` is drawn from outside (clamped where a region is
-    too big
-    or too small to honour both). ``region``: [B, H, W] bool at patch level, or give ``boxes`` [B, 4]."""
+    """OneRef's referring-aware dynamic image masking (Xiao et al. 2024, Sec. 3.2 and Algorithm 1; reference
+    ``datasets/masking_generator.py``, ``Dynamic_MIM_MaskGenerator``).
+
+    The referred region, grown by ``margin`` patches, is masked at the high ratio ``inside_ratio`` (gamma, 0.75),
+    the rest of the image at the low ratio ``ratio`` (beta, 0.35), each part uniformly at random. A row's total,
+    and so its overall ratio alpha, is set by the size of its region: rows mask different numbers of patches
+    (:meth:`PatchMask.visible` pads them for an MAE encoder). ``region``: [B, H, W] bool at patch level, or give
+    ``boxes`` [B, 4] (pixels, with ``image_size``; :func:`region_from_boxes`).
+    """
     H, W = _check_grid(grid)
     N = H * W
     if (region is None) == (boxes is None):
@@ -498,17 +612,15 @@ def referring_patches(
     region = torch.as_tensor(region, dtype=torch.bool)
     if region.dim() != 3 or tuple(region.shape[1:]) != (H, W):
         raise ValueError(f"region must be [B, {H}, {W}] bool, got shape {tuple(region.shape)}")
-    inside = region.reshape(-1, N)
-    k = _num_masked(N, ratio)
-    r_in = check_ratio("inside_ratio", inside_ratio)
-    n_in = inside.sum(1, keepdim=True)
-    k_in = (n_in * r_in).round().long()
-    k_in = torch.minimum(torch.maximum(k_in, k - (N - n_in)), torch.minimum(n_in, torch.full_like(n_in, k)))
+    if int(margin) != margin or margin < 0:
+        raise ValueError(f"margin must be a non-negative int, got {margin!r}")
+    beta, gamma = check_ratio("ratio", ratio), check_ratio("inside_ratio", inside_ratio)
+    inside = _grow(region, int(margin)).reshape(-1, N)
+    n_in = inside.sum(1)
+    k_in, k_out = _masked_in_part(n_in, gamma), _masked_in_part(N - n_in, beta)  # (B,), (B,)
     src = Source(inside.shape[0], keys, seed, epoch, inside.device)
-    u = src.uniform(N, stream=Stream.REFERRING)
-    # rank inside patches and outside patches separately; take k_in of the first and k - k_in of the second
-    # stable: 24-bit draws can tie, and a tie must fall the same way on every device
-    rank_in = torch.where(inside, u, u + 2).argsort(dim=1, stable=True).argsort(1)
-    rank_out = torch.where(inside, u + 2, u).argsort(dim=1, stable=True).argsort(1)
-    mask = (inside & (rank_in < k_in)) | (~inside & (rank_out < k - k_in))
+    order = src.order(N, stream=Stream.REFERRING)  # (B, N) uniform order; ties broken by position
+    past = 2.0 if src.gen is not None else 1 << 32  # above every draw (floats in [0, 1) or uint32 bits)
+    mask = smallest_k(torch.where(inside, order, order + past), k_in)  # the k_in first inside patches
+    mask |= smallest_k(torch.where(inside, order + past, order), k_out)  # the k_out first outside patches
     return PatchMask(mask, (H, W))

@@ -5,9 +5,13 @@ The encoder sees only the visible patches (no mask tokens, MAE Sec. 3 "MAE encod
 encoded visible patches plus a shared mask token at every masked position, unshuffled with ``ids_restore`` (Sec. 3
 "MAE decoder"), and predicts the pixels of every patch. The loss is the mean squared error on masked patches only,
 with each target patch normalized by its own mean and variance (``norm_pix_loss``, Sec. 3 "Reconstruction
-target"). With ``loss_head=True`` the decoder has HPM's extra loss-prediction head, trained with HPM's relative
-(pairwise ranking) loss, Eq. 6; :meth:`MaskedViT.predict_loss` gives the per-patch predicted loss that
-:func:`masklab.corrupt.patches.hpm_patches` turns into a mask.
+target"). With ``loss_head=True`` the model has HPM's loss predictor: a second decoder of the same shape as the
+reconstruction decoder, fed the same input (reference ``models_mae_learn_loss.py``: ``decoder_blocks_losspred``,
+``decoder_norm_losspred``, ``decoder_pred_losspred`` averaged over its outputs), trained with HPM's relative loss
+(a binary cross-entropy on the order of every pair of masked patches whose losses differ).
+:meth:`MaskedViT.predict_loss` gives the per-patch predicted loss of a whole image that
+:func:`masklab.corrupt.patches.hpm_patches` turns into a mask; in training it is asked of an EMA teacher
+(:class:`masklab.objectives.mae.MAEObjective`).
 
 The network is a tiny ViT from ``torch.nn`` (pre-norm transformer blocks, fixed 2-D sin-cos positions as in MAE)
 behind the Hugging Face interfaces: :class:`MaskedViTConfig` names the fields it shares with ``ViTMAEConfig`` the
@@ -90,15 +94,21 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tu
 
 
 def hpm_rank_loss(pred_loss: torch.Tensor, true_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """HPM Eq. 6: for every pair i != j of masked patches, BCE(sigmoid(p_i - p_j), [l_i > l_j]).
+    """HPM's relative loss (reference ``forward_learning_loss(relative=True)``): for every pair (i, j) of
+    masked patches with l_i != l_j, BCE(sigmoid(p_i - p_j), [l_i > l_j]), summed over the batch and divided by the
+    number of such pairs.
 
-    Only the order of the predicted losses matters, which is all the easy-to-hard mask needs.
+    A pair with equal losses (and i = j) has no order to learn: the reference gives it neither label and leaves it
+    out of the count (``labels_valid``). Only the order of the predicted losses matters, which is all the
+    easy-to-hard mask needs. The reference writes ``-log(sigmoid(x) + 1e-6)``; here the exact
+    ``binary_cross_entropy_with_logits``.
     """
-    diff = pred_loss[:, :, None] - pred_loss[:, None, :]  # (B, N, N)
-    label = (true_loss.detach()[:, :, None] > true_loss.detach()[:, None, :]).float()
-    eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
-    pair = (mask[:, :, None] & mask[:, None, :] & ~eye).float()  # distinct masked pairs
-    bce = F.binary_cross_entropy_with_logits(diff, label, reduction="none")
+    diff = pred_loss[:, :, None] - pred_loss[:, None, :]  # (B, N, N): p_i - p_j
+    true = true_loss.detach()
+    greater = true[:, :, None] > true[:, None, :]  # (B, N, N): l_i > l_j
+    ordered = greater | (true[:, :, None] < true[:, None, :])  # l_i != l_j (so i != j)
+    pair = (mask[:, :, None] & mask[:, None, :] & ordered).float()  # masked pairs with an order
+    bce = F.binary_cross_entropy_with_logits(diff, greater.float(), reduction="none")
     return (bce * pair).sum() / pair.sum().clamp(min=1)
 
 
@@ -122,7 +132,7 @@ class MaskedViTConfig(PretrainedConfig):
     decoder_intermediate_size: int | None = None  # None: 2 * decoder_hidden_size
     mask_ratio: float = 0.75  # the share of patches masked when training (MAE's default)
     norm_pix_loss: bool = True  # normalize each target patch by its own mean / std (MAE Sec. 3)
-    loss_head: bool = False  # HPM: predict each patch's reconstruction loss
+    loss_head: bool = False  # HPM: a loss-prediction decoder beside the reconstruction decoder
 
     def __post_init__(self, **kwargs):
         if self.image_size % self.patch_size:
@@ -160,6 +170,20 @@ def _layer(dim: int, heads: int, ffn: int) -> nn.TransformerEncoderLayer:
     return nn.TransformerEncoderLayer(
         dim, heads, ffn, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
     )
+
+
+class _Blocks(nn.Module):
+    """``depth`` pre-norm transformer blocks, each initialised on its own (``nn.TransformerEncoder`` deep-copies
+    one block, so its layers would all start equal)."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, depth: int):
+        super().__init__()
+        self.layers = nn.ModuleList(_layer(dim, heads, ffn) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 class MaskedViTPreTrainedModel(PreTrainedModel):
@@ -207,15 +231,23 @@ class MaskedViTModel(MaskedViTPreTrainedModel):
         self.norm = nn.LayerNorm(c.hidden_size)
         self.post_init()
 
-    def forward(self, patches: torch.Tensor, ids_keep: torch.Tensor | None = None, all_layers: bool = False):
+    def forward(
+        self,
+        patches: torch.Tensor,
+        ids_keep: torch.Tensor | None = None,
+        all_layers: bool = False,
+        valid: torch.Tensor | None = None,
+    ):
         """patches [B, N, P]; ``ids_keep`` [B, K] selects the visible patches -> [B, K, D] (or a list per
-        layer, the last one normalized)."""
+        layer, the last one normalized). ``valid`` [B, K] bool marks real entries when rows are padded to K
+        (:meth:`~masklab.corrupt.patches.PatchMask.visible`): padding is never attended to."""
         x = self.embed(patches) + self.pos  # (B, N, D)
         if ids_keep is not None:
             x = x.gather(1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))  # (B, K, D): visible only
+        padding = None if valid is None else ~valid  # (B, K) True = ignore
         hidden = []
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, src_key_padding_mask=padding)
             hidden.append(x)
         hidden[-1] = self.norm(x)
         return hidden if all_layers else hidden[-1]
@@ -228,50 +260,65 @@ class MaskedViT(MaskedViTPreTrainedModel):
         super().__init__(config)
         c = config
         dd = c.decoder_hidden_size
+        shape = (dd, c.decoder_num_attention_heads, c.decoder_intermediate_size, c.decoder_num_hidden_layers)
         self.encoder = MaskedViTModel(c)
         self.decoder_embed = nn.Linear(c.hidden_size, dd)
         self.mask_token = nn.Parameter(torch.zeros(dd))
         nn.init.normal_(self.mask_token, std=0.02)
         self.register_buffer("decoder_pos", sincos_2d(c.grid, dd), persistent=False)
-        block = _layer(dd, c.decoder_num_attention_heads, c.decoder_intermediate_size)
-        self.decoder = nn.TransformerEncoder(block, c.decoder_num_hidden_layers, enable_nested_tensor=False)
+        self.decoder = _Blocks(*shape)
         self.decoder_norm = nn.LayerNorm(dd)
         self.head = nn.Linear(dd, c.patch_dim)
-        self.loss_head = nn.Linear(dd, 1) if c.loss_head else None
+        if c.loss_head:  # HPM's loss predictor: its own decoder on the same input (reference decoder_*_losspred)
+            self.loss_decoder = _Blocks(*shape)
+            self.loss_decoder_norm = nn.LayerNorm(dd)
+            self.loss_head = nn.Linear(dd, c.patch_dim)  # averaged over its outputs, as the reference
+        else:
+            self.loss_decoder = self.loss_decoder_norm = self.loss_head = None
         self.post_init()
 
-    def _decode(self, latent: torch.Tensor, pm: PatchMask | None):
+    def _decoder_input(self, latent: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """[B, N, Dd]: the embedded visible patches back at their positions, the mask token at every masked one, plus
+        positions (MAE's ``cat(visible, mask tokens)`` unshuffled by ``ids_restore``; padded rows allowed)."""
         x = self.decoder_embed(latent)  # (B, K, Dd)
-        if pm is not None:
-            B, N = pm.mask.shape
-            fill = self.mask_token.expand(B, N - x.shape[1], -1)
-            x = torch.cat([x, fill], 1)  # (B, N, Dd): visible, then mask tokens
-            x = x.gather(1, pm.ids_restore[..., None].expand(-1, -1, x.shape[-1]))  # unshuffle
-        x = self.decoder_norm(self.decoder(x + self.decoder_pos))
-        loss_pred = self.loss_head(x)[..., 0] if self.loss_head is not None else None
-        return self.head(x), loss_pred
+        B, N = mask.shape
+        placed = x.new_zeros(B, N, x.shape[-1])
+        placed[~mask] = x.reshape(-1, x.shape[-1]) if valid is None else x[valid]  # row-major, visible ascending
+        return torch.where(mask[..., None], self.mask_token.to(x.dtype), placed) + self.decoder_pos
+
+    def _predict_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N] predicted reconstruction loss from the decoder input ``x`` [B, N, Dd]."""
+        return self.loss_head(self.loss_decoder_norm(self.loss_decoder(x))).mean(-1)
 
     def forward(self, pixel_values: torch.Tensor, patch_mask: PatchMask) -> MaskedViTOutput:
         """Images [B, C, H, W] and their :class:`~masklab.corrupt.patches.PatchMask` -> loss and predictions."""
         patches = patchify(pixel_values, self.config.patch_size)  # (B, N, P)
-        latent = self.encoder(patches, patch_mask.ids_keep)  # (B, K, D): the encoder never sees a masked patch
-        pred, loss_pred = self._decode(latent, patch_mask)
+        ids, valid = patch_mask.visible()  # (B, K): padded, with valid [B, K], when rows keep different counts
+        latent = self.encoder(patches, ids, valid=valid)  # (B, K, D): the encoder never sees a masked patch
+        x = self._decoder_input(latent, patch_mask.mask, valid)  # (B, N, Dd)
+        pred = self.head(self.decoder_norm(self.decoder(x)))  # (B, N, P)
         target = normalized_target(patches) if self.config.norm_pix_loss else patches
         recon, per_patch = mae_loss(pred, target, patch_mask.mask)
         loss = recon
-        if loss_pred is not None:
-            loss = loss + hpm_rank_loss(loss_pred, per_patch, patch_mask.mask)
+        if self.loss_head is not None:  # the student learns to rank its own losses on the masked patches
+            loss = loss + hpm_rank_loss(self._predict_loss(x), per_patch, patch_mask.mask)
         return MaskedViTOutput(
             loss=loss, logits=pred, target=target, recon=recon.detach(), patch_loss=per_patch.detach()
         )
 
+    def loss_predictor_modules(self) -> list[nn.Module]:
+        """The modules :meth:`predict_loss` runs (for compute accounting): the encoder and the loss branch."""
+        return [self.encoder, self.decoder_embed, self.loss_decoder, self.loss_decoder_norm, self.loss_head]
+
     @torch.no_grad()
     def predict_loss(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, N] HPM predicted reconstruction loss of every patch, from the full image."""
+        """[B, N] HPM predicted reconstruction loss of every patch, from the full image (reference: the teacher's
+        forward with no patch masked). The reconstruction decoder is not run: its output would be unused."""
         if self.loss_head is None:
             raise ValueError("this MaskedViT has no loss head: build it with MaskedViTConfig(loss_head=True)")
         patches = patchify(pixel_values, self.config.patch_size)
-        return self._decode(self.encoder(patches), None)[1]
+        none = torch.zeros(patches.shape[:2], dtype=torch.bool, device=patches.device)
+        return self._predict_loss(self._decoder_input(self.encoder(patches), none, None))
 
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """MAE on scikit-learn's bundled digits with any patch strategy. Launch:
 ``masklab train --recipe mae-digits strategy=colormae-green --out runs/mae-green``.
 
-Linear-probe accuracy per strategy is measured by ``benchmarks/mae_digits.py`` (see docs/benchmarks.md).
+Linear-probe accuracy per strategy is measured by ``benchmarks/mae_digits.py`` (see docs/patches.md). With
+``strategy=hpm`` the masks come from an EMA teacher whose decay rises from ``ema_decay`` to ``ema_decay_end``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class MAEDigitsRecipe(Recipe):
     beta2: float = 0.95  # MAE's value
     eval_every: int = 100
     ckpt_every: int = 200
+    ema_decay: float = 0.999  # HPM: the EMA teacher's decay at the start (reference engine_pretrain.py)
+    ema_decay_end: float = 0.9999  # HPM: its decay at the end, reached linearly over training
 
     def __post_init__(self):
         super().__post_init__()
@@ -49,6 +52,8 @@ class MAEDigitsRecipe(Recipe):
             raise ValueError(f"mae-digits reads only data=sklearn-digits, got {self.data!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if not 0.0 <= self.ema_decay <= self.ema_decay_end <= 1.0:
+            raise ValueError(f"need 0 <= ema_decay <= ema_decay_end <= 1, got {self.ema_decay}, {self.ema_decay_end}")
 
     def build(self) -> Task:
         x, _ = digits_images(self.image_size)
@@ -64,7 +69,8 @@ class MAEDigitsRecipe(Recipe):
         with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
             torch.manual_seed(self.seed)
             model = MaskedViT(cfg)
-        objective = MAEObjective(model, self.strategy, total_steps=self.steps)
+        decay = (self.ema_decay, self.ema_decay_end)
+        objective = MAEObjective(model, self.strategy, total_steps=self.steps, ema_decay=decay)
         return Task(
             objective,
             x[:N_TRAIN],
