@@ -167,8 +167,9 @@ def test_two_streams_never_see_each_other(data, sliding):
 
 
 def test_generator_samples_replace_the_masks_and_label_rtd(data):
-    """Sec. 3.3: the generator's sample fills each [MASK] of the main input; a sampled n-gram is embedded by its
-    row of the V_N head; RTD labels are 1 where the sample differs from the original identity."""
+    """Enhanced relation modelling (Fig. 4): the generator's sample fills each [MASK] of the main input; a
+    sampled n-gram is embedded by its row of the V_N head; RTD labels are 1 where the sample differs from the
+    original identity."""
     ids, keys, lex = data
     main_toy, gen_toy = Toy(), Toy()
     o = _objective(main_toy, lex, generator=gen_toy)

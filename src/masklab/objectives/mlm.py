@@ -5,9 +5,10 @@ Loss: mean cross-entropy over the selected positions.
 :class:`CorruptionMLM` is the same loss with a word-level selection from the token registry
 (:data:`masklab.corrupt.strategies.TOKEN`: "whole_word", "span" or "ngram"): whole-word
 masking (BERT WWM), SpanBERT spans (Joshi et al. 2020, Sec. 3.1: Geo(0.2) span lengths in words, clipped at 10)
-or ERNIE-Gram n-grams (Xiao et al. 2021, Sec. 3.2; fine-grained targets only, lexicon by PMI as in
-:mod:`masklab.corrupt.ngram`). Words come from the
-one word-start table of the tokenizer, ``info.word_starts`` (:func:`masklab.data.tokenizers.word_start_table`).
+or contiguously masked ERNIE-Gram n-gram units (Xiao et al. 2021's "contiguously MLM" baseline: fine-grained
+targets only, lexicon from :mod:`masklab.corrupt.ngram`; ERNIE-Gram's own explicit and comprehensive n-gram
+prediction is :class:`masklab.objectives.ngram.ErnieGram`). Words come from the one word-start table of the
+tokenizer, ``info.word_starts`` (:func:`masklab.data.tokenizers.word_start_table`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ERNIE-Gram: explicitly n-gram masked language modelling (Xiao et al. 2021, Sec. 3).
 
-Each masked n-gram becomes ONE [MASK] in the input (the explicitly masked sequence z-bar_\\M of Sec. 3.2, built by
+Each masked n-gram becomes ONE [MASK] in the input (the explicitly masked sequence z-bar_\\M of Eq. 4, built by
 :func:`masklab.corrupt.ngram.ngram_mask` with ``collapse=True``; every token keeps its original position id), and
 is predicted as one identity y in V_F u V_N: a single token from the model's own MLM head, an n-gram (n >= 2) from
 a V_N head over the n-gram lexicon (:class:`masklab.corrupt.ngram.NgramLexicon`). The coarse logits are the two
@@ -15,7 +15,7 @@ attention mask keeps the two streams apart: a context token sees only the contex
 and itself, so no prediction sees what another predicts. The mask is a masklab attention mask
 (:func:`two_stream_mask`, compiled by :func:`masklab.attention.compile.to_dense`).
 
-``generator``: enhanced n-gram relation modelling (Sec. 3.3, Fig. 4): a small generator, trained with explicit
+``generator``: the paper's enhanced n-gram relation modelling (Fig. 4): a small generator, trained with explicit
 n-gram MLM on z-bar_\\M, samples an identity in V_F u V_N for every masked n-gram (keyed, as ELECTRA's
 :func:`masklab.corrupt.replace.sample_replacements`); the main model reads those samples in place of the
 [MASK] symbols (z-bar'_\\M), recovers the original n-grams in both granularities, and detects which slots were
@@ -90,6 +90,7 @@ def _compact(valid: torch.Tensor, width: int, *values: tuple[torch.Tensor, int])
     each (tensor [B, N], fill) comes back as [B, width] with ``fill`` after them, then ``valid`` itself."""
     B = valid.shape[0]
     dest = torch.where(valid, valid.long().cumsum(1) - 1, torch.full_like(valid, width, dtype=torch.long))
+    dest = dest.clamp(max=width)  # entries past ``width`` are dropped (the callers' caps keep them within it)
     out = []
     for x, fill in (*values, (valid, False)):
         buf = torch.full((B, width + 1), fill, dtype=x.dtype, device=x.device)
@@ -314,7 +315,8 @@ class ErnieGram(Objective):
         return torch.where((union >= V)[..., None], ngram, embeds), replaced[:, :L]
 
     def _rtd_loss(self, feats, replaced, real):
-        """Replaced token detection on the context (Sec. 3.3): BCE of the RTD head over the real tokens."""
+        """Replaced token detection on the context (enhanced relation modelling): the RTD head's BCE over the
+        real tokens."""
         logit = self.heads["rtd"](feats)[..., 0].float()  # (B, L)
         return F.binary_cross_entropy_with_logits(logit[real], replaced[real])
 

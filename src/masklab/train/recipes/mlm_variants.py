@@ -5,8 +5,8 @@ Words come from the tokenizer's vocabulary marks (WordPiece ``##``; byte-level s
 whitespace-delimited chunk). ``mlm-ngram`` trains ERNIE-Gram's comprehensive n-gram prediction by default
 (:mod:`masklab.objectives.ngram`: one [MASK] per n-gram, V_F u V_N identities plus fine-grained tokens, lexicon
 ranked by the t-test from the training windows); ``ngram_mode=explicit`` keeps the coarse prediction only,
-``ngram_mode=contiguous`` is contiguously masked n-grams with fine-grained targets (Sec. 3.1's baseline), and
-``generator=true`` adds the enhanced n-gram relation modelling of Sec. 3.3.
+``ngram_mode=contiguous`` is contiguously masked n-grams with fine-grained targets (the paper's "contiguously MLM"), and
+``generator=true`` adds the paper's enhanced n-gram relation modelling (Fig. 4).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class WordMLMRecipe(MLMRecipe):
         )
 
 
-NGRAM_MODES = (*MODES, "contiguous")  # ERNIE-Gram Eq. 5, Eq. 4, or contiguously masked n-grams (Eq. 1)
+NGRAM_MODES = (*MODES, "contiguous")  # ERNIE-Gram Eq. 5, Eq. 4, or contiguously masked n-grams
 
 
 @dataclass
