@@ -87,7 +87,7 @@ class Stream(enum.IntEnum):
     BEIT_BLOCKS = 0xBE17  # patches.beit_blocks: area, aspect, top, left of each candidate
     BEIT_FILL = 0xF111  # patches.block_patches: the random fill when candidates cover too little
     SIMMIM = 0x5133  # patches.simmim_patches: coarse cells
-    COLOR_NOISE = 0xC010  # patches.colored_noise: the white noise that is filtered (ColorMAE)
+    COLOR_NOISE = 0xC010  # patches.colored_noise: each row's bank slice, crop offset and flips (ColorMAE)
     HPM = 0x4B3  # patches.hpm_patches: the random share
     REFERRING = 0x0E7  # patches.referring_patches: ranks inside and outside the region
     BATCH = 0x5EED  # batch_key: the key of a batch composition; sample.generate.row_keys: a row's key from its seed

@@ -142,8 +142,11 @@ def hpm_patches(grid, keys, *, pred_loss, ratio=0.75, **options):
     return P.hpm_patches(pred_loss, grid, ratio, keys=keys, **options)
 
 
-@PATCH.register("referring", "referring-aware: inside_ratio of the mask inside the referred region (needs boxes)")
-def referring_patches(grid, keys, *, ratio=0.6, **options):
+@PATCH.register(
+    "referring",
+    "OneRef: the referred region (grown 1 patch) masked at inside_ratio 0.75, the rest at ratio 0.35 (needs boxes)",
+)
+def referring_patches(grid, keys, *, ratio=0.35, **options):
     return P.referring_patches(grid, ratio=ratio, keys=keys, **options)
 
 
