@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from masklab.data.stdlib_tasks import keyword_task
 from masklab.data.tokenizers import byte_tokenizer
-from masklab.sample.classify import classify, keyword_task, score_labels
+from masklab.sample.classify import classify, score_labels
 
 TOK = byte_tokenizer()
 

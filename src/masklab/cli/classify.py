@@ -9,7 +9,9 @@ from ._registry import COMMAND
 
 
 def run(args) -> None:
-    from masklab.sample.classify import KEYWORDS, classify, keyword_task, score_labels
+    from masklab.data.stdlib_tasks import CLASSIFY_KEYWORDS as KEYWORDS
+    from masklab.data.stdlib_tasks import keyword_task
+    from masklab.sample.classify import classify, score_labels
     from masklab.train.checkpoint import load_masked_lm
 
     if (args.task is None) == (args.text is None):

@@ -40,7 +40,10 @@ def matmul_params(module: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def tokens_per_example(task) -> int:
-    """Tokens of one training example: its length (text), or its patch count (images: ``grid`` in the task info)."""
+    """Tokens of one training example: its length (text), its patch count (images: ``grid`` in the task info), or
+    ``example_tokens`` when the task info names it (an example that packs ids with their labels)."""
+    if "example_tokens" in task.info:
+        return int(task.info["example_tokens"])
     grid = task.info.get("grid")
     if grid:
         n = 1

@@ -103,9 +103,14 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def load_corpus(data: str) -> Corpus:
-    """Resolve ``--data``: a stdlib view, a local .txt/.jsonl file or folder, or a datasets name or path."""
+    """Resolve ``--data``: a stdlib view, ``kv-retrieval`` (:mod:`masklab.data.kv_retrieval`), a local .txt/.jsonl
+    file or folder, or a datasets name or path."""
     if not data or not str(data).strip():
         raise ValueError("--data is empty")
+    if data == "kv-retrieval":
+        from masklab.data.kv_retrieval import kv_corpus
+
+        return kv_corpus()
     if data in VIEWS or data == "stdlib":
         return load_stdlib("stdlib-code" if data == "stdlib" else data)
     path = Path(data).expanduser()

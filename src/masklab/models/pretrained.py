@@ -30,7 +30,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import logging as hf_logging
 
-__all__ = ["Pretrained", "load_pretrained", "ShiftedMaskedLM", "HEADS", "ADAPTS", "is_causal_config", "MASK_TOKEN"]
+__all__ = [
+    "Pretrained",
+    "load_pretrained",
+    "load_classifier",
+    "ShiftedMaskedLM",
+    "HEADS",
+    "ADAPTS",
+    "is_causal_config",
+    "MASK_TOKEN",
+]
 
 HEADS = ("masked", "causal")
 ADAPTS = ("none", "causal")
@@ -177,6 +186,40 @@ def _load(path, where: str, head: str, adapt: str, mask_token: bool | None, fres
     _check_vocab(tok, model)
     return Pretrained(model.train(), tok, _max_positions(config) - (1 if isinstance(model, ShiftedMaskedLM) else 0),
                       notes)  # fmt: skip
+
+
+def load_classifier(path: str | os.PathLike, num_labels: int, *, per_token: bool) -> Pretrained:
+    """The model at ``path`` under a fresh classification head of ``num_labels`` classes, per sequence
+    (``AutoModelForSequenceClassification``) or per token (``AutoModelForTokenClassification``), with its
+    tokenizer. Any head the folder had (an MLM head, ELECTRA's discriminator) is dropped; ModernBERT pools the mean
+    of its tokens rather than its first one (sequences here carry no [CLS] token), a causal LM its last token, as
+    Hugging Face's heads do."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    where = _folder(path)
+    config = AutoConfig.from_pretrained(where, local_files_only=True)
+    if getattr(config, ADAPT_KEY, None) == "causal":
+        raise ValueError(f"init: {path} is a causal LM adapted to masked diffusion; classify with its causal folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        raise ValueError(f"init: {path} has no tokenizer; save it with the model (tokenizer.save_pretrained)") from None
+    cls = AutoModelForTokenClassification if per_token else AutoModelForSequenceClassification
+    extra = {"classifier_pooling": "mean"} if config.model_type == "modernbert" else {}
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a fresh head's load report
+    try:
+        model = cls.from_pretrained(where, local_files_only=True, num_labels=num_labels, ignore_mismatched_sizes=True,
+                                    pad_token_id=tok.pad_token_id, **extra)  # fmt: skip
+    except ValueError as e:
+        raise ValueError(f"init: {path} cannot take a classification head: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    _check_vocab(tok, model)
+    return Pretrained(model.train(), tok, _max_positions(config), [f"a fresh {num_labels}-class head"])
 
 
 class ShiftedMaskedLM(nn.Module):

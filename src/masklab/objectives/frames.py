@@ -51,6 +51,12 @@ class MaskedFramePredictor(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, feat_dim)
 
+    @torch.no_grad()
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] encoder outputs with every frame visible (the probes' per-frame features)."""
+        T = frames.shape[1]
+        return self.norm(self.encoder(self.inp(frames) + self.pos[:T]))
+
     def forward(self, frames: torch.Tensor, mask: torch.Tensor, lengths=None, weights=None) -> FrameOutput:
         B, T, _ = frames.shape
         if T > self.pos.shape[0]:

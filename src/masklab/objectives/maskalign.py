@@ -14,6 +14,7 @@ wrapped to patches). Its parameters are frozen here and it runs in eval mode und
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,12 @@ class MaskAlign(nn.Module):
 
     def forward(self, patches: torch.Tensor, pm: PatchMask) -> MaskAlignOutput:
         with torch.no_grad():
-            t = self.teacher(patches)  # the teacher sees the whole image
+            # the teacher sees the whole image; a masked-ViT teacher gives every layer's output
+            t = (
+                self.teacher(patches, all_layers=True)
+                if isinstance(self.teacher, MaskedViTModel)
+                else self.teacher(patches)
+            )
             t = list(t) if isinstance(t, (list, tuple)) else [t]
             t = t[-self.teacher_levels :]
             if len(t) != self.teacher_levels:
@@ -87,15 +93,56 @@ class MaskAlign(nn.Module):
 class MaskAlignObjective(Objective):
     """The training-loop interface around :class:`MaskAlign`: ``forward(images [B, C, H, W], keys) -> (loss,
     metrics)``. Each image's visible patches come from keyed MAE random masking on its key; ``self.model`` is the
-    whole :class:`MaskAlign` (student, adapters, frozen teacher), saved as one safetensors file."""
+    whole :class:`MaskAlign` (student, adapters, frozen teacher), saved as one safetensors file.
+
+    With ``vit`` (a :class:`~masklab.models.vit_mae.MaskedViT` whose encoder is the student), a checkpoint is that
+    model's ``save_pretrained`` folder, which every image probe and ``AutoModel`` read, plus the adapters and mixing
+    weights in ``maskalign.safetensors``; the frozen teacher is not saved (the recipe names it). The ViT's decoder
+    is not trained and counts no FLOPs."""
 
     name = "maskalign"
+    HEAD = "maskalign.safetensors"
 
-    def __init__(self, model: MaskAlign, patch_size: int, grid: tuple[int, int], ratio: float = 0.7):
+    def __init__(self, model: MaskAlign, patch_size: int, grid: tuple[int, int], ratio: float = 0.7, vit=None):
         super().__init__(model)
         if not 0.0 < ratio < 1.0:
             raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+        if vit is not None and vit.encoder is not model.student:
+            raise ValueError("vit's encoder must be the MaskAlign student")
         self.patch_size, self.grid, self.ratio = patch_size, tuple(grid), ratio
+        self.vit = vit
+
+    def _head(self) -> dict[str, torch.Tensor]:
+        return {f"adapters.{k}": v for k, v in self.model.adapters.state_dict().items()} | {"mix": self.model.mix}
+
+    def save_model(self, path) -> None:
+        if self.vit is None:
+            return super().save_model(path)
+        from safetensors.torch import save_file
+
+        self.vit.save_pretrained(path, safe_serialization=True)
+        save_file({k: v.detach().contiguous() for k, v in self._head().items()}, Path(path) / self.HEAD)
+
+    def load_model(self, path) -> None:
+        if self.vit is None:
+            return super().load_model(path)
+        from safetensors.torch import load_file
+
+        self.vit.load_state_dict(load_file(Path(path) / "model.safetensors", device=str(self.device)))
+        head = load_file(Path(path) / self.HEAD, device=str(self.device))
+        with torch.no_grad():
+            self.model.mix.copy_(head.pop("mix"))
+        self.model.adapters.load_state_dict({k.removeprefix("adapters."): v for k, v in head.items()})
+
+    def flop_groups(self):
+        """(parameters, share of the patches they process) for :mod:`masklab.compare.flops`: the student and its
+        adapters see the visible ``1 - ratio`` of the patches, the frozen teacher all of them (Xue et al. 2023,
+        Sec. 3.2); an unused ViT decoder counts nothing."""
+        from masklab.compare.flops import matmul_params
+
+        teacher = {id(p) for p in self.model.teacher.parameters()}
+        student = [p for p in matmul_params(self.model) if id(p) not in teacher]
+        return [(student, 1.0 - self.ratio), (list(self.model.teacher.parameters()), 1.0)]
 
     def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx):
         from masklab.corrupt.patches import random_patches

@@ -8,22 +8,18 @@ summing log p(token | context, tokens so far). ``normalize="mean"`` divides by t
 different lengths otherwise favour short ones); ``"sum"`` keeps the total.
 
 ``masklab classify`` runs either one text (``--text "... <mask> ..." --labels a,b,c``) or the built-in stdlib
-task (``--task stdlib-keywords``): which Python keyword starts a line of held-out stdlib code, given the code
-around it, against the majority-class baseline.
+task (``--task stdlib-keywords``, :func:`masklab.data.stdlib_tasks.keyword_task`): which Python keyword starts a
+line of held-out stdlib code, given the code around it, against the majority-class baseline.
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
 
+from masklab.data.stdlib_tasks import SLOT
 from masklab.sample.generate import as_model_fn
 
-__all__ = ["score_labels", "classify", "keyword_task", "KEYWORDS"]
-
-KEYWORDS = ("def", "class", "return", "if", "for", "import", "from", "raise", "while", "with")
-SLOT = "<mask>"
+__all__ = ["score_labels", "classify"]
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -94,24 +90,3 @@ def score_labels(
 def classify(model, tokenizer, texts, labels, **kw) -> list[str]:
     """The best-scoring label for each text."""
     return [labels[i] for i in score_labels(model, tokenizer, texts, labels, **kw).argmax(1).tolist()]
-
-
-def keyword_task(n: int = 300, context: int = 96, seed: int = 0, split: str = "valid"):
-    """(texts, gold labels): lines of held-out stdlib code that start with a keyword in :data:`KEYWORDS`, the
-    keyword replaced by ``<mask>``, with ``context`` characters of code on each side. Sampled evenly over
-    files."""
-    from masklab.data.stdlib import load_stdlib
-
-    corpus = load_stdlib("stdlib-code")
-    docs = corpus.valid if split == "valid" else corpus.train
-    pat = re.compile(r"^([ \t]*)(" + "|".join(KEYWORDS) + r")\b", re.M)
-    found = []
-    for text in docs:
-        for mt in pat.finditer(text):
-            a, b = mt.start(2), mt.end(2)
-            found.append((text[max(0, a - context) : a] + SLOT + text[b : b + context], mt.group(2)))
-    if not found:
-        raise ValueError(f"no keyword lines found in the stdlib {split} split")
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(found), generator=g)[:n].tolist()
-    return [found[i][0] for i in pick], [found[i][1] for i in pick]

@@ -217,15 +217,18 @@ class TextRecipe(Recipe):
             with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
                 torch.manual_seed(self.seed)
                 model = build_model(self.arch, self.preset, info, self.seq_len)
-        if self.lora:
-            from masklab.models.lora import add_lora
+        return self.with_lora(model, facts)
 
-            with torch.random.fork_rng(devices=[]):  # LoRA's A matrices initialise from the global RNG
-                torch.manual_seed(self.seed + 2)
-                model = add_lora(model, self.lora, self.lora_alpha, self.lora_targets)
-            facts.update(
-                lora_rank=self.lora, lora_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad)
-            )
+    def with_lora(self, model: torch.nn.Module, facts: dict) -> torch.nn.Module:
+        """``model`` with ``lora=R`` adapters through peft (recorded in ``facts``), or ``model`` itself."""
+        if not self.lora:
+            return model
+        from masklab.models.lora import add_lora
+
+        with torch.random.fork_rng(devices=[]):  # LoRA's A matrices initialise from the global RNG
+            torch.manual_seed(self.seed + 2)
+            model = add_lora(model, self.lora, self.lora_alpha, self.lora_targets)
+        facts.update(lora_rank=self.lora, lora_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
         return model
 
 
