@@ -174,7 +174,7 @@ def moe(p) -> None:
     """MoE expert load: tokens per expert in each layer of an moe run, on its held-out windows"""
     p.add_argument("model", help="run folder (or its model/) of an MoE recipe such as moe-tiny")
     p.add_argument("--out", required=True, help="output .png")
-    p.add_argument("--batches", type=int, default=4, help="held-out batches of 32 windows (default 4)")
+    p.add_argument("--batches", type=int, default=4, help="held-out batches of the run's batch size (default 4)")
 
     def run(args) -> None:
         from masklab.train.recipes.moe import run_expert_loads

@@ -30,7 +30,7 @@ def expert_load_figure(out, load, dropped=None, title: str = "") -> Path:
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1.6] + [1] * cols)
     ax = fig.add_subplot(grid[:, 0])
     heat = ax.imshow(share.numpy(), cmap="viridis", vmin=0, aspect="auto", interpolation="nearest")
-    fig.colorbar(heat, ax=ax, shrink=0.7, label="share of the layer's routed tokens")
+    fig.colorbar(heat, ax=ax, shrink=0.7, location="left", label="share of the layer's routed tokens")
     ax.set_xlabel("expert")
     ax.set_ylabel("layer")
     ax.set_xticks(range(E))

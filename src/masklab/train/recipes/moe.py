@@ -11,14 +11,14 @@ compare with ``ar``. Routers, capacity and losses: :mod:`masklab.attention.moe`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from masklab.attention.moe import ROUTER
 from masklab.models.moe_llama import build_moe_llama, moe_layers
 from masklab.objectives.ar import AR
-from masklab.train.recipes.base import TextRecipe, register
+from masklab.train.recipes.ar import ARRecipe
+from masklab.train.recipes.base import register
 
 __all__ = ["MoECausalLM", "MoERecipe", "expert_loads", "run_expert_loads"]
 
@@ -54,10 +54,9 @@ class MoECausalLM(AR):
 
 
 @dataclass
-class MoERecipe(TextRecipe):
-    head: ClassVar[str] = "causal"
-    needs_mask: ClassVar[bool] = False
-    arch: str = "llama"  # causal: the ar recipe's model with MoE MLPs
+class MoERecipe(ARRecipe):
+    """The ``ar`` recipe (so ``masklab compare`` probes it as a generative causal run) with MoE MLPs."""
+
     experts: int = 4  # E experts per layer
     top_k: int = 1  # k experts per token (Switch: 1)
     routing: str = "top-k"  # a router (masklab list router): top-k (token choice) or expert-choice
@@ -67,9 +66,7 @@ class MoERecipe(TextRecipe):
     z_coef: float = 0.001  # ST-MoE's c_z
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.arch != "llama":
-            raise ValueError("an MoE LM is a causal Llama: arch=llama")
+        super().__post_init__()  # arch=llama
         if self.init or self.lora:
             raise ValueError("moe recipes train from scratch: init and lora are not supported")
         if self.routing not in ROUTER:
@@ -129,8 +126,9 @@ def expert_loads(model, examples: torch.Tensor, batch_size: int = 32) -> tuple[t
 
 
 def run_expert_loads(path, batches: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`expert_loads` of the MoE run (or checkpoint) at ``path`` on the first ``batches`` batches of 32 of
-    its recipe's held-out windows, tokenised with the tokenizer saved with it."""
+    """:func:`expert_loads` of the MoE run (or checkpoint) at ``path`` on the first ``batches`` training-size
+    batches of its recipe's held-out windows (capacity then covers as many tokens as in training), tokenised with
+    the tokenizer saved with it."""
     from masklab.train import checkpoint
     from masklab.train.recipes.base import apply_overrides, from_dict
 
@@ -144,4 +142,5 @@ def run_expert_loads(path, batches: int = 4) -> tuple[torch.Tensor, torch.Tensor
         recipe = apply_overrides(recipe, [f"tokenizer={found.folder}"])
     task = recipe.build()
     task.objective.load_model(found.folder)
-    return expert_loads(task.objective.model, task.valid[: 32 * batches])
+    size = max(1, recipe.batch_size // recipe.grad_accum)  # one micro-batch of one rank
+    return expert_loads(task.objective.model, task.valid[: size * batches], batch_size=size)
