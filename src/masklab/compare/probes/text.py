@@ -4,7 +4,7 @@ which no run trains on).
 - ``keyword`` / ``module``: a logistic regression on the frozen model's mean-pooled last hidden states names the
   removed keyword of a line of code (8 classes) / the package of a docstring (up to 8); accuracy in percent.
 - ``keyword-ft`` / ``module-ft``: a short full fine-tune of the checkpoint with a fresh classification head (the
-  ``finetune`` recipe: 100 steps of 32, lr 5e-4, seed 0, the same for every run); accuracy in percent.
+  ``finetune`` recipe: 60 steps of 32, lr 1e-3, seed 0, the same for every run); accuracy in percent.
 - ``tagging``: a logistic regression on the frozen per-token features names each identifier's role (def, use,
   attr) at its last token; balanced classes (chance 33.3%).
 - ``nll``: the held-out NLL in bits per token of a generative run (MDM: the ELBO bound).
@@ -16,6 +16,7 @@ which no run trains on).
 from __future__ import annotations
 
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,22 @@ from masklab.data import stdlib_tasks as T
 
 __all__ = ["text_features", "token_features"]
 
-FT_STEPS = 100  # the fine-tune probes' length: a short fine-tune, as ModernBERT-Instruct's probes of a base model
+FT_STEPS = 60  # the fine-tune probes' length: a short fine-tune of the whole model
+FT_LR = 1e-3  # for masklab's small models; the same for every run a comparison probes
 TAG_PER_CLASS = {"train": 400, "test": 200}  # identifier tokens per role
 
 
 def _load(folder: Path):
+    """(model, tokenizer) of a checkpoint, loaded once per version of its files (the probes of one point share
+    it)."""
+    from masklab.train import checkpoint
+
+    folder = checkpoint.load(folder, model=False).folder  # verified against its manifest
+    return _load_version(str(folder), tuple(p.stat().st_mtime_ns for p in sorted(folder.glob("*.safetensors"))))
+
+
+@lru_cache(maxsize=1)
+def _load_version(folder: str, version: tuple):
     from masklab.train import checkpoint
 
     loaded = checkpoint.load(folder)
@@ -121,7 +133,8 @@ def _finetuned_accuracy(folder: Path, task: str) -> float:
     from masklab.train.recipes import get_recipe
     from masklab.train.recipes.base import apply_overrides
 
-    r = apply_overrides(get_recipe("finetune"), [f"init={folder}", f"task={task}", f"steps={FT_STEPS}", "seed=0"])
+    overrides = [f"init={folder}", f"task={task}", f"steps={FT_STEPS}", f"lr={FT_LR}", "warmup=6", "seed=0"]
+    r = apply_overrides(get_recipe("finetune"), overrides)
     with tempfile.TemporaryDirectory(prefix="probe-ft-") as tmp:
         summary = train(r, tmp, progress=False)
     return 100.0 * float(summary["eval"]["acc"])
