@@ -67,7 +67,7 @@ def test_moe_recipe_rejects_bad_fields(override, msg):
         apply_overrides(get_recipe("moe-tiny"), ["routing=expert-choice", "capacity_factor=0"])
 
 
-def test_moe_recipe_trains_evaluates_and_draws_its_load(small_corpus, tmp_path, capsys):
+def test_moe_recipe_trains_evaluates_and_draws_its_load(small_corpus, tmp_path, capsys, one_thread):
     """End to end through the CLI on the micro preset: train, eval (bits is the cross-entropy alone), show moe."""
     import json
 
@@ -86,7 +86,7 @@ def test_moe_recipe_trains_evaluates_and_draws_its_load(small_corpus, tmp_path, 
     assert (tmp_path / "load.png").read_bytes()[:4] == b"\x89PNG"
     dense = tmp_path / "dense"
     assert main(["train", "--recipe", "ar", "--data", str(small_corpus), "--out", str(dense), "--no-progress",
-                 *fast]) == 0  # fmt: skip
+                 *fast, "steps=1"]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["show", "moe", str(dense), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
