@@ -26,6 +26,7 @@ class Preset:
 
 PRESETS = {
     "micro": Preset(hidden=32, layers=2, heads=2, intermediate=64),  # tests: trains 30 steps in seconds
+    "mini": Preset(hidden=64, layers=4, heads=2, intermediate=128),  # comparisons of layer groups on the CPU
     "tiny": Preset(hidden=128, layers=8, heads=4, intermediate=256),  # demo: ~1.4M params, minutes on 2 CPU cores
     "small": Preset(hidden=256, layers=8, heads=4, intermediate=512),  # ~7M params with BPE-4096
     "base": Preset(hidden=768, layers=12, heads=12, intermediate=1152),  # ModernBERT-base width, GPU territory

@@ -109,7 +109,7 @@ class Recipe:
 
     name: str = "custom"  # set from the registry key
     arch: str = "modernbert"  # modernbert (bidirectional) or llama (causal)
-    preset: str = "tiny"  # model size: micro (tests), tiny (demo), small, base
+    preset: str = "tiny"  # model size: micro (tests), mini, tiny (demo), small, base
     data: str = "stdlib-code"  # stdlib view, .txt/.jsonl path or folder, or a datasets name
     steps: int = 300  # optimizer steps
     batch_size: int = 32  # global batch in examples, split over ranks and grad_accum micro-steps
