@@ -30,6 +30,10 @@ E. The sampler's own cost with a free model (fixed logits), to show where FHS's 
    ancestral update draws a (V+1)-way categorical for every masked position at every step.
 D. fp32 Gumbel-max against masklab's float64 inverse CDF on a distribution with many low-probability tokens: the exact
    probability fp32 noise gives the tail (all 2**24 fp32 uniforms enumerated) and a Monte Carlo check.
+F. True NLL against NFE on the exact HMM of part C: the remasking samplers (ReMDM cap and loop, Mask-Predict) beside
+   confidence, threshold, FHS and MDLM ancestral, each at several budgets (mean +- standard error over samples).
+G. Every registered sampler on the trained MDM, one table: gen-PPL and entropy of the samples beside tokens per second
+   (generated tokens / wall seconds) and NFE per generated token. ``--parts g`` (needs --mdm and --ar).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from masklab.data.synthetic import RandomHMM  # noqa: E402
-from masklab.sample import generate  # noqa: E402
+from masklab.sample import SAMPLER, generate  # noqa: E402
 from masklab.sample.categorical import categorical, gumbel_argmax  # noqa: E402
 from masklab.sample.evaluate import gen_ppl, true_nll, unigram_entropy  # noqa: E402
 
@@ -239,6 +243,56 @@ def part_d(args):
     )
 
 
+def _hmm_row(hmm, name, r, n_tokens):
+    nll = -hmm.log_prob(r["ids"]) / r["ids"].shape[1] / math.log(2)  # (B,) bits per token of each sample
+    se = float(nll.std() / math.sqrt(len(nll)))
+    print(
+        f"  {name:<30} NLL {float(nll.mean()):.3f} +- {se:.3f}  entropy {unigram_entropy(r['ids']):.3f}  "
+        f"NFE per row {r['row_nfe']:6.1f}  per token {r['row_nfe'] / n_tokens:5.3f}",
+        flush=True,
+    )
+
+
+def part_f(args):
+    hmm = RandomHMM(states=8, symbols=16, seed=0, alpha=0.02)
+    L, B = 64, 128
+    ref = hmm.sample(4096, L, seed=1)
+    nll = -hmm.log_prob(ref) / L / math.log(2)
+    print(f"F. true NLL vs NFE on the exact HMM of part C, {B} samples x {L} tokens (bits/token, mean +- s.e.)")
+    print(f"  {'data (4096 true samples)':<30} NLL {float(nll.mean()):.3f} +- {float(nll.std() / 64):.3f}  "
+          f"entropy {unigram_entropy(ref):.3f}")  # fmt: skip
+    x = torch.full((B, L), hmm.mask_id)
+    runs = [("fhs", dict(sampler="fhs"))]
+    runs += [(f"confidence, {T} steps", dict(sampler="confidence", steps=T)) for T in (8, 16, 32, 64)]
+    runs += [(f"threshold {th}", dict(sampler="threshold", threshold=th)) for th in (0.5, 0.7, 0.9)]
+    runs += [(f"ancestral, {T} steps", dict(sampler="ancestral", steps=T)) for T in (16, 64, 256)]
+    runs += [(f"remdm cap 0.02, {T} steps", dict(sampler="remdm", steps=T)) for T in (16, 64, 256, 1024)]
+    runs += [(f"remdm loop 0.02, {T} steps", dict(sampler="remdm", schedule="loop", steps=T)) for T in (64, 256, 1024)]
+    runs += [(f"mask_predict, T={T}", dict(sampler="mask_predict", steps=T)) for T in (4, 8, 16, 64)]
+    runs += [(f"mask_predict greedy, T={T}", dict(sampler="mask_predict", steps=T, temperature=0.0)) for T in (4, 16)]
+    for name, kw in runs:
+        _hmm_row(hmm, name, run(hmm, x, mask_id=hmm.mask_id, seed=list(range(B)), **kw), L)
+
+
+def part_g(args):
+    mdm, tok = load(args.mdm)
+    ar, _ = load(args.ar, causal=True)
+    mdm, ar = mdm.to(args.device), ar.to(args.device)
+    mask, n = tok.mask_token_id, args.length
+    x = torch.full((args.batch, n), mask, device=args.device)
+    seeds = list(range(args.batch))
+    print(f"G. every sampler: {args.batch} samples x {n} tokens from all masks, {args.mdm}, gen-PPL under {args.ar}")
+    print(f"  {'sampler':<30} {'gen-PPL':>8} {'entropy':>8} {'tokens/s':>9} {'NFE/token':>10} {'CPU s':>7}")
+    own = {"ancestral": {"steps": n}, "remdm": {"steps": n}, "mask_predict": {"steps": max(n // 4, 1)},
+           "threshold": {"threshold": 0.9}}  # fmt: skip
+    for name in SAMPLER.names():
+        r = run(mdm, x, mask_id=mask, sampler=name, seed=seeds, **own.get(name, {}))
+        ppl, ent = gen_ppl(ar, r["ids"], ignore_ids=(tok.pad_token_id,)), unigram_entropy(r["ids"])
+        label = name + "".join(f" {k}={v}" for k, v in own.get(name, {}).items())
+        print(f"  {label:<30} {ppl:8.2f} {ent:8.3f} {args.batch * n / r['seconds']:9.1f} {r['row_nfe'] / n:10.3f} "
+              f"{r['cpu']:7.1f}", flush=True)  # fmt: skip
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mdm", default="runs/mdm256b")
@@ -251,7 +305,7 @@ def main():
         "--prompt-frac", type=float, default=0.0, help="part B: keep this share of held-out windows as the prompt"
     )
     p.add_argument("--mc-seconds", type=float, default=30.0)
-    p.add_argument("--parts", default="abcde", help="letters of the parts to run (A-E above)")
+    p.add_argument("--parts", default="abcdef", help="letters of the parts to run (A-G above; G: --parts g)")
     p.add_argument("--device", default="cpu", help="device for part A/B models (cuda: see gpu_sampling.sh)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
     args = p.parse_args()
@@ -264,6 +318,10 @@ def main():
         part_d(args)
     if "e" in args.parts:
         part_e(args)
+    if "f" in args.parts:
+        part_f(args)
+    if "g" in args.parts:
+        part_g(args)
 
 
 if __name__ == "__main__":

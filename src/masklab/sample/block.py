@@ -88,10 +88,62 @@ def _check_fit(model, L: int, block: int) -> None:
         raise ValueError(f"the sequence of {L} positions (whole blocks of {block}) exceeds the model's {limit}")
 
 
-def _stop_after_eos(x, generated, eos_id: int, fill_id: int) -> torch.Tensor:
-    """[B, L] bool: generated positions after each row's first generated EOS (they become ``fill_id``)."""
-    eos = ((x == eos_id) & generated).long()
-    return ((eos.cumsum(1) - eos) > 0) & generated & (x != fill_id)
+class _Decoding:
+    """The state of one :func:`block_generate` call: ids [B, L], reveal order, each row's steps so far, statistics,
+    and ``work``, the rows with masks left, in the order of the cache's rows."""
+
+    def __init__(self, x: torch.Tensor, mask_id: int, keys: torch.Tensor):
+        B = x.shape[0]
+        self.x, self.mask_id, self.keys, self.generated = x.clone(), mask_id, keys, x == mask_id
+        self.order = torch.where(self.generated, 0, -1)  # (B, L) step of each reveal, counted over the row's blocks
+        self.offset = torch.zeros(B, dtype=torch.long, device=x.device)  # steps of each row's finished blocks
+        self.stats = {"nfe": 0, "row_nfe": torch.zeros(B, dtype=torch.long, device=x.device), "commits": 0}
+        self.work = self.generated.any(1).nonzero(as_tuple=True)[0]
+
+    def block(self, k: int, lo: int, hi: int, run, make_fn, steps, **kw) -> None:
+        """Decode block k = [lo, hi) of the working rows that have a mask there with the sampler ``run``, given
+        ``make_fn(prefix, cache_rows)``, the model on that block given the rows' final blocks ``prefix``;
+        ``steps``: [B] per row, or None (one per mask)."""
+        live = (self.x[self.work, lo:hi] == self.mask_id).any(1)  # (len(work),)
+        if not live.any():
+            return
+        rows = self.work[live]
+        cache_rows = None if bool(live.all()) else live.nonzero(as_tuple=True)[0]  # None: every cached row, no copy
+        part = self.x[rows, lo:hi]
+        sub_order, sub = torch.where(part == self.mask_id, 0, -1), {}
+        self.x[rows, lo:hi] = run(
+            make_fn(self.x[rows, :lo], cache_rows), part, mask_id=self.mask_id, keys=keyed.derive(self.keys[rows], k),
+            steps=(part == self.mask_id).sum(1) if steps is None else steps[rows], order=sub_order, stats=sub, **kw,
+        )  # fmt: skip
+        self.order[rows, lo:hi] = torch.where(sub_order >= 0, sub_order + self.offset[rows, None], -1)
+        self.offset[rows] += sub_order.max(1).values + 1
+        self.stats["nfe"] += sub["nfe"]
+        self.stats["row_nfe"][rows] += sub["row_nfe"]
+
+    def stop_at_eos(self, eos_id: int, fill_id: int) -> None:
+        """Generated positions after a row's first generated EOS, in whichever block it fell, become ``fill_id``."""
+        eos = ((self.x == eos_id) & self.generated).long()
+        cut = ((eos.cumsum(1) - eos) > 0) & self.generated & (self.x != fill_id)
+        self.order = torch.where(cut & (self.x == self.mask_id), self.offset[:, None], self.order)
+        self.x = self.x.masked_fill(cut, fill_id)
+
+    def retire(self, hi: int) -> torch.Tensor:
+        """Drop the rows with no mask at or after ``hi``; returns the kept ones' indices into the old ``work``."""
+        left = (self.x[self.work, hi:] == self.mask_id).any(1)
+        self.work = self.work[left]
+        return left.nonzero(as_tuple=True)[0]
+
+
+def _block_size(model, x: torch.Tensor, block_length: int | None, cache: bool) -> int:
+    """The block size to decode ``x`` [B, L] with, once the cache and the block fit the model and the rows."""
+    if cache:
+        check_cache(model)  # a model that cannot return keys and values
+    block = block_length if block_length is not None else block_length_of(model)
+    if block is None:
+        raise ValueError("block_length: the model does not say its block size; pass block_length")
+    _positive(block, "block_length")
+    _check_fit(model, x.shape[1], block)
+    return block
 
 
 def block_generate(
@@ -109,53 +161,29 @@ def block_generate(
         raise ValueError("cfg_scale: classifier-free guidance is not supported in block decoding")
     run, x, steps_t = checked(input_ids, mask_id=mask_id, sampler=sampler, steps=steps, temperature=temperature,
                               options=options)  # fmt: skip
-    if cache:
-        check_cache(model)  # a model that cannot return keys and values
-    block = block_length if block_length is not None else block_length_of(model)
-    if block is None:
-        raise ValueError("block_length: the model does not say its block size; pass block_length")
-    _positive(block, "block_length")
-    (B, L), pad_id = x.shape, options.get("pad_id")
-    _check_fit(model, L, block)
-    kv = KVCache(model, block, pad_id) if cache else None
-    x, keys = x.clone(), row_keys(seed, B, x.device)
-    generated, eos_id = x == mask_id, options.get("eos_id")
+    block, pad_id, eos_id = _block_size(model, x, block_length, cache), options.get("pad_id"), options.get("eos_id")
     fill_id = options.get("fill_id") if options.get("fill_id") is not None else eos_id
-    order = torch.where(generated, 0, -1)  # (B, L) step of each reveal, counted over the row's blocks
-    offset = torch.zeros(B, dtype=torch.long, device=x.device)  # steps of each row's finished blocks
-    stats = {"nfe": 0, "row_nfe": torch.zeros(B, dtype=torch.long, device=x.device), "commits": 0}
-    work = generated.any(1).nonzero(as_tuple=True)[0]  # rows with masks left, in the cache's row order
-    for k in range(L // block):
+    kv = KVCache(model, block, pad_id) if cache else None
+    d = _Decoding(x, mask_id, row_keys(seed, x.shape[0], x.device))
+
+    def make_fn(prefix, cache_rows):  # the model on the next block of some rows, given their final blocks
+        return _Block(model, prefix, kv, cache_rows, block, pad_id)
+
+    for k in range(x.shape[1] // block):
         lo, hi = k * block, (k + 1) * block
-        live = (x[work, lo:hi] == mask_id).any(1)  # rows of `work` with a mask in this block
-        if live.any():
-            rows = work[live]
-            cache_rows = None if bool(live.all()) else live.nonzero(as_tuple=True)[0]  # None: all, no copy
-            fn = _Block(model, x[rows, :lo], kv, cache_rows, block, pad_id)
-            part = x[rows, lo:hi]
-            n_steps = (part == mask_id).sum(1) if steps is None else steps_t[rows]
-            sub_order, sub = torch.where(part == mask_id, 0, -1), {}
-            x[rows, lo:hi] = run(fn, part, mask_id=mask_id, steps=n_steps, keys=keyed.derive(keys[rows], k),
-                                 temperature=temperature, top_k=top_k, top_p=top_p, order=sub_order, stats=sub,
-                                 **options)  # fmt: skip
-            order[rows, lo:hi] = torch.where(sub_order >= 0, sub_order + offset[rows, None], -1)
-            offset[rows] += sub_order.max(1).values + 1
-            stats["nfe"] += sub["nfe"]
-            stats["row_nfe"][rows] += sub["row_nfe"]
-        if eos_id is not None:  # a row stops at its first generated EOS, in whichever block it fell
-            cut = _stop_after_eos(x, generated, eos_id, fill_id)
-            order = torch.where(cut & (x == mask_id), offset[:, None], order)
-            x = x.masked_fill(cut, fill_id)
-        left = (x[work, hi:] == mask_id).any(1)  # rows that still need a later block
-        work = work[left]
-        if not len(work):
+        d.block(k, lo, hi, run, make_fn, None if steps is None else steps_t, temperature=temperature, top_k=top_k,
+                top_p=top_p, **options)  # fmt: skip
+        if eos_id is not None:
+            d.stop_at_eos(eos_id, fill_id)
+        kept = d.retire(hi)
+        if not len(d.work):
             break
         if kv is not None:
-            kv.keep(left.nonzero(as_tuple=True)[0])
-            kv.commit(x[work, lo:hi])  # the final block's keys and values, once
-            stats["commits"] += 1
-    out, order = (x[0], order[0]) if input_ids.dim() == 1 else (x, order)
-    return Generation(out, order, int(offset.max()), stats["nfe"], stats) if return_order else out
+            kv.keep(kept)
+            kv.commit(d.x[d.work, lo:hi])  # the final block's keys and values, once
+            d.stats["commits"] += 1
+    out, order = (d.x[0], d.order[0]) if input_ids.dim() == 1 else (d.x, d.order)
+    return Generation(out, order, int(d.offset.max()), d.stats["nfe"], d.stats) if return_order else out
 
 
 def saved_block_length(path) -> int | None:

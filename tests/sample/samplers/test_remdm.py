@@ -98,7 +98,7 @@ def test_remasking_happens_and_only_at_tokens_this_call_revealed_in_the_current_
         ({"schedule": "best"}, "schedule must be one of"),
         ({"eta": 1.5}, r"eta must be in \[0, 1\], got 1.5"),
         ({"schedule": "loop", "t_on": 0.1, "t_off": 0.2}, "loop needs 0 <= t_off < t_on < 1"),
-        ({"schedule": "loop", "eta": 0.5}, r"eta must be <= \(1 - alpha_on\) / alpha_on"),
+        ({"schedule": "loop", "eta": 0.5}, r"eta must be in \[0, \(1 - alpha_on\) / alpha_on\], got 0.5"),
     ],
 )
 def test_bad_schedules_are_refused_by_name(options, message):

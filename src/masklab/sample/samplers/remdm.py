@@ -1,28 +1,19 @@
 """ReMDM: remasking discrete diffusion (Wang et al. 2025, "Remasking Discrete Diffusion Models with Inference-Time
-Scaling", Sec. 3 Eq. 7 (the posterior), Sec. 4.1 (sigma schedules); reference: kuleshov-group/remdm ``diffusion.py``
-``_ddpm_caching_update``).
+Scaling", Eq. 7 and Sec. 4.1; reference: kuleshov-group/remdm ``diffusion.py`` ``_ddpm_caching_update``).
 
-MDLM never changes a revealed token. ReMDM's reverse step lets it go back to the mask with probability sigma_t and
-reveals masked tokens more often, so that the masked share stays the forward process's 1 - alpha_t. With m = 1 - alpha
-the masked share at t (m_t) and at the next time s < t (m_s), per position:
+MDLM never changes a revealed token; ReMDM's step masks one again w.p. sigma_t and reveals masked ones more often, so
+the masked share stays the forward process's m_t = 1 - alpha_t. From t to s < t, per position:
 
-    revealed token:  masked again w.p. sigma_t, else kept
-    masked token:    x ~ p_theta w.p. (m_t - m_s + sigma_t (1 - m_t)) / m_t,
-                     stays masked w.p. (m_s - sigma_t (1 - m_t)) / m_t
+    revealed: masked again w.p. sigma_t;   masked: x ~ p_theta w.p. (m_t - m_s + sigma_t (1 - m_t)) / m_t, else stays
 
-valid for 0 <= sigma_t <= sigma_max = min(1, m_s / (1 - m_t)). Schedules (``schedule``, ``eta``), m_t = t unless said:
+for 0 <= sigma_t <= sigma_max = min(1, m_s / (1 - m_t)). ``schedule``: ``cap``, sigma_t = min(eta, sigma_max);
+``rescale``, eta * sigma_max (m_t = t for both); ``loop``, alpha rises linearly to ``alpha_on`` over (t_on, 1], stays
+there over (t_off, t_on] with sigma_t = eta, then rises to 1 over [0, t_off], with sigma_t = 0 (MDLM) outside the loop.
 
-- ``cap``:     sigma_t = min(eta, sigma_max)                                        (ReMDM-cap)
-- ``rescale``: sigma_t = eta * sigma_max                                            (ReMDM-rescale)
-- ``loop``:    alpha rises linearly to ``alpha_on`` over (t_on, 1], stays there over (t_off, t_on] where revealed tokens
-  are masked again w.p. eta (sigma_t = eta; masked ones revealed w.p. eta alpha_on / (1 - alpha_on)), then rises to
-  1 over [0, t_off]; sigma_t = 0 (MDLM) outside the loop                          (ReMDM-loop)
-
-Time runs t = 1 - i/T, i = 0 .. T-1, down to s = 0, where every mask left is revealed. With eta = 0 each step is
-MDLM's and draws the same keyed uniforms as :mod:`.ancestral` (stream 0, or 1 when greedy), so the two give identical
-ids; the remask draw has its own stream (2). Only tokens of the current block that this call generated are masked
-again (:meth:`Decoder.committed`). ``steps`` are time steps (per block), not clamped. Logits are reused when nothing
-changed in a step, as in :mod:`.ancestral`.
+Time runs t = 1 - i/T down to s = 0, where every mask left is revealed. With eta = 0 a step is MDLM's and draws the
+same keyed uniforms as :mod:`.ancestral` (stream 0, or 1 when greedy): the same ids. Remask draws use stream 2. Only
+tokens of the current block that this call generated are masked again (:meth:`Decoder.committed`). ``steps`` are
+time steps per block, not clamped; logits are reused when nothing changed, as in :mod:`.ancestral`.
 """
 
 from __future__ import annotations
@@ -37,45 +28,38 @@ __all__ = ["remdm", "SCHEDULES"]
 SCHEDULES = ("cap", "rescale", "loop")
 
 
-def _masked_share(t: torch.Tensor, schedule: str, t_on: float, t_off: float, alpha_on: float) -> torch.Tensor:
-    """m(t) = 1 - alpha_t [N] float64: t itself, or the loop's three linear pieces."""
-    if schedule != "loop":
-        return t
-    rise = 1 - (1 - t) * alpha_on / (1 - t_on)  # (t_on, 1]: alpha from 0 to alpha_on
-    fall = t * (1 - alpha_on) / t_off if t_off > 0 else torch.zeros_like(t)  # [0, t_off]: alpha from alpha_on to 1
-    return torch.where(t > t_on, rise, torch.where(t > t_off, torch.full_like(t, 1 - alpha_on), fall))
+def _schedule(t, schedule: str, eta: float, t_on: float, t_off: float, alpha_on: float):
+    """(m_t, m_s, sigma_t), each [B] float64, for the steps from t [B] to t - 1/T (m = 1 - alpha)."""
 
+    def share(u):  # m(u): u itself, or the loop's three linear pieces
+        if schedule != "loop":
+            return u
+        rise, fall = 1 - (1 - u) * alpha_on / (1 - t_on), u * (1 - alpha_on) / max(t_off, 1e-300)
+        return torch.where(u > t_on, rise, torch.where(u > t_off, torch.full_like(u, 1 - alpha_on), fall))
 
-def _sigma(m_t, m_s, t, schedule: str, eta: float, t_on: float, t_off: float) -> torch.Tensor:
-    """sigma_t [N] for the step from masked share m_t to m_s; 0 when eta is 0."""
+    m_t, m_s = share(t[0]), share(t[1])
     room = torch.where(m_t < 1, m_s / (1 - m_t).clamp(min=1e-300), 1.0).clamp(max=1.0)  # sigma_max
-    if schedule == "cap":
-        return torch.minimum(torch.full_like(room, eta), room)
-    if schedule == "rescale":
-        return eta * room
-    return torch.where((t > t_off) & (t <= t_on), eta, 0.0).to(room.dtype)
+    if schedule == "loop":
+        return m_t, m_s, torch.where((t[0] > t_off) & (t[0] <= t_on), eta, 0.0).to(room.dtype)
+    return m_t, m_s, torch.minimum(torch.full_like(room, eta), room) if schedule == "cap" else eta * room
 
 
 def remdm(model_fn, x, *, mask_id, steps, schedule="cap", eta=0.02, t_on=0.55, t_off=0.05, alpha_on=0.9, **common):
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if not 0.0 <= eta <= (1.0 if schedule != "loop" else (1 - alpha_on) / alpha_on):  # else a probability is < 0
+        raise ValueError(f"eta must be in [0, {'1' if schedule != 'loop' else '(1 - alpha_on) / alpha_on'}], got {eta}")
     if schedule == "loop" and not (0.0 <= t_off < t_on < 1.0 and 0.0 < alpha_on < 1.0):
         raise ValueError(f"loop needs 0 <= t_off < t_on < 1 and 0 < alpha_on < 1, got {t_off}, {t_on}, {alpha_on}")
-    if schedule == "loop" and eta > (1 - alpha_on) / alpha_on:  # else the stay-masked probability is negative
-        raise ValueError(f"eta must be <= (1 - alpha_on) / alpha_on = {(1 - alpha_on) / alpha_on:.4g}, got {eta}")
     d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, clamp=False, **common)
-    o, shape = d.options, (schedule, t_on, t_off, alpha_on)
+    o = d.options
     for _, _, n_steps in d.blocks():
-        logits, stale = None, True  # stale: x changed since the logits were computed
-        T = n_steps.double()  # (B,) time steps of this block per row
+        logits, stale, T = None, True, n_steps.double()  # stale: x changed since the logits; T (B,) time steps
         for s in range(int(n_steps.max())):
             on = (s < n_steps)[:, None]
             masked, held = d.active() & on, d.committed() & on  # (B, L) each
-            t, t_next = 1.0 - s / T, (1.0 - (s + 1) / T).clamp(min=0.0)  # (B,) float64
-            m_t, m_s = _masked_share(t, *shape), _masked_share(t_next, *shape)
-            sigma = _sigma(m_t, m_s, t, schedule, eta, t_on, t_off)  # (B,)
+            t = (1.0 - s / T, (1.0 - (s + 1) / T).clamp(min=0.0))  # (B,) float64 each: t and the next time
+            m_t, m_s, sigma = _schedule(t, schedule, eta, t_on, t_off, alpha_on)
             again = held & (d.uniforms(s, 2) < sigma[:, None])  # revealed tokens masked again
             if masked.any():
                 if stale:
