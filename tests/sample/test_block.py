@@ -79,13 +79,15 @@ def test_a_row_is_the_same_alone_and_in_a_batch(sampler):
 @pytest.mark.parametrize("sampler", SAMPLER.names())
 def test_the_cache_changes_no_id(llama, sampler):
     tok = byte_tokenizer()
-    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["def f(x):", "import os", "x = 1"]]
-    x = pad_to_blocks(batch_prompts(prompts, 20, mask_id=INFO.mask_id, pad_id=INFO.pad_id), 8, INFO.pad_id)
-    kw = dict(mask_id=INFO.mask_id, pad_id=INFO.pad_id, sampler=sampler, seed=[5, 6, 7], return_order=True)
+    texts = ["def f(x):\n    return x + 1", "import os", "x"]  # rows end in blocks 4, 2 and 1: two leave early
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    x = pad_to_blocks(batch_prompts(prompts, 12, mask_id=INFO.mask_id, pad_id=INFO.pad_id), 8, INFO.pad_id)
+    kw = dict(mask_id=INFO.mask_id, pad_id=INFO.pad_id, eos_id=INFO.eos_id, sampler=sampler, seed=[5, 6, 7])
     kw.update(OPTIONS.get(sampler, {}))
-    with_cache, without = block_generate(llama, x, cache=True, **kw), block_generate(llama, x, cache=False, **kw)
+    with_cache = block_generate(llama, x, cache=True, return_order=True, **kw)
+    without = block_generate(llama, x, cache=False, return_order=True, **kw)
     assert torch.equal(with_cache.ids, without.ids) and torch.equal(with_cache.order, without.order)
-    assert with_cache.nfe == without.nfe and with_cache.stats["commits"] == 3  # blocks 0-2 kept; 3 is the last
+    assert with_cache.nfe == without.nfe and with_cache.stats["commits"] == 4  # blocks 0-3 kept; 4 is the last
 
 
 def test_a_row_is_the_same_alone_and_in_a_batch_with_the_cached_llama(llama):
