@@ -12,6 +12,8 @@ from masklab.objectives.drbert import DECODER_FILE, DrBERT
 from masklab.objectives.mlm import MLM
 from masklab.train import checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls: no OpenMP spin-waits on a shared CPU
+
 INFO = token_info(byte_tokenizer())
 L = 24
 
