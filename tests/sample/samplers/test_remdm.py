@@ -45,7 +45,7 @@ def _prompted(rows=6, length=14, prompt=3):
 )
 def test_eta_zero_is_the_ancestral_sampler(schedule, options):
     x = _prompted()
-    for steps in (1, 5, 40):
+    for steps in (1, 40):
         kw = dict(mask_id=MASK, steps=steps, seed=list(range(6)), return_order=True, **options)
         ours = generate(HMM, x, sampler="remdm", schedule=schedule, eta=0.0, **kw)
         mdlm = generate(HMM, x, sampler="ancestral", **kw)
