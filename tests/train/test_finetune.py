@@ -108,3 +108,21 @@ def test_a_short_fine_tune_beats_chance(tmp_path, one_thread):
     r = apply_overrides(get_recipe("finetune"), ["task=keyword", "steps=60", "lr=2e-3", "train_examples=480"])
     summary = train(r, tmp_path / "ft", progress=False)
     assert summary["eval"]["acc"] > 1.5 / 8  # 8 balanced classes
+
+
+@pytest.mark.slow
+def test_lora_trains_the_fresh_head_and_resumes_exactly(tmp_path, one_thread):
+    from safetensors.torch import load_file
+
+    from masklab.train.loop import train
+
+    base = ["task=roles", "arch=llama", "preset=micro", "train_examples=64", "lora=4", "steps=4", "lr=1e-2"]
+    r = apply_overrides(get_recipe("finetune"), base)
+    train(r, tmp_path / "whole", progress=False)
+    train(r, tmp_path / "split", progress=False, stop_at=2)
+    train(r, tmp_path / "split", progress=False, resume=True)
+    whole, split = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("whole", "split"))
+    assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
+    fresh = r.build().objective.model  # LoRA-wrapped, the head at its initial value
+    head = fresh.base_model.model.score.original_module.weight
+    assert not torch.equal(whole["score.weight"], head)  # the head trained beside the adapters

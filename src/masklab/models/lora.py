@@ -29,10 +29,18 @@ def _host(model: nn.Module):
     return (model, "lm") if isinstance(model, ShiftedMaskedLM) else (None, None)
 
 
-def add_lora(model: nn.Module, r: int, alpha: float, targets: str = "all-linear", dropout: float = 0.0) -> nn.Module:
+def add_lora(
+    model: nn.Module,
+    r: int,
+    alpha: float,
+    targets: str = "all-linear",
+    dropout: float = 0.0,
+    train_modules: tuple[str, ...] = (),
+) -> nn.Module:
     """``model`` with LoRA adapters of rank ``r`` on the modules named by ``targets`` (comma-separated name
-    suffixes, or ``all-linear``: every linear layer but the output head, peft's rule). A target that matches no
-    module is one ValueError."""
+    suffixes, or ``all-linear``: every linear layer but the output head, peft's rule). ``train_modules`` are
+    trained in full and saved with the adapter (peft's ``modules_to_save``: a fresh classification head). A target
+    that matches no module is one ValueError."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -47,7 +55,8 @@ def add_lora(model: nn.Module, r: int, alpha: float, targets: str = "all-linear"
         missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
         if missing:
             raise ValueError(f"lora target {missing[0]!r} matches no module of {type(base).__name__}")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=wanted, bias="none")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=wanted, bias="none",
+                        modules_to_save=list(train_modules) or None)  # fmt: skip
     wrapped = get_peft_model(base, config)
     if owner is None:
         return wrapped

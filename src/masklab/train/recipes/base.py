@@ -219,15 +219,16 @@ class TextRecipe(Recipe):
                 model = build_model(self.arch, self.preset, info, self.seq_len)
         return self.with_lora(model, facts)
 
-    def with_lora(self, model: torch.nn.Module, facts: dict) -> torch.nn.Module:
-        """``model`` with ``lora=R`` adapters through peft (recorded in ``facts``), or ``model`` itself."""
+    def with_lora(self, model: torch.nn.Module, facts: dict, train_modules: tuple[str, ...] = ()) -> torch.nn.Module:
+        """``model`` with ``lora=R`` adapters through peft (recorded in ``facts``), or ``model`` itself;
+        ``train_modules`` (a fresh head) train in full beside the adapters."""
         if not self.lora:
             return model
         from masklab.models.lora import add_lora
 
         with torch.random.fork_rng(devices=[]):  # LoRA's A matrices initialise from the global RNG
             torch.manual_seed(self.seed + 2)
-            model = add_lora(model, self.lora, self.lora_alpha, self.lora_targets)
+            model = add_lora(model, self.lora, self.lora_alpha, self.lora_targets, train_modules=train_modules)
         facts.update(lora_rank=self.lora, lora_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
         return model
 

@@ -117,6 +117,8 @@ class FinetuneRecipe(TextRecipe):
             raise ValueError(f"train_examples must be >= 8, got {self.train_examples}")
         if self.classifier == "mlm" and not self.init and self.arch != "modernbert":
             raise ValueError("classifier=mlm needs a masked LM: arch=modernbert, or init= an encoder")
+        if self.lora and self.classifier == "mlm":
+            raise ValueError("lora trains a classification head beside the adapters: use classifier=linear, or lora=0")
         if self.adapt != "none":
             raise ValueError("finetune takes no adapt: classify with the model's own attention")
 
@@ -161,7 +163,8 @@ class FinetuneRecipe(TextRecipe):
                     config.classifier_pooling = "mean"
                 cls = AutoModelForTokenClassification if self.per_token else AutoModelForSequenceClassification
                 model = cls.from_config(config, attn_implementation="sdpa")
-        return self.with_lora(model, facts), tok, facts
+        head = tuple(n for n in ("classifier", "score", "head") if isinstance(getattr(model, n, None), torch.nn.Module))
+        return self.with_lora(model, facts, head), tok, facts  # a fresh head trains in full beside LoRA
 
     def _tokenizer(self):
         from masklab.data.files import load_corpus
