@@ -1,19 +1,18 @@
 """ReMDM: remasking discrete diffusion (Wang et al. 2025, "Remasking Discrete Diffusion Models with Inference-Time
 Scaling", Eq. 7 and Sec. 4.1; reference: kuleshov-group/remdm ``diffusion.py`` ``_ddpm_caching_update``).
 
-MDLM never changes a revealed token; ReMDM's step masks one again w.p. sigma_t and reveals masked ones more often, so
-the masked share stays the forward process's m_t = 1 - alpha_t. From t to s < t, per position:
+MDLM never changes a revealed token; ReMDM masks one again w.p. sigma_t and reveals masked ones more often, keeping
+the masked share m_t = 1 - alpha_t of the forward process. From t to s < t, per position:
 
     revealed: masked again w.p. sigma_t;   masked: x ~ p_theta w.p. (m_t - m_s + sigma_t (1 - m_t)) / m_t, else stays
 
 for 0 <= sigma_t <= sigma_max = min(1, m_s / (1 - m_t)). ``schedule``: ``cap``, sigma_t = min(eta, sigma_max);
 ``rescale``, eta * sigma_max (m_t = t for both); ``loop``, alpha rises linearly to ``alpha_on`` over (t_on, 1], stays
-there over (t_off, t_on] with sigma_t = eta, then rises to 1 over [0, t_off], with sigma_t = 0 (MDLM) outside the loop.
-
-Time runs t = 1 - i/T down to s = 0, where every mask left is revealed. With eta = 0 a step is MDLM's and draws the
-same keyed uniforms as :mod:`.ancestral` (stream 0, or 1 when greedy): the same ids. Remask draws use stream 2. Only
-tokens of the current block that this call generated are masked again (:meth:`Decoder.committed`). ``steps`` are
-time steps per block, not clamped; logits are reused when nothing changed, as in :mod:`.ancestral`.
+over (t_off, t_on] with sigma_t = eta, rises to 1 over [0, t_off], sigma_t = 0 (MDLM) outside the loop. Time runs
+t = 1 - i/T down to s = 0, where every mask left is revealed. With eta = 0 a step is MDLM's with the same keyed
+uniforms as :mod:`.ancestral` (stream 0, or 1 when greedy): the same ids. Remask draws use stream 2. Only tokens of
+the current block this call generated are masked again (:meth:`Decoder.committed`). ``steps``: time steps per
+block, not clamped; logits are reused when nothing changed, as in :mod:`.ancestral`.
 """
 
 from __future__ import annotations
