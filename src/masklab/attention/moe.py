@@ -111,7 +111,7 @@ def top_k(logits, k: int = 1, capacity_factor: float = 1.25, renormalize: bool |
     T, E = _check(logits, k, capacity_factor)
     probs = _at_least_fp32(logits).softmax(-1)  # (T, E)
     top_p, top_i = probs.topk(k, dim=-1)  # (T, k)
-    if k > 1 if renormalize is None else renormalize:
+    if (k > 1) if renormalize is None else renormalize:  # Mixtral / GShard; Switch's top-1 keeps p
         top_p = top_p / top_p.sum(-1, keepdim=True)
     onehot = F.one_hot(top_i, E)  # (T, k, E)
     # queue position of each (token, choice) at its expert: all first choices in token order, then all second
