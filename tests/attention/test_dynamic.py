@@ -103,7 +103,15 @@ def oracle(layer, x, mask):
 
 @pytest.mark.parametrize(
     "window, mask",
-    [(4, None), (1, None), (40, None), (5, M.document([7, 9, 4])), (3, M.sliding_window(6)), (4, M.full())],
+    [
+        (4, None),
+        (1, None),
+        (40, None),
+        (4, M.causal()),
+        (5, M.document([7, 9, 4])),
+        (3, M.sliding_window(6)),
+        (4, M.full()),
+    ],
 )
 def test_sparse_output_equals_dense_restricted_to_kept_keys(window, mask):
     layer = _layer(window)

@@ -34,6 +34,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, prepare_padding_mask
 
+from masklab.attention import mods
 from masklab.attention.compile import check_shape
 from masklab.attention.hf import MaskContext
 from masklab.attention.mods import MaskFn
@@ -129,7 +130,7 @@ def _is_causal(mask) -> bool:
     """masklab's own ``causal()`` (by name and module) or transformers' ``causal_mask_function``."""
     if mask is causal_mask_function:
         return True
-    return getattr(mask, "__name__", None) == "causal" and getattr(mask, "__module__", None) == MaskFn.__module__
+    return getattr(mask, "__name__", None) == "causal" and getattr(mask, "__module__", None) == mods.__name__
 
 
 def _select(delta, window, allowed_rows, key_ok, q_len, q_offset) -> tuple[torch.Tensor, torch.Tensor]:
