@@ -163,20 +163,21 @@ def task_acc(folder: Path, recipe) -> dict[str, float]:
 
 @torch.no_grad()
 def retrieval(folder: Path, recipe) -> dict[str, float]:
-    """Exact-match accuracy of the queried value on 420 fresh key-value documents (needles cycling over the 14
+    """Exact-match accuracy of the queried value on 420 fresh key-value documents (needles cycling over the
     positions), overall and by where the needle sits: the first, middle and last third of the pairs. One teacher-
-    forced forward: greedy decoding is exact iff the argmax is right at each of the value's three tokens."""
-    from masklab.data.kv_retrieval import PAIRS, kv_examples
+    forced forward: greedy decoding is exact iff the argmax is right at each of the value's tokens."""
+    from masklab.data.kv_retrieval import PAIRS, VALUE_CHARS, kv_examples
 
     model, tok = _load(folder)
     docs, needle = kv_examples(420, seed=1)
     ids = torch.tensor([tok(d, add_special_tokens=False)["input_ids"] for d in docs])  # (N, 127): one per byte
+    v = VALUE_CHARS
     hits = []
     for i in range(0, len(ids), 64):
         x = ids[i : i + 64]
         logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits  # (b, L, V)
-        pred = logits[:, -4:-1].argmax(-1)  # next-token predictions for the value's 3 characters
-        hits.append((pred == x[:, -3:]).all(1))
+        pred = logits[:, -v - 1 : -1].argmax(-1)  # next-token predictions for the value's characters
+        hits.append((pred == x[:, -v:]).all(1))
     hit = torch.cat(hits).numpy()
     third = np.minimum(needle * 3 // PAIRS, 2)
     out = {"retrieval_acc": 100.0 * hit.mean()}
