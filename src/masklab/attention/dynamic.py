@@ -56,15 +56,24 @@ __all__ = [
 NAME = "masklab_dma"  # the attention implementation name registered with transformers
 
 
-def gather_attention(q, k, v, idx, valid, bias=None, scale=None):
+def gather_attention(q, k, v, idx, valid, bias=None, scale=None, q_chunk: int = 512):
     """Attention of each query over its own key subset.
 
     q ``(B, H, Lq, D)``, k / v ``(B, H, Lk, D)``, idx ``(B, H, Lq, w)`` key indices, valid ``(B, H, Lq, w)`` bool,
     bias ``(B, H, Lk)`` per-key additive bias or None. Returns ``(B, H, Lq, D)`` and the probabilities
-    ``(B, H, Lq, w)``. A query with no valid key outputs 0.
+    ``(B, H, Lq, w)``. A query with no valid key outputs 0. Queries go ``q_chunk`` at a time, so the gathered keys
+    and values ``(B, H, q_chunk, w, D)`` stay small next to the O(Lq * w) indices.
     """
-    B, H, Lq, w = idx.shape
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if q.shape[2] > q_chunk:
+        outs, probs = [], []
+        for s in range(0, q.shape[2], q_chunk):
+            rows = slice(s, s + q_chunk)
+            o, p = gather_attention(q[:, :, rows], k, v, idx[:, :, rows], valid[:, :, rows], bias, scale, q_chunk)
+            outs.append(o)
+            probs.append(p)
+        return torch.cat(outs, dim=2), torch.cat(probs, dim=2)
+    B, H, Lq, w = idx.shape
     bi = torch.arange(B, device=idx.device).view(B, 1, 1, 1)
     hi = torch.arange(H, device=idx.device).view(1, H, 1, 1)
     kg, vg = k[bi, hi, idx], v[bi, hi, idx]  # (B, H, Lq, w, D): only the kept keys
