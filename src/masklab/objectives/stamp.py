@@ -3,9 +3,10 @@ plus a patch-level mask loss on the all-mask pass, in one forward (:mod:`masklab
 
 The sequence is ``[image] [prompt] <seg> [<mask> x grid^2]`` under STAMP's mixed attention. The text answer here is
 the single token ``<seg>`` (the canvas world asks for nothing else), so the text loss is its cross-entropy at the
-last prompt position; the mask loss is the binary cross-entropy of every mask token's foreground logit against the
-cell labels (the 16 x 16 nearest-resized target, as Text4Seg's descriptors). The two are added with weight 1
-(the paper's weights could not be checked).
+last prompt position; the mask loss is the binary cross-entropy plus the dice loss of the mask tokens' foreground
+logits against the cell labels (the 16 x 16 nearest-resized target, as Text4Seg's descriptors), LISA's mask loss.
+The three are added with weight 1. The paper's exact mask loss and weights could not be checked; dice is added so
+that the rare foreground cells (about 2% of the grid on canvases) are not outweighed by the background.
 
 At inference the text answer is generated (one prefill) and, when it is ``<seg>``, the mask is the second and last
 forward pass: NFE 2 for any grid, against one pass per generated token for descriptors.
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from masklab.seg.models.common import CanvasObjective, Segmented
+from masklab.seg.models.mllmseg import dice_loss
 from masklab.seg.models.rows import Batch, Layout
 from masklab.seg.models.stamp import StampForSegmentation
 from masklab.seg.models.vlm import normalize, prefix
@@ -25,7 +27,7 @@ __all__ = ["Stamp"]
 
 
 class Stamp(CanvasObjective):
-    """``<seg>`` cross-entropy + mask-token BCE of a :class:`StampForSegmentation`."""
+    """``<seg>`` cross-entropy + mask-token BCE and dice of a :class:`StampForSegmentation`."""
 
     name = "stamp"
 
@@ -37,6 +39,15 @@ class Stamp(CanvasObjective):
     def sequence_length(self, b: Batch) -> int:
         return self.model.config.image_seq_length + b.prompt.shape[1] + 1 + self.model.cells
 
+    def flop_groups(self):
+        """As every canvas objective's, but the LM head reads only the text positions and the mask head only the
+        mask tokens."""
+        L = max(self.flop_tokens, 1)
+        head, cells = self.model.lm_head.weight, self.model.cells
+        mask_head = {id(p) for p in self.model.mask_head.parameters()}
+        groups = [([p for p in ps if p is not head and id(p) not in mask_head], f) for ps, f in super().flop_groups()]
+        return groups + [([head], (L - cells) / L), (list(self.model.mask_head.parameters()), cells / L)]
+
     def forward(self, rows: torch.Tensor, keys: torch.Tensor, **ctx):
         b = self.batch(rows)
         ids, keep, pos = prefix(self.model, b.prompt, self.model.mask_ids(len(b.prompt), b.prompt.device))
@@ -45,7 +56,8 @@ class Stamp(CanvasObjective):
         seg = torch.full_like(b.prompt[:, 0], self.model.config.seg_token_id)
         text_loss = F.cross_entropy(said.float(), seg)
         target = b.cells.flatten(1).float()  # (B, N)
-        mask_loss = F.binary_cross_entropy_with_logits(out.mask_logits.float(), target)
+        logits = out.mask_logits.float()
+        mask_loss = F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
         cell_acc = ((out.mask_logits > 0) == (target > 0)).float().mean()
         return text_loss + mask_loss, {"text_loss": text_loss.detach(), "mask_loss": mask_loss.detach(),
                                        "cell_acc": cell_acc.detach()}  # fmt: skip

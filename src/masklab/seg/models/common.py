@@ -58,16 +58,19 @@ class CanvasObjective(Objective, abc.ABC):
     def flop_groups(self):
         """(parameters, share of the ``flop_tokens`` decoder positions they see) for :mod:`masklab.compare.flops`:
         the ViT runs on its patches and CLS token, the projector on the image tokens, the decoder and LM head on
-        every position."""
+        every position. The ViT's CLS token and position table are added, not multiplied: left out, as
+        embeddings are."""
         from masklab.compare.flops import matmul_params
 
         L = max(self.flop_tokens, 1)
         vlm = self.vlm
         vit, proj = vlm.model.vision_tower, vlm.model.multi_modal_projector
         taken = {id(p) for m in (vit, proj) for p in m.parameters()}
+        added = {id(p) for p in vit.embeddings.parameters(recurse=False)}  # cls_token, position_embeddings
         lm = [p for p in matmul_params(vlm) if id(p) not in taken]
+        vit_params = [p for p in matmul_params(vit) if id(p) not in added]
         patches = vlm.config.image_seq_length * 4 + 1
-        return [(matmul_params(vit), patches / L), (matmul_params(proj), vlm.config.image_seq_length / L), (lm, 1.0)]
+        return [(vit_params, patches / L), (matmul_params(proj), vlm.config.image_seq_length / L), (lm, 1.0)]
 
     def load_model(self, path) -> None:
         """Weights of a ``save_pretrained`` folder, read back by the model's own ``from_pretrained`` (which maps
