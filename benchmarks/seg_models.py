@@ -1,0 +1,219 @@
+"""Text-as-mask segmentation models on the canvas world, over seeds: Text4Seg with R-RLE against plain descriptors
+(the paper's ~3x faster inference), Text4Seg++ next-brick prediction against image-wise descriptors at an equal
+token budget, STAMP's one-pass all-mask prediction against autoregressive descriptors, and MLLMSeg's light mask
+decoder against the text decoders.
+
+    .venv/bin/python benchmarks/seg_models.py --out runs/seg_models               # train every arm x 3 seeds, report
+    .venv/bin/python benchmarks/seg_models.py --out runs/seg_models --arms rrle plain --seeds 0   # some of them
+    .venv/bin/python benchmarks/seg_models.py --out runs/seg_models --report      # only report finished runs
+
+Every arm trains its registered recipe through the one loop (same canvases, same held-out world, same schedule;
+``--set key=value`` overrides all of them) into ``OUT/ARM-sSEED``; a finished run is reused, so arms can be trained
+in separate processes and reported together. The report reads each run's final held-out evaluation (gIoU, cIoU,
+Pr@0.5, mean NFE and generated tokens per example, share of well-formed answers; 192 examples of the held-out
+world) and gives mean +- 95% CI over seeds (t distribution). It then times inference in this one process: for
+``--latency-examples`` held-out examples, one example at a time, every arm's model in turn (interleaved, best of
+``--repeat``), and prints each arm's time per example and its ratio to R-RLE's. The ceiling of each answer format
+(the gold answer read back: the resolution the format allows) is computed on the same examples.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from masklab.compare.flops import flops_per_step  # noqa: E402
+from masklab.seg.metrics import intersection_union, summarize  # noqa: E402
+from masklab.seg.models.rows import Batch, answer_text, example, read_answer  # noqa: E402
+from masklab.train.loop import train  # noqa: E402
+from masklab.train.recipes import get_recipe  # noqa: E402
+from masklab.train.recipes.base import apply_overrides  # noqa: E402
+
+# arm -> (recipe, overrides)
+ARMS = {
+    "rrle": ("text4seg-canvas", []),
+    "plain": ("text4seg-canvas", ["descriptors=plain"]),
+    "bricks": ("text4seg-bricks", []),
+    "stamp": ("stamp-canvas", []),
+    "mllmseg": ("mllmseg-canvas", []),
+}
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _recipe(arm: str, seed: int, extra: list[str]):
+    name, over = ARMS[arm]
+    return apply_overrides(get_recipe(name), [*over, f"seed={seed}", *extra])
+
+
+def _run(arm: str, seed: int, out: Path, extra: list[str]) -> dict:
+    """Train (or reuse) one arm and seed; the run's summary."""
+    folder = out / f"{arm}-s{seed}"
+    if (folder / "summary.json").is_file():
+        return json.loads((folder / "summary.json").read_text())
+    recipe = _recipe(arm, seed, extra)
+    t = time.perf_counter()
+    summary = train(recipe, folder, progress=False)
+    print(f"trained {arm} seed {seed}: {time.perf_counter() - t:.0f} s, gIoU {summary['eval']['gIoU']:.3f}", flush=True)
+    return summary
+
+
+def _ci(values: list[float]) -> str:
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{m:.3f}"
+    half = T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{m:.3f} +- {half:.3f}"
+
+
+def _loaded(arm: str, seed: int, out: Path, extra: list[str]):
+    """The trained objective of a run (its task rebuilt, the checkpoint loaded) and the held-out rows."""
+    recipe = _recipe(arm, seed, extra)
+    task = recipe.build()
+    task.objective.load_model(out / f"{arm}-s{seed}" / "model")
+    return task.objective.eval(), task.valid, recipe, task
+
+
+def _ceilings(arms: list[str], n: int, extra: list[str]) -> dict[str, float]:
+    """gIoU of the gold answers read back (the format's resolution) on the first n held-out examples."""
+    out = {}
+    for arm in arms:
+        recipe = _recipe(arm, 0, extra)
+        fmt, layout = recipe.answer_format, recipe.layout
+        inters, unions = [], []
+        for i in range(n):
+            c, expr, k = example(recipe.valid_world, i, recipe.image_size)
+            if fmt in ("rrle", "plain", "bricks"):
+                pred, _ = read_answer(
+                    fmt, answer_text(fmt, c, expr, k, layout, getattr(recipe, "brick_grid", 8)), layout
+                )
+            elif fmt == "seg":  # STAMP's cells: the same 16 x 16 nearest grid, upsampled
+                from masklab.seg.descriptors import grid_to_mask, mask_to_grid
+
+                pred = grid_to_mask(mask_to_grid(c.masks[k], layout.grid), c.masks[k].shape)
+            else:  # pixel masks
+                pred = c.masks[k]
+            i_, u_ = intersection_union(torch.from_numpy(pred), torch.from_numpy(c.masks[k]))
+            inters.append(int(i_))
+            unions.append(int(u_))
+        out[arm] = summarize(inters, unions)["gIoU"]
+    return out
+
+
+def _latency(models: dict, n: int, repeat: int) -> dict[str, list[float]]:
+    """Milliseconds per example (batch of one, best of ``repeat``), arms interleaved example by example."""
+    times: dict[str, list[float]] = {arm: [] for arm in models}
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        for i in range(n):
+            for arm, (objective, rows) in models.items():
+                b = Batch.unpack(rows[i : i + 1], objective.layout)
+                best = math.inf
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    objective.segment(b)
+                    best = min(best, time.perf_counter() - t)
+                times[arm].append(1e3 * best)
+    return times
+
+
+def _figure(models: dict, path: Path, n: int = 4) -> None:
+    """Held-out examples: the image, the truth, and each arm's prediction (seed 0)."""
+    from masklab.viz._png import plt, save
+
+    arms = list(models)
+    fig, axes = plt.subplots(n, 2 + len(arms), figsize=(2 * (2 + len(arms)), 2.1 * n))
+    for i in range(n):
+        objective, rows = models[arms[0]]
+        b = Batch.unpack(rows[i : i + 1], objective.layout)
+        _, expr, _ = example(1, i)
+        axes[i, 0].imshow(b.pixels[0].permute(1, 2, 0).numpy())
+        axes[i, 0].set_title(expr, fontsize=7)
+        axes[i, 1].imshow(b.mask[0].numpy(), cmap="Greens", vmin=0, vmax=1)
+        axes[i, 1].set_title("truth", fontsize=7)
+        for j, arm in enumerate(arms):
+            objective, rows = models[arm]
+            pred = objective.segment(Batch.unpack(rows[i : i + 1], objective.layout)).masks[0].cpu().numpy()
+            axes[i, 2 + j].imshow(np.stack([pred, b.mask[0].numpy(), pred], -1).astype(float))
+            axes[i, 2 + j].set_title(arm, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    save(fig, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder of the runs (OUT/ARM-sSEED)")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--set", action="append", default=[], help="key=value override for every arm's recipe")
+    p.add_argument("--report", action="store_true", help="report finished runs only (train nothing)")
+    p.add_argument("--latency-examples", type=int, default=24, help="held-out examples timed per arm")
+    p.add_argument("--repeat", type=int, default=3, help="timings per example (the best is kept)")
+    p.add_argument("--figure", default=None, help="also draw predictions of seed 0 to this PNG")
+    args = p.parse_args()
+    out = Path(args.out)
+    summaries: dict[str, list[dict]] = {}
+    for arm in args.arms:
+        for seed in args.seeds:
+            if args.report and not (out / f"{arm}-s{seed}" / "summary.json").is_file():
+                continue
+            summaries.setdefault(arm, []).append(_run(arm, seed, out, args.set))
+
+    print(f"\n{'arm':8} {'seeds':>5} {'gIoU':>16} {'cIoU':>16} {'Pr@0.5':>14} {'NFE':>7} {'tokens':>7} {'valid':>6} "
+          f"{'GFLOP/step':>10}")  # fmt: skip
+    arms = [a for a in args.arms if a in summaries]
+    for arm in arms:
+        ev = [s["eval"] for s in summaries[arm]]
+        recipe = _recipe(arm, 0, args.set)
+        flops = flops_per_step(recipe, _FlopTask(summaries[arm][0]["example_tokens"], recipe, arm, args.set))
+        print(f"{arm:8} {len(ev):5d} {_ci([e['gIoU'] for e in ev]):>16} {_ci([e['cIoU'] for e in ev]):>16} "
+              f"{_ci([e['Pr@0.5'] for e in ev]):>14} {statistics.fmean(e['nfe'] for e in ev):7.1f} "
+              f"{statistics.fmean(e['answer_tokens'] for e in ev):7.1f} "
+              f"{statistics.fmean(e['well_formed'] for e in ev):6.2f} {flops / 1e9:10.1f}")  # fmt: skip
+    ceil = _ceilings(arms, 192, args.set)
+    print("format ceilings (gold answer read back, gIoU):", {a: round(v, 3) for a, v in ceil.items()})
+
+    seed = min(args.seeds)
+    models = {}
+    for arm in arms:
+        if (out / f"{arm}-s{seed}" / "model").is_dir():
+            objective, valid, _, _ = _loaded(arm, seed, out, args.set)
+            models[arm] = (objective, valid)
+    if models and args.latency_examples:
+        times = _latency(models, args.latency_examples, args.repeat)
+        base = statistics.median(times["rrle"]) if "rrle" in times else None
+        print(f"\ninference, batch of one, seed {seed}, {args.latency_examples} held-out examples, best of "
+              f"{args.repeat}, one thread:")  # fmt: skip
+        for arm, ms in times.items():
+            ratio = f"  {statistics.median(ms) / base:.2f}x R-RLE's time" if base else ""
+            print(f"  {arm:8} median {statistics.median(ms):8.1f} ms  mean {statistics.fmean(ms):8.1f} ms{ratio}")
+    if models and args.figure:
+        _figure(models, Path(args.figure))
+        print(f"wrote {args.figure}")
+
+
+class _FlopTask:
+    """What :func:`flops_per_step` reads of a task, without drawing its data: the objective's FLOP groups at the
+    run's recorded ``example_tokens``."""
+
+    def __init__(self, tokens: int, recipe, arm: str, extra: list[str]):
+        from masklab.seg.models.vocab import seg_tokenizer
+
+        self.info = {"example_tokens": tokens}
+        self.objective = recipe.build_objective(seg_tokenizer(max_number=max(recipe.image_size, recipe.grid)))
+        self.objective.flop_tokens = tokens
+
+
+if __name__ == "__main__":
+    main()
