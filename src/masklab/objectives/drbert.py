@@ -109,7 +109,7 @@ class DrBERT(MLM):
             raise ValueError(f"decoder_layers must be >= 1 for decoder={decoder!r}, got {decoder_layers}")
         if "positions" in decoder and max_len < 1:
             raise ValueError(f"max_len must be >= 1 for decoder={decoder!r}, got {max_len}")
-        self.head = mlm_head(model)
+        mlm_head(model)  # a model without a known MLM head is refused here, not at the first step
         c = model.config
         self.decoder_kind = decoder
         self.decoder = MLMDecoder(
@@ -123,7 +123,8 @@ class DrBERT(MLM):
     @contextmanager
     def _decoding(self):
         """The decoder in front of the MLM head for the duration of one forward."""
-        handle = self.head.register_forward_pre_hook(lambda _, args: (self.decoder(args[0]), *args[1:]))
+        head = mlm_head(self.model)
+        handle = head.register_forward_pre_hook(lambda _, args: (self.decoder(args[0]), *args[1:]))
         try:
             yield
         finally:
