@@ -2,25 +2,25 @@
 key-information retrieval, Zhuang et al. 2025, Sec. 4.2, in miniature).
 
 A document lists :data:`PAIRS` random ``key:value`` pairs (a key is one distinct letter, a value two letters or
-digits), then a query ``?key:`` for one of them, answered by its value::
+digits), then :data:`QUERIES` queries ``?key:``, each answered by its value::
 
-    .......r:0f k:x1 ... m:k2 ?k:x1
-
-One-letter keys make retrieval one induction step (find the key, copy what follows), which a 4-layer model
-learns in minutes on a CPU; the needle is any of the 20 pairs.
+    ......r:0f k:x1 ... m:k2 ?k:x1 ?r:0f ... ?m:k2
 
 Each document is exactly 127 characters, so with the byte tokenizer and its EOS it fills one 128-token training
-window (``seq_len=128``). The queried pair (the needle) is drawn uniformly; :func:`kv_examples` fixes it, for a
-probe of accuracy by needle position.
+window (``seq_len=128``). The answers are a fifth of the characters, so retrieval is worth learning (with one
+query per document the loss barely rewards it, and a 4-layer model trained for 600 steps did not learn it);
+one-letter keys make it one induction step. The keys of the queries are drawn uniformly; :func:`kv_examples`
+fixes the pair that the *last* query asks for (the needle), for a probe of accuracy by needle position.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PAIRS", "VALUE_CHARS", "DOC_CHARS", "kv_document", "kv_examples", "kv_corpus"]
+__all__ = ["PAIRS", "QUERIES", "VALUE_CHARS", "DOC_CHARS", "kv_document", "kv_examples", "kv_corpus"]
 
-PAIRS = 20
+PAIRS = 10
+QUERIES = 12
 VALUE_CHARS = 2
 DOC_CHARS = 127  # + EOS = one 128-token window of the byte tokenizer
 LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -28,12 +28,15 @@ ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
 
 
 def kv_document(rng: np.random.Generator, needle: int | None = None) -> tuple[str, int]:
-    """(document, needle index): a fresh document whose query asks for pair ``needle`` (random if None)."""
+    """(document, needle index): a fresh document whose last query asks for pair ``needle`` (random if None)."""
     keys = rng.choice(LETTERS, PAIRS, replace=False).tolist()
     values = ["".join(v) for v in rng.choice(ALPHABET, (PAIRS, VALUE_CHARS))]
-    needle = int(rng.integers(PAIRS)) if needle is None else needle
-    body = " ".join(f"{k}:{v}" for k, v in zip(keys, values, strict=True)) + f" ?{keys[needle]}:{values[needle]}"
-    return "." * (DOC_CHARS - len(body)) + body, needle
+    asked = rng.integers(PAIRS, size=QUERIES)
+    if needle is not None:
+        asked[-1] = needle
+    body = " ".join(f"{k}:{v}" for k, v in zip(keys, values, strict=True))
+    body += "".join(f" ?{keys[q]}:{values[q]}" for q in asked)
+    return "." * (DOC_CHARS - len(body)) + body, int(asked[-1])
 
 
 def kv_examples(n: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -52,4 +55,4 @@ def kv_corpus(train: int = 20000, valid: int = 500, seed: int = 0):
     for split, n in (("train", train), ("valid", valid)):
         rng = np.random.default_rng([seed, 0 if split == "train" else 1])
         docs[split] = [kv_document(rng)[0] for _ in range(n)]
-    return Corpus("kv-retrieval", docs["train"], docs["valid"], f"kv-retrieval-v2-seed{seed}-{train}-{valid}")
+    return Corpus("kv-retrieval", docs["train"], docs["valid"], f"kv-retrieval-v3-seed{seed}-{train}-{valid}")

@@ -163,8 +163,8 @@ def task_acc(folder: Path, recipe) -> dict[str, float]:
 
 @torch.no_grad()
 def retrieval(folder: Path, recipe) -> dict[str, float]:
-    """Exact-match accuracy of the queried value on 420 fresh key-value documents (needles cycling over the
-    positions), overall and by where the needle sits: the first, middle and last third of the pairs. One teacher-
+    """Exact-match accuracy of the last query's value on 420 fresh key-value documents (its needle cycling over the
+    pairs), overall and by where the needle sits: the first, middle and last third of the pairs. One teacher-
     forced forward: greedy decoding is exact iff the argmax is right at each of the value's tokens."""
     from masklab.data.kv_retrieval import PAIRS, VALUE_CHARS, kv_examples
 
