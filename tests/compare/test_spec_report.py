@@ -97,3 +97,10 @@ def test_table_bolds_the_best_mean_by_direction(tmp_path):
     text = write_table(_records("nll_bits", [9.0, 9.2, 9.1], [8.0, 8.1, 8.2]), ["nll"], tmp_path / "t.md", "tokens=1")
     rows = [r for r in text.splitlines() if r.startswith("| `")]
     assert "**" in rows[1] and "**" not in rows[0]
+
+
+def test_flops_are_written_in_a_readable_unit():
+    from masklab.compare.report import flop_unit
+
+    assert flop_unit(4.5e11) == ("GFLOPs", 1e9) and flop_unit(2e12) == ("TFLOPs", 1e12)
+    assert flop_unit(3e15) == ("PFLOPs", 1e15)

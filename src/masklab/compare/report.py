@@ -17,8 +17,16 @@ from masklab.compare.probes import PROBE
 
 __all__ = ["mean_ci", "paired", "verdicts", "write_table", "write_curves", "report"]
 
-_X = {"flops": ("flops", "training PFLOPs", 1e-15), "tokens": ("tokens", "training tokens (M)", 1e-6),
+_X = {"flops": ("flops", "training FLOPs", 1.0), "tokens": ("tokens", "training tokens (M)", 1e-6),
       "minutes": ("train_seconds", "training minutes", 1 / 60)}  # fmt: skip
+
+
+def flop_unit(flops: float) -> tuple[str, float]:
+    """(unit, scale) that writes ``flops`` with a few digits before the point: GFLOPs to EFLOPs."""
+    for name, scale in (("EFLOPs", 1e18), ("PFLOPs", 1e15), ("TFLOPs", 1e12)):
+        if flops >= scale:
+            return name, scale
+    return "GFLOPs", 1e9
 
 
 def mean_ci(values) -> tuple[float, float]:
@@ -96,7 +104,8 @@ def write_table(records: list[dict], probes, path: Path, budget: str) -> str:
     for m, higher in dirs.items():
         means = {n: s[m][0] for n, s in stats.items()}
         best[m] = (max if higher else min)(means, key=means.get) if means else None
-    head = ["run", "seeds", "steps", "tokens", "PFLOPs", "train s"] + [f"{m} ({'↑' if dirs[m] else '↓'})" for m in dirs]
+    unit, scale = flop_unit(max((r["flops"] for r in records), default=0.0))
+    head = ["run", "seeds", "steps", "tokens", unit, "train s"] + [f"{m} ({'↑' if dirs[m] else '↓'})" for m in dirs]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, by in runs.items():
         r0 = next(iter(by.values()))
@@ -106,7 +115,7 @@ def write_table(records: list[dict], probes, path: Path, budget: str) -> str:
             str(len(by)),
             str(r0["steps"]),
             f"{r0['tokens']:,}",
-            f"{r0['flops'] / 1e15:.3g}",
+            f"{r0['flops'] / scale:.3g}",
             f"{secs:.0f}",
         ]
         for m in dirs:
@@ -130,6 +139,9 @@ def write_curves(records: list[dict], probes, path: Path, budget_kind: str) -> P
     import matplotlib.pyplot as plt
 
     key, label, scale = _X[budget_kind]
+    if key == "flops":
+        unit, per = flop_unit(max((r["flops"] for r in records), default=0.0))
+        label, scale = f"training {unit}", 1 / per
     runs, dirs = _by_run(records), _directions(probes)
     fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 3.2), squeeze=False)
     for ax, (metric, higher) in zip(axes[0], dirs.items(), strict=True):
