@@ -86,7 +86,9 @@ def test_ordered_strategies_follow_the_reference_distribution(strategy, n):
     N = 12000
     c = noise(str_rows(n, N), strategy)
     codes, freq = torch.unique((c.mask.long() << torch.arange(c.mask.shape[1])).sum(1), return_counts=True)
-    counts = Counter({frozenset(i for i in range(n) if code >> i & 1): int(f) for code, f in zip(codes, freq)})
+    counts = Counter(
+        {frozenset(i for i in range(n) if code >> i & 1): int(f) for code, f in zip(codes, freq, strict=True)}
+    )
     assert total_variation(counts, PMF[strategy](n), N) < 0.02
 
 
