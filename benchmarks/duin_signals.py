@@ -8,7 +8,8 @@ For each seed and token kind (``region``: Du-IN's fused channels; ``channel``: o
 the ``duin-vqvae`` tokenizer trains first, then ``duin-mae`` predicts its codes; the probe is a logistic regression
 on the frozen encoder features of 1000 labelled trials, scored on 1000 others
 (:func:`masklab.train.recipes.duin.word_probe_of`). ``none`` probes the same encoders untrained (the weights the
-runs start from); ``raw`` is the logistic regression on the raw samples.
+runs start from); ``raw`` is the logistic regression on the raw samples. Channel-token encoders are read both
+averaged over channels (the features the table compares) and per channel (``*_concat``: 16 times as many).
 """
 
 from __future__ import annotations
@@ -47,13 +48,19 @@ def pipeline(tokens: str, seed: int, steps: int, over: tuple[str, ...]) -> dict:
         summary = train(vq, Path(tmp) / "vq", progress=False)
         out["vq_eval"] = summary["eval"]
         out["vqvae"] = 100 * word_probe_of(Path(tmp) / "vq", vq)
+        if tokens == "channel":  # the same encoders read per channel: no averaging over channels
+            out["vqvae_concat"] = 100 * word_probe_of(Path(tmp) / "vq", vq, pool="concat")
         mae = apply_overrides(get_recipe("duin-mae"), [*common, f"tokenizer={Path(tmp) / 'vq'}"])
         init = mae.build().objective  # the weights the masked-code run starts from
         checkpoint.save(Path(tmp) / "init", init, recipe={}, step=0)
         out["none"] = 100 * word_probe_of(Path(tmp) / "init", mae)
+        if tokens == "channel":
+            out["none_concat"] = 100 * word_probe_of(Path(tmp) / "init", mae, pool="concat")
         summary = train(mae, Path(tmp) / "mae", progress=False)
         out["mae_eval"] = summary["eval"]
         out["duin"] = 100 * word_probe_of(Path(tmp) / "mae", mae)
+        if tokens == "channel":
+            out["duin_concat"] = 100 * word_probe_of(Path(tmp) / "mae", mae, pool="concat")
     out["seconds"] = time.perf_counter() - began
     return out
 
@@ -84,24 +91,32 @@ def report(results: list[dict], raw: float) -> None:
     by = {t: sorted((r for r in results if r["tokens"] == t), key=lambda r: r["seed"]) for t in ("region", "channel")}
     print(f"\nraw samples, logistic regression: {raw:.1f}  (chance 10.0)")
     for t, rs in by.items():
-        print(f"{t:7}  none {_mean_ci([r['none'] for r in rs])}  vqvae encoder {_mean_ci([r['vqvae'] for r in rs])}  "
-              f"masked codes {_mean_ci([r['duin'] for r in rs])}")  # fmt: skip
+        if rs:
+            print(f"{t:7}  none {_mean_ci([r['none'] for r in rs])}  vqvae encoder {_mean_ci([r['vqvae'] for r in rs])}"
+                  f"  masked codes {_mean_ci([r['duin'] for r in rs])}")  # fmt: skip
+    concat = [r for r in by["channel"] if "duin_concat" in r]
+    if concat:
+        print(f"channel tokens read per channel (no averaging): none {_mean_ci([r['none_concat'] for r in concat])}  "
+              f"vqvae encoder {_mean_ci([r['vqvae_concat'] for r in concat])}  "
+              f"masked codes {_mean_ci([r['duin_concat'] for r in concat])}")  # fmt: skip
     if by["region"] and len(by["region"]) == len(by["channel"]):
         diff = [a["duin"] - b["duin"] for a, b in zip(by["region"], by["channel"], strict=True)]
         print(f"paired region - channel (masked codes): {_mean_ci(diff)}")
     gain = [r["duin"] - r["none"] for r in by["region"]]
-    print(f"paired region masked codes - untrained region encoder: {_mean_ci(gain)}")
+    if gain:
+        print(f"paired region masked codes - untrained region encoder: {_mean_ci(gain)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400, help="steps of each stage")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--tokens", default="region,channel", help="token kinds to run, comma-separated")
     ap.add_argument("--jobs", type=int, default=2, help="pipelines run in parallel processes (one thread each)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for both stages")
     ap.add_argument("--json", help="also write the records to this file")
     args = ap.parse_args()
-    jobs = [(t, s) for s in range(args.seeds) for t in ("region", "channel")]
+    jobs = [(t, s) for s in range(args.seeds) for t in args.tokens.split(",")]
     over = tuple(args.set)
     with ProcessPoolExecutor(args.jobs) as pool:
         tokens, seeds = zip(*jobs, strict=True)

@@ -115,6 +115,17 @@ def test_a_token_reads_only_its_own_segment_and_for_channel_tokens_its_own_chann
         assert changed.tolist() == [[n == 1 * (T // S) + 1 for n in range(C * T // S)]] * 2
 
 
+def test_channel_features_are_averaged_over_channels_or_kept_per_channel():
+    torch.manual_seed(0)
+    enc = SignalEncoder(SignalEmbed("channel", C, T, S, dim=8), 8, 1, 2)
+    x = torch.randn(3, T, C)
+    h = enc(x).view(3, C, T // S, 8)  # channel-major tokens
+    torch.testing.assert_close(enc.features(x), h.mean(1).flatten(1))
+    torch.testing.assert_close(enc.features(x, pool="concat"), h.flatten(1))
+    with pytest.raises(ValueError, match="pool must be"):
+        enc.features(x, pool="max")
+
+
 class Pattern(torch.nn.Module):
     """A head that ignores its input and returns a fixed [N, per-token] pattern for every example."""
 

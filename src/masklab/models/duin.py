@@ -119,12 +119,15 @@ class SignalEncoder(nn.Module):
         return self.run(self.embed(x))
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, S * D] probe features: the encoder output per time segment (a channel-token encoder's averaged over
-        channels), flattened, as the reference's classification head reads ``d_model * emb_len`` features."""
+    def features(self, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+        """[B, S * D] probe features: the encoder output per time segment, flattened, as the reference's
+        classification head reads ``d_model * emb_len`` features. A channel-token encoder's outputs are averaged
+        over channels (``pool="mean"``) or kept per channel (``pool="concat"``: [B, C * S * D])."""
+        if pool not in ("mean", "concat"):
+            raise ValueError(f"pool must be 'mean' or 'concat', got {pool!r}")
         h = self(x)  # (B, N, D)
         e = self.embed
-        if e.tokens == "channel":
+        if e.tokens == "channel" and pool == "mean":
             h = h.view(h.shape[0], e.channels, e.segments, -1).mean(1)  # (B, S, D)
         return h.flatten(1)
 

@@ -106,12 +106,13 @@ def _groups(modules: list[torch.nn.Module], encoder: SignalEncoder, passes: floa
     return [(fused, passes * encoder.embed.seg_len), (rest, passes)]
 
 
-def word_probe(encoder: SignalEncoder, train: tuple, test: tuple, C: float = 1.0) -> float:
+def word_probe(encoder: SignalEncoder, train: tuple, test: tuple, C: float = 1.0, pool: str = "mean") -> float:
     """Test accuracy of a logistic regression on the frozen features of ``train`` = (x [n, T, C], words [n]),
-    scored on ``test`` (:func:`masklab.train.probe.linear_probe`)."""
+    scored on ``test`` (:func:`masklab.train.probe.linear_probe`); ``pool`` as in
+    :meth:`~masklab.models.duin.SignalEncoder.features`."""
     from masklab.train.probe import linear_probe
 
     encoder = encoder.eval()
     (xtr, ytr), (xte, yte) = train, test
-    ftr, fte = (torch.cat([encoder.features(x[i : i + 256]) for i in range(0, len(x), 256)]) for x in (xtr, xte))
+    ftr, fte = (torch.cat([encoder.features(x[i : i + 256], pool) for i in range(0, len(x), 256)]) for x in (xtr, xte))
     return linear_probe(ftr.numpy(), ytr.numpy(), fte.numpy(), yte.numpy(), C=C)

@@ -156,15 +156,17 @@ class DuINMaskedRecipe(_SignalsRecipe):
         return self.task(DuINMaskedCodes(model, tokenizer, self.mask_ratio))
 
 
-def word_probe_of(folder, recipe: _SignalsRecipe, trials: int = 1000) -> float:
+def word_probe_of(folder, recipe: _SignalsRecipe, trials: int = 1000, pool: str = "mean") -> float:
     """10-way linear-probe accuracy of the encoder in the checkpoint ``folder`` of ``recipe`` (either stage): fit
-    on ``trials`` labelled trials, scored on as many others."""
+    on ``trials`` labelled trials, scored on as many others; ``pool`` as in
+    :meth:`~masklab.models.duin.SignalEncoder.features`."""
     from masklab.train import checkpoint
 
     objective = recipe.build().objective
     objective.load_model(checkpoint.load(Path(folder), model=False).folder)
     s = recipe.signals
-    return word_probe(objective.model.encoder, *(s.sample(trials, seed, standardize=True) for seed in PROBE_SEEDS))
+    sets = [s.sample(trials, seed, standardize=True) for seed in PROBE_SEEDS]
+    return word_probe(objective.model.encoder, *sets, pool=pool)
 
 
 @register("duin-vqvae", "Du-IN stage 1: VQ-VAE tokenizer of region-fused channels (tokens=channel: per channel)")
