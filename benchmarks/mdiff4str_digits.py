@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 
-METHODS = {"mdiff4str": "mdiff4str-digits", "mdm": "mdm-str-digits", "ar": "ar-str-digits"}
+# method -> (recipe, its overrides); the last two split MDiff4STR's two changes (--methods to run them)
+METHODS = {
+    "mdiff4str": ("mdiff4str-digits", []),
+    "mdm": ("mdm-str-digits", []),
+    "ar": ("ar-str-digits", []),
+    "six-strategies": ("mdiff4str-digits", ["reflect_weight=0"]),  # the noising strategies without the reflect loss
+    "random+reflect": ("mdm-str-digits", ["reflect_weight=1"]),  # vanilla masking with the reflect loss
+}
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95% t quantiles by degrees of freedom
 
 
@@ -28,8 +35,9 @@ def recipe_for(method: str, seed: int, args):
     from masklab.train.recipes import get_recipe
     from masklab.train.recipes.base import apply_overrides
 
-    return apply_overrides(get_recipe(METHODS[method]), [f"seed={seed}", f"steps={args.steps}", "eval_every=0",
-                                                         "ckpt_every=0", *args.override])  # fmt: skip
+    name, extra = METHODS[method]
+    return apply_overrides(get_recipe(name), [f"seed={seed}", f"steps={args.steps}", "eval_every=0", "ckpt_every=0",
+                                              *extra, *args.override])  # fmt: skip
 
 
 def train_one(method: str, seed: int, args) -> Path:
@@ -83,7 +91,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--decode-steps", type=int, default=3)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=["mdiff4str", "mdm", "ar"], choices=list(METHODS))
     ap.add_argument("--override", nargs="*", default=[], help="key=value overrides for every recipe")
     ap.add_argument("--out", default="runs/mdiff4str_bench")
     ap.add_argument("--threads", type=int, default=1)
