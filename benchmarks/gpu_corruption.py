@@ -53,7 +53,7 @@ def records(ids, keys, wid, scores, can, cfg, lexicon):
     for mode in ("antithetic", "stratified"):
         t = sample_t(keys, mode=mode, position=pos, batch_size=ids.shape[0], batch_key=bkey)
         yield f"mdm {mode}", mdm_noise(ids, keys, t, mask_id=cfg["mask"])
-    yield "mdiff4str", mdiff4str_noise(ids, keys, replace_prob=0.1, **c)
+    yield "mdiff4str", mdiff4str_noise(ids, keys, **c)
     yield "guided", score_guided_mask(ids, keys, scores, prob=prob, mode="proportional", mix=mix, can=can, **c)
     yield "guided top", score_guided_mask(ids, keys, scores, prob=prob, mode="top", can=can, **c)
     e = electra_mask(ids, keys, prob=prob, can=can, **c)

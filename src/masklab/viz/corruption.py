@@ -26,7 +26,7 @@ DEFAULT_TEXT = (  # with seed 0 the whole-word row masks all five pieces of "unb
     "Masked language models learn by predicting hidden words; whole-word masking hides every "
     "WordPiece of an unbelievably long word, while SpanBERT hides contiguous spans of varied lengths."
 )
-REPLACED = 4  # role used here only: a generator sample (RTD) or a noisy token (MDiff4STR)
+REPLACED = 4  # role used here only: a generator sample (RTD)
 COLOURS = {
     KEPT: ("#f2f2f2", "kept"),
     MASKED: ("#4c72b0", "masked"),
@@ -85,9 +85,8 @@ def _corrupt(strategy: str, tok, enc: dict, seed: int, prob: float) -> tuple[tor
         which = strategy.partition(":")[2] or "random"
         if which not in MDIFF:
             raise ValueError(f"unknown MDiff4STR strategy {which!r}; choose from {MDIFF}")
-        c = mdiff4str_noise(ids, keys, strategies=(which,), replace_prob=0.1, **common)
-        kind = torch.where(c.kind == RANDOM, REPLACED, c.kind)
-        return c.inputs[0], kind[0]
+        c = mdiff4str_noise(ids, keys, strategies=(which,), **common)  # the denoising input (masks only)
+        return c.inputs[0], c.kind[0].long()
     elif strategy == "guided":
         scores = torch.tensor([[len(t) for t in tok.convert_ids_to_tokens(enc["input_ids"])]], dtype=torch.float)
         c = score_guided_mask(ids, keys, scores, prob=prob, mode="top", **common)  # longest tokens first
