@@ -1,7 +1,9 @@
 """``masklab generate``: fill ``<mask>`` / ``<mask:N>`` placeholders with a masked-diffusion sampler.
 
 A block-diffusion run (recipe bd3-tiny) is decoded block by block, ``--cache`` keeping the keys and values of the
-final blocks (:mod:`masklab.sample.block`); there ``--block-length`` is the size of those blocks."""
+final blocks (:mod:`masklab.sample.block`); there ``--block-length`` is the size of those blocks. An ordinary
+bidirectional MDM is decoded the same way with Fast-dLLM's approximate ``--approx-cache prefix`` or ``dual``
+(:mod:`masklab.sample.approx_cache`), in blocks of ``--block-length`` (default 32)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ def sample(args):
     from masklab.sample.block import saved_block_length
     from masklab.train.checkpoint import load_masked_lm
 
+    for flag, default in (("cache", False), ("approx_cache", None)):  # ``show generation`` has neither flag
+        setattr(args, flag, getattr(args, flag, default))
+    if args.approx_cache is not None:
+        return sample_approx(args)
     if args.cache or saved_block_length(args.model) is not None:
         return sample_blocks(args)
 
@@ -68,6 +74,31 @@ def sample_blocks(args):
     return tok, g
 
 
+def sample_approx(args):
+    """(tokenizer, Generation) of semi-autoregressive decoding of a bidirectional MDM with Fast-dLLM's approximate
+    prefix or dual cache, blocks of ``--block-length`` (default 32)."""
+    import torch
+
+    from masklab.sample import parse_prompt
+    from masklab.sample.approx_cache import cached_generate
+    from masklab.train.checkpoint import load_masked_lm
+
+    if args.cache:
+        raise ValueError("--approx-cache is for a bidirectional MDM, --cache for a block-diffusion run; pass one")
+    model, tok = load_masked_lm(args.model)
+    ids = parse_prompt(args.prompt, tok, max_len=model.config.max_position_embeddings)
+    options = {k: v for k, v in sampler_options(args).items() if k != "block_length"}
+    if args.stop_at_eos:
+        options["eos_id"] = tok.eos_token_id
+    g = cached_generate(
+        model, torch.tensor([ids]), mask_id=tok.mask_token_id, cache=args.approx_cache,
+        block_length=args.block_length if args.block_length is not None else 32, sampler=args.sampler,
+        steps=args.steps, temperature=args.temperature, seed=args.seed, top_k=args.top_k, top_p=args.top_p,
+        return_order=True, **options,
+    )  # fmt: skip
+    return tok, g
+
+
 def draw(args, tok, g, out) -> None:
     from masklab.viz.generation import render_unmasking, token_pieces
 
@@ -97,6 +128,12 @@ def setup(p) -> None:
         "--cache",
         action="store_true",
         help="block diffusion (a bd3 run): keep the keys and values of final blocks; --block-length sets the block",
+    )
+    p.add_argument(
+        "--approx-cache",
+        choices=("prefix", "dual"),
+        default=None,
+        help="bidirectional MDM: Fast-dLLM's approximate KV cache, refreshed every block of --block-length (32)",
     )
     p.add_argument("--png", help="also draw the unmasking order to this PNG")
     p.set_defaults(func=run)
