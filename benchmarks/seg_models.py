@@ -14,7 +14,9 @@ Pr@0.5, mean NFE and generated tokens per example, share of well-formed answers;
 world) and gives mean +- 95% CI over seeds (t distribution). It then times inference in this one process: for
 ``--latency-examples`` held-out examples, one example at a time, every arm's model in turn (interleaved, best of
 ``--repeat``), and prints each arm's time per example and its ratio to R-RLE's. The ceiling of each answer format
-(the gold answer read back: the resolution the format allows) is computed on the same examples.
+(the gold answer read back: the resolution the format allows) is computed on the same examples. Last, whether
+each model reads the image at all: its held-out loss with every example's own image and with the next example's
+(:func:`image_dependence`; equal losses mean answers from the prompt alone).
 """
 
 from __future__ import annotations
@@ -110,6 +112,25 @@ def _ceilings(arms: list[str], n: int, extra: list[str]) -> dict[str, float]:
     return out
 
 
+def swap_images(rows: torch.Tensor, layout) -> torch.Tensor:
+    """The rows with each example's image replaced by the next example's (cyclically): the same prompts and
+    targets, other pictures."""
+    a, b = layout.spans["image"]
+    out = rows.clone()
+    out[:, a:b] = rows.roll(1, 0)[:, a:b]
+    return out
+
+
+def image_dependence(objective, rows: torch.Tensor) -> tuple[float, float]:
+    """(held-out loss with each example's own image, with another example's image) of a trained ``objective`` on
+    ``rows``: a model that reads the image scores worse on the wrong one; equal losses mean it answers from the
+    prompt alone."""
+    with torch.no_grad():
+        own = float(objective(rows, None)[0])
+        other = float(objective(swap_images(rows, objective.layout), None)[0])
+    return own, other
+
+
 def _latency(models: dict, n: int, repeat: int) -> dict[str, list[float]]:
     """Milliseconds per example (batch of one, best of ``repeat``), arms interleaved example by example."""
     times: dict[str, list[float]] = {arm: [] for arm in models}
@@ -190,6 +211,11 @@ def main() -> None:
         if (out / f"{arm}-s{seed}" / "model").is_dir():
             objective, valid, _, _ = _loaded(arm, seed, out, args.set)
             models[arm] = (objective, valid)
+    if models:
+        print(f"\nheld-out loss, seed {seed}, first 64 examples: own image -> another example's image")
+        for arm, (objective, rows) in models.items():
+            own, other = image_dependence(objective, rows[:64])
+            print(f"  {arm:8} {own:.4f} -> {other:.4f}")
     if models and args.latency_examples:
         times = _latency(models, args.latency_examples, args.repeat)
         base = statistics.median(times["rrle"]) if "rrle" in times else None
