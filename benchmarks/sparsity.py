@@ -1,6 +1,6 @@
 """2:4 pruning of a real pretrained model: all-MiniLM-L6-v2 sentence embeddings, dense vs pruned.
 
-    .venv/bin/python benchmarks/sparsity.py [--train 256] [--heldout 256] [--steps 150]
+    .venv/bin/python benchmarks/sparsity.py [--calib 128] [--heldout 256] [--steps 100] [--seed 0] [--reg 1e-5]
 
 Every Linear layer of the encoder (36 layers: Q, K, V, attention output, FFN in and out of 6 blocks) is
 pruned to 2:4 with magnitude, Wanda, SparseGPT and the learnable mask (MaskLLM with the Wanda mask as prior,
@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tau", type=float, nargs=2, default=(1.0, 0.05))
     ap.add_argument("--kappa", type=float, nargs=2, default=(1e2, 5e2))
     ap.add_argument("--reg", type=float, default=1e-5)
+    ap.add_argument("--seed", type=int, default=0, help="MaskLLM seed (logit init and Gumbel noise)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[], help="methods to skip")
     ap.add_argument("--nll-model", default=None, help="masklab checkpoint: print only its valid-NLL table")
@@ -190,6 +191,7 @@ def main(argv=None) -> int:
                 tau=tuple(args.tau),
                 kappa=tuple(args.kappa),
                 reg=args.reg,
+                seed=args.seed,
             )
             MaskLLMConfig(**cfg)  # validate before the expensive part
             report = sparsify_(
