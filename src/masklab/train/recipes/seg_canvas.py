@@ -42,7 +42,7 @@ class CanvasSegRecipe(Recipe):
     grid: int = 16  # Text4Seg's descriptor grid (its default, Table 6)
     prompt_len: int = 8  # prompt slot; the longest canvas expression is 6 tokens
     answer_len: int = 0  # answer slot; 0: the format's (256; plain descriptors 704)
-    steps: int = 500  # grounding from scratch: 300 steps leave the descriptors all background
+    steps: int = 500  # from scratch; at seed 0 R-RLE answers are still all background (docs/seg_models.md)
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 30
