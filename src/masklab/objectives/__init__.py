@@ -18,6 +18,7 @@ def _register_all() -> None:
     from masklab.objectives.frames import FrameObjective
     from masklab.objectives.mae import MAEObjective
     from masklab.objectives.maskalign import MaskAlignObjective
+    from masklab.objectives.masksearch import RAMPReader
     from masklab.objectives.mdm import MDM, MDMSFT
     from masklab.objectives.meap import MEAP
     from masklab.objectives.mlm import MLM, CorruptionMLM
@@ -36,6 +37,7 @@ def _register_all() -> None:
         ("mae", MAEObjective, "MAE / HPM masked image modelling over any patch strategy: (model, strategy, ratio)"),
         ("maskalign", MaskAlignObjective, "MaskAlign: visible-patch features aligned to a frozen teacher"),
         ("finetune", Finetune, "supervised fine-tuning: a class per text or per token, classification or MLM head"),
+        ("ramp", RAMPReader, "MaskSearch RAMP reader: fill masked spans after a retrieved passage, exact match"),
         ("frames", FrameObjective, "masked frame prediction (L1 on masked frames): (model, mask_prob, mask_length)"),
     ]:
         OBJECTIVES.register(name, summary, cls)
