@@ -126,8 +126,21 @@ def test_names_describe_the_mask():
         (lambda: M.sliding_window(2.5), "2.5"),
         (lambda: M.and_masks(M.document([2]), M.document([3])), "different lengths"),
         (lambda: M.and_masks(), "at least one"),
+        (lambda: M.table(torch.ones(3, 3)), "bool"),
+        (lambda: M.table(torch.ones(3, 4, dtype=torch.bool)), "square"),
     ],
 )
 def test_bad_arguments_raise_value_error(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@given(st.integers(1, 12), st.integers(0, 2**31 - 1))
+@settings(max_examples=30, deadline=None)
+def test_table_is_its_matrix_and_composes(n, seed):
+    visible = torch.rand(n, n, generator=torch.Generator().manual_seed(seed)) < 0.5
+    assert torch.equal(to_dense(M.table(visible), n, n)[0, 0], visible)
+    union = to_dense(M.or_masks(M.causal(), M.table(visible)), n, n)[0, 0]
+    assert torch.equal(union, visible | torch.ones(n, n, dtype=torch.bool).tril())
+    with pytest.raises(ValueError, match="defined for length"):
+        to_dense(M.table(visible), n + 1, n + 1)

@@ -21,6 +21,7 @@ CASES = [  # (folder kind, recipe, extra overrides)
     ("gpt2", "meap", []),
     ("gpt2", "mdm-tiny", ["adapt=causal"]),
     ("llama", "mdm-tiny", ["adapt=causal"]),
+    ("gpt2", "mdm-tiny", ["adapt=causal", "anneal_steps=6"]),
     ("minilm", "mdm-tiny", []),
 ]
 
@@ -33,7 +34,7 @@ def _weights(folder) -> dict:
     return {k.removeprefix("bert."): v for k, v in out.items()}
 
 
-@pytest.mark.parametrize("kind, recipe, extra", CASES, ids=[f"{k}-{r}" for k, r, _ in CASES])
+@pytest.mark.parametrize("kind, recipe, extra", CASES, ids=["-".join([k, r, *e]) for k, r, e in CASES])
 def test_train_from_a_pretrained_folder(pretrained, corpus, tmp_path, kind, recipe, extra):
     folder = pretrained(kind)
     out = tmp_path / "run"
@@ -112,3 +113,68 @@ def test_folders_that_cannot_work_are_one_line(pretrained, corpus, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err, err
     assert not (out / "model").exists()  # nothing half-written
+
+
+def test_annealed_attention_is_diffugpts_causal_or_random_pairs():
+    """DiffuLLaMA's get_anneal_attn_mask: causal OR Bernoulli(ratio) per pair, shared by the batch; the ratio is
+    min(1, (step + 1) / anneal_steps); the draw is keyed on the step."""
+    from masklab.attention.compile import to_dense
+    from masklab.corrupt.keyed import example_keys
+    from masklab.models.pretrained import anneal_ratio, annealed_attention
+
+    assert [anneal_ratio(s, 4) for s in (0, 1, 2, 3, 9)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert anneal_ratio(0, 0) == 1.0
+    n = 64
+    k0, k1 = example_keys(0, 0, [0])[0], example_keys(0, 1, [0])[0]
+    lower = torch.ones(n, n, dtype=torch.bool).tril()
+    assert torch.equal(to_dense(annealed_attention(n, 0.0, k0), n, n)[0, 0], lower)
+    assert to_dense(annealed_attention(n, 1.0, k0), n, n).all()
+    for ratio in (0.1, 0.5, 0.9):
+        m = to_dense(annealed_attention(n, ratio, k0), n, n, batch=3)
+        assert torch.equal(m[0], m[2]) and m[0, 0][lower].all()  # one draw for the batch; causal pairs always
+        upper = m[0, 0][~lower].float()
+        share, sd = upper.mean().item(), (ratio * (1 - ratio) / upper.numel()) ** 0.5
+        assert abs(share - ratio) < 5 * sd, (ratio, share)  # 2016 independent pairs
+    assert torch.equal(to_dense(annealed_attention(n, 0.5, k0), n, n), to_dense(annealed_attention(n, 0.5, k0), n, n))
+    assert not torch.equal(
+        to_dense(annealed_attention(n, 0.5, k0), n, n), to_dense(annealed_attention(n, 0.5, k1), n, n)
+    )
+
+
+def test_an_annealing_adapted_lm_starts_causal_and_ends_bidirectional(pretrained):
+    """At ratio ~0 the adapted model in training is the causal LM shifted (so the future cannot change the past);
+    after the anneal, and in eval, every position sees every other; user masks are left as they were."""
+    from masklab.attention.hf import layer_masks
+    from masklab.corrupt.keyed import example_keys
+    from masklab.models.pretrained import load_pretrained
+
+    pre = load_pretrained(pretrained("llama"), head="masked", adapt="causal", anneal_steps=10**9)
+    model, tok = pre.model.train(), pre.tokenizer
+    assert any("annealed" in n for n in pre.notes)
+    model.lm.config.attention_dropout = 0.0
+    ids = torch.tensor([tok.encode("def f(x): return x + 1")])
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 50
+    before = dict(layer_masks(model.lm))
+    model.begin_step(0, example_keys(0, 0, [0])[0])  # ratio 1e-9: the draw opens no pair
+    a, b = model(input_ids=ids).logits, model(input_ids=changed).logits
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])  # causal: the last token changes no earlier position
+    lm = model.lm(input_ids=torch.cat([torch.tensor([[model.bos_id]]), ids], 1)).logits  # bidirectional here
+    assert not torch.allclose(a, lm[:, :-1])
+    assert layer_masks(model.lm) == before  # the anneal mask lived for that forward only
+    model.begin_step(10**9, example_keys(0, 10**9, [0])[0])  # the anneal is over
+    a, b = model(input_ids=ids).logits, model(input_ids=changed).logits
+    assert not torch.allclose(a[:, :-1], b[:, :-1])
+    with pytest.raises(ValueError, match="anneal_steps"):
+        load_pretrained(pretrained("llama"), head="masked", adapt="none", anneal_steps=5)
+
+
+def test_the_loop_hands_each_step_to_an_annealing_model(pretrained, corpus, tmp_path, monkeypatch):
+    from masklab.models.pretrained import ShiftedMaskedLM
+
+    seen, real = [], ShiftedMaskedLM.begin_step
+    monkeypatch.setattr(ShiftedMaskedLM, "begin_step", lambda self, s, k: seen.append(s) or real(self, s, k))
+    argv = ["train", "--recipe", "mdm-tiny", "--out", str(tmp_path / "run"), f"init={pretrained('gpt2')}",
+            f"data={corpus}", "adapt=causal", "anneal_steps=3", *FAST]  # fmt: skip
+    assert main(argv) == 0
+    assert seen == list(range(12))

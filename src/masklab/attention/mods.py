@@ -50,6 +50,7 @@ __all__ = [
     "sinks",
     "document",
     "block_causal",
+    "table",
     "describe",
 ]
 
@@ -295,6 +296,21 @@ def block_causal(block: int) -> MaskFn:
         return q_idx // block >= kv_idx // block
 
     return _named(mask, f"block_causal_{block}")
+
+
+def table(visible: torch.Tensor) -> MaskFn:
+    """An explicit pattern: query ``i`` sees key ``j`` where ``visible[i, j]`` ((L, L) bool, the same for every row
+    and head), for drawn or learned patterns such as DiffuGPT's annealed attention."""
+    if not torch.is_tensor(visible) or visible.dtype != torch.bool or visible.ndim != 2:
+        raise ValueError(f"table needs a 2-D bool tensor, got {getattr(visible, 'dtype', type(visible).__name__)}")
+    if visible.shape[0] != visible.shape[1] or visible.shape[0] < 1:
+        raise ValueError(f"table needs a square (L, L) tensor, got {tuple(visible.shape)}")
+    on = _per_device(visible)
+
+    def mask(b, h, q_idx, kv_idx):
+        return on(q_idx.device)[q_idx, kv_idx]
+
+    return _named(mask, "table", square=True, seq_len=visible.shape[0])
 
 
 def describe(fn: MaskFn) -> str:

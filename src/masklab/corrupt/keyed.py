@@ -90,6 +90,7 @@ class Stream(enum.IntEnum):
     COLOR_NOISE = 0xC010  # patches.colored_noise: each row's bank slice, crop offset and flips (ColorMAE)
     HPM = 0x4B3  # patches.hpm_patches: the random share
     REFERRING = 0x0E7  # patches.referring_patches: ranks inside and outside the region
+    ATTN_ANNEAL = 0xA77  # models.pretrained.annealed_attention: DiffuGPT's random visible pairs per step
     BATCH = 0x5EED  # batch_key: the key of a batch composition; sample.generate.row_keys: a row's key from its seed
     DATA_ORDER = 99  # train.loop: the permutation of the training examples in each epoch
 

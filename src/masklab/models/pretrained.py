@@ -11,7 +11,8 @@ cache; nothing is downloaded) with its own tokenizer, and returns the model with
   Ye et al., 2025, Dream 7B): :class:`ShiftedMaskedLM` keeps the next-token head, so position ``i - 1`` predicts
   token ``i`` (the logits are shifted back by one, a BOS token standing before position 0), and every attention
   layer is made bidirectional through :mod:`masklab.attention.hf`. A tokenizer without a mask token gets one
-  (``<|mask|>``), and the embeddings grow by that row.
+  (``<|mask|>``), and the embeddings grow by that row. With ``anneal_steps=N`` the attention goes from causal to
+  bidirectional over the first N training steps, as DiffuGPT anneals it (:func:`annealed_attention`).
 
 Whatever cannot work is one ValueError naming what is missing: a folder that is not a model, no tokenizer, a
 tokenizer larger than the model's vocabulary, no mask token for a masked objective, a causal model for an
@@ -35,6 +36,8 @@ __all__ = [
     "load_pretrained",
     "load_classifier",
     "ShiftedMaskedLM",
+    "annealed_attention",
+    "anneal_ratio",
     "HEADS",
     "ADAPTS",
     "is_causal_config",
@@ -144,24 +147,60 @@ def load_pretrained(
     adapt: str = "none",
     mask_token: bool | None = None,
     fresh_head: bool = True,
+    anneal_steps: int = 0,
 ) -> Pretrained:
     """The model at ``path`` with the ``head`` an objective needs (see the module docstring), in train mode.
 
     ``mask_token`` (default: ``head == "masked"``): the objective needs one; a causal tokenizer without one gets
     ``<|mask|>``. ``fresh_head=False`` refuses an encoder saved without its MLM head instead of initialising one
-    (commands that use the head, such as ``generate``, cannot use a random one)."""
+    (commands that use the head, such as ``generate``, cannot use a random one). ``anneal_steps``: see
+    :class:`ShiftedMaskedLM` (``adapt="causal"`` only)."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if adapt not in ADAPTS:
         raise ValueError(f"adapt must be one of {ADAPTS}, got {adapt!r}")
+    if _anneal_steps(anneal_steps) and adapt != "causal":
+        raise ValueError(f"anneal_steps anneals a causal LM adapted with adapt=causal; got adapt={adapt!r}")
     where = _folder(path)
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report of a fresh head is a note here, not a wall of text
     try:
-        return _load(path, where, head, adapt, mask_token, fresh_head)
+        pre = _load(path, where, head, adapt, mask_token, fresh_head)
     finally:
         hf_logging.set_verbosity(verbosity)
+    if anneal_steps:
+        pre.model.anneal_steps = anneal_steps
+        pre.notes.append(f"attention annealed from causal to bidirectional over {pre.model.anneal_steps} steps")
+    return pre
+
+
+def _anneal_steps(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"anneal_steps must be an int >= 0, got {n!r}")
+    return n
+
+
+def anneal_ratio(step: int, anneal_steps: int) -> float:
+    """DiffuGPT / DiffuLLaMA's share of non-causal pairs made visible at training step ``step`` (0-based):
+    ``min(1, (step + 1) / anneal_steps)`` (DiffuLLaMA ``train.py``: ``attn_mask_ratio``); 1 when not annealing."""
+    return 1.0 if anneal_steps <= 0 else min(1.0, (step + 1) / anneal_steps)
+
+
+def annealed_attention(n: int, ratio: float, key: torch.Tensor):
+    """DiffuGPT's annealed attention mask for ``n`` positions (DiffuLLaMA ``get_anneal_attn_mask``): the causal mask
+    OR an independent draw per (query, key) pair, visible with probability ``ratio``; one draw for the whole batch
+    and every head and layer. The draw is keyed on ``key`` (one int64 key: the step's), never the global RNG.
+    ``ratio`` 0 gives the causal mask, 1 full attention."""
+    from masklab.attention.mods import causal, full, or_masks, table
+    from masklab.corrupt.keyed import Stream, uniform
+
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    if ratio >= 1.0:
+        return full()
+    extra = uniform(key.reshape(1).cpu(), n * n, Stream.ATTN_ANNEAL).view(n, n) < ratio
+    return or_masks(causal(), table(extra))
 
 
 def _load(path, where: str, head: str, adapt: str, mask_token: bool | None, fresh_head: bool) -> Pretrained:
@@ -240,17 +279,29 @@ class ShiftedMaskedLM(nn.Module):
     """A causal LM used as a masked-diffusion LM (DiffuGPT / Dream): bidirectional attention in every layer, and
     ``logits[:, i]`` is the causal LM's next-token prediction at position ``i - 1`` (a BOS token stands before
     position 0). Saved as the causal LM's own ``save_pretrained`` folder with ``masklab_adapt: "causal"`` in its
-    config, which :func:`load_pretrained` and :func:`masklab.train.checkpoint.load` read back as this class."""
+    config, which :func:`load_pretrained` and :func:`masklab.train.checkpoint.load` read back as this class.
 
-    def __init__(self, lm: nn.Module, bos_id: int):
+    ``anneal_steps`` > 0 anneals the attention as DiffuGPT does (Gong et al., 2025, Sec. 3.2; DiffuLLaMA's
+    ``get_anneal_attn_mask``): in training step ``s`` each layer sees the causal mask OR a keyed random share
+    ``min(1, (s + 1) / anneal_steps)`` of the other pairs (:func:`annealed_attention`), so the model leaves its
+    causal habit gradually. The training loop calls :meth:`begin_step`; outside training, and after the anneal,
+    attention is bidirectional."""
+
+    def __init__(self, lm: nn.Module, bos_id: int, anneal_steps: int = 0):
         super().__init__()
         from masklab.attention.hf import use_masks
         from masklab.attention.mods import full
 
         self.lm = lm
         self.bos_id = int(bos_id)
+        self.anneal_steps = _anneal_steps(anneal_steps)
+        self._step: tuple[int, torch.Tensor] | None = None  # (training step, its key) while annealing
         setattr(self.lm.config, ADAPT_KEY, "causal")
         use_masks(self.lm, full())  # every layer sees every position (padding stays hidden)
+
+    def begin_step(self, step: int, key: torch.Tensor) -> None:
+        """Called by the training loop before each optimizer step: the step (0-based) and its key."""
+        self._step = (int(step), key) if anneal_ratio(step, self.anneal_steps) < 1.0 else None
 
     @classmethod
     def adapt(cls, where: str, tok, notes: list[str]):
@@ -265,6 +316,13 @@ class ShiftedMaskedLM(nn.Module):
         if getattr(lm.config, ADAPT_KEY, None) != "causal":
             notes.append("causal LM adapted to masked diffusion: shifted logits, bidirectional attention")
         return cls(lm, bos), tok
+
+    def _attention_layers(self) -> list[nn.Module]:
+        from masklab.attention.hf import _attention_modules
+
+        if getattr(self, "_layers", None) is None:
+            self._layers = list(_attention_modules(self.lm).values())
+        return self._layers
 
     @property
     def config(self):
@@ -282,7 +340,19 @@ class ShiftedMaskedLM(nn.Module):
         ids = torch.cat([bos, input_ids], 1)
         if attention_mask is not None:
             attention_mask = torch.cat([attention_mask.new_ones((B, 1)), attention_mask], 1)
-        out = self.lm(input_ids=ids, attention_mask=attention_mask, **kwargs)
+        if self.training and self._step is not None:  # annealing: this step's mask in every layer, then restore
+            layers = self._attention_layers()
+            saved = [mod.masklab_mask for mod in layers]
+            mask = annealed_attention(ids.shape[1], anneal_ratio(self._step[0], self.anneal_steps), self._step[1])
+            try:
+                for mod in layers:
+                    mod.masklab_mask = mask
+                out = self.lm(input_ids=ids, attention_mask=attention_mask, **kwargs)
+            finally:
+                for mod, m in zip(layers, saved, strict=True):
+                    mod.masklab_mask = m
+        else:
+            out = self.lm(input_ids=ids, attention_mask=attention_mask, **kwargs)
         return MaskedLMOutput(logits=out.logits[:, :-1])
 
     def save_pretrained(self, path, **kwargs):

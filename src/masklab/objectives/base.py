@@ -56,6 +56,13 @@ class Objective(nn.Module, abc.ABC):
     def forward(self, batch: torch.Tensor, keys: torch.Tensor, **ctx) -> tuple[torch.Tensor, dict]:
         """(loss, metrics) for one micro-batch; see the module docstring."""
 
+    def begin_step(self, step: int, key: torch.Tensor) -> None:
+        """The loop calls this before each optimizer step with the step (0-based) and its key; a model that changes
+        with the step (an adapted causal LM annealing its attention) gets both through its own ``begin_step``."""
+        hook = getattr(self.model, "begin_step", None)
+        if callable(hook):
+            hook(step, key)
+
     @torch.no_grad()
     def evaluate(
         self, examples: torch.Tensor, seed: int = 0, batch_size: int | None = None, max_batches: int | None = None

@@ -295,6 +295,7 @@ def _update(run: _Run, step: int):
     # dropout (pretrained models keep theirs) draws from the global RNG: key it on (seed, step, rank), so a resumed
     # run repeats an uninterrupted one; fork_rng leaves the caller's RNG state as it was
     devices = [run.d.device] if run.d.device.type == "cuda" else []
+    run.objective.begin_step(step, keyed.example_keys(r.seed, step, [0], device="cpu")[0])  # the same on every rank
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(keyed.example_keys(r.seed, step, [run.d.rank], device="cpu")[0]))
         loss_sum, metric_sums = _micro_steps(run.model, run.task, r, run.d, run.order, step, run.per_rank, run.micro)

@@ -167,6 +167,7 @@ class TextRecipe(Recipe):
     seq_len: int = 128  # tokens per training window
     init: str | None = None  # a Hugging Face model folder (or a hub id in the local cache) to start from
     adapt: str = "none"  # none | causal: turn a causal LM (init) into a masked-diffusion LM (DiffuGPT, Dream)
+    anneal_steps: int = 0  # adapt=causal: attention goes from causal to bidirectional over these steps (DiffuGPT)
     lora: int = 0  # LoRA rank through peft (0: train every weight); the base weights are then frozen
     lora_alpha: float = 16.0  # LoRA scale alpha (the update is alpha / rank * B A)
     lora_targets: str = "all-linear"  # comma-separated module name suffixes (q_proj,v_proj), or all-linear
@@ -182,6 +183,9 @@ class TextRecipe(Recipe):
             raise ValueError(
                 "adapt=causal turns a causal LM given as init=PATH into a masked LM, for masked objectives"
             )
+        if self.anneal_steps < 0 or (self.anneal_steps and self.adapt != "causal"):
+            raise ValueError(f"anneal_steps (>= 0) anneals a causal LM adapted with adapt=causal, got "
+                             f"anneal_steps={self.anneal_steps}, adapt={self.adapt!r}")  # fmt: skip
 
     def build_objective(self, model, info) -> torch.nn.Module:
         raise ValueError(f"recipe {self.name!r} does not define an objective")
@@ -205,7 +209,9 @@ class TextRecipe(Recipe):
             return None
         with torch.random.fork_rng(devices=[]):  # a fresh head initialises from the global RNG: seed it, restore it
             torch.manual_seed(self.seed)
-            return load_pretrained(self.init, head=self.head, adapt=self.adapt, mask_token=self.needs_mask)
+            return load_pretrained(
+                self.init, head=self.head, adapt=self.adapt, mask_token=self.needs_mask, anneal_steps=self.anneal_steps
+            )
 
     def make_model(self, pre, info, facts: dict) -> torch.nn.Module:
         """``pre``'s model (recorded in ``facts``), else a fresh ``arch`` / ``preset`` model for ``info``."""
