@@ -5,17 +5,18 @@
 
 The two models (byte tokens, stdlib code, 128 positions):
 
-    masklab train --recipe mdm-tiny --out runs/mdm-g steps=200 batch_size=32 seq_len=128
-    masklab train --recipe ar --out runs/ar-g steps=150 batch_size=32 seq_len=128
+    masklab train --recipe mdm-tiny --out runs/mdm-g steps=200 max_minutes=0
+    masklab train --recipe ar --out runs/ar-g steps=150 max_minutes=0
 
 Held-out windows of the MDM's corpus keep their first ``--prompt`` tokens; the rest are masked and filled block by
 block (blocks of ``--block`` at fixed places) by :func:`masklab.sample.approx_cache.cached_generate`, greedily by
 default (``--temperature 0``, as Fast-dLLM evaluates; at 1 row r draws from seed r, the same for every cache), with
-the ``confidence`` sampler (one token per step) and with ``threshold`` (Fast-dLLM's parallel decoding, 0.9). Each
-row of the table: CPU seconds (median of ``--repeats`` runs, the three caches interleaved so a change in the shared
-machine's load falls on all of them; one thread), NFE, infill match
-(share of filled tokens equal to the original text), unigram entropy of the filled tokens (bits) and gen-PPL of the
-whole rows under the ``ar`` model; then the paired difference in match against no cache (mean over rows, 95% CI).
+the ``confidence`` sampler (one token per step) and with ``threshold`` (Fast-dLLM's parallel decoding, 0.9), or
+``--samplers fhs`` (exact ancestral sampling, one token per call; use it with ``--temperature 1``). Each row of the
+table: CPU seconds (median of ``--repeats`` runs, the three caches interleaved so a change in the shared machine's
+load falls on all of them; one thread), NFE, infill match (share of filled tokens equal to the original text), unigram
+entropy of the filled tokens (bits) and gen-PPL of the whole rows under the ``ar`` model; then the paired difference
+in match against no cache (mean over rows, 95% CI).
 
 The departure of the cache from the exact logits is measured on the same rows and trajectories: every cached step
 is also run uncached (``departure=``), and the table gives the largest |logit difference| and the KL divergence
@@ -41,7 +42,7 @@ import torch  # noqa: E402
 from masklab.sample.approx_cache import CACHES, cached_generate  # noqa: E402
 from masklab.sample.evaluate import gen_ppl, unigram_entropy  # noqa: E402
 
-SAMPLERS = {"confidence": {}, "threshold": {"threshold": 0.9}}
+SAMPLERS = {"confidence": {}, "threshold": {"threshold": 0.9}, "fhs": {}}  # each one's options
 
 
 def load(path, causal=False):
@@ -83,7 +84,7 @@ def paired_ci(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 def speed_and_quality(mdm, ar, truth, x, mask_id, pad_id, args) -> None:
     gen = x == mask_id  # (B, L) the filled positions
-    for sampler in SAMPLERS:
+    for sampler in args.samplers:
         print(f"\n{sampler} (temperature {args.temperature:g}), {int(gen.sum(1)[0])} masks per row after a "
               f"{args.prompt}-token prompt, blocks of {args.block}, {x.shape[0]} rows:")  # fmt: skip
         cpu = {c: [] for c in CACHES}
@@ -131,6 +132,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--departure-rows", type=int, default=8)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy, as Fast-dLLM evaluates")
+    p.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=["confidence", "threshold"])
     args = p.parse_args()
     torch.set_num_threads(1)
     mdm, tok = load(args.mdm)

@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import time
-from functools import partial
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -140,29 +139,32 @@ def bare_ancestral(fn, x, mask_id, steps: int, seed: int = 0):
 
 
 def bare(model, mask_id, args) -> None:
-    """masklab's ``confidence`` and ``ancestral`` against the bare reference loops, in CPU time per model call."""
-    fn = as_model_fn(model)
+    """masklab's ``confidence`` and ``ancestral`` against the bare reference loops. Both loops call the same timed
+    model, so each one's own work per call (CPU time outside the model) is measured apart from the model's; the
+    ratio puts both on the same model time m (the median over both loops' calls): (m + own masklab) / (m + own
+    bare), so a change in the machine's load between the loops moves m, not the comparison."""
     L = args.length
-    print(f"\nagainst bare reference loops (CPU seconds per model call, median of {args.repeats} interleaved runs):")
+    print(f"\nagainst bare reference loops (CPU ms per model call, median of {args.repeats} interleaved runs):")
     for B in args.batches:
         x = torch.full((B, L), mask_id)
         x[:, : args.prompt] = 65
-        arms = {
-            "confidence": (partial(bare_confidence, fn, x, mask_id), {}),
-            "ancestral": (partial(bare_ancestral, fn, x, mask_id, L), {"steps": L}),
-        }
-        for name, (anchor, kw) in arms.items():
-            ours, ref = [], []
+        for name, anchor, kw in (("confidence", bare_confidence, {}), ("ancestral", bare_ancestral, {"steps": L})):
+            own = {"masklab": [], "bare": []}
+            model_ms = []
             for _ in range(args.repeats):  # interleaved: the machine's load falls on both alike
-                began = time.process_time()
-                g = generate(fn, x, mask_id=mask_id, sampler=name, seed=list(range(B)), return_order=True, **kw)
-                ours.append((time.process_time() - began) / g.nfe)
-                began = time.process_time()
-                _, nfe = anchor()
-                ref.append((time.process_time() - began) / nfe)
-            a, b = statistics.median(ours), statistics.median(ref)
-            print(f"  B = {B} {name:<11} masklab {a * 1e3:7.1f} ms/call  bare loop {b * 1e3:7.1f} ms/call  "
-                  f"ratio {a / b:5.3f}", flush=True)  # fmt: skip
+                for arm in own:
+                    timed = Timed(model)
+                    began = time.process_time()
+                    if arm == "masklab":
+                        generate(timed, x, mask_id=mask_id, sampler=name, seed=list(range(B)), **kw)
+                    else:
+                        anchor(timed, x, mask_id, *kw.values())
+                    total = time.process_time() - began
+                    own[arm].append((total - timed.seconds) / timed.calls * 1e3)
+                    model_ms.append(timed.seconds / timed.calls * 1e3)
+            m, a, b = statistics.median(model_ms), statistics.median(own["masklab"]), statistics.median(own["bare"])
+            print(f"  B = {B} {name:<11} model {m:6.1f} ms/call; own work: masklab {a:5.2f} ms/call, bare loop "
+                  f"{b:5.2f} ms/call; ratio at equal model time {(m + a) / (m + b):5.3f}", flush=True)  # fmt: skip
 
 
 def main():

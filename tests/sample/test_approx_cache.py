@@ -86,7 +86,7 @@ def test_one_layer_caches_are_exact_two_layer_caches_depart(cache):
 
 
 def test_dual_departs_at_least_as_much_as_prefix():
-    """The dual cache also holds the suffix's stale keys and values: its departure is no smaller (Fast-dLLM Tab. 1)."""
+    """The dual cache also holds the suffix's stale keys and values: on a random two-layer model it departs no less."""
     x = _prompts()
     worst = {}
     for cache in ("prefix", "dual"):
