@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from masklab.data.rows import LazyRows
 from masklab.seg.clicks import Click, simulate
 from masklab.seg.metrics import iou as _iou
 from masklab.seg.nets import Block, conv_block
@@ -177,7 +178,7 @@ class AgentLayout:
         }
 
 
-class AgentRows:
+class AgentRows(LazyRows):
     """Trajectory steps of the simulated annotator on the examples of one canvas world, packed as int16 rows and
     made when first indexed. Row ``i`` is step ``i % steps`` of example ``i // steps``
     (:func:`masklab.seg.models.rows.example`: a canvas, an expression and the object it names); a trajectory with
@@ -191,28 +192,10 @@ class AgentRows:
             raise ValueError(f"steps must be in [1, layout.clicks={layout.clicks}], got {steps}")
         self.world, self.examples, self.layout, self.tok, self.steps, self.stop_at = (
             world, examples, layout, tokenizer, steps, stop_at)  # fmt: skip
-        self._rows: dict[int, torch.Tensor] = {}
         self._trajectories: dict[int, tuple] = {}  # example -> (canvas, object, prompt ids, masks, clicks)
 
     def __len__(self) -> int:
         return self.examples * self.steps
-
-    def __getitem__(self, idx) -> torch.Tensor:
-        if isinstance(idx, int | np.integer):
-            return self._row(int(idx))
-        if isinstance(idx, slice):
-            idx = range(*idx.indices(len(self)))
-        elif torch.is_tensor(idx):
-            idx = idx.reshape(-1).tolist()
-        return torch.stack([self._row(int(i)) for i in idx]) if len(idx) else torch.zeros(0, self.layout.width)
-
-    def _row(self, i: int) -> torch.Tensor:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"row {i} out of range for {len(self)} rows")
-        i %= len(self)
-        if i not in self._rows:
-            self._rows[i] = self._make(i)
-        return self._rows[i]
 
     def _trajectory(self, j: int) -> tuple:
         """The example's trajectory, walked once for all its steps."""

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt import keyed
+from masklab.data.rows import LazyRows
 from masklab.seg.clicks import distance_transform
 from masklab.seg.nets import conv_block
 from masklab.seg.pooling import activation_pool, mask_pool
@@ -192,7 +193,7 @@ class MaskLayout:
         }
 
 
-class MaskRows:
+class MaskRows(LazyRows):
     """Canvases of one world as packed int16 rows (row i = canvas (world, i): every object's signed distance map
     and class), made when first indexed."""
 
@@ -200,27 +201,6 @@ class MaskRows:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         self.world, self.n, self.layout = world, n, layout
-        self._rows: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, idx) -> torch.Tensor:
-        if isinstance(idx, int | np.integer):
-            return self._row(int(idx))
-        if isinstance(idx, slice):
-            idx = range(*idx.indices(self.n))
-        elif torch.is_tensor(idx):
-            idx = idx.reshape(-1).tolist()
-        return torch.stack([self._row(int(i)) for i in idx]) if len(idx) else torch.zeros(0, self.layout.width)
-
-    def _row(self, i: int) -> torch.Tensor:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"row {i} out of range for {self.n} rows")
-        i %= self.n
-        if i not in self._rows:
-            self._rows[i] = self._make(i)
-        return self._rows[i]
 
     def _make(self, i: int) -> torch.Tensor:
         from masklab.data.canvases import CATEGORIES, canvas

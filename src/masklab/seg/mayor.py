@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt import keyed
+from masklab.data.rows import LazyRows
 from masklab.seg.nets import conv_block
 
 __all__ = [
@@ -238,34 +239,13 @@ class DenseLayout:
         }
 
 
-class DenseRows:
+class DenseRows(LazyRows):
     """Dense scenes ``0 .. n - 1`` of one world as int16 rows, made when first indexed."""
 
     def __init__(self, world: int, n: int, layout: DenseLayout):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         self.world, self.n, self.layout = world, n, layout
-        self._rows: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, idx) -> torch.Tensor:
-        if isinstance(idx, int | np.integer):
-            return self._row(int(idx))
-        if isinstance(idx, slice):
-            idx = range(*idx.indices(self.n))
-        elif torch.is_tensor(idx):
-            idx = idx.reshape(-1).tolist()
-        return torch.stack([self._row(int(i)) for i in idx]) if len(idx) else torch.zeros(0, self.layout.width)
-
-    def _row(self, i: int) -> torch.Tensor:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"row {i} out of range for {self.n} rows")
-        i %= self.n
-        if i not in self._rows:
-            self._rows[i] = self._make(i)
-        return self._rows[i]
 
     def _make(self, i: int) -> torch.Tensor:
         L, sp = self.layout, self.layout.spans

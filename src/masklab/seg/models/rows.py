@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from masklab.data.canvases import Canvas, canvas
+from masklab.data.rows import LazyRows
 from masklab.seg.descriptors import encode_bricks, encode_descriptors, mask_to_brick, mask_to_grid
 from masklab.seg.models.vocab import encode
 
@@ -142,7 +143,7 @@ def answer_text(fmt: str, c: Canvas, expression: str, n: int, layout: Layout, br
 
 
 # --------------------------------------------------------------------------------------------- rows
-class CanvasRows:
+class CanvasRows(LazyRows):
     """The packed rows of examples ``0 .. n - 1`` of one world, made when first indexed and kept.
 
     Indexing with an int, a slice or an index tensor returns int16 rows ``[..., layout.width]``, as a tensor of
@@ -163,27 +164,6 @@ class CanvasRows:
             tokenizer,
             brick_grid,
         )
-        self._rows: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, idx) -> torch.Tensor:
-        if isinstance(idx, int | np.integer):
-            return self._row(int(idx))
-        if isinstance(idx, slice):
-            idx = range(*idx.indices(self.n))
-        elif torch.is_tensor(idx):
-            idx = idx.reshape(-1).tolist()
-        return torch.stack([self._row(int(i)) for i in idx]) if len(idx) else torch.zeros(0, self.layout.width)
-
-    def _row(self, i: int) -> torch.Tensor:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"example {i} out of range for {self.n} examples")
-        i %= self.n
-        if i not in self._rows:
-            self._rows[i] = self._make(i)
-        return self._rows[i]
 
     def _make(self, i: int) -> torch.Tensor:
         L = self.layout

@@ -1,0 +1,48 @@
+"""Lazily made example rows: the one dataset shape of the world-generated tasks (canvases, dense scenes, clicks).
+
+A task's ``train`` / ``valid`` is indexed by the training loop like a tensor of examples (``task.train[idx]``);
+:class:`LazyRows` gives that indexing to worlds whose examples are generated from (world, index) and packed into
+int16 rows, making each row when first asked for and keeping it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["LazyRows"]
+
+
+class LazyRows:
+    """Rows ``0 .. len(self) - 1``, each made by ``_make(i)`` on first use and kept. Indexing with an int, a slice
+    or an index tensor returns int16 rows ``[..., layout.width]``, as a tensor of rows would; negative indices
+    count from the end. Subclasses set ``self.layout`` (whose ``width`` is the row length) and ``self.n`` (or
+    override ``__len__``), and define ``_make``."""
+
+    n: int
+    layout: object
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, int | np.integer):
+            return self._row(int(idx))
+        if isinstance(idx, slice):
+            idx = range(*idx.indices(len(self)))
+        elif torch.is_tensor(idx):
+            idx = idx.reshape(-1).tolist()
+        return torch.stack([self._row(int(i)) for i in idx]) if len(idx) else torch.zeros(0, self.layout.width)
+
+    def _row(self, i: int) -> torch.Tensor:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} out of range for {n} rows")
+        i %= n
+        made = self.__dict__.setdefault("_made", {})
+        if i not in made:
+            made[i] = self._make(i)
+        return made[i]
+
+    def _make(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
