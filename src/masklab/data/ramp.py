@@ -14,8 +14,8 @@ source:
   ASCII.
   Python keywords (``None``, ``True``) are never masked.
 - :func:`mask_spans`: ``k`` of them replaced by :data:`MASK`, drawn uniformly (the reference generator weights an
-  entity by its length in words, the same for one-word spans); the answers are the spans, in text order. As in the
-  reference, a span that the docstring repeats is never masked.
+  entity by its length in words and a number by the largest weight: all equal for one-word spans); the answers are
+  the spans, in text order. As in the reference, a span that the docstring repeats is never masked.
 - :func:`code_chunks` and :class:`BM25Tool`: the retrieval corpus (every stdlib file, train and valid, cut into
   windows of lines with *every docstring removed*, so a passage never holds the masked sentence itself) and a BM25
   search over it with the ``bm25s`` library (Lucene's BM25 scoring, k1=1.5, b=0.75).
@@ -129,28 +129,27 @@ def _chunks(lines: list[str]) -> list[str]:
 
 
 def _facts_of(rel: str, text: str) -> dict:
-    """What RAMP reads off one source file, from one parse: its docstrings, the class names it defines, and the
-    :func:`_chunks` of its lines without the lines of any module, class or function docstring."""
-    from masklab.data.stdlib import docstrings
-
+    """What RAMP reads off one source file, from one parse and one walk: its docstrings (module, class and function,
+    in the order of :func:`masklab.data.stdlib.docstrings`), the class names it defines, and the :func:`_chunks` of
+    its lines without the lines of any docstring."""
     tree = _parse(text)
     lines = text.splitlines()
     if tree is None:
         return {"rel": rel, "docs": [], "classes": [], "chunks": _chunks(lines)}
-    drop, classes = set(), []
-    for node in ast.walk(tree):
+    drop, classes, docs = set(), [], []
+    for node in ast.walk(tree):  # the module first, then breadth first
         if isinstance(node, ast.ClassDef):
             classes.append(node.name)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        doc = ast.get_docstring(node, clean=True)
+        if doc is not None:
             first = node.body[0]
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                drop.update(range(first.lineno - 1, first.end_lineno))
+            drop.update(range(first.lineno - 1, first.end_lineno))
+            if doc.strip():
+                docs.append(doc)
     code = [line for i, line in enumerate(lines) if i not in drop]
-    return {"rel": rel, "docs": docstrings(text), "classes": classes, "chunks": _chunks(code)}
+    return {"rel": rel, "docs": docs, "classes": classes, "chunks": _chunks(code)}
 
 
 def _cached_json(name: str, make):
@@ -174,7 +173,7 @@ def _stdlib_key(root: str | None) -> str:
     read: the RAMP caches are looked up on every build)."""
     from masklab.data.stdlib import stdlib_files
 
-    digest = hashlib.sha256(f"ramp-v1 {sys.version} {CHUNK_LINES}".encode())
+    digest = hashlib.sha256(f"ramp-v2 {sys.version} {CHUNK_LINES}".encode())
     for rel, path in stdlib_files(root):
         st = path.stat()
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
@@ -265,7 +264,8 @@ def doc_head(doc: str, max_chars: int) -> str:
 
 def _once(text: str, span: str) -> bool:
     """Whether ``span`` occurs once in ``text`` as a whole token: the reference generator (MaskSearch
-    ``src/RAMP/gen_qa.py``) never masks an entity that the passage repeats, since the repeat gives it away."""
+    ``src/RAMP/gen_qa.py``, as documented at opendeep.wiki/Alibaba-NLP/MaskSearch) drops an entity that the passage
+    repeats, since the repeat gives it away."""
     return len(re.findall(rf"(?<![\w.]){re.escape(span)}(?!\w)", text)) == 1
 
 
