@@ -32,6 +32,8 @@ def _register_all() -> None:
     from masklab.objectives.mto import SimMIMObjective
     from masklab.objectives.ngram import ErnieGram
     from masklab.objectives.oneref import OneRefObjective
+    from masklab.objectives.osm import OSMObjective
+    from masklab.objectives.pmp import PMPObjective
     from masklab.objectives.segagent import SegAgentObjective
     from masklab.objectives.stamp import Stamp
     from masklab.objectives.text4seg import Text4Seg
@@ -67,6 +69,8 @@ def _register_all() -> None:
         ("segagent", SegAgentObjective, "SegAgent: next-click imitation of the simulated annotator"),
         ("mask-adapter", MaskAdapterObjective, "Mask-Adapter: semantic activation maps + mask-consistency loss"),
         ("mayor", MayorObjective, "MAYOR: RoI mask head with instance-aware or plain pixel targets"),
+        ("osm", OSMObjective, "OSM: generative mask classification (class names as words) or a closed-set head"),
+        ("pmp", PMPObjective, "Prompt-guided Mask Proposal: query proposals that read the expression"),
     ]:
         OBJECTIVES.register(name, summary, cls)
 
