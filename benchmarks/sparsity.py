@@ -80,7 +80,7 @@ def anchor_torch_ao(model) -> tuple[float, float, float]:
     return same / total, t_ours, t_ref
 
 
-def nll_table(folder: str, steps: int, calib_examples: int = 64, eval_batches: int = 8) -> None:
+def nll_table(folder: str, steps: int, calib_examples: int = 64, eval_batches: int = 8, seed: int = 0) -> None:
     """Valid NLL of a masklab-trained checkpoint, dense and 2:4-pruned by each method (default layer filter).
 
     Uses the training stack's own loader and evaluator: the recipe saved in ``masklab.json`` rebuilds the
@@ -100,12 +100,12 @@ def nll_table(folder: str, steps: int, calib_examples: int = 64, eval_batches: i
     dense_state = copy.deepcopy(obj.model.state_dict())
     calib = [{"input_ids": task.train[i : i + 8]} for i in range(0, calib_examples, 8)]
     rows = []
-    for method in ("dense", "magnitude", "wanda", "maskllm"):
+    for method in ("dense", "magnitude", "wanda", "sparsegpt", "maskllm"):
         obj.model.load_state_dict(dense_state)
         t0 = time.perf_counter()
         sp = 0.0
         if method != "dense":
-            opts = {"steps": steps, "lr": 1e-3, "tau": (1.0, 0.05)} if method == "maskllm" else {}
+            opts = {"steps": steps, "lr": 1e-3, "tau": (1.0, 0.05), "seed": seed} if method == "maskllm" else {}
             report = sparsify_(obj.model, method, 2, 4, calib=None if method == "magnitude" else calib, **opts)
             sp = report.sparsity
         ev = obj.evaluate(task.valid, seed=recipe.seed, max_batches=eval_batches)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.nll_model:
-        nll_table(args.nll_model, args.nll_steps)
+        nll_table(args.nll_model, args.nll_steps, seed=args.seed)
         return 0
     from transformers import AutoModel, AutoTokenizer
 
