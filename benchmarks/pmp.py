@@ -9,7 +9,9 @@ Each arm trains the registered recipe ``pmp-canvas`` through the one loop into `
 is reused) with the overrides in ``ARMS`` (fewer steps and canvases than the recipe's defaults, to fit a loaded
 2-core CPU). The arms share seeds (initialization, data order), so the report gives each metric's mean +- 95% CI
 over seeds (t distribution) and the paired difference prompt - none. The metrics: recall at IoU 0.5 of the referred
-object among all proposals (``R@0.5``) and for the top-scored proposal (``R1@0.5``), and the mean best IoU.
+object among all proposals (``R@0.5``) and for the top-scored proposal (``R1@0.5``), and the mean best IoU; for the
+prompted arm also the same metrics when each held-out example is given the expression of the example before it
+(``swapped``: mostly another object of the same canvas), which tells whether the proposals follow the prompt.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
 
 from masklab.train.loop import train  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
@@ -54,6 +58,18 @@ def run(arm: str, seed: int, out: Path, extra: list[str]) -> dict:
     return json.loads((folder / "summary.json").read_text())["eval"]
 
 
+def swapped(arm: str, seed: int, out: Path, extra: list[str]) -> dict:
+    """The trained arm's held-out metrics when every example reads the previous example's expression."""
+    recipe = apply_overrides(get_recipe("pmp-canvas"), [*_COMMON, *ARMS[arm], f"seed={seed}", *extra])
+    task = recipe.build()
+    task.objective.load_model(out / f"{arm}-s{seed}" / "model")
+    rows = task.valid[: recipe.eval_batches * task.objective.eval_batch_size]
+    a, b = task.objective.layout.spans["prompt"]
+    rows = rows.clone()
+    rows[:, a:b] = torch.roll(rows[:, a:b], 1, 0)  # the expression of the example before
+    return task.objective.evaluate(rows, seed=0, max_batches=recipe.eval_batches)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder of the runs (OUT/ARM-sSEED)")
@@ -78,6 +94,12 @@ def main() -> None:
         if paired:
             line += f"   prompt - none {ci([with_prompt[s][k] - without[s][k] for s in paired]):>15}"
         print(line)
+    if with_prompt:
+        other = [swapped("prompt", seed, out, args.set) for seed in sorted(with_prompt)]
+        print("  prompt arm, each example given the previous example's expression (swapped):")
+        for k in METRICS:
+            diff = [o[k] - with_prompt[s][k] for o, s in zip(other, sorted(with_prompt), strict=True)]
+            print(f"  {k:9}   swapped {ci([o[k] for o in other]):>15}   swapped - own {ci(diff):>15}")
     first = next(iter(next(iter(evals.values())).values()), {}) if evals else {}
     print(f"  held-out referring examples per seed: {first.get('examples')}")
 

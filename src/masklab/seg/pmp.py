@@ -1,7 +1,7 @@
 """Prompt-guided Mask Proposal (PMP) on the canvas world: query-based mask proposals whose queries also attend to
 the referring expression, against the same proposer without the text.
 
-PMP (Li et al., "Prompt-Guided Mask Proposal for Two-Stage Open-Vocabulary Segmentation", 2024; Sec. 3) adds to a
+PMP (Li et al., "Prompt-Guided Mask Proposal for Two-Stage Open-Vocabulary Segmentation", arXiv 2024) adds to a
 query-based mask generator (Mask2Former's transformer decoder: learned queries, cross-attention to the pixel
 features, self-attention, FFN; each mask is the dot product of a query's embedding with the per-pixel mask
 features) a **cross-attention from the queries to the text tokens** after each decoder layer, so that every
