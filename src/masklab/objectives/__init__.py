@@ -20,6 +20,7 @@ def _register_all() -> None:
     from masklab.objectives.frames import FrameObjective
     from masklab.objectives.lamp import LaMPObjective
     from masklab.objectives.mae import MAEObjective
+    from masklab.objectives.marten import MartenObjective
     from masklab.objectives.mask_adapter import MaskAdapterObjective
     from masklab.objectives.maskalign import MaskAlignObjective
     from masklab.objectives.masksearch import RAMPReader
@@ -71,6 +72,7 @@ def _register_all() -> None:
         ("mayor", MayorObjective, "MAYOR: RoI mask head with instance-aware or plain pixel targets"),
         ("osm", OSMObjective, "OSM: generative mask classification (class names as words) or a closed-set head"),
         ("pmp", PMPObjective, "Prompt-guided Mask Proposal: query proposals that read the expression"),
+        ("marten", MartenObjective, "Marten VQAMask: answer LM loss + a mask generator of all visual text"),
     ]:
         OBJECTIVES.register(name, summary, cls)
 
