@@ -47,3 +47,15 @@ def test_seq_len_beyond_max_position_embeddings_is_refused_before_allocating():
     info = type("Info", (), {"vocab_size": 16, "pad_id": 0, "eos_id": 1, "bos_id": 2})()
     with pytest.raises(ValueError, match="max_position_embeddings"):
         build_model("modernbert", "micro", info, MAX_POSITIONS + 1)
+
+
+def test_transformer_encoder_blocks_start_from_their_own_weights():
+    """nn.TransformerEncoder deep-copies one layer; masklab's encoder draws each block anew (names unchanged)."""
+    from masklab.models.blocks import transformer_encoder
+
+    torch.manual_seed(0)
+    enc = transformer_encoder(16, 3, 2, 32)
+    w = [layer.linear1.weight for layer in enc.layers]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    plain = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 3)
+    assert set(enc.state_dict()) == set(plain.state_dict())

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt import keyed
+from masklab.models.blocks import transformer_encoder
 
 __all__ = [
     "FrameQuantizer",
@@ -127,9 +128,7 @@ def embed_captions(texts: list[str], model, tokenizer, batch_size: int = 64) -> 
 
 
 def _blocks(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
-                                       norm_first=True)  # fmt: skip
-    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    return transformer_encoder(dim, depth, heads, 4 * dim)
 
 
 @dataclass(frozen=True)

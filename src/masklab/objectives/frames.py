@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from masklab.models.blocks import transformer_encoder
 from masklab.objectives.base import Objective
 
 __all__ = ["MaskedFramePredictor", "FrameOutput", "masked_frame_loss", "FrameObjective"]
@@ -44,10 +45,7 @@ class MaskedFramePredictor(nn.Module):
         self.inp = nn.Linear(feat_dim, dim)
         self.mask_emb = nn.Parameter(torch.randn(dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(dim, depth, heads, 2 * dim)
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, feat_dim)
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt import keyed
+from masklab.models.blocks import transformer_encoder
 from masklab.objectives.base import Objective
 
 __all__ = ["GumbelVectorQuantizer", "Quantized", "W2vBERT", "W2vBERTObjective", "contrastive_loss",
@@ -141,9 +142,7 @@ def contrastive_loss(
 
 
 def _blocks(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
-                                       norm_first=True)  # fmt: skip
-    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+    return transformer_encoder(dim, depth, heads, 4 * dim)
 
 
 @dataclass
