@@ -20,6 +20,7 @@ from masklab.attention.mods import (
     prefix_lm,
     sinks,
     sliding_window,
+    table,
 )
 from masklab.attention.spec import parse, parse_layerwise
 
@@ -37,6 +38,7 @@ __all__ = [
     "sinks",
     "document",
     "block_causal",
+    "table",
     "to_dense",
     "to_additive",
     "to_block_mask",
