@@ -20,14 +20,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each a
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 
 
 def pipeline(tokens: str, seed: int, steps: int, over: tuple[str, ...]) -> dict:
@@ -80,7 +79,7 @@ def _mean_ci(xs: list[float]) -> str:
     m = statistics.fmean(xs)
     if len(xs) < 2:
         return f"{m:.1f}"
-    return f"{m:.1f} ± {T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs)):.1f}"
+    return f"{m:.1f} ± {t_mean_ci(xs)[1]:.1f}"
 
 
 def report(results: list[dict], raw: float) -> None:

@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 import torch
 
+from masklab.compare.report import mean_ci as t_mean_ci
+
 RUNS = {"lamp": [], "no-contrastive": ["contrastive_weight=0"], "bidirectional": ["causal=false"]}
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 GALLERIES = 3
 
 
@@ -129,7 +129,7 @@ def mean_ci(values: list[float]) -> str:
     m = statistics.fmean(values)
     if len(values) < 2:
         return f"{m:.3f}"
-    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    half = t_mean_ci(values)[1]
     return f"{m:.3f} ± {half:.3f}"
 
 

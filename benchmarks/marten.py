@@ -20,11 +20,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny convolutions: one thread e
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
@@ -32,7 +32,6 @@ from masklab.train.recipes.base import apply_overrides  # noqa: E402
 _COMMON = ["steps=200", "examples=600", "valid_examples=256", "eval_batches=4"]
 ARMS = {"mask": ["mask_weight=1.0"], "none": ["mask_weight=0"]}  # arm -> its overrides of marten-canvas
 METRICS = ("acc", "majority", "mask_iou")
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def ci(values: list[float]) -> str:
@@ -40,7 +39,7 @@ def ci(values: list[float]) -> str:
     m = statistics.fmean(values)
     if len(values) < 2:
         return f"{m:.3f}"
-    return f"{m:.3f} +- {T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)):.3f}"
+    return f"{m:.3f} +- {t_mean_ci(values)[1]:.3f}"
 
 
 def run(arm: str, seed: int, out: Path, extra: list[str]) -> dict:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 import torch
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+from masklab.compare.report import mean_ci as t_mean_ci
+
 ARMS = ("bm25", "none")
 SCORED = {"bm25": ("bm25", "bm25-other-files", "none"), "none": ("none",)}  # trained arm -> passages scored
 
@@ -101,7 +101,7 @@ def mean_ci(values: list[float]) -> str:
     m = statistics.fmean(values)
     if len(values) < 2:
         return f"{m:.3f}"
-    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    half = t_mean_ci(values)[1]
     return f"{m:.3f} ± {half:.3f}"
 
 

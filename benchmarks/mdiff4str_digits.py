@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 import torch
+
+from masklab.compare.report import mean_ci as t_mean_ci
 
 # method -> (recipe, its overrides); the last two split MDiff4STR's two changes (--methods to run them)
 METHODS = {
@@ -28,7 +29,6 @@ METHODS = {
     "six-strategies": ("mdiff4str-digits", ["reflect_weight=0"]),  # the noising strategies without the reflect loss
     "random+reflect": ("mdm-str-digits", ["reflect_weight=1"]),  # vanilla masking with the reflect loss
 }
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95% t quantiles by degrees of freedom
 
 
 def recipe_for(method: str, seed: int, args):
@@ -82,7 +82,7 @@ def mean_ci(values: list[float]) -> str:
     m = statistics.fmean(values)
     if len(values) < 2:
         return f"{100 * m:.1f}"
-    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    half = t_mean_ci(values)[1]
     return f"{100 * m:.1f} ± {100 * half:.1f}"
 
 

@@ -24,11 +24,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}  # two-sided t quantiles by degrees of freedom
 ARMS = {  # name: (recipe, extra overrides)
     "dense ar": ("ar", []),
     "moe top-1, capacity 1.25": ("moe-tiny", []),
@@ -71,7 +71,7 @@ def main():
     for arm in ARMS:
         d = [b - a for a, b in zip(bits[anchor], bits[arm], strict=True)]
         mean = statistics.mean(d)
-        half = T95.get(len(d) - 1, 2.0) * statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        half = t_mean_ci(d)[1] if len(d) > 1 else float("nan")
         ratio = statistics.mean(secs[arm]) / statistics.mean(secs[anchor])
         print(f"{arm:<26} bits {statistics.mean(bits[arm]):.4f}  minus dense {mean:+.4f} (95% CI +-{half:.4f})  "
               f"wall time x{ratio:.2f}")  # fmt: skip

@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each a
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
@@ -31,8 +30,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
+
 PROBES = ("linear", "linear20", "knn")
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def probe(folder: Path, recipe) -> dict[str, float]:
@@ -84,7 +84,7 @@ def _mean_ci(xs: list[float]) -> str:
     m = statistics.fmean(xs)
     if len(xs) < 2:
         return f"{m:.2f}"
-    return f"{m:.2f} ± {T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs)):.2f}"
+    return f"{m:.2f} ± {t_mean_ci(xs)[1]:.2f}"
 
 
 def report(results: list[dict], thresholds: dict[str, float], steps: int) -> None:

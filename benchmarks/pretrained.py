@@ -12,7 +12,6 @@ seed, and the mean with a 95% t-interval over seeds.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import tempfile
@@ -24,11 +23,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
-
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}  # two-sided t quantiles by degrees of freedom
 
 
 def minilm_dir() -> Path:
@@ -83,7 +81,7 @@ def main():
     print("|---|---|---|---|")
     for arm, v in rows.items():
         m = statistics.mean(v)
-        half = T95.get(len(v) - 1, 2.0) * statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+        half = t_mean_ci(v)[1] if len(v) > 1 else float("nan")
         print(f"| {arm} | {m:.3f} | [{m - half:.3f}, {m + half:.3f}] | {', '.join(f'{x:.3f}' for x in v)} |")
     print(f"\n{args.steps} steps x {args.batch_size} x {args.seq_len} tokens, torch {torch.__version__}, "
           f"{args.threads} threads")  # fmt: skip

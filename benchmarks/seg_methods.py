@@ -26,11 +26,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny convolutions: one thread e
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
@@ -53,7 +53,6 @@ ARMS = {
     "oneref": ("oneref-canvas", _ONEREF, "oneref-random", ["Acc@0.5", "box_iou"]),
     "oneref-random": ("oneref-canvas", [*_ONEREF, "masking=random"], None, ["Acc@0.5", "box_iou"]),
 }  # fmt: skip
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _ci(values: list[float]) -> str:
@@ -61,7 +60,7 @@ def _ci(values: list[float]) -> str:
     m = statistics.fmean(values)
     if len(values) < 2:
         return f"{m:.3f}"
-    half = T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    half = t_mean_ci(values)[1]
     return f"{m:.3f} +- {half:.3f}"
 
 

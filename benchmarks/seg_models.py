@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from masklab.compare.flops import flops_per_step  # noqa: E402
+from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 from masklab.seg.metrics import intersection_union, summarize  # noqa: E402
 from masklab.seg.models.rows import Batch, answer_text, example, read_answer  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
@@ -50,7 +51,6 @@ ARMS = {
     "stamp": ("stamp-canvas", []),
     "mllmseg": ("mllmseg-canvas", []),
 }
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _recipe(arm: str, seed: int, extra: list[str]):
@@ -74,7 +74,7 @@ def _ci(values: list[float]) -> str:
     m = statistics.fmean(values)
     if len(values) < 2:
         return f"{m:.3f}"
-    half = T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    half = t_mean_ci(values)[1]
     return f"{m:.3f} +- {half:.3f}"
 
 

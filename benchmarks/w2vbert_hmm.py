@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
 import torch
 
+from masklab.compare.report import mean_ci as t_mean_ci
+
 RUNS = {"w2v-bert": [], "contrastive": ["mlm_weight=0", "depth=4", "mlm_depth=0"]}
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
 def recipe_for(run: str, seed: int, args):
@@ -67,7 +67,7 @@ def mean_ci(values: list[float], scale: float = 1.0) -> str:
     m = statistics.fmean(values) * scale
     if len(values) < 2:
         return f"{m:.3f}"
-    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)) * scale
+    half = t_mean_ci(values)[1] * scale
     return f"{m:.3f} ± {half:.3f}"
 
 
