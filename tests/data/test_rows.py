@@ -27,3 +27,11 @@ def test_indexing_matches_a_tensor_of_rows_and_makes_each_row_once():
     assert sorted(rows.made) == [0, 1, 2, 3, 4]  # every row made once, however often it was read
     with pytest.raises(IndexError, match="row 5 out of range for 5 rows"):
         rows[5]
+
+
+def test_a_row_set_without_make_cannot_be_built():
+    class NoMake(LazyRows):
+        n = 1
+
+    with pytest.raises(TypeError, match="_make"):
+        NoMake()

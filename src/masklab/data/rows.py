@@ -7,13 +7,15 @@ int16 rows, making each row when first asked for and keeping it.
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 
 __all__ = ["LazyRows"]
 
 
-class LazyRows:
+class LazyRows(abc.ABC):
     """Rows ``0 .. len(self) - 1``, each made by ``_make(i)`` on first use and kept. Indexing with an int, a slice
     or an index tensor returns int16 rows ``[..., layout.width]``, as a tensor of rows would; negative indices
     count from the end. Subclasses set ``self.layout`` (whose ``width`` is the row length) and ``self.n`` (or
@@ -44,5 +46,6 @@ class LazyRows:
             made[i] = self._make(i)
         return made[i]
 
+    @abc.abstractmethod
     def _make(self, i: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Row ``i`` (0 <= i < len(self)): an int16 tensor of ``layout.width`` values."""
