@@ -36,3 +36,13 @@ def test_overrides_are_type_checked():
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("no-such-recipe")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in RECIPES if get_recipe(n).fixed_data is not None))
+def test_a_recipe_that_makes_its_data_reads_no_other(name):
+    recipe = get_recipe(name)
+    with pytest.raises(ValueError, match=f"reads only data={recipe.fixed_data}"):
+        apply_overrides(recipe, ["data=stdlib-code"])
+    if hasattr(recipe, "valid_world"):
+        with pytest.raises(ValueError, match="world and valid_world must differ"):
+            apply_overrides(recipe, [f"valid_world={recipe.world}"])

@@ -102,6 +102,7 @@ class Recipe:
     """Fields shared by every recipe. Each default carries the reason for its value."""
 
     modality: ClassVar[str] = "none"  # what the examples are (text, image): the probes of `masklab compare` that fit
+    fixed_data: ClassVar[str | None] = None  # a recipe that generates its own data reads only this ``data`` value
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -131,6 +132,10 @@ class Recipe:
     parallel: str = "ddp"  # ddp (replicate) or fsdp (FSDP2 fully_shard: params, grads, optimizer state sharded)
 
     def __post_init__(self):
+        if self.fixed_data is not None and self.data != self.fixed_data:
+            raise ValueError(f"{self.name} reads only data={self.fixed_data}, got {self.data!r}")
+        if getattr(self, "valid_world", None) is not None and self.valid_world == getattr(self, "world", None):
+            raise ValueError("world and valid_world must differ: held-out examples must not be trained on")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.preset not in PRESETS:

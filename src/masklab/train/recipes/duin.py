@@ -33,6 +33,7 @@ PROBE_SEEDS = (3, 4)  # the probe's trials: fit on one draw, scored on another; 
 class _SignalsRecipe(Recipe):
     modality: ClassVar[str] = "signals"
 
+    fixed_data: ClassVar[str] = "word-signals"  # the one data this recipe reads
     data: str = "word-signals"  # the only data these recipes read: WordSignals trials, generated from signals_seed
     words: int = 10
     channels: int = 16
@@ -59,8 +60,6 @@ class _SignalsRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "word-signals":
-            raise ValueError(f"duin recipes read only data=word-signals, got {self.data!r}")
         if self.tokens not in TOKENS:
             raise ValueError(f"tokens must be one of {TOKENS}, got {self.tokens!r}")
         if self.seg_len < 1 or self.length % self.seg_len:

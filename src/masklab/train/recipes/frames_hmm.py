@@ -20,6 +20,7 @@ from masklab.train.recipes.base import Recipe, Task, register
 class FramesHMMRecipe(Recipe):
     modality: ClassVar[str] = "frames"
 
+    fixed_data: ClassVar[str] = "hmm"  # the one data this recipe reads
     data: str = "hmm"  # the only data this recipe reads: GaussianHMM sequences, generated from hmm_seed
     hmm_states: int = 8
     hmm_dim: int = 16  # features per frame
@@ -40,8 +41,6 @@ class FramesHMMRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "hmm":
-            raise ValueError(f"frames-hmm reads only data=hmm, got {self.data!r}")
         if not 0.0 < self.mask_prob <= 1.0 or self.mask_length < 1:
             raise ValueError(
                 f"mask_prob must be in (0, 1] and mask_length >= 1, got {self.mask_prob}, {self.mask_length}"

@@ -34,6 +34,7 @@ def caption_table(text_tower: str) -> torch.Tensor:
 class LaMPRecipe(Recipe):
     modality: ClassVar[str] = "motion"
 
+    fixed_data: ClassVar[str] = "motions"  # the one data this recipe reads
     data: str = "motions"  # the only data this recipe reads: sample_motions, train from seed 1, valid from seed 2
     text_tower: str = "sentence-transformers/all-MiniLM-L6-v2"  # frozen; an offline package or a model folder
     length: int = 32  # frames per motion (one token each)
@@ -59,8 +60,6 @@ class LaMPRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "motions":
-            raise ValueError(f"lamp-motions reads only data=motions, got {self.data!r}")
         if self.length < 4 or self.train_motions < self.codes or self.codes < 2:
             raise ValueError("need length >= 4 and 2 <= codes <= train_motions")
         if self.noise < 0 or self.dim % self.heads or self.depth < 1 or self.gen_depth < 1:

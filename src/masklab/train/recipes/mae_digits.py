@@ -23,6 +23,7 @@ from masklab.train.recipes.base import Recipe, Task, register
 class MAEDigitsRecipe(Recipe):
     modality: ClassVar[str] = "image"
 
+    fixed_data: ClassVar[str] = "sklearn-digits"  # the one data this recipe reads
     data: str = "sklearn-digits"  # the only data this recipe reads: 1797 bundled 8x8 digits, no download
     strategy: str = "random"  # a patch strategy name (masklab list patch)
     mask_ratio: float = 0.75  # MAE's default
@@ -48,8 +49,6 @@ class MAEDigitsRecipe(Recipe):
             raise ValueError(f"strategy must be one of {', '.join(PATCH)}, got {self.strategy!r}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.data != "sklearn-digits":
-            raise ValueError(f"mae-digits reads only data=sklearn-digits, got {self.data!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if not 0.0 <= self.ema_decay <= self.ema_decay_end <= 1.0:

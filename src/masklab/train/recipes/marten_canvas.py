@@ -26,6 +26,7 @@ __all__ = ["MartenRecipe"]
 class MartenRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is accuracy
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -47,8 +48,6 @@ class MartenRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         for k in ("examples", "valid_examples", "width", "layers", "heads"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
@@ -57,8 +56,6 @@ class MartenRecipe(Recipe):
                              f"{self.heads}, {self.image_size}")  # fmt: skip
         if self.mask_weight < 0:
             raise ValueError(f"mask_weight must be >= 0, got {self.mask_weight}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
         MartenLayout(self.image_size)  # validates the size
 
     def build(self) -> Task:

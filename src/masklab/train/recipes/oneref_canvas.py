@@ -27,6 +27,7 @@ __all__ = ["OneRefRecipe"]
 class OneRefRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is Acc@0.5
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -53,8 +54,6 @@ class OneRefRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         if self.masking not in MASKINGS:
             raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
         for k in ("canvases", "valid_canvases", "patch", "dim", "layers", "heads", "prompt_len"):
@@ -62,8 +61,6 @@ class OneRefRecipe(Recipe):
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
         if self.image_size % self.patch:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch {self.patch}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
         for k in ("mim_ratio", "inside_ratio", "text_mask_prob"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k} must be in [0, 1], got {getattr(self, k)}")

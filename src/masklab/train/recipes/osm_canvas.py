@@ -27,6 +27,7 @@ __all__ = ["OSMRecipe"]
 class OSMRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is accuracy
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -49,8 +50,6 @@ class OSMRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         for k in ("canvases", "valid_canvases", "width", "queries", "layers"):
@@ -58,8 +57,6 @@ class OSMRecipe(Recipe):
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
         if self.width % 4:
             raise ValueError(f"width must be a multiple of 4 (the first block is width / 4), got {self.width}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
         if not 0 <= self.low_iou < 0.95:
             raise ValueError(f"low_iou must be in [0, 0.95), got {self.low_iou}")
         MaskLayout(self.image_size)  # validates the size

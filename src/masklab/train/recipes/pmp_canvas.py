@@ -26,6 +26,7 @@ __all__ = ["PMPRecipe"]
 class PMPRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is recall
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -49,16 +50,12 @@ class PMPRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         for k in ("canvases", "valid_canvases", "prompt_len", "width", "queries", "layers", "heads"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
         if self.width % (4 * self.heads) or self.image_size % 4:
             raise ValueError(f"width must be a multiple of 4 x heads and image_size of 4, got {self.width}, "
                              f"{self.heads}, {self.image_size}")  # fmt: skip
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
 
     def build(self) -> Task:
         tok = seg_tokenizer(max_number=self.image_size)

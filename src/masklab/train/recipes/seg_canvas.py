@@ -27,6 +27,7 @@ class CanvasSegRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is their gIoU
     answer_format: ClassVar[str] = "rrle"  # what the answer slot holds (masklab.seg.models.rows.FORMATS)
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -54,15 +55,11 @@ class CanvasSegRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         for k in ("canvases", "valid_canvases", "prompt_len", "grid"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
         if self.answer_len < 0:
             raise ValueError(f"answer_len must be >= 0 (0: the format's slot), got {self.answer_len}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
         self.layout  # validates the sizes  # noqa: B018
         self.size  # noqa: B018
 

@@ -26,6 +26,7 @@ __all__ = ["SegAgentRecipe"]
 class SegAgentRecipe(Recipe):
     modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is NoC
 
+    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
     data: str = "canvases"  # the only data: the canvas world, drawn at run time
     world: int = 0  # seed of the training world
     valid_world: int = 1  # seed of the held-out world
@@ -50,13 +51,9 @@ class SegAgentRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "canvases":
-            raise ValueError(f"{self.name} reads only data=canvases, got {self.data!r}")
         for k in ("examples", "valid_examples", "trajectory_steps", "max_clicks", "width", "layers"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
-        if self.world == self.valid_world:
-            raise ValueError("world and valid_world must differ: held-out canvases must not be trained on")
         if not (0 < self.stop_at <= 1 and 0 < self.train_stop <= 1):
             raise ValueError("stop_at and train_stop must be in (0, 1]")
         AgentLayout(self.image_size, max(self.trajectory_steps, 1), self.prompt_len)  # validates the sizes

@@ -23,6 +23,7 @@ from masklab.train.recipes.base import Recipe, Task, register
 class SimMIMDigitsRecipe(Recipe):
     modality: ClassVar[str] = "image"
 
+    fixed_data: ClassVar[str] = "sklearn-digits"  # the one data this recipe reads
     data: str = "sklearn-digits"  # the only data this recipe reads: 1797 bundled 8x8 digits, no download
     mto: bool = False  # MTO: visible tokens' attention excludes the masked tokens, in every encoder layer
     mask_ratio: float = 0.6  # SimMIM's default
@@ -42,8 +43,6 @@ class SimMIMDigitsRecipe(Recipe):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data != "sklearn-digits":
-            raise ValueError(f"simmim-digits reads only data=sklearn-digits, got {self.data!r}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.image_size % self.patch_size:
