@@ -6,6 +6,7 @@ decoder against the text decoders.
     .venv/bin/python benchmarks/seg_models.py --out runs/seg_models               # train every arm x 3 seeds, report
     .venv/bin/python benchmarks/seg_models.py --out runs/seg_models --arms rrle plain --seeds 0   # some of them
     .venv/bin/python benchmarks/seg_models.py --out runs/seg_models --report      # only report finished runs
+    .venv/bin/python benchmarks/seg_models.py --out runs/seg_models --decode-time 48   # R-RLE vs plain, gold length
 
 Every arm trains its registered recipe through the one loop (same canvases, same held-out world, same schedule;
 ``--set key=value`` overrides all of them) into ``OUT/ARM-sSEED``; a finished run is reused, so arms can be trained
@@ -17,6 +18,15 @@ world) and gives mean +- 95% CI over seeds (t distribution). It then times infer
 (the gold answer read back: the resolution the format allows) is computed on the same examples. Last, whether
 each model reads the image at all: its held-out loss with every example's own image and with the next example's
 (:func:`image_dependence`; equal losses mean answers from the prompt alone).
+
+``--decode-time N`` measures only the format's cost, Text4Seg's claim that R-RLE answers are faster to generate
+(its abstract: R-RLE shortens the descriptors by 74% and speeds inference up ~3x over the plain ones):
+one model (R-RLE seed ``min(--seeds)`` when it has run, else the recipe's freshly initialised model: plain and R-RLE
+share every weight shape and the vocabulary) generates, for each of N held-out examples, exactly as many tokens as
+that example's gold answer has in each format (:func:`forced_decode`: the generator's own KV-cached greedy loop,
+with no early ``<eos>``), so the time ratio measures the formats' lengths, not what an untrained model happens to
+write. Examples are timed one at a time, both formats in turn, best of ``--repeat``; the ratio plain / R-RLE is
+given per example with a 95% t interval over examples, with the mean gold tokens per answer in each format.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from masklab.compare.flops import flops_per_step  # noqa: E402
 from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
 from masklab.seg.metrics import intersection_union, summarize  # noqa: E402
 from masklab.seg.models.rows import Batch, answer_text, example, read_answer  # noqa: E402
+from masklab.seg.models.vlm import Decoded, greedy_decode  # noqa: E402
 from masklab.train.loop import train  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
@@ -148,6 +159,74 @@ def _latency(models: dict, n: int, repeat: int) -> dict[str, list[float]]:
     return times
 
 
+def forced_decode(model, pixels: torch.Tensor, prompt: torch.Tensor, length: int) -> Decoded:
+    """Greedy generation of exactly ``length`` tokens per row: :func:`greedy_decode` (one prefill, then one cached
+    forward per token) with an end token no id equals, so no row stops early and the NFE is ``length``."""
+    return greedy_decode(model, pixels, prompt, eos_id=-1, max_new=length)
+
+
+def gold_lengths(rows: torch.Tensor, layout) -> torch.Tensor:
+    """(B,) tokens of each row's gold answer, <eos> included (the answer slot is right-padded with 0)."""
+    return (Batch.unpack(rows, layout).answer != 0).sum(1)
+
+
+def _decode_model(seed: int, out: Path, extra: list[str]):
+    """The model the two formats are timed on: R-RLE's trained one when it has run, else the recipe's fresh one."""
+    if (out / f"rrle-s{seed}" / "model").is_dir():
+        return _loaded("rrle", seed, out, extra)[0].model, f"rrle seed {seed} checkpoint"
+    return _recipe("rrle", seed, extra).build().objective.model.eval(), "fresh R-RLE model"
+
+
+def decode_times(model, rows: dict, layouts: dict, n: int, repeat: int) -> dict[str, tuple[list[int], list[float]]]:
+    """Per format ``fmt`` of ``rows``/``layouts`` (held-out rows of the same examples): (gold tokens, best-of-
+    ``repeat`` milliseconds) of forced-length generation for the first ``n`` examples, batch of one, one thread,
+    formats interleaved example by example (a load spike hits both)."""
+    fmts = list(rows)
+    out: dict[str, tuple[list[int], list[float]]] = {f: ([], []) for f in fmts}
+    torch.set_num_threads(1)
+    for i in range(n):
+        first = Batch.unpack(rows[fmts[0]][i : i + 1], layouts[fmts[0]])
+        for f in fmts:
+            b = Batch.unpack(rows[f][i : i + 1], layouts[f])
+            if not (torch.equal(b.pixels, first.pixels) and torch.equal(b.prompt, first.prompt)):
+                raise ValueError(f"held-out example {i} differs between {fmts[0]} and {f} (image or prompt)")
+            length = int(gold_lengths(rows[f][i : i + 1], layouts[f])[0])
+            best = math.inf
+            for _ in range(repeat):
+                t = time.perf_counter()
+                forced_decode(model, b.pixels, b.prompt, length)
+                best = min(best, time.perf_counter() - t)
+            out[f][0].append(length)
+            out[f][1].append(1e3 * best)
+    return out
+
+
+def _decode_report(args) -> None:
+    """``--decode-time``: plain vs R-RLE generation time at gold-length answers (see the module docstring)."""
+    seed = min(args.seeds)
+    model, which = _decode_model(seed, Path(args.out), args.set)
+    rows, layouts = {}, {}
+    for arm in ("rrle", "plain"):
+        recipe = _recipe(arm, seed, args.set)
+        rows[arm], layouts[arm] = recipe.build().valid, recipe.layout
+    n = min(args.decode_time, len(rows["rrle"]))
+    res = decode_times(model, rows, layouts, n, args.repeat)
+    (tr, ms_r), (tp, ms_p) = res["rrle"], res["plain"]
+    ratio, half = t_mean_ci([p / r for p, r in zip(ms_p, ms_r, strict=True)])
+    all_r = gold_lengths(rows["rrle"][: len(rows["rrle"])], layouts["rrle"]).float()
+    all_p = gold_lengths(rows["plain"][: len(rows["plain"])], layouts["plain"]).float()
+    print(f"decode time at gold length, {which}, {n} held-out examples, batch of one, best of {args.repeat}, "
+          f"one thread")  # fmt: skip
+    for arm, toks, ms in (("rrle", tr, ms_r), ("plain", tp, ms_p)):
+        print(f"  {arm:6} tokens/answer (= NFE) {statistics.fmean(toks):6.1f}  "
+              f"median {statistics.median(ms):7.1f} ms  mean {statistics.fmean(ms):7.1f} ms")  # fmt: skip
+    print(f"  plain / R-RLE time per example: {ratio:.2f} +- {half:.2f} (95% t CI over {n} examples); "
+          f"ratio of mean times {statistics.fmean(ms_p) / statistics.fmean(ms_r):.2f}; "
+          f"token ratio {statistics.fmean(tp) / statistics.fmean(tr):.2f}")  # fmt: skip
+    print(f"  gold tokens/answer over all {len(all_r)} held-out examples: R-RLE {float(all_r.mean()):.1f}, "
+          f"plain {float(all_p.mean()):.1f}")  # fmt: skip
+
+
 def _figure(models: dict, path: Path, n: int = 4) -> None:
     """Held-out examples: the image, the truth, and each arm's prediction (seed 0)."""
     from masklab.viz._png import plt, save
@@ -182,7 +261,14 @@ def main() -> None:
     p.add_argument("--latency-examples", type=int, default=24, help="held-out examples timed per arm")
     p.add_argument("--repeat", type=int, default=3, help="timings per example (the best is kept)")
     p.add_argument("--figure", default=None, help="also draw predictions of seed 0 to this PNG")
+    p.add_argument("--decode-time", type=int, default=0, metavar="N",
+                   help="only time plain vs R-RLE decoding at gold length on N examples (trains nothing)")  # fmt: skip
     args = p.parse_args()
+    if args.decode_time < 0:
+        p.error(f"--decode-time must be >= 0, got {args.decode_time}")
+    if args.decode_time:
+        _decode_report(args)
+        return
     out = Path(args.out)
     summaries: dict[str, list[dict]] = {}
     for arm in args.arms:
