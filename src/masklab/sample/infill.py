@@ -5,8 +5,9 @@ Masks may stand anywhere (infilling, mdlm #21): :func:`parse_prompt` turns such 
 behind the Mask: An Emergent Safety Vulnerability of Diffusion LLMs", Sec. 3): it expands the placeholders of
 an interleaved mask-text prompt into the model's *native* mask token text (``<|mdm_mask|>`` for LLaDA,
 ``<mask>`` for BERT-style tokenizers, ...), so the same template can be sent to any diffusion LM's own chat
-pipeline when evaluating whether its safety alignment survives bidirectional infilling. :func:`interleave`
-builds such a template.
+pipeline when evaluating whether its safety alignment survives bidirectional infilling; a template without
+placeholders gets DIJA's 36 masks appended. :func:`interleave` builds such a template, and ``benchmarks/dija.py``
+measures the attack on a small aligned model (``docs/dija.md``).
 """
 
 from __future__ import annotations
@@ -45,19 +46,28 @@ def parse_prompt(text: str, tokenizer, max_len: int | None = None) -> list[int]:
     return ids
 
 
-def red_team_prompt(template: str, tokenizer=None, *, mask_token: str | None = None) -> str:
+def red_team_prompt(template: str, tokenizer=None, *, mask_token: str | None = None, mask_counts: int = 36) -> str:
     """``template`` with every ``<mask>`` / ``<mask:N>`` replaced by N copies of the native mask token text.
 
-    The mask text comes from ``mask_token`` or else ``tokenizer.mask_token``. The result, tokenized by that
-    tokenizer, holds exactly N mask ids per placeholder (checked when a tokenizer is given)."""
+    The mask text comes from ``mask_token`` or else ``tokenizer.mask_token``. A template that holds no mask at
+    all (no placeholder, no native mask text) gets ``mask_counts`` native masks appended at its end, as DIJA's
+    reference code does (``process_prompt_instruct`` in ``run_harmbench/models/harmbench_dream.py`` and
+    ``harmbench_llada.py``: ``DEFAULT_MASK_COUNTS = 36``, appended to the chat-templated prompt, so in the
+    assistant's turn; the LLaDA script also wraps them in the literal text ``<startoftext>`` ... ``<endoftext>``,
+    which this function leaves out). ``mask_counts=0`` makes such a template an error. The result, tokenized by
+    that tokenizer, holds exactly one mask id per native mask text (checked when a tokenizer is given)."""
     native = mask_token if mask_token is not None else getattr(tokenizer, "mask_token", None)
     if not native:
         raise ValueError("no native mask token: pass a tokenizer with a mask token or mask_token=...")
-    if not PLACEHOLDER.search(template):
-        raise ValueError("the template has no <mask> or <mask:N> placeholder")
+    if mask_counts < 0:
+        raise ValueError(f"mask_counts must be >= 0, got {mask_counts}")
     out = PLACEHOLDER.sub(lambda m: native * _count(m), template)
+    if native not in out:
+        if not mask_counts:
+            raise ValueError("the template has no <mask> or <mask:N> placeholder and mask_counts=0 appends none")
+        out += native * mask_counts
     if tokenizer is not None and getattr(tokenizer, "mask_token_id", None) is not None:
-        want = sum(_count(m) for m in PLACEHOLDER.finditer(template))
+        want = out.count(native)
         got = tokenizer(out, add_special_tokens=False)["input_ids"].count(tokenizer.mask_token_id)
         if got != want:
             raise ValueError(f"the native mask text {native!r} tokenized to {got} mask ids, expected {want}")
