@@ -4,10 +4,14 @@ import inspect
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from masklab.data.synthetic import RandomHMM
 from masklab.sample import SAMPLER, generate
+from masklab.sample.categorical import categorical, filter_logits
 from masklab.sample.generate import batch_prompts
+from masklab.sample.samplers._decode import Decoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,3 +178,30 @@ def test_threshold_uses_fewer_calls_when_the_model_is_sure():
 
     g = generate(sure, torch.full((2, 16), 3), mask_id=3, sampler="threshold", threshold=0.9, return_order=True)
     assert g.nfe == 1 and g.ids.eq(1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    temperature=st.sampled_from([0.0, 0.7, 1.0]),
+    top_k=st.sampled_from([None, 3]),
+    prob=st.floats(0.0, 1.0),
+)
+def test_reveal_is_the_v_plus_one_way_draw_with_the_same_uniform(seed, temperature, top_k, prob):
+    """Decoder.reveal (ancestral, remdm) equals MDLM's reverse step drawn as one (V + 1)-way categorical
+    [prob * softmax(logits / T), 1 - prob] by inverse CDF with the same uniform, at every position."""
+    g = torch.Generator().manual_seed(seed)
+    B, L, V = 3, 16, 12
+    x = torch.full((B, L), MASK)
+    d = Decoder(None, x, mask_id=MASK, steps=4, keys=torch.arange(B) + seed, temperature=temperature, top_k=top_k)
+    rows, cols = (x == MASK).nonzero(as_tuple=True)
+    logits = torch.randn(rows.numel(), V, generator=g) * 3
+    p = torch.full((rows.numel(),), prob, dtype=torch.float64)
+    got = d.reveal(logits, rows, cols, p, 2)
+    if temperature == 0:
+        want = torch.where(d.uniforms(2, 1)[rows, cols] < p, filter_logits(logits, top_k).argmax(-1), V)
+    else:
+        q = filter_logits(logits.double() / temperature, top_k).softmax(-1)
+        q = torch.cat([q * p[:, None], (1 - p)[:, None]], -1)  # (N, V + 1): the last is "stay masked"
+        want = categorical(q.log(), u=d.uniforms(2, 0)[rows, cols])
+    assert torch.equal(got, want)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from masklab.corrupt import keyed
-from masklab.sample.categorical import categorical
+from masklab.sample.categorical import categorical, filter_logits
 
 __all__ = ["Decoder", "DecodeOptions", "check_logits", "split_evenly"]
 
@@ -180,6 +180,29 @@ class Decoder:
         float64."""
         u, o = self.uniforms(s, 0)[rows, cols], self.options
         return categorical(logits_sel, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, u=u)
+
+    def reveal(
+        self, logits_sel: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, prob: torch.Tensor, s: int
+    ) -> torch.Tensor:
+        """The reverse step of an absorbing diffusion at the selected masked (row, col) [N]: a token drawn from
+        ``logits_sel`` [N, V] w.p. ``prob`` [N], else V ("stay masked").
+
+        This is the (V + 1)-way categorical [prob * softmax(logits / T), 1 - prob] by inverse CDF with one
+        uniform u per position (stream 0), computed without forming it: u < prob reveals, and the token is
+        the inverse CDF of softmax(logits / T) at u / prob. The same draw, but the float64 softmax is taken
+        only at the positions revealed (about one per step for a sampler with many steps) instead of all N.
+        Greedy: a stream-1 uniform below ``prob`` reveals the argmax."""
+        o, V = self.options, logits_sel.shape[-1]
+        tok = torch.full_like(rows, V)
+        u = self.uniforms(s, 1 if o.temperature == 0 else 0)[rows, cols]  # (N,)
+        go = u < prob
+        if go.any():
+            sel = logits_sel[go]
+            if o.temperature == 0:
+                tok[go] = filter_logits(sel, o.top_k, o.top_p).argmax(-1)
+            else:
+                tok[go] = categorical(sel, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, u=u[go] / prob[go])
+        return tok
 
     def commit(
         self, rows: torch.Tensor, cols: torch.Tensor, tok: torch.Tensor, s: int, where: torch.Tensor | None = None

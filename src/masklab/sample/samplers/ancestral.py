@@ -5,7 +5,8 @@ each still-masked position independently draws from the (V + 1)-way reverse tran
 
     q(x_s | x_t) = (t - s)/t * p_theta(x | x_t)  for each token x,   s/t  for staying masked,
 
-in float64 by inverse CDF, as MDLM's ``_ddpm_caching_update`` (which used fp32 Gumbel; see ``categorical``).
+in float64 by inverse CDF, as MDLM's ``_ddpm_caching_update`` (which used fp32 Gumbel; see ``categorical``);
+:meth:`Decoder.reveal` takes the same draw without forming the (V + 1)-way row at positions that stay masked.
 The last step (s = 0) reveals everything left. When no position of any row changed in a step the input is
 identical, so the model output of the previous step is reused (MDLM's cache): a step then costs only the draw,
 not a model call. ``stats["nfe"]`` counts the model calls. With one token per step in expectation this is not
@@ -19,9 +20,6 @@ to 0.
 
 from __future__ import annotations
 
-import torch
-
-from masklab.sample.categorical import categorical, filter_logits
 from masklab.sample.samplers._decode import Decoder
 
 __all__ = ["ancestral"]
@@ -29,7 +27,6 @@ __all__ = ["ancestral"]
 
 def ancestral(model_fn, x, *, mask_id, steps, **common):
     d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, clamp=False, **common)
-    o = d.options
     for _, _, n_steps in d.blocks():
         logits, changed = None, True
         T = n_steps.double()  # (B,) time steps of this block per row
@@ -43,13 +40,7 @@ def ancestral(model_fn, x, *, mask_id, steps, **common):
             t = (1.0 - s / T)[rows]  # (N,) float64
             s_next = (1.0 - (s + 1) / T).clamp(min=0.0)[rows]
             sel = logits[rows, cols]  # (N, V)
-            if o.temperature == 0:
-                reveal = d.uniforms(s, 1)[rows, cols] < (t - s_next) / t
-                tok = torch.where(reveal, filter_logits(sel, o.top_k, o.top_p).argmax(-1), sel.shape[-1])
-            else:
-                p = filter_logits(sel.double() / o.temperature, o.top_k, o.top_p).softmax(-1)  # (N, V) float64
-                q = torch.cat([p * ((t - s_next) / t)[:, None], (s_next / t)[:, None]], -1)  # (N, V + 1)
-                tok = categorical(q.log(), u=d.uniforms(s, 0)[rows, cols])
+            tok = d.reveal(sel, rows, cols, (t - s_next) / t, s)  # (N,): V = stays masked
             keep = tok < sel.shape[-1]  # the last category is "stay masked"
             changed = bool(keep.any())
             d.commit(rows[keep], cols[keep], tok[keep], s)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from masklab.sample.categorical import categorical, filter_logits
 from masklab.sample.samplers._decode import Decoder
 
 __all__ = ["remdm", "SCHEDULES"]
@@ -51,7 +50,6 @@ def remdm(model_fn, x, *, mask_id, steps, schedule="cap", eta=0.02, t_on=0.55, t
     if schedule == "loop" and not (0.0 <= t_off < t_on < 1.0 and 0.0 < alpha_on < 1.0):
         raise ValueError(f"loop needs 0 <= t_off < t_on < 1 and 0 < alpha_on < 1, got {t_off}, {t_on}, {alpha_on}")
     d = Decoder(model_fn, x, mask_id=mask_id, steps=steps, clamp=False, **common)
-    o = d.options
     for _, _, n_steps in d.blocks():
         logits, stale, T = None, True, n_steps.double()  # stale: x changed since the logits; T (B,) time steps
         for s in range(int(n_steps.max())):
@@ -66,14 +64,7 @@ def remdm(model_fn, x, *, mask_id, steps, schedule="cap", eta=0.02, t_on=0.55, t
                 rows, cols = masked.nonzero(as_tuple=True)
                 reveal = ((m_t - m_s) + sigma * (1 - m_t)) / m_t  # (B,) probability that a mask becomes a token
                 sel = logits[rows, cols]  # (N, V)
-                if o.temperature == 0:
-                    tok = filter_logits(sel, o.top_k, o.top_p).argmax(-1)
-                    tok = torch.where(d.uniforms(s, 1)[rows, cols] < reveal[rows], tok, sel.shape[-1])
-                else:
-                    p = filter_logits(sel.double() / o.temperature, o.top_k, o.top_p).softmax(-1)  # (N, V) float64
-                    stay = (m_s - sigma * (1 - m_t)) / m_t
-                    q = torch.cat([p * reveal[rows, None], stay[rows, None]], -1)  # (N, V + 1): last = stay masked
-                    tok = categorical(q.log(), u=d.uniforms(s, 0)[rows, cols])
+                tok = d.reveal(sel, rows, cols, reveal[rows], s)  # (N,): V = stays masked, w.p. 1 - reveal
                 keep = tok < sel.shape[-1]
                 d.commit(rows[keep], cols[keep], tok[keep], s)
                 stale = bool(keep.any())
