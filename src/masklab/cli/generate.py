@@ -3,13 +3,14 @@
 A block-diffusion run (recipe bd3-tiny) is decoded block by block, ``--cache`` keeping the keys and values of the
 final blocks (:mod:`masklab.sample.block`); there ``--block-length`` is the size of those blocks. An ordinary
 bidirectional MDM is decoded the same way with Fast-dLLM's approximate ``--approx-cache prefix`` or ``dual``
-(:mod:`masklab.sample.approx_cache`), in blocks of ``--block-length`` (default 32)."""
+(:mod:`masklab.sample.approx_cache`), in blocks of ``--block-length`` (default 32). ``--adjust-head RUN`` samples
+with a trained ADJUST head (:mod:`masklab.sample.adjust`), ``--adjust-k`` tokens per full forward."""
 
 from __future__ import annotations
 
 import sys
 
-from ._args import add_sampler_arguments, sampler_options
+from ._args import add_sampler_arguments, positive_int, sampler_options
 from ._registry import COMMAND
 
 
@@ -21,8 +22,10 @@ def sample(args):
     from masklab.sample.block import saved_block_length
     from masklab.train.checkpoint import load_masked_lm
 
-    for flag, default in (("cache", False), ("approx_cache", None)):  # ``show generation`` has neither flag
-        setattr(args, flag, getattr(args, flag, default))
+    for flag, default in (("cache", False), ("approx_cache", None), ("adjust_head", None)):  # ``show generation``
+        setattr(args, flag, getattr(args, flag, default))  # has none of these flags
+    if args.adjust_head is not None:
+        return sample_adjust(args)
     if args.approx_cache is not None:
         return sample_approx(args)
     if args.cache or saved_block_length(args.model) is not None:
@@ -99,6 +102,32 @@ def sample_approx(args):
     return tok, g
 
 
+def sample_adjust(args):
+    """(tokenizer, Generation) of ADJUST: ``--adjust-k`` tokens per full forward (default: the k the head was
+    trained for), the first from the model, the rest from the head; the head must belong to ``--model``."""
+    import torch
+
+    from masklab.sample import parse_prompt
+    from masklab.sample.adjust import adjust_generate, load_head
+    from masklab.train.checkpoint import load_masked_lm
+
+    if args.cache or args.approx_cache is not None or args.steps is not None or args.sampler != "confidence":
+        raise ValueError("--adjust-head sets its own order and steps (--adjust-k per forward): drop --cache, "
+                         "--approx-cache, --steps and --sampler")  # fmt: skip
+    model, tok = load_masked_lm(args.model)
+    head = load_head(args.adjust_head)
+    ids = parse_prompt(args.prompt, tok, max_len=model.config.max_position_embeddings)
+    options = sampler_options(args)
+    if args.stop_at_eos:
+        options["eos_id"] = tok.eos_token_id
+    g = adjust_generate(
+        model, torch.tensor([ids]), head=head, k=args.adjust_k or head.k, mask_id=tok.mask_token_id,
+        temperature=args.temperature, seed=args.seed, top_k=args.top_k, top_p=args.top_p, return_order=True,
+        **options,
+    )  # fmt: skip
+    return tok, g
+
+
 def draw(args, tok, g, out) -> None:
     from masklab.viz.generation import render_unmasking, token_pieces
 
@@ -114,7 +143,10 @@ def draw(args, tok, g, out) -> None:
 def run(args) -> None:
     tok, g = sample(args)
     print(tok.decode(g.ids[0]))
-    print(f"{args.sampler}: {g.nfe} model calls", file=sys.stderr)
+    if getattr(args, "adjust_head", None) is not None:
+        print(f"adjust: {g.nfe} model calls, {g.stats['head_passes']} head passes", file=sys.stderr)
+    else:
+        print(f"{args.sampler}: {g.nfe} model calls", file=sys.stderr)
     if args.png:
         draw(args, tok, g, args.png)
 
@@ -135,5 +167,7 @@ def setup(p) -> None:
         default=None,
         help="bidirectional MDM: Fast-dLLM's approximate KV cache, refreshed every block of --block-length (32)",
     )
+    p.add_argument("--adjust-head", default=None, help="an adjust run trained on --model: ADJUST joint sampling")
+    p.add_argument("--adjust-k", type=positive_int, default=None, help="ADJUST: tokens per full forward (the head's k)")
     p.add_argument("--png", help="also draw the unmasking order to this PNG")
     p.set_defaults(func=run)

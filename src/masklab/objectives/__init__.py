@@ -11,6 +11,7 @@ OBJECTIVES = Registry("objective", "training objectives: (model, *parts, **optio
 
 
 def _register_all() -> None:
+    from masklab.objectives.adjust import AdjustObjective
     from masklab.objectives.ar import AR
     from masklab.objectives.bd3 import BD3
     from masklab.objectives.drbert import DrBERT
@@ -72,6 +73,7 @@ def _register_all() -> None:
         ("mayor", MayorObjective, "MAYOR: RoI mask head with instance-aware or plain pixel targets"),
         ("osm", OSMObjective, "OSM: generative mask classification (class names as words) or a closed-set head"),
         ("pmp", PMPObjective, "Prompt-guided Mask Proposal: query proposals that read the expression"),
+        ("adjust", AdjustObjective, "ADJUST: a one-layer sampler head on a frozen MDM, KL to its exact conditionals"),
         ("marten", MartenObjective, "Marten VQAMask: answer LM loss + a mask generator of all visual text"),
     ]:
         OBJECTIVES.register(name, summary, cls)
