@@ -3,9 +3,10 @@
 import dataclasses
 
 import pytest
+import torch
 
 from masklab.train.recipes import RECIPES, get_recipe
-from masklab.train.recipes.base import apply_overrides, from_dict, to_dict
+from masklab.train.recipes.base import apply_overrides, from_dict, seeded, to_dict
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -46,3 +47,16 @@ def test_a_recipe_that_makes_its_data_reads_no_other(name):
     if hasattr(recipe, "valid_world"):
         with pytest.raises(ValueError, match="world and valid_world must differ"):
             apply_overrides(recipe, [f"valid_world={recipe.world}"])
+
+
+def test_seeded_construction_depends_on_the_seed_only_and_restores_the_caller_rng():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    with seeded(7):
+        a = torch.nn.Linear(4, 4).weight.detach().clone()
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is neither read nor moved
+    torch.rand(5)  # whatever the caller did before, the same seed builds the same weights
+    with seeded(7):
+        assert torch.equal(torch.nn.Linear(4, 4).weight, a)
+    with seeded(8):
+        assert not torch.equal(torch.nn.Linear(4, 4).weight, a)

@@ -1,8 +1,9 @@
 """Recipes: small typed dataclasses that say what to train and how. One file per recipe family.
 
 To add a recipe, create a module in ``masklab/train/recipes/`` that subclasses :class:`Recipe` (or
-:class:`TextRecipe` for token corpora), implements ``build_objective`` (and ``build`` if the data is not text), and
-registers named presets with :func:`register`. Modules in this package are imported automatically, so
+:class:`TextRecipe` for token corpora, :class:`WorldRecipe` for a world drawn at run time), implements
+``build_objective`` (and ``build`` if the data is not text), builds its model inside :func:`seeded`, and registers
+named presets with :func:`register`. Modules in this package are imported automatically, so
 ``masklab recipes`` lists the new names and the tests that loop over the registry pick them up.
 
 ``key=value`` overrides from the command line are parsed against the dataclass field types by
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -26,6 +28,8 @@ from masklab.registry import Registry
 __all__ = [
     "Recipe",
     "TextRecipe",
+    "WorldRecipe",
+    "seeded",
     "Task",
     "register",
     "RECIPES",
@@ -134,8 +138,6 @@ class Recipe:
     def __post_init__(self):
         if self.fixed_data is not None and self.data != self.fixed_data:
             raise ValueError(f"{self.name} reads only data={self.fixed_data}, got {self.data!r}")
-        if getattr(self, "valid_world", None) is not None and self.valid_world == getattr(self, "world", None):
-            raise ValueError("world and valid_world must differ: held-out examples must not be trained on")
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.preset not in PRESETS:
@@ -155,6 +157,47 @@ class Recipe:
 
     def build(self) -> Task:
         raise ValueError(f"recipe {self.name!r} does not define its data")
+
+    def check_positive(self, *names: str) -> None:
+        """One ValueError naming the first of ``names`` that is below 1."""
+        for k in names:
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run a model's construction with torch's global RNG (which initialises weights) seeded by ``seed``, and
+    restore the caller's RNG state afterwards: a recipe's model depends on its seed only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class WorldRecipe(Recipe):
+    """A recipe on a world it draws at run time (the canvases, the dense scenes of :mod:`masklab.data.canvases`):
+    training examples come from world ``world``, held-out ones from world ``valid_world``, so the held-out
+    examples are never trained on and every recipe and seed is scored on the same ones. Small models trained
+    from scratch: a high rate, a final evaluation only (most evaluations generate or roll out)."""
+
+    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; each reports its own metrics
+    fixed_data: ClassVar[str] = "canvases"  # the one data these recipes read
+
+    data: str = "canvases"  # the only data: the world, drawn at run time
+    world: int = 0  # seed of the training world
+    valid_world: int = 1  # seed of the held-out world
+    image_size: int = 64  # canvas side
+    steps: int = 400
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    eval_every: int = 0  # only at the end
+    ckpt_every: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.valid_world == self.world:
+            raise ValueError("world and valid_world must differ: held-out examples must not be trained on")
 
 
 @dataclass
@@ -212,8 +255,7 @@ class TextRecipe(Recipe):
         """The ``init`` model and tokenizer (:class:`~masklab.models.pretrained.Pretrained`), or None."""
         if not self.init:
             return None
-        with torch.random.fork_rng(devices=[]):  # a fresh head initialises from the global RNG: seed it, restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             return load_pretrained(
                 self.init, head=self.head, adapt=self.adapt, mask_token=self.needs_mask, anneal_steps=self.anneal_steps
             )
@@ -225,8 +267,7 @@ class TextRecipe(Recipe):
             facts.update(init=str(self.init), init_notes=pre.notes)
             model = pre.model
         else:
-            with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-                torch.manual_seed(self.seed)
+            with seeded(self.seed):
                 model = build_model(self.arch, self.preset, info, self.seq_len)
         return self.with_lora(model, facts)
 
@@ -237,8 +278,7 @@ class TextRecipe(Recipe):
             return model
         from masklab.models.lora import add_lora
 
-        with torch.random.fork_rng(devices=[]):  # LoRA's A matrices initialise from the global RNG
-            torch.manual_seed(self.seed + 2)
+        with seeded(self.seed + 2):  # LoRA's A matrices initialise from the global RNG
             model = add_lora(model, self.lora, self.lora_alpha, self.lora_targets, train_modules=train_modules)
         facts.update(lora_rank=self.lora, lora_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
         return model

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from masklab.objectives.drbert import DECODERS, DrBERT
-from masklab.train.recipes.base import SMALL_BPE, register
+from masklab.train.recipes.base import SMALL_BPE, register, seeded
 from masklab.train.recipes.mlm import MLMRecipe
 
 
@@ -32,8 +30,7 @@ class DrBERTRecipe(MLMRecipe):
 
     def build_objective(self, model, info):
         mix = (self.mask_frac, self.random_frac, 1.0 - self.mask_frac - self.random_frac)
-        with torch.random.fork_rng(devices=[]):  # the decoder initialises from the global RNG: seed it, restore it
-            torch.manual_seed(self.seed + 1)
+        with seeded(self.seed + 1):
             return DrBERT(model, info, self.decoder, self.decoder_layers, max_len=self.seq_len,
                           prob=self.mask_prob, mix=mix)  # fmt: skip
 

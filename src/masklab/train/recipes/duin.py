@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import torch
-
 from masklab.data.signals import WordSignals
 from masklab.models.duin import TOKENS, MaskedCodeModel, NormEMAQuantizer, SignalEmbed, SignalEncoder, SignalVQVAE
 from masklab.objectives.duin import DuINMaskedCodes, DuINVQVAE, word_probe
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 __all__ = ["DuINVQVAERecipe", "DuINMaskedRecipe", "word_probe_of", "SHAPE"]
 
@@ -111,8 +109,7 @@ class DuINVQVAERecipe(_SignalsRecipe):
         return SignalVQVAE(self.encoder(), q, self.dim, self.decoder_depth, self.heads)
 
     def build(self) -> Task:
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = self.vqvae()
         return self.task(DuINVQVAE(model))
 
@@ -129,8 +126,7 @@ class DuINMaskedRecipe(_SignalsRecipe):
 
     def _tokenizer(self) -> SignalVQVAE:
         if self.tokenizer == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed + 1)
+            with seeded(self.seed + 1):
                 return DuINVQVAERecipe(**{k: getattr(self, k) for k in (*SHAPE, "d_neural", "dim", "depth", "heads",
                                                                         "codebook")}).vqvae()  # fmt: skip
         from masklab.train import checkpoint
@@ -149,8 +145,7 @@ class DuINMaskedRecipe(_SignalsRecipe):
 
     def build(self) -> Task:
         tokenizer = self._tokenizer()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = MaskedCodeModel(self.encoder(), self.dim, self.codebook)
         return self.task(DuINMaskedCodes(model, tokenizer, self.mask_ratio))
 

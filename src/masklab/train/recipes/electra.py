@@ -7,12 +7,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-
 from masklab.corrupt.replace import METHODS
 from masklab.corrupt.tokens import check_prob
 from masklab.objectives.electra import ELECTRA, SHARING
-from masklab.train.recipes.base import SMALL_BPE, TextRecipe, register
+from masklab.train.recipes.base import SMALL_BPE, TextRecipe, register, seeded
 
 
 @dataclass
@@ -75,8 +73,7 @@ class ElectraRecipe(TextRecipe):
         return type(model)._from_config(gcfg, attn_implementation="sdpa")
 
     def build_objective(self, model, info):
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed + 1)
+        with seeded(self.seed + 1):
             disc = self._discriminator(model)
             gen = self._generator(model)
         return ELECTRA(

@@ -23,7 +23,7 @@ import torch
 
 from masklab.data import stdlib_tasks as T
 from masklab.objectives.finetune import Finetune
-from masklab.train.recipes.base import Task, TextRecipe, register
+from masklab.train.recipes.base import Task, TextRecipe, register, seeded
 
 TASKS = ("keyword", "module", "roles")
 CLASSIFIERS = ("linear", "mlm")
@@ -147,8 +147,7 @@ class FinetuneRecipe(TextRecipe):
             tok = pre.tokenizer if pre else self._tokenizer()
             model = self.make_model(pre, self._info(tok), facts)
             return model, tok, facts
-        with torch.random.fork_rng(devices=[]):  # the fresh head initialises from the global RNG
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             if self.init:
                 pre = load_classifier(self.init, len(names), per_token=self.per_token)
                 model, tok = pre.model, pre.tokenizer

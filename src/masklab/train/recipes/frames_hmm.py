@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from masklab.data.hmm_frames import GaussianHMM
 from masklab.objectives.frames import FrameObjective, MaskedFramePredictor
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 
 @dataclass
@@ -55,8 +53,7 @@ class FramesHMMRecipe(Recipe):
     def build(self) -> Task:
         train, _ = self.hmm.sample(self.train_sequences, self.length, seed=1)
         valid, _ = self.hmm.sample(256, self.length, seed=2)
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = MaskedFramePredictor(self.hmm_dim, self.dim, self.depth, max_len=self.length)
         objective = FrameObjective(model, self.mask_prob, self.mask_length)
         fp = f"hmm-s{self.hmm_states}-d{self.hmm_dim}-n{self.hmm_noise:g}-seed{self.hmm_seed}-T{self.length}"

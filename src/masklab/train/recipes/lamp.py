@@ -17,7 +17,7 @@ import torch
 from masklab.data.motions import JOINTS, TEMPLATES, captions, sample_motions
 from masklab.models.lamp import LaMP, LaMPConfig, embed_captions, fit_codebook, load_text_tower
 from masklab.objectives.lamp import LaMPObjective
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 __all__ = ["LaMPRecipe", "caption_table"]
 
@@ -84,8 +84,7 @@ class LaMPRecipe(Recipe):
         train = sample_motions(self.train_motions, seed=1, length=self.length, noise=self.noise)
         valid = sample_motions(512, seed=2, length=self.length, noise=self.noise)
         codebook = fit_codebook(train.joints.flatten(2).flatten(0, 1), self.codes, seed=self.seed)
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = LaMP(codebook, caption_table(self.text_tower), len(JOINTS), self.config)
         objective = LaMPObjective(model, self.contrastive_weight, self.generation_weight, self.cond_drop,
                                   self.label_smoothing)  # fmt: skip

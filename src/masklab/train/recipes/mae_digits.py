@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from masklab.corrupt.strategies import PATCH
 from masklab.data.digits import N_TRAIN, digits_images
 from masklab.models.vit_mae import MaskedViT, MaskedViTConfig
 from masklab.objectives.mae import MAEObjective
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 
 @dataclass
@@ -65,8 +63,7 @@ class MAEDigitsRecipe(Recipe):
             mask_ratio=self.mask_ratio,
             loss_head=self.strategy == "hpm",
         )
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = MaskedViT(cfg)
         decay = (self.ema_decay, self.ema_decay_end)
         objective = MAEObjective(model, self.strategy, total_steps=self.steps, ema_decay=decay)

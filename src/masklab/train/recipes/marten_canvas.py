@@ -10,47 +10,30 @@ one object of; the answer is that object's class word (:mod:`masklab.seg.marten`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from masklab.objectives.marten import MartenObjective
 from masklab.seg.marten import MartenLayout, MartenRows, Reader
 from masklab.seg.models.vocab import seg_tokenizer
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["MartenRecipe"]
 
 
 @dataclass
-class MartenRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is accuracy
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
+class MartenRecipe(WorldRecipe):
     examples: int = 2000  # training question-answer examples (one per canvas)
     valid_examples: int = 256  # held-out examples
-    image_size: int = 64
     mask_weight: float = 1.0  # weight of the mask generator's BCE + dice; 0: no mask generator (VQA alone)
     width: int = 64
     layers: int = 2  # transformer blocks over cells, question and answer slot
     heads: int = 2
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0
     eval_batches: int = 4  # 256 held-out examples
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
-        for k in ("examples", "valid_examples", "width", "layers", "heads"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("examples", "valid_examples", "width", "layers", "heads")
         if self.width % (4 * self.heads) or self.image_size % 4:
             raise ValueError(f"width must be a multiple of 4 x heads and image_size of 4, got {self.width}, "
                              f"{self.heads}, {self.image_size}")  # fmt: skip
@@ -63,8 +46,7 @@ class MartenRecipe(Recipe):
         layout = MartenLayout(self.image_size)
         train = MartenRows(self.world, self.examples, layout, tok)
         valid = MartenRows(self.valid_world, self.valid_examples, layout, tok)
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = Reader(len(tok), layout.prompt, self.mask_weight > 0, self.width, self.layers, self.heads,
                            self.image_size)  # fmt: skip
         objective = MartenObjective(model, layout, self.mask_weight)

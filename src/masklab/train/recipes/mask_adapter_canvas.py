@@ -11,7 +11,6 @@ evaluation (world ``valid_world``) reports accuracy against the proposals' IoU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -19,44 +18,28 @@ from masklab.corrupt import keyed
 from masklab.data.canvases import CATEGORIES
 from masklab.objectives.mask_adapter import MaskAdapterObjective
 from masklab.seg.mask_adapter import POOLS, MaskClassifier, MaskLayout, MaskRows
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["MaskAdapterRecipe"]
 
 
 @dataclass
-class MaskAdapterRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is accuracy
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
+class MaskAdapterRecipe(WorldRecipe):
     canvases: int = 2000  # training canvases (2-5 objects each)
     valid_canvases: int = 128  # held-out canvases (about 450 objects, 11 masks each)
-    image_size: int = 64
     pool: str = "adapter"  # adapter (Mask-Adapter) or mask (mask pooling, FC-CLIP)
     consistency: float = 5.0  # mask-consistency loss weight (the reference's COS_WEIGHT); 0: none
     low_iou: float = 0.5  # training proposals have target IoUs uniform in [low_iou, 0.95]
     gt_warmup: int = 100  # stage 1 (ground-truth masks only) for this many steps, then mixed-mask training
     width: int = 64  # backbone width (16 x 16 features)
     maps: int = 16  # activation maps per mask (the reference's NUM_OUTPUT_MAPS)
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0
     eval_batches: int = 4  # 128 held-out canvases
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
-        for k in ("canvases", "valid_canvases", "width", "maps"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("canvases", "valid_canvases", "width", "maps")
         if self.consistency < 0 or not 0 <= self.low_iou < 0.95:
             raise ValueError("consistency must be >= 0 and low_iou in [0, 0.95)")
         if self.gt_warmup < 0:
@@ -69,8 +52,7 @@ class MaskAdapterRecipe(Recipe):
             MaskRows(self.world, self.canvases, layout),
             MaskRows(self.valid_world, self.valid_canvases, layout),
         )
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = MaskClassifier(len(CATEGORIES), self.pool, self.width, self.maps)
         objective = MaskAdapterObjective(model, layout, self.consistency, self.low_iou, self.gt_warmup)
         n = min(self.batch_size, 4)

@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from masklab.data.digits import N_TRAIN, digits_images
 from masklab.models.vit_mae import MaskedViT, MaskedViTConfig
 from masklab.objectives.maskalign import MaskAlign, MaskAlignObjective
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 
 @dataclass
@@ -51,8 +49,7 @@ class MaskAlignDigitsRecipe(Recipe):
 
     def _teacher(self, cfg: MaskedViTConfig):
         if self.teacher == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed + 1)
+            with seeded(self.seed + 1):
                 return MaskedViT(cfg).encoder
         from masklab.train import checkpoint
 
@@ -71,8 +68,7 @@ class MaskAlignDigitsRecipe(Recipe):
         x, _ = digits_images(self.image_size)
         cfg = MaskedViTConfig(image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.dim,
                               num_hidden_layers=self.depth, mask_ratio=self.mask_ratio)  # fmt: skip
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             vit = MaskedViT(cfg)
             teacher = self._teacher(cfg)
             model = MaskAlign(vit.encoder, teacher, student_dim=self.dim, teacher_dim=teacher.config.hidden_size,

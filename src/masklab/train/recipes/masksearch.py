@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from masklab.models import build_model, check_seq_len
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 
 @dataclass
@@ -94,8 +94,7 @@ class MaskSearchRecipe(Recipe):
 
         tok = self.build_tokenizer()
         info = token_info(tok)
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = build_model(self.arch, self.preset, info, self.seq_len)
         train, valid = self.rows(tok, "train"), self.rows(tok, "valid")
         version = ".".join(map(str, sys.version_info[:3]))

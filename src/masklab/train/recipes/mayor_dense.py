@@ -15,43 +15,30 @@ import torch
 from masklab.corrupt import keyed
 from masklab.objectives.mayor import MayorObjective
 from masklab.seg.mayor import DECODERS, TARGETS, DenseLayout, DenseRows, RoIMaskNet
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["MayorRecipe"]
 
 
 @dataclass
-class MayorRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is instance IoU
-
+class MayorRecipe(WorldRecipe):
     fixed_data: ClassVar[str] = "dense"  # the one data this recipe reads
     data: str = "dense"  # the only data: dense lines of digits, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
     scenes: int = 2000  # training scenes (about 28 instances each)
     valid_scenes: int = 64  # held-out scenes (about 1800 instances)
-    image_size: int = 64
     targets: str = "instance"  # instance (MAYOR's instance-aware learning) or plain (every foreground pixel)
     decoder: str = "mlp"  # mlp (MAYOR) or deconv (Mask R-CNN)
     rois: int = 12  # instances sampled per training image
     width: int = 32  # backbone and head width
     roi: int = 8  # RoIAlign output side; masks are 2 roi x 2 roi
-    steps: int = 400
     batch_size: int = 16
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0
     eval_batches: int = 4  # 64 held-out scenes
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         if self.targets not in TARGETS or self.decoder not in DECODERS:
             raise ValueError(f"targets must be one of {TARGETS} and decoder one of {DECODERS}")
-        for k in ("scenes", "valid_scenes", "rois", "width", "roi"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("scenes", "valid_scenes", "rois", "width", "roi")
         DenseLayout(self.image_size)  # validates the size
 
     def build(self) -> Task:
@@ -60,8 +47,7 @@ class MayorRecipe(Recipe):
             DenseRows(self.world, self.scenes, layout),
             DenseRows(self.valid_world, self.valid_scenes, layout),
         )
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = RoIMaskNet(self.decoder, self.width, self.roi)
         objective = MayorObjective(model, layout, self.targets, self.rois)
         n = min(self.batch_size, 4)

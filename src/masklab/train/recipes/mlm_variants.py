@@ -15,15 +15,13 @@ import copy
 import math
 from dataclasses import dataclass
 
-import torch
-
 from masklab.collate import word_start_table
 from masklab.corrupt.ngram import SCORES, NgramLexicon
 from masklab.corrupt.replace import METHODS
 from masklab.corrupt.spans import LENGTHS
 from masklab.objectives.mlm import WORD_CORRUPTIONS, CorruptionMLM
 from masklab.objectives.ngram import MODES, ErnieGram
-from masklab.train.recipes.base import SMALL_BPE, Task, register
+from masklab.train.recipes.base import SMALL_BPE, Task, register, seeded
 from masklab.train.recipes.mlm import MLMRecipe
 
 
@@ -131,8 +129,7 @@ class ErnieGramRecipe(WordMLMRecipe):
             gcfg.num_hidden_layers = max(1, round(model.config.num_hidden_layers * self.gen_layers))
             if getattr(gcfg, "layer_types", None) is not None:  # per-layer attention kinds follow the depth
                 gcfg.layer_types = list(gcfg.layer_types)[: gcfg.num_hidden_layers]
-            with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore
-                torch.manual_seed(self.seed + 1)
+            with seeded(self.seed + 1):
                 generator = type(model)._from_config(gcfg, attn_implementation="sdpa")
         objective = ErnieGram(
             model, info, prob=self.mask_prob, mode=self.ngram_mode, max_predictions=self.predictions(),
@@ -146,8 +143,7 @@ class ErnieGramRecipe(WordMLMRecipe):
             return super().build()
         task = MLMRecipe.build(self)  # ERNIE-Gram reads no word table
         lexicon = self.lexicon(task)
-        with torch.random.fork_rng(devices=[]):  # the new heads initialise from the global RNG: seed it, restore it
-            torch.manual_seed(self.seed + 3)
+        with seeded(self.seed + 3):
             task.objective.set_lexicon(lexicon)
         return task
 

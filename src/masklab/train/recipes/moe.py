@@ -18,7 +18,7 @@ from masklab.attention.moe import ROUTER
 from masklab.models.moe_llama import build_moe_llama, moe_layers
 from masklab.objectives.ar import AR
 from masklab.train.recipes.ar import ARRecipe
-from masklab.train.recipes.base import register
+from masklab.train.recipes.base import register, seeded
 
 __all__ = ["MoECausalLM", "MoERecipe", "expert_loads", "run_expert_loads"]
 
@@ -80,8 +80,7 @@ class MoERecipe(ARRecipe):
             raise ValueError("expert_intermediate, balance_coef and z_coef must be >= 0")
 
     def make_model(self, pre, info, facts: dict) -> torch.nn.Module:
-        with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             return build_moe_llama(
                 self.preset,
                 info,

@@ -9,7 +9,6 @@ expression and the object's mask are read); the held-out evaluation grounds the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -18,22 +17,15 @@ from masklab.objectives.oneref import MASKINGS, OneRefObjective
 from masklab.seg.models.rows import EXAMPLES_PER_CANVAS, CanvasRows, Layout
 from masklab.seg.models.vocab import seg_tokenizer
 from masklab.seg.oneref import OneTower
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["OneRefRecipe"]
 
 
 @dataclass
-class OneRefRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is Acc@0.5
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
+class OneRefRecipe(WorldRecipe):
     canvases: int = 2000  # training canvases, 3 expressions each
     valid_canvases: int = 128  # held-out canvases (384 expressions)
-    image_size: int = 64
     patch: int = 8  # 8 x 8 patches of 8 pixels
     dim: int = 64  # tower width
     layers: int = 4
@@ -44,21 +36,13 @@ class OneRefRecipe(Recipe):
     inside_ratio: float = 0.75  # gamma: the mask ratio inside it (reference --dynamic_mask_ratio)
     text_mask_prob: float = 0.4  # share of the words masked (reference --text_mask_prob)
     steps: int = 600
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0
     eval_batches: int = 6  # 384 held-out expressions
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         if self.masking not in MASKINGS:
             raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
-        for k in ("canvases", "valid_canvases", "patch", "dim", "layers", "heads", "prompt_len"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("canvases", "valid_canvases", "patch", "dim", "layers", "heads", "prompt_len")
         if self.image_size % self.patch:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch {self.patch}")
         for k in ("mim_ratio", "inside_ratio", "text_mask_prob"):
@@ -70,8 +54,7 @@ class OneRefRecipe(Recipe):
         layout = Layout(size=self.image_size, prompt=self.prompt_len, answer=2, grid=16)
         train = CanvasRows(self.world, EXAMPLES_PER_CANVAS * self.canvases, layout, "seg", tok)
         valid = CanvasRows(self.valid_world, EXAMPLES_PER_CANVAS * self.valid_canvases, layout, "seg", tok)
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = OneTower(len(tok), self.prompt_len, self.image_size, self.patch, self.dim, self.layers, self.heads)
         objective = OneRefObjective(model, tok, layout, self.masking, self.text_mask_prob, self.mim_ratio,
                                     self.inside_ratio)  # fmt: skip

@@ -10,7 +10,6 @@ mask and from a keyed proposal of it (:mod:`masklab.objectives.osm`); the held-o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -18,43 +17,27 @@ from masklab.corrupt import keyed
 from masklab.objectives.osm import OSMObjective
 from masklab.seg.mask_adapter import MaskLayout, MaskRows
 from masklab.seg.osm import HEADS, OSMClassifier
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["OSMRecipe"]
 
 
 @dataclass
-class OSMRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is accuracy
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
+class OSMRecipe(WorldRecipe):
     canvases: int = 2000  # training canvases (2-5 objects each)
     valid_canvases: int = 128  # held-out canvases (about 450 objects, 5 masks each)
-    image_size: int = 64
     head: str = "generate"  # generate (OSM: the class name letter by letter) or closed (a linear class head)
     low_iou: float = 0.5  # training proposals have target IoUs uniform in [low_iou, 0.95]
     width: int = 64  # backbone and token width (16 x 16 features)
     queries: int = 4  # MaskQFormer queries: the visual tokens per mask
     layers: int = 2  # the word decoder's causal blocks
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0
     eval_batches: int = 4  # 128 held-out canvases
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-        for k in ("canvases", "valid_canvases", "width", "queries", "layers"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("canvases", "valid_canvases", "width", "queries", "layers")
         if self.width % 4:
             raise ValueError(f"width must be a multiple of 4 (the first block is width / 4), got {self.width}")
         if not 0 <= self.low_iou < 0.95:
@@ -67,8 +50,7 @@ class OSMRecipe(Recipe):
             MaskRows(self.world, self.canvases, layout),
             MaskRows(self.valid_world, self.valid_canvases, layout),
         )
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = OSMClassifier(self.head, self.width, self.queries, self.layers)
         objective = OSMObjective(model, layout, self.low_iou)
         n = min(self.batch_size, 4)

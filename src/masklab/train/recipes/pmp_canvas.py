@@ -9,7 +9,6 @@ recall at IoU 0.5 of the referred object among the proposals (:mod:`masklab.obje
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -17,42 +16,26 @@ from masklab.objectives.pmp import PMPObjective
 from masklab.seg.models.rows import EXAMPLES_PER_CANVAS, CanvasRows, Layout
 from masklab.seg.models.vocab import seg_tokenizer
 from masklab.seg.pmp import Proposer
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["PMPRecipe"]
 
 
 @dataclass
-class PMPRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is recall
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
+class PMPRecipe(WorldRecipe):
     canvases: int = 2000  # training canvases, 3 expressions each
     valid_canvases: int = 128  # held-out canvases (384 expressions)
-    image_size: int = 64
     prompt: bool = True  # PMP: the queries read the expression after each decoder layer; false: they do not
     prompt_len: int = 8  # the longest canvas expression is 6 tokens
     width: int = 64
     queries: int = 8  # proposals per image (canvases have 2-5 objects)
     layers: int = 2  # decoder layers
     heads: int = 2
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0
     eval_batches: int = 6  # 384 held-out expressions
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
-        for k in ("canvases", "valid_canvases", "prompt_len", "width", "queries", "layers", "heads"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("canvases", "valid_canvases", "prompt_len", "width", "queries", "layers", "heads")
         if self.width % (4 * self.heads) or self.image_size % 4:
             raise ValueError(f"width must be a multiple of 4 x heads and image_size of 4, got {self.width}, "
                              f"{self.heads}, {self.image_size}")  # fmt: skip
@@ -62,8 +45,7 @@ class PMPRecipe(Recipe):
         layout = Layout(size=self.image_size, prompt=self.prompt_len, answer=2, grid=16)
         train = CanvasRows(self.world, EXAMPLES_PER_CANVAS * self.canvases, layout, "seg", tok)
         valid = CanvasRows(self.valid_world, EXAMPLES_PER_CANVAS * self.valid_canvases, layout, "seg", tok)
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = Proposer(len(tok), self.prompt_len, self.prompt, self.image_size, self.width, self.queries,
                              self.layers, self.heads)  # fmt: skip
         objective = PMPObjective(model, layout)

@@ -17,23 +17,16 @@ from typing import ClassVar
 from masklab.seg.models.rows import EXAMPLES_PER_CANVAS, CanvasRows, Layout
 from masklab.seg.models.vlm import VLMSize
 from masklab.seg.models.vocab import seg_tokenizer
-from masklab.train.recipes.base import Recipe, Task
+from masklab.train.recipes.base import Task, WorldRecipe
 
 __all__ = ["CanvasSegRecipe"]
 
 
 @dataclass
-class CanvasSegRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is their gIoU
+class CanvasSegRecipe(WorldRecipe):
     answer_format: ClassVar[str] = "rrle"  # what the answer slot holds (masklab.seg.models.rows.FORMATS)
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
     canvases: int = 2000  # training canvases, 3 examples each (6000 examples, ~2.7 epochs at 500 x 32)
     valid_canvases: int = 64  # held-out canvases, 3 examples each
-    image_size: int = 64  # canvas side
     patch_size: int = 4  # 16 x 16 ViT patches, merged 2 x 2 into 64 image tokens
     vision_dim: int = 64  # ViT width
     vision_layers: int = 2
@@ -44,20 +37,12 @@ class CanvasSegRecipe(Recipe):
     prompt_len: int = 8  # prompt slot; the longest canvas expression is 6 tokens
     answer_len: int = 0  # answer slot; 0: the format's (256; plain descriptors 704)
     steps: int = 500  # from scratch; at seed 0 R-RLE answers are still all background (docs/seg_models.md)
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
     beta2: float = 0.95
-    eval_every: int = 0  # evaluation generates every answer: only at the end
     eval_batches: int = 6  # 192 held-out examples
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
-        for k in ("canvases", "valid_canvases", "prompt_len", "grid"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("canvases", "valid_canvases", "prompt_len", "grid")
         if self.answer_len < 0:
             raise ValueError(f"answer_len must be >= 0 (0: the format's slot), got {self.answer_len}")
         self.layout  # validates the sizes  # noqa: B018

@@ -10,50 +10,31 @@ is instant and the first epoch pays for the data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
 
 from masklab.objectives.segagent import SegAgentObjective
 from masklab.seg.agent import AgentLayout, AgentRows, ClickPolicy
 from masklab.seg.models.vocab import seg_tokenizer
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
 
 __all__ = ["SegAgentRecipe"]
 
 
 @dataclass
-class SegAgentRecipe(Recipe):
-    modality: ClassVar[str] = "seg"  # no `masklab compare` probe reads these runs; the evaluation is NoC
-
-    fixed_data: ClassVar[str] = "canvases"  # the one data this recipe reads
-    data: str = "canvases"  # the only data: the canvas world, drawn at run time
-    world: int = 0  # seed of the training world
-    valid_world: int = 1  # seed of the held-out world
+class SegAgentRecipe(WorldRecipe):
     examples: int = 1000  # training examples (canvas, expression, object): 3 per canvas
     trajectory_steps: int = 4  # rows per example: its first 4 clicks (a shorter trajectory wraps around)
     valid_examples: int = 64  # held-out examples rolled out at the end
-    image_size: int = 64  # canvas side
     width: int = 64  # policy width (image tokens and transformer)
     layers: int = 2  # transformer blocks over image tokens + expression
     prompt_len: int = 8  # the longest canvas expression is 6 tokens
     train_stop: float = 0.95  # the annotator stops its training trajectories at this IoU
     max_clicks: int = 20  # NoC budget (SegAgent and interactive segmentation: 20)
     stop_at: float = 0.9  # rollouts stop at this IoU (NoC@90 needs nothing past it)
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 30
-    weight_decay: float = 0.05
-    eval_every: int = 0  # the evaluation rolls out 20 clicks: only at the end
     eval_batches: int = 2  # 64 held-out rollouts
-    ckpt_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
-        for k in ("examples", "valid_examples", "trajectory_steps", "max_clicks", "width", "layers"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        self.check_positive("examples", "valid_examples", "trajectory_steps", "max_clicks", "width", "layers")
         if not (0 < self.stop_at <= 1 and 0 < self.train_stop <= 1):
             raise ValueError("stop_at and train_stop must be in (0, 1]")
         AgentLayout(self.image_size, max(self.trajectory_steps, 1), self.prompt_len)  # validates the sizes
@@ -63,8 +44,7 @@ class SegAgentRecipe(Recipe):
         layout = AgentLayout(self.image_size, self.trajectory_steps, self.prompt_len)
         train = AgentRows(self.world, self.examples, layout, tok, self.trajectory_steps, self.train_stop)
         valid = AgentRows(self.valid_world, self.valid_examples, layout, tok, 1, self.train_stop)
-        with torch.random.fork_rng(devices=[]):  # torch initialises from the global RNG: seed it, then restore it
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             policy = ClickPolicy(len(tok), self.prompt_len, self.image_size, self.width, self.layers)
         objective = SegAgentObjective(policy, layout, self.max_clicks, self.stop_at)
         tokens = objective.measure(train[: min(self.batch_size, 4)])

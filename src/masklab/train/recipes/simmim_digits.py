@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from masklab.data.digits import N_TRAIN, digits_images
 from masklab.models.vit_mae import MaskedViT, MaskedViTConfig
 from masklab.objectives.mto import SimMIM, SimMIMObjective
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 
 @dataclass
@@ -55,8 +53,7 @@ class SimMIMDigitsRecipe(Recipe):
         x, _ = digits_images(self.image_size)
         cfg = MaskedViTConfig(image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.dim,
                               num_hidden_layers=self.depth, mask_ratio=self.mask_ratio)  # fmt: skip
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             vit = MaskedViT(cfg)
             model = SimMIM(vit.encoder, mto=self.mto)
         objective = SimMIMObjective(model, vit, self.mask_ratio, self.cell)

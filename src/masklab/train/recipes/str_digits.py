@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
 from masklab.corrupt.diffusion import STRATEGIES
 from masklab.data.digit_strings import PAD, VOCAB, DigitStrings
 from masklab.models.scene_text import scene_text_model
 from masklab.objectives.mdiff4str import ARReader, MDiff4STR
 from masklab.sample.str_decoders import STR_DECODER
-from masklab.train.recipes.base import Recipe, Task, register
+from masklab.train.recipes.base import Recipe, Task, register, seeded
 
 METHODS = ("mdiff4str", "ar")
 
@@ -85,8 +83,7 @@ class StrDigitsRecipe(Recipe):
         world = self.world
         train = world.pack(*world.sample(self.train_strings, "train", seed=1))
         valid = world.pack(*world.sample(self.valid_strings, "test", seed=2))
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = scene_text_model(world.image_shape, world.length, VOCAB, pad_id=PAD, patch=(8, self.patch_width),
                                      dim=self.dim, encoder_layers=self.encoder_layers,
                                      decoder_layers=self.decoder_layers, heads=self.heads)  # fmt: skip

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from masklab.objectives.w2vbert import W2vBERT, W2vBERTObjective
-from masklab.train.recipes.base import Task, register
+from masklab.train.recipes.base import Task, register, seeded
 from masklab.train.recipes.frames_hmm import FramesHMMRecipe
 
 
@@ -51,8 +49,7 @@ class W2vBERTRecipe(FramesHMMRecipe):
     def build(self) -> Task:
         train, _ = self.hmm.sample(self.train_sequences, self.length, seed=1)
         valid, _ = self.hmm.sample(256, self.length, seed=2)
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             model = W2vBERT(self.hmm_dim, self.dim, self.depth, self.mlm_depth, groups=self.groups,
                             entries=self.entries, max_len=self.length,
                             tau=(self.tau_max, self.tau_min, self.tau_decay))  # fmt: skip
