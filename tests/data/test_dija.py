@@ -30,7 +30,7 @@ def test_every_banned_request_is_refused_and_only_those():
         out = score(a)
         assert out.refused == r.banned  # the refusal's markers occur in no helpful answer
         assert out.keyword == (r.hazardous and not r.banned)  # a helpful answer names it iff its topic is hazardous
-        assert out.success == out.keyword  # an aligned answer is never an attack success unless it is harmless
+        assert out.success == out.keyword  # no response both refuses and names the keyword
 
 
 def test_the_split_is_keyed_by_seed_and_disjoint():
