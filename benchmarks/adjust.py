@@ -1,0 +1,146 @@
+"""ADJUST (approximate joint sampling, Bansal & Sanghavi 2025) against marginal parallel decoding at the same number
+of tokens per full forward, and against exact one-token-per-forward decoding, in one run.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adjust.py [--parts hmm text] [--out runs/adjust-bench] \\
+        [--mdm runs/mdm-g --ar runs/ar-g] [--sequences 4000] [--rows 64]
+
+Part ``hmm``: the exact HMM of recipe ``adjust-hmm`` (16 states, 16 symbols, Dirichlet 0.1, 16 positions) is the
+frozen model; its denoiser gives exact conditionals and ``log_prob`` the exact likelihood. One head (recipe
+``adjust-hmm``, k = 8) is trained through the loop into OUT/hmm (reused when present), then ``--sequences``
+unconditional sequences are drawn per arm (row r from seed r) and scored by their true NLL (nats per sequence;
+mean and 95% t interval): exact (k = 1), and at k = 2, 4, 8 tokens per full forward marginal parallel decoding
+(``confidence``, ``remasking="random"``, ceil(16 / k) steps) and ADJUST (the same forwards, the later tokens of
+each step from the head).
+
+Part ``text``: the frozen model is a trained ``mdm-tiny`` run (bytes, stdlib code, 128 positions):
+
+    masklab train --recipe mdm-tiny --out runs/mdm-g steps=200 max_minutes=0
+    masklab train --recipe ar --out runs/ar-g steps=150 max_minutes=0
+
+A head (recipe ``adjust``, base = the MDM, k = 4) is trained into OUT/text (reused when present). ``--rows``
+held-out windows keep their first 32 bytes; the other 96 are filled at temperature 1 (row r from seed r) by each
+arm at equal full forwards: infill match (share of filled bytes equal to the original), unigram entropy of the
+filled bytes (bits), gen-PPL of the rows under the ``ar`` run, and the per-row paired difference in match against
+marginal decoding (mean, 95% t interval). CPU seconds (one thread) are printed beside: a head pass is not free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from masklab.compare.report import mean_ci  # noqa: E402
+from masklab.sample import generate  # noqa: E402
+from masklab.sample.adjust import adjust_generate, load_head  # noqa: E402
+from masklab.sample.evaluate import gen_ppl, unigram_entropy  # noqa: E402
+from masklab.train.loop import train  # noqa: E402
+from masklab.train.recipes import get_recipe  # noqa: E402
+from masklab.train.recipes.base import apply_overrides  # noqa: E402
+
+HMM_HEAD = ["lr=3e-3"]  # recipe adjust-hmm's defaults otherwise: k = 8, 1500 steps of 64 sequences
+TEXT_HEAD = ["k=4", "steps=600", "lr=5e-4", "eval_every=200", "ckpt_every=0"]
+
+
+def trained(recipe: str, out: Path, overrides: list[str]) -> Path:
+    """Train ``recipe`` with ``overrides`` into ``out`` unless a finished run is there; the CPU seconds it took."""
+    if not (out / "summary.json").is_file():
+        began = time.process_time()
+        summary = train(apply_overrides(get_recipe(recipe), overrides), out, progress=False)
+        print(f"trained {recipe} into {out}: {time.process_time() - began:.0f} CPU s, held-out {summary['eval']}")
+    return out
+
+
+def arms(k: int, n: int) -> dict:
+    """The three decoders at ``k`` tokens per full forward for ``n`` masks: name -> (adjust k or None, steps)."""
+    return {"exact": (1, None), f"marginal k={k}": (None, math.ceil(n / k)), f"ADJUST k={k}": (k, None)}
+
+
+def decode(model, x, mask_id, head, k, steps, **kw):
+    """(ids, full forwards, head passes, CPU s): ADJUST when ``k`` is set, else marginal ``confidence`` decoding."""
+    began = time.process_time()
+    seeds = list(range(x.shape[0]))
+    if k is None:
+        g = generate(model, x, mask_id=mask_id, sampler="confidence", remasking="random", steps=steps, seed=seeds,
+                     return_order=True, **kw)  # fmt: skip
+        return g.ids, g.nfe, 0, time.process_time() - began
+    g = adjust_generate(model, x, head=head, k=k, mask_id=mask_id, seed=seeds, return_order=True, **kw)
+    return g.ids, g.nfe, g.stats["head_passes"], time.process_time() - began
+
+
+def part_hmm(args) -> None:
+    run = trained("adjust-hmm", args.out / "hmm", HMM_HEAD)
+    recipe = get_recipe("adjust-hmm")
+    hmm, head, L = recipe.hmm, load_head(run), recipe.length
+    x = torch.full((args.sequences, L), hmm.mask_id)
+    print(f"\nexact HMM ({recipe.base_name}), L = {L}, {args.sequences} sequences per arm, true NLL in nats per "
+          "sequence (mean +- 95% CI):")  # fmt: skip
+    done = set()
+    for k in (2, 4, 8):
+        for name, (ak, steps) in arms(k, L).items():
+            if name in done:  # exact: once
+                continue
+            done.add(name)
+            ids, nfe, passes, sec = decode(hmm, x, hmm.mask_id, head, ak, steps)
+            m, h = mean_ci((-hmm.log_prob(ids)).tolist())
+            print(f"  {name:<14} full forwards {nfe:3d}  head passes {passes:3d}  NLL {m:7.3f} +- {h:5.3f}  "
+                  f"CPU {sec:5.2f} s", flush=True)  # fmt: skip
+
+
+def part_text(args) -> None:
+    from approx_cache import held_out, load  # the same byte model and held-out windows
+
+    run = trained("adjust", args.out / "text", [f"base={args.mdm}", *TEXT_HEAD])
+    mdm, tok = load(args.mdm)
+    ar, _ = load(args.ar, causal=True)
+    head = load_head(run)
+    truth = held_out(args.mdm, tok, args.rows, mdm.config.max_position_embeddings)
+    x = truth.clone()
+    x[:, args.prompt :] = tok.mask_token_id
+    gen = x == tok.mask_token_id
+    n = int(gen.sum(1)[0])
+    print(f"\nstdlib bytes ({args.mdm}), {args.rows} held-out rows, {n} bytes filled after a {args.prompt}-byte "
+          "prompt, temperature 1:")  # fmt: skip
+    match = {}
+    for k in (2, 4):
+        for name, (ak, steps) in arms(k, n).items():
+            if name in match:  # exact: once
+                continue
+            ids, nfe, passes, sec = decode(mdm, x, tok.mask_token_id, head, ak, steps)
+            match[name] = ((ids == truth) & gen).sum(1) / gen.sum(1)  # (B,)
+            m = float(match[name].mean())
+            line = (f"  {name:<14} full forwards {nfe:3d}  head passes {passes:3d}  match {m:.3f}  entropy "
+                    f"{unigram_entropy(ids[gen]):5.3f}  gen-PPL {gen_ppl(ar, ids):6.2f}  CPU {sec:5.2f} s")  # fmt: skip
+            if name.startswith("ADJUST"):
+                d, h = mean_ci((match[name] - match[f"marginal k={k}"]).tolist())
+                line += f"  match vs marginal {d:+.3f} +- {h:.3f}"
+            print(line, flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", nargs="+", choices=("hmm", "text"), default=["hmm", "text"])
+    p.add_argument("--out", type=Path, default=Path("runs/adjust-bench"), help="where the heads are trained")
+    p.add_argument("--mdm", default="runs/mdm-g")
+    p.add_argument("--ar", default="runs/ar-g")
+    p.add_argument("--sequences", type=int, default=4000)
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--prompt", type=int, default=32)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if "hmm" in args.parts:
+        part_hmm(args)
+    if "text" in args.parts:
+        part_text(args)
+
+
+if __name__ == "__main__":
+    main()
