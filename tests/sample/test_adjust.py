@@ -65,6 +65,47 @@ def test_an_untrained_head_is_marginal_parallel_decoding(k):
     assert int(g.order.max()) == steps - 1
 
 
+class PaddedHMM:
+    """The HMM on rows right-padded with PAD: a trailing pad is an unobserved position, marginalised out exactly."""
+
+    PAD = 99
+
+    def __call__(self, x):
+        return HMM(x.masked_fill(x == self.PAD, MASK))
+
+
+def test_a_row_does_not_depend_on_its_batch():
+    """Per-row keys and a head that masks padding out of its attention: a row gives the same ids alone and in a
+    batch of rows of other lengths (right-padded), with a head far from the identity."""
+    from masklab.sample.generate import batch_prompts
+
+    prompts = [[1, 2], [3], [4, 5, 6, 7], [8]]
+    pad, head = PaddedHMM.PAD, _head(scale=3.0)
+    head.base_fingerprint = fingerprint(PaddedHMM())
+    kw = dict(head=head, k=3, mask_id=MASK, pad_id=pad)
+    together = adjust_generate(PaddedHMM(), batch_prompts(prompts, 6, mask_id=MASK, pad_id=pad), seed=SEEDS[:4], **kw)
+    for r in (0, 1, 3):  # padded in the batch
+        alone = adjust_generate(PaddedHMM(), batch_prompts([prompts[r]], 6, mask_id=MASK, pad_id=pad), seed=[SEEDS[r]],
+                                **kw)  # fmt: skip
+        assert torch.equal(alone[0], together[r, : alone.shape[1]])
+
+
+def test_the_head_does_not_attend_to_padding():
+    """The head's correction at a padded row's positions equals the unpadded row's (the padding is masked out of
+    its attention), to float precision."""
+    from masklab.objectives.adjust import base_call
+
+    head = _head(scale=1.0).module
+    x = torch.tensor([[1, 2, MASK, MASK, MASK, MASK, MASK, MASK, PaddedHMM.PAD, PaddedHMM.PAD]])
+    new = torch.full_like(x, HMM.symbols)
+    new[0, 3] = 5  # one token revealed since the forward
+    _, f = base_call(PaddedHMM())(x)
+    padded = head.correction(f, new, x == PaddedHMM.PAD)[0, :8]
+    _, f8 = base_call(PaddedHMM())(x[:, :8])
+    alone = head.correction(f8, new[:, :8], None)[0]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_a_trained_head_changes_the_draws():
     """A head that is not the identity changes what the later tokens of a step are (else it could never help)."""
     x = _prompts()
@@ -179,3 +220,5 @@ def test_generate_cli_refuses_a_head_of_another_base(mdm_and_heads, capsys):
     assert len(err.splitlines()) == 1 and "trained on base random" in err and "Traceback" not in err
     assert main([*argv[:-1], str(heads["own"]), "--steps", "3"]) == 2  # ADJUST sets its own steps
     assert main([*argv[:-1], str(heads["own"]), "--adjust-k", "0"]) == 2
+    assert main([*argv[:-1], str(mdm)]) == 2  # an MDM run is not a head
+    assert "is not an ADJUST head" in capsys.readouterr().err
