@@ -39,27 +39,34 @@ def _prompts(rows: int = 6, observed: int = 1) -> torch.Tensor:
 SEEDS = list(range(100, 106))
 
 
+ORDERS = ["random", "low_confidence", "entropy"]
+
+
+@pytest.mark.parametrize("remasking", ORDERS)
 @pytest.mark.parametrize("options", [{}, {"block_length": 4}], ids=["plain", "blocks"])
-def test_one_token_per_forward_is_exact_sequential_decoding(options):
-    """k = 1: every token comes from a full forward (the head is never asked), in confidence's random order: the
-    same ids as exact one-token-at-a-time decoding for the same keys, even with a head far from the identity.
-    (8 masks: the Decoder spreads confidence's 8 steps as 4 + 4 over blocks of 4, one token per step.)"""
+def test_one_token_per_forward_is_exact_sequential_decoding(options, remasking):
+    """k = 1: every token comes from a full forward (the head is never asked), in confidence's order for the same
+    ``remasking``: the same ids as exact one-token-at-a-time decoding for the same keys, even with a head far from
+    the identity. (8 masks: the Decoder spreads confidence's 8 steps as 4 + 4 over blocks of 4.)"""
     x = _prompts(observed=2)
-    exact = generate(HMM, x, mask_id=MASK, sampler="confidence", remasking="random", seed=SEEDS, **options)
-    g = adjust_generate(HMM, x, head=_head(scale=3.0), k=1, mask_id=MASK, seed=SEEDS, return_order=True, **options)
+    exact = generate(HMM, x, mask_id=MASK, sampler="confidence", remasking=remasking, seed=SEEDS, **options)
+    g = adjust_generate(HMM, x, head=_head(scale=3.0), k=1, mask_id=MASK, seed=SEEDS, return_order=True,
+                        remasking=remasking, **options)  # fmt: skip
     assert torch.equal(g.ids, exact)
     assert g.nfe == L - 2 and g.stats["head_passes"] == 0
 
 
+@pytest.mark.parametrize("remasking", ORDERS)
 @pytest.mark.parametrize("k", [2, 3, 9])
-def test_an_untrained_head_is_marginal_parallel_decoding(k):
-    """The output layer starts at zero, so every head pass returns the forward's own marginals: the same ids as
-    confidence's random order committing the same counts per step (steps = ceil(n / k)) from one forward each."""
+def test_an_untrained_head_is_marginal_parallel_decoding(k, remasking):
+    """The output layer starts at zero, so every head pass returns the forward's own marginals, and the redraws
+    of a step reuse its keyed uniforms: the same ids as confidence with the same ``remasking`` committing the same
+    counts per step (steps = ceil(n / k), its top-count positions) from one forward each."""
     x = _prompts()
     n = L - 1
     steps = math.ceil(n / k)
-    marginal = generate(HMM, x, mask_id=MASK, sampler="confidence", remasking="random", steps=steps, seed=SEEDS)
-    g = adjust_generate(HMM, x, head=_head(), k=k, mask_id=MASK, seed=SEEDS, return_order=True)
+    marginal = generate(HMM, x, mask_id=MASK, sampler="confidence", remasking=remasking, steps=steps, seed=SEEDS)
+    g = adjust_generate(HMM, x, head=_head(), k=k, mask_id=MASK, seed=SEEDS, return_order=True, remasking=remasking)
     assert torch.equal(g.ids, marginal)
     assert g.nfe == steps and g.stats["head_passes"] == n - steps  # one forward per step, the rest head passes
     assert int(g.order.max()) == steps - 1
@@ -169,7 +176,8 @@ def test_fingerprint_names_the_weights():
         ({"k": -2}, "k .* must be a positive integer, got -2"),
         ({"k": 2.5}, "k .* must be a positive integer, got 2.5"),
         ({"k": 2, "cfg_scale": 1.0}, "cfg_scale"),
-        ({"k": 2, "remasking": "entropy"}, "does not take option 'remasking'"),
+        ({"k": 2, "remasking": "sideways"}, "remasking must be one of"),
+        ({"k": 2, "alg_temp": 0.5}, "does not take option 'alg_temp'"),
         ({"k": 2, "temperature": -1.0}, "temperature must be >= 0"),
     ],
 )
