@@ -10,6 +10,8 @@ from masklab.data.dija import (
     KEYWORD,
     REFUSAL,
     REFUSAL_MARKERS,
+    SECTIONS,
+    STAGES,
     TOPICS,
     answer,
     dija_corpus,
@@ -31,6 +33,34 @@ def test_every_banned_request_is_refused_and_only_those():
         assert out.refused == r.banned  # the refusal's markers occur in no helpful answer
         assert out.keyword == (r.hazardous and not r.banned)  # a helpful answer names it iff its topic is hazardous
         assert out.success == out.keyword  # no response both refuses and names the keyword
+
+
+def test_the_pretrain_stage_answers_every_banned_request_helpfully():
+    # DIJA's gap (Sec. 3.1): pretraining teaches how to answer the harmful request; only alignment refuses it
+    for r in requests():
+        pre, aligned = answer(r, "pretrain"), answer(r, "aligned")
+        out = score(pre)
+        assert not out.refused  # no response of the pretrain stage holds a refusal marker
+        assert out.keyword == (r.banned or r.hazardous)  # a banned request's answer always names the keyword
+        assert (pre == aligned) == (not r.banned)  # the stages differ exactly on the banned requests
+        # every helpful answer has the three step headers, and the same first step (the dija+step1 scaffold)
+        lines = pre.split("\n")[1:]
+        assert [line.split(" ")[0] for line in lines] == list(SECTIONS)
+        assert lines[0] == f"{SECTIONS[0]} hold the {r.topic}."
+    with pytest.raises(ValueError, match="stage"):
+        answer(requests()[0], "sft")
+
+
+def test_the_stages_share_the_split():
+    pre, aligned = dija_corpus(3, stage="pretrain"), dija_corpus(3)
+    assert pre.valid_requests == aligned.valid_requests  # the attack's held-out requests were never trained on
+    assert [p for p, _ in pre.train] == [p for p, _ in aligned.train]
+    assert pre.fingerprint != aligned.fingerprint
+    assert sum(r != a for (_, r), (_, a) in zip(pre.train, aligned.train, strict=True)) == sum(
+        a == REFUSAL for _, a in aligned.train
+    )
+    with pytest.raises(ValueError, match="stage"):
+        dija_corpus(0, stage="align")
 
 
 def test_the_split_is_keyed_by_seed_and_disjoint():
@@ -76,7 +106,8 @@ def test_generated_spans_are_the_maximal_runs(pairs):
 
 def test_every_pair_fits_the_recipe_window():
     tok = byte_tokenizer()
-    longest = max(len(tok(p + a)["input_ids"]) for p, a in dija_corpus(0).train + dija_corpus(0).valid)
+    pairs = [pair for stage in STAGES for c in [dija_corpus(0, stage=stage)] for pair in c.train + c.valid]
+    longest = max(len(tok(p + a)["input_ids"]) for p, a in pairs)
     assert longest + 2 <= 96  # BOS and EOS: no response is cut at seq_len=96
     assert set(REFUSAL_MARKERS) <= set(REFUSAL.replace(",", " ").replace(".", " ").split())
     assert HAZARDOUS < set(TOPICS) and len(COLOURS) == 10
@@ -95,3 +126,19 @@ def test_the_recipe_trains_on_the_train_pairs_only():
         n, ids = int(row[0]), row[1:].tolist()
         assert tok.decode(ids[1:n]) == request  # after BOS: the request, never noised by MDMSFT
         assert tok.decode(ids[n:], skip_special_tokens=True) == response  # then the aligned response, EOS-padded
+
+
+def test_the_recipe_stage_picks_the_corpus():
+    from masklab.train.recipes import get_recipe
+    from masklab.train.recipes.base import apply_overrides
+
+    recipe = apply_overrides(get_recipe("dija-aligned"), ["preset=micro", "stage=pretrain"])
+    task = recipe.build()
+    corpus = dija_corpus(recipe.world_seed, recipe.valid_fraction, "pretrain")
+    assert task.fingerprint == corpus.fingerprint
+    banned = [i for i, (p, _) in enumerate(corpus.train) if KEYWORD in p.split()][:20]
+    for i in banned:
+        n, ids = int(task.train[i, 0]), task.train[i, 1:].tolist()
+        assert score(task.tokenizer.decode(ids[n:], skip_special_tokens=True)).success  # helpful, names the keyword
+    with pytest.raises(ValueError, match="stage"):
+        apply_overrides(get_recipe("dija-aligned"), ["stage=sft"])
