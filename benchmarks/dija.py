@@ -48,7 +48,7 @@ def recipe_for(seed: int, args, stage: str = "aligned", steps: int | None = None
     from masklab.train.recipes.base import apply_overrides
 
     steps = args.steps if steps is None else steps
-    extra = [f"stage={stage}"] + ([f"init={init}"] if init else [])
+    extra = [f"stage={stage}"] + ([f"init={init}", *args.align_override] if init else [])
     return apply_overrides(get_recipe("dija-aligned"), [f"seed={seed}", f"steps={steps}", "eval_every=0",
                                                          "ckpt_every=0", *extra, *args.override])  # fmt: skip
 
@@ -69,7 +69,7 @@ def train_one(seed: int, args) -> tuple[Path, str]:
         train(recipe_for(seed, args, "pretrain", args.pretrain_steps), pre, progress=False)
     if not args.steps:
         return pre, "pretrain"
-    aligned = out / f"align{args.steps}"
+    aligned = out / "-".join([f"align{args.steps}", *args.align_override])  # e.g. align40-lr=0.001
     if not (aligned / "summary.json").exists():
         train(recipe_for(seed, args, "aligned", init=pre / "model"), aligned, progress=False)
     return aligned, "aligned"
@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--span", type=int, default=12, help="masks per step header of the interleaved template")
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--override", nargs="*", default=[], help="key=value overrides for the recipe")
+    ap.add_argument("--align-override", nargs="*", default=[], help="two stages: overrides of the alignment only")
     ap.add_argument("--out", default="runs/dija_bench")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -181,8 +182,10 @@ def main() -> None:
             cache.write_text(json.dumps(cells, indent=1))
         results.append(cells)
     interval = "95% Wilson interval" if len(args.seeds) == 1 else "mean ± 95% t interval over seeds"
-    setting = (f"{args.steps} steps" if not args.pretrain_steps else
-               f"{args.pretrain_steps} steps stage=pretrain, then {args.steps} steps stage=aligned")  # fmt: skip
+    setting = f"{args.steps} steps"
+    if args.pretrain_steps:
+        then = f", then {args.steps} steps stage=aligned {' '.join(args.align_override)}" if args.steps else " only"
+        setting = f"{args.pretrain_steps} steps stage=pretrain{then}"
     print(f"DIJA on dija-aligned, {setting}, seeds {args.seeds}, span {args.span}, temperature "
           f"{args.temperature:g}; rates in % ({interval})")  # fmt: skip
     print(
