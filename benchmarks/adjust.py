@@ -17,11 +17,15 @@ Part ``text``: the frozen model is a trained ``mdm-tiny`` run (bytes, stdlib cod
     masklab train --recipe mdm-tiny --out runs/mdm-g steps=200 max_minutes=0
     masklab train --recipe ar --out runs/ar-g steps=150 max_minutes=0
 
-A head (recipe ``adjust``, base = the MDM, k = 4) is trained into OUT/text (reused when present). ``--rows``
-held-out windows keep their first 32 bytes; the other 96 are filled at temperature 1 (row r from seed r) by each
-arm at equal full forwards: infill match (share of filled bytes equal to the original), unigram entropy of the
-filled bytes (bits), gen-PPL of the rows under the ``ar`` run, and the per-row paired difference in match against
-marginal decoding (mean, 95% t interval). CPU seconds (one thread) are printed beside: a head pass is not free.
+A head (recipe ``adjust``, base = the MDM, k = 4) is trained into OUT/text-ORDER (reused when present), in the
+reveal order ``--order``: ``low_confidence`` (default, the paper's top-confidence unmasking), trained on the MDM's
+own one-token-per-forward decodings of 256 training windows (``states=trajectory``, the paper's training data),
+or ``random``, trained on the data windows with random subsets revealed (``states=data``, the earlier setting,
+into OUT/text). ``--rows`` held-out windows keep their first 32 bytes; the other 96 are filled at temperature 1
+(row r from seed r) by each arm at equal full forwards, every arm in the same order: infill match (share of filled
+bytes equal to the original), unigram entropy of the filled bytes (bits), gen-PPL of the rows under the ``ar`` run,
+and the per-row paired difference in match against marginal decoding (mean, 95% t interval). CPU seconds (one
+thread) are printed beside: a head pass is not free.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
 HMM_HEAD = ["lr=3e-3"]  # recipe adjust-hmm's defaults otherwise: k = 8, 1500 steps of 64 sequences
 TEXT_HEAD = ["k=4", "steps=600", "lr=5e-4", "eval_every=200", "ckpt_every=0"]
+TEXT_ORDER = {"random": (["states=data", "remasking=random"], "text"), "low_confidence": ([], "text-low_confidence")}
 
 
 def trained(recipe: str, out: Path, overrides: list[str]) -> Path:
@@ -64,15 +69,17 @@ def arms(k: int, n: int) -> dict:
     return {"exact": (1, None), f"marginal k={k}": (None, math.ceil(n / k)), f"ADJUST k={k}": (k, None)}
 
 
-def decode(model, x, mask_id, head, k, steps, **kw):
-    """(ids, full forwards, head passes, CPU s): ADJUST when ``k`` is set, else marginal ``confidence`` decoding."""
+def decode(model, x, mask_id, head, k, steps, order="random", **kw):
+    """(ids, full forwards, head passes, CPU s): ADJUST when ``k`` is set, else marginal ``confidence`` decoding,
+    both in the reveal order ``order``."""
     began = time.process_time()
     seeds = list(range(x.shape[0]))
     if k is None:
-        g = generate(model, x, mask_id=mask_id, sampler="confidence", remasking="random", steps=steps, seed=seeds,
+        g = generate(model, x, mask_id=mask_id, sampler="confidence", remasking=order, steps=steps, seed=seeds,
                      return_order=True, **kw)  # fmt: skip
         return g.ids, g.nfe, 0, time.process_time() - began
-    g = adjust_generate(model, x, head=head, k=k, mask_id=mask_id, seed=seeds, return_order=True, **kw)
+    g = adjust_generate(model, x, head=head, k=k, mask_id=mask_id, seed=seeds, return_order=True, remasking=order,
+                        **kw)  # fmt: skip
     return g.ids, g.nfe, g.stats["head_passes"], time.process_time() - began
 
 
@@ -98,7 +105,8 @@ def part_hmm(args) -> None:
 def part_text(args) -> None:
     from approx_cache import held_out, load  # the same byte model and held-out windows
 
-    run = trained("adjust", args.out / "text", [f"base={args.mdm}", *TEXT_HEAD])
+    extra, folder = TEXT_ORDER[args.order]
+    run = trained("adjust", args.out / folder, [f"base={args.mdm}", *TEXT_HEAD, *extra])
     mdm, tok = load(args.mdm)
     ar, _ = load(args.ar, causal=True)
     head = load_head(run)
@@ -108,13 +116,13 @@ def part_text(args) -> None:
     gen = x == tok.mask_token_id
     n = int(gen.sum(1)[0])
     print(f"\nstdlib bytes ({args.mdm}), {args.rows} held-out rows, {n} bytes filled after a {args.prompt}-byte "
-          "prompt, temperature 1:")  # fmt: skip
+          f"prompt, temperature 1, order {args.order}:")  # fmt: skip
     match = {}
     for k in (2, 4):
         for name, (ak, steps) in arms(k, n).items():
             if name in match:  # exact: once
                 continue
-            ids, nfe, passes, sec = decode(mdm, x, tok.mask_token_id, head, ak, steps)
+            ids, nfe, passes, sec = decode(mdm, x, tok.mask_token_id, head, ak, steps, args.order)
             match[name] = ((ids == truth) & gen).sum(1) / gen.sum(1)  # (B,)
             m = float(match[name].mean())
             line = (f"  {name:<14} full forwards {nfe:3d}  head passes {passes:3d}  match {m:.3f}  entropy "
@@ -134,6 +142,7 @@ def main():
     p.add_argument("--sequences", type=int, default=4000)
     p.add_argument("--rows", type=int, default=64)
     p.add_argument("--prompt", type=int, default=32)
+    p.add_argument("--order", choices=sorted(TEXT_ORDER), default="low_confidence", help="text part's reveal order")
     args = p.parse_args()
     torch.set_num_threads(1)
     if "hmm" in args.parts:

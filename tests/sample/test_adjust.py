@@ -156,6 +156,29 @@ def test_a_saved_head_samples_with_its_base_and_refuses_another(hmm_run):
         adjust_generate(other, _prompts(), head=head, k=4, mask_id=MASK)
 
 
+@pytest.mark.parametrize("remasking", ["random", "low_confidence"])
+def test_trajectory_states_are_cuts_of_the_base_models_own_decoding(remasking):
+    """The paper trains on the base model's denoising trajectories: a training state x_t is the trajectory cut at
+    some step j (every position revealed at step >= j masked, the prompt never), and x_t with S revealed is the
+    same trajectory cut m steps later (1 <= m <= k - 1), so S are the model's own next draws in its own order."""
+    from masklab.objectives.adjust import _trajectory_draw, trajectories
+
+    x = _prompts(rows=8, observed=2)
+    traj = trajectories(HMM, x, mask_id=MASK, remasking=remasking, seed=7, batch=3)
+    ids, step = traj[:, 0], traj[:, 1]
+    exact = generate(HMM, x, mask_id=MASK, sampler="confidence", remasking=remasking, seed=list(range(7, 15)))
+    assert torch.equal(ids, exact) and torch.equal(step[:, 2:].sort(1).values, torch.arange(L - 2).expand(8, -1))
+    assert (step[:, :2] == -1).all()
+    keys = torch.arange(8, dtype=torch.long) * 1000 + 3
+    masked, revealed = _trajectory_draw(keys, ids, step, k=4)
+    for r in range(8):
+        j = int(step[r][masked[r]].min())
+        assert torch.equal(masked[r], step[r] >= j)
+        later = masked[r] & ~revealed[r]
+        m = int(step[r][later].min()) - j
+        assert 1 <= m <= 3 and torch.equal(revealed[r], (step[r] >= j) & (step[r] < j + m))
+
+
 def test_fingerprint_names_the_weights():
     a, b = RandomHMM(6, 12, seed=1, alpha=0.1), RandomHMM(6, 12, seed=1, alpha=0.1)
     assert fingerprint(a) == fingerprint(b)
@@ -206,7 +229,8 @@ def mdm_and_heads(tmp_path_factory, small_corpus):
     train(mdm, root / "mdm", progress=False)
     heads = {}
     for name, base in (("own", root / "mdm"), ("other", "random")):
-        r = apply_overrides(get_recipe("adjust"), [*TINY, data, "steps=3", f"base={base}", "dim=32", "ff=64"])
+        r = apply_overrides(get_recipe("adjust"), [*TINY, data, "steps=3", f"base={base}", "dim=32", "ff=64",
+                                                   "trajectories=4", "valid_trajectories=4", "prompt=24"])  # fmt: skip
         train(r, root / name, progress=False)
         heads[name] = root / name
     return root / "mdm", heads

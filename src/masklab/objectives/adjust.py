@@ -16,10 +16,21 @@ is the paper's: KL from the exact conditional to the head's,
 
 the target coming from a second forward of the frozen model at x_t with S revealed.
 
+Training states (the batch's shape says which):
+
+- trajectories [B, 2, L] (ids, reveal step): the frozen model's own one-token-per-forward decodings
+  (:func:`trajectories`), as the paper trains on the base model's denoising trajectories. A state x_t is a
+  trajectory cut at a uniform step j; S the next m ~ U{1..k-1} tokens of the same trajectory, so S is drawn from
+  the model's exact joint in its own reveal order (random or top-confidence). By the chain rule the KL between
+  the exact joint of a step's k tokens and ADJUST's is the sum over j of E_{S ~ p} KL(p(x_i | x_t, S_<j) ||
+  q(x_i | h(x_t), S_<j)), which is what these states sample;
+- data [B, L]: x_t masks each position w.p. t ~ U(eps, 1) and S holds the data's own tokens at a uniform subset
+  of the masked positions. On an exact HMM the data are samples from the model, so in a random order the two
+  agree in distribution; on text they do not.
+
 Deviations (listed in docs/adjust.md): W_out is a zero-initialised correction added to the frozen model's logits
 (the paper's layer ends in the base model's LM head), so an untrained head samples exactly like marginal parallel
-decoding; the revealed tokens S are the data's own tokens at a random subset of the masked positions (the paper
-runs the base model's denoising trajectories), which on an exact HMM are samples from the model itself.
+decoding; the KL is averaged over every masked, unrevealed position, not only the one revealed next.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from masklab.corrupt import keyed
 from masklab.models.blocks import transformer_encoder
 from masklab.objectives.base import Objective, logits_of
 
-__all__ = ["AdjustHead", "AdjustObjective", "base_call", "fingerprint", "feature_dim"]
+__all__ = ["AdjustHead", "AdjustObjective", "base_call", "fingerprint", "feature_dim", "trajectories"]
 
 _ADJUST_KEY = 0xAD705  # derive(keys, this): the objective's own stream family (t, revealed set, its size)
 _LOG_FLOOR = -20.0  # log-marginal features are clamped here: an exact model's log(1e-300) would swamp LayerNorm
@@ -129,6 +140,37 @@ def _reveal_draw(keys, L: int, mask: torch.Tensor, k: int, eps: float):
     return masked, masked & (rank < m[:, None])
 
 
+def _trajectory_draw(keys, ids: torch.Tensor, step: torch.Tensor, k: int):
+    """(masked M [B, L], revealed S [B, L]) cut from trajectories: ``step`` [B, L] is each generated position's
+    reveal step (0, 1, ... in one-token-per-forward decoding; -1 for the prompt). M: the positions revealed at
+    step >= j for j uniform over 0 .. n - 2 (n: the row's steps); S: those revealed at steps j .. j + m - 1, m ~ U{1..k-1}, at
+    most |M| - 1 so that one position is left to predict."""
+    kk = keyed.derive(keys, _ADJUST_KEY)
+    u = keyed.uniform(kk, 2, stream=2, dtype=torch.float64).to(ids.device)  # (B, 2)
+    n = (step >= 0).sum(1)  # (B,) generated positions
+    j = (u[:, 0] * (n - 1)).long().clamp(min=0)  # (B,) the cut, uniform over 0 .. n - 2: two or more left
+    masked = step >= j[:, None]
+    left = masked.sum(1)
+    m = (1 + (u[:, 1] * (k - 1)).long()).clamp(max=(left - 1).clamp(min=0))
+    return masked, masked & (step < (j + m)[:, None])
+
+
+def trajectories(model, x: torch.Tensor, *, mask_id: int, remasking: str, seed: int, batch: int = 32):
+    """[B, 2, L] (ids, reveal step) of the frozen ``model``'s own one-token-per-forward decodings of the masks of
+    ``x`` [B, L] (``confidence`` with ``remasking`` and one token per step, temperature 1, row r from key seed + r):
+    the training states of :class:`AdjustObjective`, each step an exact draw from the model's conditionals."""
+    from masklab.sample import generate
+
+    out = []
+    for r in range(0, x.shape[0], batch):
+        part = x[r : r + batch]
+        seeds = [seed + r + i for i in range(part.shape[0])]
+        g = generate(model, part, mask_id=mask_id, sampler="confidence", remasking=remasking, seed=seeds,
+                     return_order=True)  # fmt: skip
+        out.append(torch.stack([g.ids, g.order], 1))
+    return torch.cat(out)
+
+
 class AdjustObjective(Objective):
     """``forward(x0 [B, L], keys) -> (mean KL(exact || head) over the masked, unrevealed positions, metrics)``.
 
@@ -173,16 +215,21 @@ class AdjustObjective(Objective):
         return logits.log_softmax(-1)
 
     def forward(self, batch, keys, **_):
-        x0 = batch
-        can = x0 != self.pad_id if self.pad_id is not None else torch.ones_like(x0, dtype=torch.bool)
-        masked, revealed = _reveal_draw(keys, x0.shape[1], can, self.k, self.eps)
+        if batch.dim() == 3:  # trajectories: (ids, reveal step)
+            x0, step = batch[:, 0], batch[:, 1]
+            masked, revealed = _trajectory_draw(keys, x0, step, self.k)
+            pad = x0 == self.pad_id if self.pad_id is not None else None
+        else:
+            x0 = batch
+            can = x0 != self.pad_id if self.pad_id is not None else torch.ones_like(x0, dtype=torch.bool)
+            masked, revealed = _reveal_draw(keys, x0.shape[1], can, self.k, self.eps)
+            pad = ~can if self.pad_id is not None else None
         xt = x0.masked_fill(masked, self.mask_id)
         xs = x0.masked_fill(masked & ~revealed, self.mask_id)
         logits_t, feats = self.call(xt)  # (B, L, V), (B, L, F)
         target = self._log_probs(self.call(xs)[0])  # exact p(x_i | x_t with S revealed)
         V = logits_t.shape[-1]
         new = torch.where(revealed, x0, V)
-        pad = ~can if self.pad_id is not None else None
         q = self._log_probs(self.model(feats, new, logits_t, pad))
         where = (masked & ~revealed).float()  # (B, L) the positions predicted next
 
@@ -195,5 +242,11 @@ class AdjustObjective(Objective):
         denom = rows.sum().clamp(min=1)
         loss = (kl(q) * rows).sum() / denom
         with torch.no_grad():
-            marginal = (kl(self._log_probs(logits_t)) * rows).sum() / denom
-        return loss, {"kl_head": loss.detach(), "kl_marginal": marginal}
+            logm = self._log_probs(logits_t)
+            metrics = {"kl_head": loss.detach(), "kl_marginal": (kl(logm) * rows).sum() / denom}
+            if batch.dim() == 3:  # the chain rule's term: the KL at the position the trajectory reveals next
+                left = step.masked_fill(where == 0, torch.iinfo(step.dtype).max)
+                where = ((step == left.min(1, keepdim=True).values) & (where > 0)).float()
+                metrics["kl_next_head"] = (kl(q.detach()) * rows).sum() / denom
+                metrics["kl_next_marginal"] = (kl(logm) * rows).sum() / denom
+        return loss, metrics

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from masklab.data.synthetic import RandomHMM
-from masklab.objectives.adjust import AdjustHead, AdjustObjective, feature_dim, fingerprint
+from masklab.objectives.adjust import AdjustHead, AdjustObjective, feature_dim, fingerprint, trajectories
 from masklab.train.recipes.base import Recipe, Task, TextRecipe, register
 
 
@@ -27,8 +27,13 @@ class HeadShape:
     dim: int = 128  # width of the single layer: a fraction of a full forward's cost on the demo model
     heads: int = 4  # attention heads of the layer
     ff: int = 512  # feed-forward width (4 x dim)
+    remasking: str = "random"  # reveal order it is trained in and samples in by default (confidence's scores)
 
     def check_head(self) -> None:
+        from masklab.sample.samplers.confidence import REMASKING
+
+        if self.remasking not in REMASKING:
+            raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
         if self.k < 2:
             raise ValueError(f"k (tokens per full forward) must be >= 2 to train a head, got {self.k}")
         if self.dim <= 0 or self.heads <= 0 or self.dim % self.heads or self.ff <= 0:
@@ -48,12 +53,19 @@ def _head_facts(base_name: str, base, in_dim: int, vocab: int, max_len: int) -> 
 
 @dataclass
 class AdjustRecipe(TextRecipe, HeadShape):
-    """A head on a frozen MDM checkpoint, trained on the windows of ``data`` in the base's own tokenizer."""
+    """A head on a frozen MDM checkpoint. ``states=trajectory`` (the paper's): the base's own one-token-per-forward
+    decodings of the windows of ``data`` (first ``prompt`` tokens kept, in the base's tokenizer), in the order
+    ``remasking``; ``states=data``: the windows themselves, with a random subset of their masked tokens revealed."""
 
     base: str = "random"  # an MDM checkpoint, run folder or HF masked-LM folder; random: a frozen untrained one
     steps: int = 400
     lr: float = 1e-3
     warmup: int = 20
+    remasking: str = "low_confidence"  # the paper's top-confidence unmasking (the order Dream and LLaDA decode in)
+    states: str = "trajectory"  # trajectory (the base's own decodings, as the paper) or data
+    trajectories: int = 256  # training windows (at most) decoded by the base: one full forward per generated token
+    valid_trajectories: int = 32  # held-out windows decoded the same way for the eval
+    prompt: int = 32  # tokens of each window kept as the trajectory's prompt
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,6 +74,12 @@ class AdjustRecipe(TextRecipe, HeadShape):
             raise ValueError("adjust trains a head on a frozen base: name the base with base=PATH, not init")
         if self.arch != "modernbert":
             raise ValueError("ADJUST needs a bidirectional masked-diffusion base: arch=modernbert")
+        if self.states not in ("trajectory", "data"):
+            raise ValueError(f"states must be trajectory or data, got {self.states!r}")
+        if self.states == "trajectory" and not (0 <= self.prompt < self.seq_len - 1):
+            raise ValueError(f"prompt must be in [0, seq_len - 1), got {self.prompt}")
+        if self.states == "trajectory" and (self.trajectories < 1 or self.valid_trajectories < 1):
+            raise ValueError("trajectories and valid_trajectories must be >= 1")
 
     def _base(self):
         """(frozen model, tokenizer or the tokenizer spec): the checkpoint's, or a fresh ``arch``/``preset`` model
@@ -88,7 +106,23 @@ class AdjustRecipe(TextRecipe, HeadShape):
         objective = AdjustObjective(head, model, mask_id=data.info.mask_id, k=self.k)
         facts = {**data.facts, **_head_facts(self.base, model, in_dim, vocab, self.seq_len)}
         fp = f"{data.fingerprint}-base{facts['base_fingerprint']}"
-        return Task(objective, data.train, data.valid, fp, data.tokenizer, facts)
+        train, valid = data.train, data.valid
+        if self.states == "trajectory":
+            mask_id = data.info.mask_id
+            train = self._decoded(model, train, self.trajectories, mask_id, 1)
+            valid = self._decoded(model, valid, self.valid_trajectories, mask_id, 2)
+            facts["example_tokens"] = self.seq_len  # an example packs ids with their reveal steps: [2, L]
+            fp += f"-traj{self.remasking}-n{self.trajectories}-p{self.prompt}-s{self.seed}"
+        return Task(objective, train, valid, fp, data.tokenizer, facts)
+
+    def _decoded(self, model, windows, n: int, mask_id: int, stream: int):
+        """[n, 2, L] trajectories of the base on ``n`` evenly spaced windows (all of them if fewer), their first
+        ``prompt`` tokens kept."""
+        n = min(n, windows.shape[0])
+        x = windows[torch.linspace(0, windows.shape[0] - 1, n).long()].clone()  # spread over the whole data
+        x[:, self.prompt :] = mask_id
+        return trajectories(model, x, mask_id=mask_id, remasking=self.remasking,
+                            seed=(self.seed * 1000003 + stream) * 100003)  # fmt: skip
 
 
 @dataclass
