@@ -2,7 +2,7 @@
 of tokens per full forward, and against exact one-token-per-forward decoding, in one run.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adjust.py [--parts hmm text] [--out runs/adjust-bench] \\
-        [--mdm runs/mdm-g --ar runs/ar-g] [--sequences 4000] [--rows 64]
+        [--mdm runs/mdm-g --ar runs/ar-g] [--sequences 4000] [--rows 64] [--order low_confidence] [--states trajectory]
 
 Part ``hmm``: the exact HMM of recipe ``adjust-hmm`` (16 states, 16 symbols, Dirichlet 0.1, 16 positions) is the
 frozen model; its denoiser gives exact conditionals and ``log_prob`` the exact likelihood. One head (recipe
@@ -17,15 +17,17 @@ Part ``text``: the frozen model is a trained ``mdm-tiny`` run (bytes, stdlib cod
     masklab train --recipe mdm-tiny --out runs/mdm-g steps=200 max_minutes=0
     masklab train --recipe ar --out runs/ar-g steps=150 max_minutes=0
 
-A head (recipe ``adjust``, base = the MDM, k = 4) is trained into OUT/text-ORDER (reused when present), in the
-reveal order ``--order``: ``low_confidence`` (default, the paper's top-confidence unmasking), trained on the MDM's
-own one-token-per-forward decodings of 256 training windows (``states=trajectory``, the paper's training data),
-or ``random``, trained on the data windows with random subsets revealed (``states=data``, the earlier setting,
-into OUT/text). ``--rows`` held-out windows keep their first 32 bytes; the other 96 are filled at temperature 1
-(row r from seed r) by each arm at equal full forwards, every arm in the same order: infill match (share of filled
-bytes equal to the original), unigram entropy of the filled bytes (bits), gen-PPL of the rows under the ``ar`` run,
-and the per-row paired difference in match against marginal decoding (mean, 95% t interval). CPU seconds (one
-thread) are printed beside: a head pass is not free.
+A head (recipe ``adjust``, base = the MDM, k = 4) is trained (reused when present) in the reveal order ``--order``
+on the states ``--states``: ``low_confidence`` (default, the paper's top-confidence unmasking) or ``random``; and
+``trajectory`` (default, the paper's: the MDM's own one-token-per-forward decodings of 256 training windows in
+that order) or ``data`` (the data windows with random subsets revealed). Folders: OUT/text for random order on
+data states (the earlier setting), else OUT/text-ORDER with a ``-data`` suffix for data states. ``--rows``
+held-out windows keep their first 32 bytes; the other 96 are filled at temperature 1 (row r from seed r) by each
+arm at equal full forwards, every arm in the same order: infill match (share of filled bytes equal to the
+original), unigram entropy of the filled bytes (bits), gen-PPL of the rows under the ``ar`` run, the per-row
+paired difference in match against marginal decoding, and the per-row paired difference in the rows' mean NLL
+under the ``ar`` run (nats per byte) against marginal and against exact decoding (mean, 95% t interval). CPU
+seconds (one thread) are printed beside: a head pass is not free.
 """
 
 from __future__ import annotations
@@ -52,7 +54,15 @@ from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
 HMM_HEAD = ["lr=3e-3"]  # recipe adjust-hmm's defaults otherwise: k = 8, 1500 steps of 64 sequences
 TEXT_HEAD = ["k=4", "steps=600", "lr=5e-4", "eval_every=200", "ckpt_every=0"]
-TEXT_ORDER = {"random": (["states=data", "remasking=random"], "text"), "low_confidence": ([], "text-low_confidence")}
+
+
+def text_run(order: str, states: str) -> tuple[list[str], str]:
+    """(recipe overrides, folder under OUT) of the text head for a reveal order and a source of states; random
+    order on data states is the earlier setting, kept in OUT/text."""
+    folder = (
+        "text" if (order, states) == ("random", "data") else f"text-{order}" + ("-data" if states == "data" else "")
+    )
+    return [f"remasking={order}", f"states={states}"], folder
 
 
 def trained(recipe: str, out: Path, overrides: list[str]) -> Path:
@@ -105,7 +115,7 @@ def part_hmm(args) -> None:
 def part_text(args) -> None:
     from approx_cache import held_out, load  # the same byte model and held-out windows
 
-    extra, folder = TEXT_ORDER[args.order]
+    extra, folder = text_run(args.order, args.states)
     run = trained("adjust", args.out / folder, [f"base={args.mdm}", *TEXT_HEAD, *extra])
     mdm, tok = load(args.mdm)
     ar, _ = load(args.ar, causal=True)
@@ -116,20 +126,24 @@ def part_text(args) -> None:
     gen = x == tok.mask_token_id
     n = int(gen.sum(1)[0])
     print(f"\nstdlib bytes ({args.mdm}), {args.rows} held-out rows, {n} bytes filled after a {args.prompt}-byte "
-          f"prompt, temperature 1, order {args.order}:")  # fmt: skip
-    match = {}
+          f"prompt, temperature 1, order {args.order}, head trained on {args.states} states:")  # fmt: skip
+    match, nll = {}, {}
     for k in (2, 4):
         for name, (ak, steps) in arms(k, n).items():
             if name in match:  # exact: once
                 continue
             ids, nfe, passes, sec = decode(mdm, x, tok.mask_token_id, head, ak, steps, args.order)
             match[name] = ((ids == truth) & gen).sum(1) / gen.sum(1)  # (B,)
+            nll[name] = torch.tensor([math.log(gen_ppl(ar, ids[r : r + 1])) for r in range(ids.shape[0])])  # (B,)
             m = float(match[name].mean())
             line = (f"  {name:<14} full forwards {nfe:3d}  head passes {passes:3d}  match {m:.3f}  entropy "
                     f"{unigram_entropy(ids[gen]):5.3f}  gen-PPL {gen_ppl(ar, ids):6.2f}  CPU {sec:5.2f} s")  # fmt: skip
             if name.startswith("ADJUST"):
                 d, h = mean_ci((match[name] - match[f"marginal k={k}"]).tolist())
                 line += f"  match vs marginal {d:+.3f} +- {h:.3f}"
+                for ref in (f"marginal k={k}", "exact"):  # per-row AR NLL (nats per byte), paired
+                    d, h = mean_ci((nll[name] - nll[ref]).tolist())
+                    line += f"  AR NLL vs {ref.split()[0]} {d:+.4f} +- {h:.4f}"
             print(line, flush=True)
 
 
@@ -142,7 +156,14 @@ def main():
     p.add_argument("--sequences", type=int, default=4000)
     p.add_argument("--rows", type=int, default=64)
     p.add_argument("--prompt", type=int, default=32)
-    p.add_argument("--order", choices=sorted(TEXT_ORDER), default="low_confidence", help="text part's reveal order")
+    p.add_argument("--order", choices=("low_confidence", "random"), default="low_confidence",
+                   help="the text part's reveal order, for the head's training and every arm")  # fmt: skip
+    p.add_argument(
+        "--states",
+        choices=("trajectory", "data"),
+        default="trajectory",
+        help="the text head's training states: the MDM's own decodings (the paper's) or data windows",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     if "hmm" in args.parts:

@@ -148,7 +148,7 @@ def test_a_saved_head_samples_with_its_base_and_refuses_another(hmm_run):
     out, _ = hmm_run
     head = load_head(out)
     base = RandomHMM(states=6, symbols=12, seed=1, alpha=0.1)
-    assert head.base_fingerprint == fingerprint(base) and head.k == 4
+    assert head.base_fingerprint == fingerprint(base) and head.k == 4 and head.remasking == "random"
     g = adjust_generate(base, _prompts(), head=head, k=4, mask_id=MASK, seed=SEEDS, return_order=True)
     assert (g.ids != MASK).all() and g.nfe == 3 and g.stats["head_passes"] == 6
     other = RandomHMM(states=6, symbols=12, seed=2, alpha=0.1)
@@ -238,6 +238,7 @@ def mdm_and_heads(tmp_path_factory, small_corpus):
 
 def test_generate_cli_samples_with_a_head(mdm_and_heads, capsys):
     mdm, heads = mdm_and_heads
+    assert load_head(heads["own"]).remasking == "low_confidence"  # recipe adjust's default: it samples in that order
     argv = ["generate", "--model", str(mdm), "--prompt", "def <mask:8>", "--adjust-head", str(heads["own"])]
     assert main([*argv, "--adjust-k", "4", "--seed", "1"]) == 0
     captured = capsys.readouterr()
