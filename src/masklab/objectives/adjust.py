@@ -143,8 +143,8 @@ def _reveal_draw(keys, L: int, mask: torch.Tensor, k: int, eps: float):
 def _trajectory_draw(keys, ids: torch.Tensor, step: torch.Tensor, k: int):
     """(masked M [B, L], revealed S [B, L]) cut from trajectories: ``step`` [B, L] is each generated position's
     reveal step (0, 1, ... in one-token-per-forward decoding; -1 for the prompt). M: the positions revealed at
-    step >= j for j uniform over 0 .. n - 2 (n: the row's steps); S: those revealed at steps j .. j + m - 1, m ~ U{1..k-1}, at
-    most |M| - 1 so that one position is left to predict."""
+    step >= j for j uniform over 0 .. n - 2 (n: the row's steps); S: those revealed at steps j .. j + m - 1,
+    m ~ U{1..k-1}, at most |M| - 1 so that one position is left to predict."""
     kk = keyed.derive(keys, _ADJUST_KEY)
     u = keyed.uniform(kk, 2, stream=2, dtype=torch.float64).to(ids.device)  # (B, 2)
     n = (step >= 0).sum(1)  # (B,) generated positions

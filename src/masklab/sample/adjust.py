@@ -1,4 +1,4 @@
-"""ADJUST sampling (Bansal & Sanghavi 2025, "Enabling Approximate Joint Sampling in Diffusion LMs", Sec. 3):
+"""ADJUST sampling (Bansal & Sanghavi 2025, "Enabling Approximate Joint Sampling in Diffusion LMs", arXiv 2509.22738):
 k tokens per full forward of a frozen masked-diffusion model, each conditioned on the ones revealed before it.
 
 At each step the frozen model runs once on x; the row's k tokens are then revealed one at a time, the first from
