@@ -16,7 +16,7 @@ import torch
 
 from masklab.data.synthetic import RandomHMM
 from masklab.objectives.adjust import AdjustHead, AdjustObjective, feature_dim, fingerprint, trajectories
-from masklab.train.recipes.base import Recipe, Task, TextRecipe, register
+from masklab.train.recipes.base import Recipe, Task, TextRecipe, register, seeded
 
 
 @dataclass
@@ -40,8 +40,7 @@ class HeadShape:
             raise ValueError(f"need dim, heads, ff > 0 and dim divisible by heads, got {self.dim}, {self.heads}")
 
     def make_head(self, in_dim: int, vocab: int, max_len: int, seed: int) -> AdjustHead:
-        with torch.random.fork_rng(devices=[]):  # weight init from the recipe's seed, global RNG restored after
-            torch.manual_seed(seed)
+        with seeded(seed):
             return AdjustHead(in_dim, vocab, max_len, self.dim, self.heads, self.ff)
 
 
@@ -97,8 +96,7 @@ class AdjustRecipe(TextRecipe, HeadShape):
         model, tok = self._base()
         data = text_task_data(self.data, tok, self.seq_len)
         if model is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed + 1)
+            with seeded(self.seed + 1):
                 model = build_model(self.arch, self.preset, data.info, self.seq_len)
         check_seq_len(self.seq_len, model.config.max_position_embeddings)
         vocab, in_dim = int(model.config.vocab_size), feature_dim(model, int(model.config.vocab_size))
