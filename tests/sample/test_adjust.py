@@ -192,6 +192,20 @@ def test_fingerprint_names_the_weights():
     assert fingerprint(m) != before
 
 
+def test_fingerprint_reads_scalar_tensors():
+    """A model may hold 0-dim tensors (a scalar parameter, BatchNorm's step count): they are weights like any
+    other, so they are hashed, not a crash."""
+    bn = torch.nn.BatchNorm1d(3)
+    before = fingerprint(bn)
+    bn.num_batches_tracked += 1
+    assert fingerprint(bn) != before
+    hmm = RandomHMM(6, 12, seed=1, alpha=0.1)
+    hmm.scale = torch.tensor(1.0)  # a callable's scalar tensor attribute
+    before = fingerprint(hmm)
+    hmm.scale = torch.tensor(2.0)
+    assert fingerprint(hmm) != before
+
+
 @pytest.mark.parametrize(
     "kw,message",
     [
