@@ -45,6 +45,13 @@ def test_a_template_with_masks_gets_none_appended():
     assert red_team_prompt("a <|mdm_mask|> b", mask_token="<|mdm_mask|>") == "a <|mdm_mask|> b"
 
 
+@pytest.mark.parametrize("bad", [-1, 2.5, "36", True, None])
+def test_a_bad_mask_count_is_refused_by_name(bad):
+    """Not a count of masks: one ValueError naming ``mask_counts``, never Python's own error about ``str * x``."""
+    with pytest.raises(ValueError, match="mask_counts must be >= 0 and an integer"):
+        red_team_prompt("x", mask_token="<|mdm_mask|>", mask_counts=bad)
+
+
 def test_bad_placeholders_are_refused():
     with pytest.raises(ValueError, match="<mask:0> asks for no tokens"):
         parse_prompt("x<mask:0>", TOK)

@@ -59,8 +59,8 @@ def red_team_prompt(template: str, tokenizer=None, *, mask_token: str | None = N
     native = mask_token if mask_token is not None else getattr(tokenizer, "mask_token", None)
     if not native:
         raise ValueError("no native mask token: pass a tokenizer with a mask token or mask_token=...")
-    if mask_counts < 0:
-        raise ValueError(f"mask_counts must be >= 0, got {mask_counts}")
+    if not isinstance(mask_counts, int) or isinstance(mask_counts, bool) or mask_counts < 0:
+        raise ValueError(f"mask_counts must be >= 0 and an integer, got {mask_counts!r}")
     out = PLACEHOLDER.sub(lambda m: native * _count(m), template)
     if native not in out:
         if not mask_counts:
