@@ -269,3 +269,11 @@ def test_generate_cli_refuses_a_head_of_another_base(mdm_and_heads, capsys):
     assert main([*argv[:-1], str(heads["own"]), "--adjust-k", "0"]) == 2
     assert main([*argv[:-1], str(mdm)]) == 2  # an MDM run is not a head
     assert "is not an ADJUST head" in capsys.readouterr().err
+
+
+def test_generate_cli_refuses_adjust_k_without_a_head(mdm_and_heads, capsys):
+    """--adjust-k alone would be silently ignored (plain confidence decoding): refused, naming the missing flag."""
+    mdm, _ = mdm_and_heads
+    assert main(["generate", "--model", str(mdm), "--prompt", "def <mask:8>", "--adjust-k", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--adjust-head" in err and "Traceback" not in err

@@ -26,6 +26,8 @@ def sample(args):
         setattr(args, flag, getattr(args, flag, default))  # has none of these flags
     if args.adjust_head is not None:
         return sample_adjust(args)
+    if getattr(args, "adjust_k", None) is not None:
+        raise ValueError("--adjust-k sets ADJUST's tokens per forward: it needs --adjust-head RUN")
     if args.approx_cache is not None:
         return sample_approx(args)
     if args.cache or saved_block_length(args.model) is not None:
