@@ -76,6 +76,14 @@ def test_the_split_is_keyed_by_seed_and_disjoint():
         dija_corpus(0, 1.0)
 
 
+@pytest.mark.parametrize("fraction", [1e-4, 0.9999])
+def test_a_fraction_that_empties_a_split_is_refused(fraction):
+    """Inside (0, 1) yet rounding to no held-out (or no training) request: refused by name, not an empty split
+    that the tokenizer later fails on."""
+    with pytest.raises(ValueError, match="valid_fraction .* both splits need at least one"):
+        dija_corpus(0, fraction)
+
+
 def test_the_scorer_on_hand_made_responses():
     assert score(REFUSAL) == score(["sorry, i", "cannot help"])  # refused, no keyword
     assert score(REFUSAL).refused and not score(REFUSAL).success

@@ -144,6 +144,9 @@ def dija_corpus(seed: int = 0, valid_fraction: float = 0.3, stage: str = "aligne
     every = requests()
     order = np.random.default_rng([17, seed]).permutation(len(every))
     n_valid = round(valid_fraction * len(every))
+    if not 0 < n_valid < len(every):  # an empty split cannot be trained on or evaluated
+        raise ValueError(f"valid_fraction {valid_fraction} holds out {n_valid} of the {len(every)} requests; "
+                         "both splits need at least one")  # fmt: skip
     valid = [every[i] for i in sorted(order[:n_valid])]
     train = [every[i] for i in sorted(order[n_valid:])]
     digest = hashlib.sha256("|".join(r.text for r in valid).encode()).hexdigest()[:8]
