@@ -229,6 +229,9 @@ def test_bad_recipe_fields_are_refused():
             apply_overrides(get_recipe("adjust"), [bad])
     with pytest.raises(ValueError, match="k .* must be >= 2"):
         apply_overrides(get_recipe("adjust-hmm"), ["k=1"])
+    for alpha in ("0", "-1", "nan"):  # the Dirichlet's concentration: 0 used to fail late with a RuntimeError
+        with pytest.raises(ValueError, match="hmm_alpha must be > 0"):
+            apply_overrides(get_recipe("adjust-hmm"), [f"hmm_alpha={alpha}"])
 
 
 TINY = ["preset=micro", "seq_len=32", "batch_size=4", "eval_every=0", "ckpt_every=0", "max_minutes=0", "warmup=1"]

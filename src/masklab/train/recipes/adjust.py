@@ -149,6 +149,8 @@ class AdjustHMMRecipe(Recipe, HeadShape):
         self.check_head()
         if self.length < 2 or self.train_sequences < 1:
             raise ValueError("length must be >= 2 and train_sequences >= 1")
+        if not self.hmm_alpha > 0:  # a Dirichlet needs a positive concentration (0 gave an all-NaN table)
+            raise ValueError(f"hmm_alpha must be > 0, got {self.hmm_alpha}")
 
     @property
     def hmm(self) -> RandomHMM:
