@@ -274,6 +274,13 @@ def test_generate_cli_refuses_a_head_of_another_base(mdm_and_heads, capsys):
     assert "is not an ADJUST head" in capsys.readouterr().err
 
 
+def test_a_hugging_face_folder_is_not_a_head(tmp_path):
+    """A save_pretrained folder has no manifest, hence no base fingerprint: one ValueError, not a TypeError."""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="is not an ADJUST head"):
+        load_head(tmp_path)
+
+
 def test_generate_cli_refuses_adjust_k_without_a_head(mdm_and_heads, capsys):
     """--adjust-k alone would be silently ignored (plain confidence decoding): refused, naming the missing flag."""
     mdm, _ = mdm_and_heads

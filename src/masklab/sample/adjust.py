@@ -67,7 +67,9 @@ def load_head(path) -> Head:
     from masklab.train import checkpoint
 
     loaded = checkpoint.load(path, model=False)
-    info, recipe = loaded.manifest["info"], loaded.manifest["recipe"]
+    if loaded.manifest is None:  # a plain Hugging Face folder: no manifest, so no record of a base
+        raise ValueError(f"{path} is not an ADJUST head (a Hugging Face folder, no masklab.json): no base_fingerprint")
+    info, recipe = loaded.manifest.get("info", {}), loaded.manifest.get("recipe", {})
     if "base_fingerprint" not in info:
         raise ValueError(f"{path} is not an ADJUST head (its recipe is {recipe.get('name')!r}): no base_fingerprint")
     module = AdjustHead(info["in_dim"], info["vocab"], info["max_len"], recipe["dim"], recipe["heads"], recipe["ff"])
