@@ -192,6 +192,25 @@ def test_fingerprint_names_the_weights():
     assert fingerprint(m) != before
 
 
+def test_fingerprint_reads_a_wrappers_model():
+    """A callable holding its model as an attribute (as a wrapper adding padding or a chat template does) is
+    fingerprinted by that model's weights: wrappers of two different models differ."""
+
+    class Wrapper:
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, x):
+            return self.model(x)
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        b.weight.copy_(a.weight + 1.0)
+        b.bias.copy_(a.bias)
+    assert fingerprint(Wrapper(a)) != fingerprint(Wrapper(b))
+    assert fingerprint(Wrapper(a)) == fingerprint(Wrapper(a))
+
+
 def test_fingerprint_reads_scalar_tensors():
     """A model may hold 0-dim tensors (a scalar parameter, BatchNorm's step count): they are weights like any
     other, so they are hashed, not a crash."""

@@ -111,12 +111,17 @@ def base_call(model, pad_id: int | None = None):
 
 def fingerprint(model) -> str:
     """SHA-256 (16 hex digits) of a model's weights: names, shapes, dtypes and bytes of its state dict (an
-    ``nn.Module``), or of its tensor attributes (the exact HMM's start, transition and emission tables). Two
-    models with the same fingerprint compute the same function (given the same code)."""
+    ``nn.Module``), or of its tensor attributes and the state dicts of its module attributes (the exact HMM's
+    start, transition and emission tables; a wrapper holding a model). Two models with the same fingerprint
+    compute the same function (given the same code), as far as their weights are held in those attributes: a
+    plain function's closure is not read."""
     if isinstance(model, nn.Module):
         tensors = model.state_dict()
     else:
         tensors = {k: v for k, v in vars(model).items() if torch.is_tensor(v)}
+        for k, v in vars(model).items():  # a wrapper's model: its weights are the wrapper's
+            if isinstance(v, nn.Module):
+                tensors.update({f"{k}.{n}": t for n, t in v.state_dict().items()})
     h = hashlib.sha256(type(model).__name__.encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
