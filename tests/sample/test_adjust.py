@@ -281,6 +281,18 @@ def test_generate_cli_samples_with_a_head(mdm_and_heads, capsys):
     assert captured.out.startswith("def ") and "adjust: 2 model calls, 6 head passes" in captured.err
 
 
+def test_generate_cli_png_names_adjust(mdm_and_heads, tmp_path, monkeypatch, capsys):
+    """The --png title names the sampler that ran: ADJUST, not the --sampler default it leaves unused."""
+    import masklab.viz.generation as viz
+
+    titles = []
+    monkeypatch.setattr(viz, "render_unmasking", lambda out, **kw: titles.append(kw["title"]))
+    mdm, heads = mdm_and_heads
+    argv = ["generate", "--model", str(mdm), "--prompt", "def <mask:8>", "--adjust-head", str(heads["own"])]
+    assert main([*argv, "--adjust-k", "4", "--png", str(tmp_path / "u.png")]) == 0
+    assert titles == ["ADJUST (6 head passes), 2 model calls, seed 0"]
+
+
 def test_generate_cli_refuses_a_head_of_another_base(mdm_and_heads, capsys):
     mdm, heads = mdm_and_heads
     argv = ["generate", "--model", str(mdm), "--prompt", "def <mask:8>", "--adjust-head", str(heads["other"])]

@@ -133,11 +133,14 @@ def sample_adjust(args):
 def draw(args, tok, g, out) -> None:
     from masklab.viz.generation import render_unmasking, token_pieces
 
+    # ADJUST's order is its own (--sampler stays at its default there): name it, with its head passes
+    adjust = getattr(args, "adjust_head", None) is not None
+    sampler = f"ADJUST ({g.stats['head_passes']} head passes)" if adjust else f"{args.sampler} sampler"
     render_unmasking(
         out,
         pieces=token_pieces(tok, g.ids[0]),
         order=g.order[0].tolist(),
-        title=f"{args.sampler} sampler, {g.nfe} model calls, seed {args.seed}",
+        title=f"{sampler}, {g.nfe} model calls, seed {args.seed}",
     )
     print(f"wrote {out}", file=sys.stderr)
 
