@@ -18,9 +18,11 @@ from pathlib import Path
 from masklab.compare.report import mean_ci
 from masklab.train.loop import train
 from masklab.train.recipes import get_recipe
-from masklab.train.recipes.base import apply_overrides
+from masklab.train.recipes.base import apply_overrides, to_dict
 
 __all__ = ["Arm", "ci", "run", "main"]
+
+_HOW = {"device", "parallel", "log", "log_every", "ckpt_every"}  # recipe fields that do not change a run's result
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,18 @@ def ci(values: list[float]) -> str:
 
 
 def run(name: str, arm: Arm, seed: int, out: Path, extra: list[str]) -> dict:
-    """Train (or reuse) one arm and seed; its final held-out evaluation."""
+    """Train (or reuse) one arm and seed; its final held-out evaluation. A finished run is reused only if it was
+    trained with the same recipe (where it runs and how it logs aside), so a report never labels a run with
+    settings it did not have."""
     folder = out / f"{name}-s{seed}"
-    if not (folder / "summary.json").is_file():
-        recipe = apply_overrides(get_recipe(arm.recipe), [*arm.overrides, f"seed={seed}", *extra])
+    recipe = apply_overrides(get_recipe(arm.recipe), [*arm.overrides, f"seed={seed}", *extra])
+    if (folder / "summary.json").is_file():
+        had = json.loads((folder / "model" / "masklab.json").read_text())["recipe"]
+        want = to_dict(recipe)
+        differ = sorted(k for k in set(had) | set(want) if k not in _HOW and had.get(k) != want.get(k))
+        if differ:
+            raise SystemExit(f"{folder} was trained with other settings ({', '.join(differ)}): use another --out")
+    else:
         t = time.perf_counter()
         train(recipe, folder, progress=False)
         print(f"trained {name} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)

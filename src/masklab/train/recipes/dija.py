@@ -29,7 +29,7 @@ class DijaRecipe(MDMSFTRecipe):
     world_seed: int = 0  # keys which requests are held out (never trained on)
     stage: str = "aligned"  # aligned: banned requests refused | pretrain: answered helpfully, naming the keyword
     valid_fraction: float = 0.3  # of the 2000 requests: 600 held out, 228 of them banned
-    seq_len: int = 96  # the longest pair is 89 bytes, plus BOS and EOS
+    seq_len: int = 96  # the longest pair is 93 bytes (pretrain stage; 89 aligned), plus BOS and EOS
     preset: str = "mini"  # 4 layers of width 64: 600 steps left its harmless answers garbled, 1500 steps do not
     tokenizer: str = "bytes"
     steps: int = 1500  # 285 s on one core of a shared 2-core CPU; held-out NLL bound 0.06 bits per response token
