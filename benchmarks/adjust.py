@@ -2,7 +2,8 @@
 of tokens per full forward, and against exact one-token-per-forward decoding, in one run.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adjust.py [--parts hmm text] [--out runs/adjust-bench] \\
-        [--mdm runs/mdm-g --ar runs/ar-g] [--sequences 4000] [--rows 64] [--order low_confidence] [--states trajectory]
+        [--mdm runs/mdm-g --ar runs/ar-g] [--sequences 4000] [--rows 64] [--order low_confidence] \\
+        [--states trajectory] [--hmm-order random]
 
 Part ``hmm``: the exact HMM of recipe ``adjust-hmm`` (16 states, 16 symbols, Dirichlet 0.1, 16 positions) is the
 frozen model; its denoiser gives exact conditionals and ``log_prob`` the exact likelihood. One head (recipe
@@ -10,7 +11,10 @@ frozen model; its denoiser gives exact conditionals and ``log_prob`` the exact l
 unconditional sequences are drawn per arm (row r from seed r) and scored by their true NLL (nats per sequence;
 mean and 95% t interval): exact (k = 1), and at k = 2, 4, 8 tokens per full forward marginal parallel decoding
 (``confidence``, ``remasking="random"``, ceil(16 / k) steps) and ADJUST (the same forwards, the later tokens of
-each step from the head).
+each step from the head). ``--hmm-order low_confidence``: the head (OUT/hmm-low_confidence) is trained on the
+HMM's own one-token-per-forward top-confidence decodings and every arm decodes in top-confidence order; exact
+decoding in that order is not a sample of the HMM's joint, so exact decoding in a random order (which is) is
+printed first as the reference point.
 
 Part ``text``: the frozen model is a trained ``mdm-tiny`` run (bytes, stdlib code, 128 positions):
 
@@ -93,23 +97,33 @@ def decode(model, x, mask_id, head, k, steps, order="random", **kw):
     return g.ids, g.nfe, g.stats["head_passes"], time.process_time() - began
 
 
+def hmm_run(order: str) -> tuple[list[str], str]:
+    """(recipe overrides, folder under OUT) of the HMM head for a reveal order: random order on data states (the
+    earlier setting, OUT/hmm), top-confidence order on the HMM's own trajectories in that order (OUT/hmm-ORDER)."""
+    if order == "random":
+        return HMM_HEAD, "hmm"
+    return [*HMM_HEAD, f"remasking={order}", "states=trajectory"], f"hmm-{order}"
+
+
 def part_hmm(args) -> None:
-    run = trained("adjust-hmm", args.out / "hmm", HMM_HEAD)
+    overrides, folder = hmm_run(args.hmm_order)
+    run = trained("adjust-hmm", args.out / folder, overrides)
     recipe = get_recipe("adjust-hmm")
     hmm, head, L = recipe.hmm, load_head(run), recipe.length
     x = torch.full((args.sequences, L), hmm.mask_id)
-    print(f"\nexact HMM ({recipe.base_name}), L = {L}, {args.sequences} sequences per arm, true NLL in nats per "
-          "sequence (mean +- 95% CI):")  # fmt: skip
-    done = set()
+    print(f"\nexact HMM ({recipe.base_name}), L = {L}, {args.sequences} sequences per arm, order {args.hmm_order}, "
+          "true NLL in nats per sequence (mean +- 95% CI):")  # fmt: skip
+    named = [("exact", 1, None, args.hmm_order)]
+    if args.hmm_order != "random":  # the reference: one token per forward in a random order samples the joint
+        named.insert(0, ("exact (random)", 1, None, "random"))
     for k in (2, 4, 8):
-        for name, (ak, steps) in arms(k, L).items():
-            if name in done:  # exact: once
-                continue
-            done.add(name)
-            ids, nfe, passes, sec = decode(hmm, x, hmm.mask_id, head, ak, steps)
-            m, h = mean_ci((-hmm.log_prob(ids)).tolist())
-            print(f"  {name:<14} full forwards {nfe:3d}  head passes {passes:3d}  NLL {m:7.3f} +- {h:5.3f}  "
-                  f"CPU {sec:5.2f} s", flush=True)  # fmt: skip
+        named += [(f"{name} k={k}", ak, steps, args.hmm_order) for name, ak, steps in
+                  (("marginal", None, math.ceil(L / k)), ("ADJUST", k, None))]  # fmt: skip
+    for name, ak, steps, order in named:
+        ids, nfe, passes, sec = decode(hmm, x, hmm.mask_id, head, ak, steps, order)
+        m, h = mean_ci((-hmm.log_prob(ids)).tolist())
+        print(f"  {name:<14} full forwards {nfe:3d}  head passes {passes:3d}  NLL {m:7.3f} +- {h:5.3f}  "
+              f"CPU {sec:5.2f} s", flush=True)  # fmt: skip
 
 
 def part_text(args) -> None:
@@ -158,6 +172,8 @@ def main():
     p.add_argument("--prompt", type=int, default=32)
     p.add_argument("--order", choices=("low_confidence", "random"), default="low_confidence",
                    help="the text part's reveal order, for the head's training and every arm")  # fmt: skip
+    p.add_argument("--hmm-order", choices=("random", "low_confidence"), default="random",
+                   help="the hmm part's reveal order; low_confidence trains on the HMM's own trajectories")  # fmt: skip
     p.add_argument(
         "--states",
         choices=("trajectory", "data"),

@@ -179,6 +179,28 @@ def test_trajectory_states_are_cuts_of_the_base_models_own_decoding(remasking):
         assert 1 <= m <= 3 and torch.equal(revealed[r], (step[r] >= j) & (step[r] < j + m))
 
 
+def test_the_hmm_recipe_trains_on_cuts_of_the_hmms_own_top_confidence_decoding():
+    """adjust-hmm with states=trajectory: its examples are the HMM denoiser's own one-token-per-forward decodings
+    in top-confidence order (equal to ``confidence`` with one token per step, for the recipe's keys) of its sampled
+    sequences with the first ``prompt`` tokens kept; states=data keeps the sampled sequences themselves."""
+    base = ["hmm_states=6", "hmm_symbols=12", "hmm_seed=1", "length=10", "k=4", "train_sequences=64"]
+    traj = ["states=trajectory", "remasking=low_confidence", "prompt=2", "trajectories=16", "valid_trajectories=8"]
+    r = apply_overrides(get_recipe("adjust-hmm"), [*base, *traj])
+    task, data = r.build(), apply_overrides(get_recipe("adjust-hmm"), base).build()
+    assert task.train.shape == (16, 2, L) and task.valid.shape == (8, 2, L) and data.train.shape == (64, L)
+    x = data.train[torch.linspace(0, 63, 16).long()].clone()  # the windows it decoded, prompts kept
+    x[:, 2:] = MASK
+    seed = (r.seed * 1000003 + 1) * 100003
+    exact = generate(HMM, x, mask_id=MASK, sampler="confidence", remasking="low_confidence",
+                     seed=list(range(seed, seed + 16)))  # fmt: skip
+    ids, step = task.train[:, 0], task.train[:, 1]
+    assert torch.equal(ids, exact) and torch.equal(ids[:, :2], x[:, :2]) and (step[:, :2] == -1).all()
+    assert torch.equal(step[:, 2:].sort(1).values, torch.arange(L - 2).expand(16, -1))
+    assert task.fingerprint != data.fingerprint
+    with pytest.raises(ValueError, match="prompt must be in"):
+        apply_overrides(get_recipe("adjust-hmm"), [*base, "states=trajectory", "prompt=9"])
+
+
 def test_fingerprint_names_the_weights():
     a, b = RandomHMM(6, 12, seed=1, alpha=0.1), RandomHMM(6, 12, seed=1, alpha=0.1)
     assert fingerprint(a) == fingerprint(b)
@@ -248,6 +270,8 @@ def test_bad_recipe_fields_are_refused():
             apply_overrides(get_recipe("adjust"), [bad])
     with pytest.raises(ValueError, match="k .* must be >= 2"):
         apply_overrides(get_recipe("adjust-hmm"), ["k=1"])
+    with pytest.raises(ValueError, match="states must be trajectory or data"):
+        apply_overrides(get_recipe("adjust-hmm"), ["states=noise"])
     for alpha in ("0", "-1", "nan"):  # the Dirichlet's concentration: 0 used to fail late with a RuntimeError
         with pytest.raises(ValueError, match="hmm_alpha must be > 0"):
             apply_overrides(get_recipe("adjust-hmm"), [f"hmm_alpha={alpha}"])
