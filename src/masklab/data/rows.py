@@ -12,7 +12,20 @@ import abc
 import numpy as np
 import torch
 
-__all__ = ["LazyRows"]
+__all__ = ["LazyRows", "split_rows", "unpack_pixels"]
+
+
+def split_rows(rows: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    """The parts of packed rows [B, layout.width], one per ``layout.spans`` entry (name -> (start, end)); rows of
+    another shape are one ValueError."""
+    if rows.dim() != 2 or rows.shape[1] != layout.width:
+        raise ValueError(f"rows must be [B, {layout.width}] for this layout, got {tuple(rows.shape)}")
+    return {k: rows[:, a:b] for k, (a, b) in layout.spans.items()}
+
+
+def unpack_pixels(part: torch.Tensor, size: int) -> torch.Tensor:
+    """An image part [B, 3 * size * size] of 0..255 values -> pixels [B, 3, size, size] float in [0, 1]."""
+    return part.float().view(-1, 3, size, size) / 255.0
 
 
 class LazyRows(abc.ABC):

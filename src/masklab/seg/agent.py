@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masklab.data.rows import LazyRows
+from masklab.data.rows import LazyRows, split_rows, unpack_pixels
 from masklab.seg.clicks import Click, simulate
 from masklab.seg.metrics import iou as _iou
 from masklab.seg.nets import Block, conv_block
@@ -165,11 +165,9 @@ class AgentLayout:
         self.width = at
 
     def unpack(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        if rows.dim() != 2 or rows.shape[1] != self.width:
-            raise ValueError(f"rows must be [B, {self.width}] for this layout, got {tuple(rows.shape)}")
-        S, part = self.size, {k: rows[:, a:b] for k, (a, b) in self.spans.items()}
+        S, part = self.size, split_rows(rows, self)
         return {
-            "pixels": part["image"].float().view(-1, 3, S, S) / 255.0,
+            "pixels": unpack_pixels(part["image"], S),
             "gt": part["gt"].view(-1, S, S) != 0,
             "mask": part["mask"].view(-1, S, S) != 0,
             "clicks": part["clicks"].long().view(-1, self.clicks, 3),

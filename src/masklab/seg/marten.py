@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.data.canvases import Canvas, canvas, refers_to
+from masklab.data.rows import LazyRows, split_rows, unpack_pixels
 from masklab.seg.nets import Block, conv_block
 
 __all__ = ["QUESTIONS", "question_of", "MartenLayout", "MartenRows", "MaskGenerator", "Reader"]
@@ -58,18 +59,16 @@ class MartenLayout:
         self.width = self.spans["answer"][1]
 
     def unpack(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        if rows.dim() != 2 or rows.shape[1] != self.width:
-            raise ValueError(f"rows must be [B, {self.width}] for this layout, got {tuple(rows.shape)}")
-        S, part = self.size, {k: rows[:, a:b] for k, (a, b) in self.spans.items()}
+        S, part = self.size, split_rows(rows, self)
         return {
-            "pixels": part["image"].float().view(-1, 3, S, S) / 255.0,
+            "pixels": unpack_pixels(part["image"], S),
             "mask": part["mask"].view(-1, S, S) != 0,
             "question": part["question"].long(),
             "answer": part["answer"][:, 0].long(),
         }
 
 
-class MartenRows:
+class MartenRows(LazyRows):
     """Question-answer examples of one world as packed int16 rows: row i is canvas (world, i) with its question
     (:func:`question_of`; a canvas with none is skipped, so row i is the i-th canvas that has one), made when first
     indexed."""
@@ -78,28 +77,13 @@ class MartenRows:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         self.world, self.n, self.layout, self.tokenizer = world, n, layout, tokenizer
-        self._rows: dict[int, torch.Tensor] = {}
-        self._next_canvas, self._made = 0, 0
+        self._in_order: list[torch.Tensor] = []  # rows are made in order: row k is the k-th canvas with a question
+        self._next_canvas = 0
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, idx) -> torch.Tensor:
-        if isinstance(idx, int | np.integer):
-            return self._row(int(idx))
-        if isinstance(idx, slice):
-            idx = range(*idx.indices(self.n))
-        elif torch.is_tensor(idx):
-            idx = idx.reshape(-1).tolist()
-        return torch.stack([self._row(int(i)) for i in idx]) if len(idx) else torch.zeros(0, self.layout.width)
-
-    def _row(self, i: int) -> torch.Tensor:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"row {i} out of range for {self.n} rows")
-        i %= self.n
-        while i not in self._rows:  # rows are made in order: row k is the k-th canvas with a question
+    def _make(self, i: int) -> torch.Tensor:
+        while len(self._in_order) <= i:
             self._make_next()
-        return self._rows[i]
+        return self._in_order[i]
 
     def _make_next(self) -> None:
         from masklab.seg.models.vocab import encode
@@ -117,8 +101,7 @@ class MartenRows:
         row[slice(*sp["mask"])] = torch.from_numpy(c.masks.any(0).astype(np.int16).ravel())
         row[sp["question"][1] - len(ids) : sp["question"][1]] = torch.tensor(ids, dtype=torch.int16)
         row[sp["answer"][0]] = encode(self.tokenizer, " " + c.labels[n])[0]  # the word as it follows the question
-        self._rows[self._made] = row
-        self._made += 1
+        self._in_order.append(row)
 
 
 class MaskGenerator(nn.Module):

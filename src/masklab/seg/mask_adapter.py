@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt import keyed
-from masklab.data.rows import LazyRows
+from masklab.data.rows import LazyRows, split_rows, unpack_pixels
 from masklab.seg.clicks import distance_transform
 from masklab.seg.nets import conv_block
 from masklab.seg.pooling import activation_pool, mask_pool
@@ -183,11 +183,9 @@ class MaskLayout:
         self.width = self.spans["labels"][1]
 
     def unpack(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        if rows.dim() != 2 or rows.shape[1] != self.width:
-            raise ValueError(f"rows must be [B, {self.width}] for this layout, got {tuple(rows.shape)}")
-        S, Q, part = self.size, self.slots, {k: rows[:, a:b] for k, (a, b) in self.spans.items()}
+        S, Q, part = self.size, self.slots, split_rows(rows, self)
         return {
-            "pixels": part["image"].float().view(-1, 3, S, S) / 255.0,
+            "pixels": unpack_pixels(part["image"], S),
             "sdf": part["sdf"].float().view(-1, Q, S, S) / 4.0,
             "labels": part["labels"].long(),
         }

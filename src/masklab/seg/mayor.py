@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.corrupt import keyed
-from masklab.data.rows import LazyRows
+from masklab.data.rows import LazyRows, split_rows, unpack_pixels
 from masklab.seg.nets import conv_block
 
 __all__ = [
@@ -229,11 +229,9 @@ class DenseLayout:
         self.width = self.spans["boxes"][1]
 
     def unpack(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        if rows.dim() != 2 or rows.shape[1] != self.width:
-            raise ValueError(f"rows must be [B, {self.width}] for this layout, got {tuple(rows.shape)}")
-        S, part = self.size, {k: rows[:, a:b] for k, (a, b) in self.spans.items()}
+        S, part = self.size, split_rows(rows, self)
         return {
-            "pixels": part["image"].float().view(-1, 3, S, S) / 255.0,
+            "pixels": unpack_pixels(part["image"], S),
             "instances": part["instances"].long().view(-1, S, S),
             "boxes": part["boxes"].long().view(-1, self.slots, 4),
         }

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from masklab.data.canvases import Canvas, canvas
-from masklab.data.rows import LazyRows
+from masklab.data.rows import LazyRows, split_rows, unpack_pixels
 from masklab.seg.descriptors import encode_bricks, encode_descriptors, mask_to_brick, mask_to_grid
 from masklab.seg.models.vocab import encode
 
@@ -88,12 +88,9 @@ class Batch:
 
     @classmethod
     def unpack(cls, rows: torch.Tensor, layout: Layout) -> Batch:
-        if rows.dim() != 2 or rows.shape[1] != layout.width:
-            raise ValueError(f"rows must be [B, {layout.width}] for this layout, got {tuple(rows.shape)}")
-        s, g = layout.size, layout.grid
-        part = {k: rows[:, a:b] for k, (a, b) in layout.spans.items()}
+        s, g, part = layout.size, layout.grid, split_rows(rows, layout)
         return cls(
-            pixels=part["image"].float().view(-1, 3, s, s) / 255.0,
+            pixels=unpack_pixels(part["image"], s),
             mask=part["mask"].view(-1, s, s) != 0,
             prompt=part["prompt"].long(),
             answer=part["answer"].long(),
