@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from masklab.compare.report import mean_ci
+from masklab.compare.report import mean_ci_text
 from masklab.train.loop import train
 from masklab.train.recipes import get_recipe
 from masklab.train.recipes.base import apply_overrides, to_dict
 
-__all__ = ["Arm", "ci", "run", "main"]
+__all__ = ["Arm", "run", "main"]
 
 _HOW = {"device", "parallel", "log", "log_every", "ckpt_every"}  # recipe fields that do not change a run's result
 
@@ -31,12 +30,6 @@ class Arm:
     overrides: tuple[str, ...]
     metrics: tuple[str, ...]
     baseline: str | None = None  # the arm this one is compared with, seed by seed
-
-
-def ci(values: list[float]) -> str:
-    """mean +- half-width of the 95% t interval (the mean alone for one value)."""
-    m = statistics.fmean(values)
-    return f"{m:.3f}" if len(values) < 2 else f"{m:.3f} +- {mean_ci(values)[1]:.3f}"
 
 
 def run(name: str, arm: Arm, seed: int, out: Path, extra: list[str]) -> dict:
@@ -66,11 +59,12 @@ def _report(arms: dict[str, Arm], evals: dict[str, dict[int, dict]], extra: list
         for k in arm.metrics:
             if not all(k in e for e in runs.values()):
                 continue
-            line = f"  {k:14} {ci([e[k] for e in runs.values()]):>16}"
+            line = f"  {k:14} {mean_ci_text([e[k] for e in runs.values()]):>16}"
             paired = [s for s in sorted(set(runs) & set(base)) if k in base[s]]
             if paired:
                 diff = [runs[s][k] - base[s][k] for s in paired]
-                line += f"   {arm.baseline}: {ci([base[s][k] for s in paired]):>16}   difference {ci(diff):>16}"
+                was = mean_ci_text([base[s][k] for s in paired])
+                line += f"   {arm.baseline}: {was:>16}   difference {mean_ci_text(diff):>16}"
             print(line)
 
 

@@ -20,13 +20,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each a
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
+from masklab.compare.report import mean_ci_text
 
 
 def pipeline(tokens: str, seed: int, steps: int, over: tuple[str, ...]) -> dict:
@@ -75,13 +74,6 @@ def raw_probe(over: tuple[str, ...]) -> float:
     return 100 * linear_probe(xtr.flatten(1).numpy(), ytr.numpy(), xte.flatten(1).numpy(), yte.numpy())
 
 
-def _mean_ci(xs: list[float]) -> str:
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return f"{m:.1f}"
-    return f"{m:.1f} ± {t_mean_ci(xs)[1]:.1f}"
-
-
 def report(results: list[dict], raw: float) -> None:
     for r in sorted(results, key=lambda r: (r["tokens"], r["seed"])):
         print(f"{r['tokens']:7} seed={r['seed']}  none {r['none']:.1f}  vqvae {r['vqvae']:.1f}  duin {r['duin']:.1f}  "
@@ -91,19 +83,20 @@ def report(results: list[dict], raw: float) -> None:
     print(f"\nraw samples, logistic regression: {raw:.1f}  (chance 10.0)")
     for t, rs in by.items():
         if rs:
-            print(f"{t:7}  none {_mean_ci([r['none'] for r in rs])}  vqvae encoder {_mean_ci([r['vqvae'] for r in rs])}"
-                  f"  masked codes {_mean_ci([r['duin'] for r in rs])}")  # fmt: skip
+            none, vqvae, duin = (mean_ci_text([r[k] for r in rs], 1) for k in ("none", "vqvae", "duin"))
+            print(f"{t:7}  none {none}  vqvae encoder {vqvae}  masked codes {duin}")
     concat = [r for r in by["channel"] if "duin_concat" in r]
     if concat:
-        print(f"channel tokens read per channel (no averaging): none {_mean_ci([r['none_concat'] for r in concat])}  "
-              f"vqvae encoder {_mean_ci([r['vqvae_concat'] for r in concat])}  "
-              f"masked codes {_mean_ci([r['duin_concat'] for r in concat])}")  # fmt: skip
+        none, vqvae, duin = (mean_ci_text([r[f"{k}_concat"] for r in concat], 1) for k in ("none", "vqvae", "duin"))
+        print(
+            f"channel tokens read per channel (no averaging): none {none}  vqvae encoder {vqvae}  masked codes {duin}"
+        )
     if by["region"] and len(by["region"]) == len(by["channel"]):
         diff = [a["duin"] - b["duin"] for a, b in zip(by["region"], by["channel"], strict=True)]
-        print(f"paired region - channel (masked codes): {_mean_ci(diff)}")
+        print(f"paired region - channel (masked codes): {mean_ci_text(diff, 1)}")
     gain = [r["duin"] - r["none"] for r in by["region"]]
     if gain:
-        print(f"paired region masked codes - untrained region encoder: {_mean_ci(gain)}")
+        print(f"paired region masked codes - untrained region encoder: {mean_ci_text(gain, 1)}")
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from masklab.compare.report import mean_ci as t_mean_ci
+from masklab.compare.report import mean_ci_text
 
 RUNS = {"lamp": [], "no-contrastive": ["contrastive_weight=0"], "bidirectional": ["causal=false"]}
 GALLERIES = 3
@@ -125,14 +125,6 @@ def score(run: str, seed: int, args) -> dict[str, float]:
     return scores
 
 
-def mean_ci(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.3f}"
-    half = t_mean_ci(values)[1]
-    return f"{m:.3f} ± {half:.3f}"
-
-
 METRICS = ["t2m_r1", "m2t_r1", "gen_all", "gen_action", "gen_direction", "gen_speed", "gen_amplitude", "gen_speed_mae",
            "gen_amp_mae", "uncond_all", "tokens_all"]  # fmt: skip
 
@@ -155,14 +147,14 @@ def main() -> None:
             print(f"  {run:15s} seed {s}: " + "  ".join(f"{k} {r[k]:.3f}" for k in METRICS))
     print(f"\n{'metric':15s}" + "".join(f"{run:>22s}" for run in results))
     for k in METRICS:
-        print(f"{k:15s}" + "".join(f"{mean_ci([r[k] for r in results[run]]):>22s}" for run in results))
+        print(f"{k:15s}" + "".join(f"{mean_ci_text([r[k] for r in results[run]]):>22s}" for run in results))
     base = results.get("lamp")
     for run, per_seed in results.items():
         if run == "lamp" or base is None:
             continue
         print(f"\nlamp minus {run}, paired by seed:")
         for k in METRICS:
-            print(f"  {k:15s} {mean_ci([a[k] - b[k] for a, b in zip(base, per_seed, strict=True)])}")
+            print(f"  {k:15s} {mean_ci_text([a[k] - b[k] for a, b in zip(base, per_seed, strict=True)])}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from masklab.compare.report import mean_ci as t_mean_ci
+from masklab.compare.report import mean_ci_text
 
 ARMS = ("bm25", "none")
 SCORED = {"bm25": ("bm25", "bm25-other-files", "none"), "none": ("none",)}  # trained arm -> passages scored
@@ -97,14 +97,6 @@ def score(arm: str, seed: int, args) -> dict[str, dict[str, float]]:
     return scores
 
 
-def mean_ci(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.3f}"
-    half = t_mean_ci(values)[1]
-    return f"{m:.3f} ± {half:.3f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -122,11 +114,11 @@ def main() -> None:
     print(f"{'trained / scored':<26} " + " ".join(f"{m:>16}" for m in metrics))
     for arm in ARMS:
         for scored in SCORED[arm]:
-            cells = [mean_ci([results[arm][s][scored][m] for s in args.seeds]) for m in metrics]
+            cells = [mean_ci_text([results[arm][s][scored][m] for s in args.seeds]) for m in metrics]
             print(f"{arm + ' / ' + scored:<26} " + " ".join(f"{c:>16}" for c in cells))
     for m in metrics:
         diff = [results["bm25"][s]["bm25"][m] - results["none"][s]["none"][m] for s in args.seeds]
-        print(f"paired (bm25 / bm25) - (none / none), {m}: {mean_ci(diff)}")
+        print(f"paired (bm25 / bm25) - (none / none), {m}: {mean_ci_text(diff)}")
     for retrieval in ("bm25", "bm25-other-files"):
         share = in_passage(recipe, retrieval, recipe.max_spans)
         print(f"answers in the kept passage, {retrieval}: " + ", ".join(f"{k} {v:.3f}" for k, v in share.items()))

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
 
-from masklab.compare.report import mean_ci as t_mean_ci
+from masklab.compare.report import mean_ci_text
 
 # method -> (recipe, its overrides); the last two split MDiff4STR's two changes (--methods to run them)
 METHODS = {
@@ -78,14 +77,6 @@ def read_all(method: str, seed: int, folder: Path, args) -> dict[str, float]:
     return scores
 
 
-def mean_ci(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{100 * m:.1f}"
-    half = t_mean_ci(values)[1]
-    return f"{100 * m:.1f} ± {100 * half:.1f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -112,7 +103,7 @@ def main() -> None:
         for name in [k for k in next(iter(per_seed.values())) if not k.endswith("_passes")]:
             vals = [per_seed[s][name] for s in args.seeds]
             passes = max(per_seed[s][f"{name}_passes"] for s in args.seeds)
-            print(f"{method:<10} {name:<20} {passes:>6}  {mean_ci(vals):>14}  "
+            print(f"{method:<10} {name:<20} {passes:>6}  {mean_ci_text(vals, 1, 100):>14}  "
                   + " ".join(f"{100 * v:.1f}" for v in vals))  # fmt: skip
     if {"mdiff4str", "mdm", "ar"} <= set(results):
         print("paired differences (percentage points, mean ± 95% CI over seeds)")
@@ -120,7 +111,7 @@ def main() -> None:
                              ("mdiff4str", "low_confidence", "ar", "greedy"),
                              ("mdm", "low_confidence", "ar", "greedy")]:  # fmt: skip
             diff = [results[a][s][da] - results[b][s][db] for s in args.seeds]
-            print(f"  {a} {da} - {b} {db}: {mean_ci(diff)}")
+            print(f"  {a} {da} - {b} {db}: {mean_ci_text(diff, 1, 100)}")
 
 
 if __name__ == "__main__":

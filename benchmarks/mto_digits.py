@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
+from masklab.compare.report import mean_ci_text
 
 PROBES = ("linear", "linear20", "knn")
 
@@ -80,13 +80,6 @@ def first_step(points: list[dict], probe_name: str, threshold: float) -> int | N
     return next((p["step"] for p in points if p[probe_name] >= threshold), None)
 
 
-def _mean_ci(xs: list[float]) -> str:
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return f"{m:.2f}"
-    return f"{m:.2f} ± {t_mean_ci(xs)[1]:.2f}"
-
-
 def report(results: list[dict], thresholds: dict[str, float], steps: int) -> None:
     for r in results:
         row = "  ".join(f"{p['step']}:" + "/".join(f"{p[k]:.1f}" for k in PROBES) for p in r["points"])
@@ -104,8 +97,8 @@ def report(results: list[dict], thresholds: dict[str, float], steps: int) -> Non
     for name in PROBES:
         final = {m: [r["points"][-1][name] for r in by[m]] for m in by}
         diff = [b - a for a, b in zip(final[False], final[True], strict=True)]
-        print(f"{name} at step {steps}: SimMIM {_mean_ci(final[False])}  MTO {_mean_ci(final[True])}  "
-              f"paired MTO - SimMIM {_mean_ci(diff)}")  # fmt: skip
+        print(f"{name} at step {steps}: SimMIM {mean_ci_text(final[False], 2)}  MTO {mean_ci_text(final[True], 2)}  "
+              f"paired MTO - SimMIM {mean_ci_text(diff, 2)}")  # fmt: skip
 
 
 def main() -> None:

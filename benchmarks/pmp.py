@@ -23,8 +23,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny convolutions: one thread e
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from _arms import Arm, ci, main  # noqa: E402
+from _arms import Arm, main  # noqa: E402
 
+from masklab.compare.report import mean_ci_text
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
@@ -57,6 +58,7 @@ if __name__ == "__main__":
         print("  prompt arm, each example given the previous example's expression (swapped):")
         for k in METRICS:
             diff = [other[s][k] - own[s][k] for s in sorted(own)]
-            print(f"  {k:9}   swapped {ci([o[k] for o in other.values()]):>15}   swapped - own {ci(diff):>15}")
+            swapped = mean_ci_text([o[k] for o in other.values()])
+            print(f"  {k:9}   swapped {swapped:>15}   swapped - own {mean_ci_text(diff):>15}")
     first = next(iter(next(iter(evals.values())).values()), {}) if evals else {}
     print(f"  held-out referring examples per seed: {first.get('examples')}")

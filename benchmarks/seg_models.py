@@ -47,6 +47,7 @@ import torch  # noqa: E402
 
 from masklab.compare.flops import flops_per_step  # noqa: E402
 from masklab.compare.report import mean_ci as t_mean_ci  # noqa: E402
+from masklab.compare.report import mean_ci_text
 from masklab.seg.metrics import intersection_union, summarize  # noqa: E402
 from masklab.seg.models.rows import Batch, answer_text, example, read_answer  # noqa: E402
 from masklab.seg.models.vlm import Decoded, greedy_decode  # noqa: E402
@@ -79,14 +80,6 @@ def _run(arm: str, seed: int, out: Path, extra: list[str]) -> dict:
     summary = train(recipe, folder, progress=False)
     print(f"trained {arm} seed {seed}: {time.perf_counter() - t:.0f} s, gIoU {summary['eval']['gIoU']:.3f}", flush=True)
     return summary
-
-
-def _ci(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{m:.3f}"
-    half = t_mean_ci(values)[1]
-    return f"{m:.3f} +- {half:.3f}"
 
 
 def _loaded(arm: str, seed: int, out: Path, extra: list[str]):
@@ -284,8 +277,8 @@ def main() -> None:
         ev = [s["eval"] for s in summaries[arm]]
         recipe = _recipe(arm, 0, args.set)
         flops = flops_per_step(recipe, _FlopTask(summaries[arm][0]["example_tokens"], recipe, arm, args.set))
-        print(f"{arm:8} {len(ev):5d} {_ci([e['gIoU'] for e in ev]):>16} {_ci([e['cIoU'] for e in ev]):>16} "
-              f"{_ci([e['Pr@0.5'] for e in ev]):>14} {statistics.fmean(e['nfe'] for e in ev):7.1f} "
+        giou, ciou, pr = (mean_ci_text([e[k] for e in ev]) for k in ("gIoU", "cIoU", "Pr@0.5"))
+        print(f"{arm:8} {len(ev):5d} {giou:>16} {ciou:>16} {pr:>14} {statistics.fmean(e['nfe'] for e in ev):7.1f} "
               f"{statistics.fmean(e['answer_tokens'] for e in ev):7.1f} "
               f"{statistics.fmean(e['well_formed'] for e in ev):6.2f} {flops / 1e9:10.1f}")  # fmt: skip
     ceil = _ceilings(arms, 192, args.set)

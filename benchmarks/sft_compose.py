@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from masklab.compare.report import mean_ci_text
 from masklab.corrupt import keyed
 from masklab.corrupt.strategies import TOKEN
 from masklab.data.stdlib import load_stdlib
@@ -191,17 +192,6 @@ def run_k(model, k, data, args, seed) -> dict:
     return row
 
 
-def t_ci(xs: list[float]) -> str:
-    """mean +- the 95% t half-width (n - 1 degrees of freedom)."""
-    from scipy import stats
-
-    m = float(np.mean(xs))
-    if len(xs) < 2:
-        return f"{m:.3f}"
-    half = stats.t.ppf(0.975, len(xs) - 1) * np.std(xs, ddof=1) / math.sqrt(len(xs))
-    return f"{m:.3f} ± {half:.3f}"
-
-
 def build_data(args) -> dict:
     corpus = load_stdlib("stdlib-code")
     perm = torch.randperm(256, generator=torch.Generator().manual_seed(args.perm_seed))
@@ -277,8 +267,8 @@ def main(argv=None) -> int:
     for k in args.ks:
         rs = [r for r in rows if r["k"] == (k or "dense")]
         denom = k or max(1, rs[0]["overlap"])
-        cols = [t_ci([r["overlap"] / denom for r in rs])] if k else [f"{rs[0]['overlap']} entries"]
-        cols += [t_ci([r[c] for r in rs]) for c in ("src_T", "tgt_T", "tgt_LT", "mlm_L", "mlm_LT")]
+        cols = [mean_ci_text([r["overlap"] / denom for r in rs])] if k else [f"{rs[0]['overlap']} entries"]
+        cols += [mean_ci_text([r[c] for r in rs]) for c in ("src_T", "tgt_T", "tgt_LT", "mlm_L", "mlm_LT")]
         print(f"| {k or 'dense'} | " + " | ".join(cols) + " |")
     print(f"total {time.perf_counter() - t0:.0f}s, torch {torch.__version__}, {torch.get_num_threads()} threads")
     return 0

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
 
-from masklab.compare.report import mean_ci as t_mean_ci
+from masklab.compare.report import mean_ci_text
 
 RUNS = {"w2v-bert": [], "contrastive": ["mlm_weight=0", "depth=4", "mlm_depth=0"]}
 
@@ -63,14 +62,6 @@ def score(run: str, seed: int, args) -> dict[str, float]:
     return scores
 
 
-def mean_ci(values: list[float], scale: float = 1.0) -> str:
-    m = statistics.fmean(values) * scale
-    if len(values) < 2:
-        return f"{m:.3f}"
-    half = t_mean_ci(values)[1] * scale
-    return f"{m:.3f} ± {half:.3f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -86,14 +77,14 @@ def main() -> None:
     metrics = ["nmi", "frames_state_acc", "codes_used", "bayes_single_frame"]
     print(f"{'run':<12} " + " ".join(f"{m:>24}" for m in metrics))
     for run, per_seed in results.items():
-        cells = [mean_ci([per_seed[s][m] for s in args.seeds]) for m in metrics]
+        cells = [mean_ci_text([per_seed[s][m] for s in args.seeds]) for m in metrics]
         print(f"{run:<12} " + " ".join(f"{c:>24}" for c in cells))
         for s in args.seeds:
             print(f"{'  seed ' + str(s):<12} " + " ".join(f"{per_seed[s][m]:>24.3f}" for m in metrics))
     if {"w2v-bert", "contrastive"} <= set(results):
         for m in ("nmi", "frames_state_acc"):
             diff = [results["w2v-bert"][s][m] - results["contrastive"][s][m] for s in args.seeds]
-            print(f"paired w2v-bert - contrastive, {m}: {mean_ci(diff)}")
+            print(f"paired w2v-bert - contrastive, {m}: {mean_ci_text(diff)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from masklab.compare.report import mean_ci, paired, verdicts, write_table
+from masklab.compare.report import mean_ci, mean_ci_text, paired, verdicts, write_table
 from masklab.compare.spec import load_spec, parse_budget, parse_run
 
 KEY = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
@@ -66,6 +66,13 @@ def test_mean_ci_is_students_t_interval(values):
     lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert math.isclose(mean - half, lo, rel_tol=1e-6, abs_tol=1e-6)
     assert math.isclose(mean + half, hi, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_mean_ci_text_prints_the_t_interval_scaled_and_the_mean_alone_for_one_value():
+    values = [0.1, 0.2, 0.4]
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert mean_ci_text(values, 1, 100) == f"{100 * np.mean(values):.1f} ± {100 * (hi - lo) / 2:.1f}"
+    assert mean_ci_text([0.25]) == "0.250"
 
 
 def test_paired_test_is_scipys_and_one_seed_has_no_ci():

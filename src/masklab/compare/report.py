@@ -15,7 +15,7 @@ import numpy as np
 
 from masklab.compare.probes import PROBE
 
-__all__ = ["mean_ci", "paired", "verdicts", "write_table", "write_curves", "report"]
+__all__ = ["mean_ci", "mean_ci_text", "paired", "verdicts", "write_table", "write_curves", "report"]
 
 _X = {"flops": ("flops", "training FLOPs", 1.0), "tokens": ("tokens", "training tokens (M)", 1e-6),
       "minutes": ("train_seconds", "training minutes", 1 / 60)}  # fmt: skip
@@ -37,6 +37,14 @@ def mean_ci(values) -> tuple[float, float]:
     if len(v) < 2:
         return float(v.mean()), math.nan
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def mean_ci_text(values, digits: int = 3, scale: float = 1.0) -> str:
+    """``"mean ± half-width"`` of the 95% t interval, both times ``scale``, to ``digits`` decimals (the mean alone
+    for one value): the one way benchmarks print a mean over seeds."""
+    mean, half = mean_ci(values)
+    m = f"{mean * scale:.{digits}f}"
+    return m if math.isnan(half) else f"{m} ± {half * scale:.{digits}f}"
 
 
 def paired(a, b) -> tuple[float, float, float]:
