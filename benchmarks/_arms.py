@@ -9,19 +9,16 @@ order). ``--report`` reads the finished runs only.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from masklab.compare.report import mean_ci_text
-from masklab.train.loop import train
+from masklab.train.loop import trained
 from masklab.train.recipes import get_recipe
-from masklab.train.recipes.base import apply_overrides, to_dict
+from masklab.train.recipes.base import apply_overrides
 
 __all__ = ["Arm", "run", "main"]
-
-_HOW = {"device", "parallel", "log", "log_every", "ckpt_every"}  # recipe fields that do not change a run's result
 
 
 @dataclass(frozen=True)
@@ -33,22 +30,15 @@ class Arm:
 
 
 def run(name: str, arm: Arm, seed: int, out: Path, extra: list[str]) -> dict:
-    """Train (or reuse) one arm and seed; its final held-out evaluation. A finished run is reused only if it was
-    trained with the same recipe (where it runs and how it logs aside), so a report never labels a run with
-    settings it did not have."""
-    folder = out / f"{name}-s{seed}"
+    """Train (or reuse, if trained with this very recipe: :func:`masklab.train.loop.trained`) one arm and seed; its
+    final held-out evaluation."""
     recipe = apply_overrides(get_recipe(arm.recipe), [*arm.overrides, f"seed={seed}", *extra])
-    if (folder / "summary.json").is_file():
-        had = json.loads((folder / "model" / "masklab.json").read_text())["recipe"]
-        want = to_dict(recipe)
-        differ = sorted(k for k in set(had) | set(want) if k not in _HOW and had.get(k) != want.get(k))
-        if differ:
-            raise SystemExit(f"{folder} was trained with other settings ({', '.join(differ)}): use another --out")
-    else:
-        t = time.perf_counter()
-        train(recipe, folder, progress=False)
+    folder, t = out / f"{name}-s{seed}", time.perf_counter()
+    fresh = not (folder / "summary.json").is_file()
+    summary = trained(recipe, folder)
+    if fresh:
         print(f"trained {name} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
-    return json.loads((folder / "summary.json").read_text())["eval"]
+    return summary["eval"]
 
 
 def _report(arms: dict[str, Arm], evals: dict[str, dict[int, dict]], extra: list[str]) -> None:

@@ -52,7 +52,7 @@ from masklab.compare.report import mean_ci  # noqa: E402
 from masklab.sample import generate  # noqa: E402
 from masklab.sample.adjust import adjust_generate, load_head  # noqa: E402
 from masklab.sample.evaluate import gen_ppl, unigram_entropy  # noqa: E402
-from masklab.train.loop import train  # noqa: E402
+from masklab.train.loop import trained  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
@@ -69,11 +69,11 @@ def text_run(order: str, states: str) -> tuple[list[str], str]:
     return [f"remasking={order}", f"states={states}"], folder
 
 
-def trained(recipe: str, out: Path, overrides: list[str]) -> Path:
-    """Train ``recipe`` with ``overrides`` into ``out`` unless a finished run is there; the CPU seconds it took."""
-    if not (out / "summary.json").is_file():
-        began = time.process_time()
-        summary = train(apply_overrides(get_recipe(recipe), overrides), out, progress=False)
+def run_folder(recipe: str, out: Path, overrides: list[str]) -> Path:
+    """``out``, holding ``recipe`` with ``overrides`` trained (or reused: :func:`masklab.train.loop.trained`)."""
+    fresh, began = not (out / "summary.json").is_file(), time.process_time()
+    summary = trained(apply_overrides(get_recipe(recipe), overrides), out)
+    if fresh:
         print(f"trained {recipe} into {out}: {time.process_time() - began:.0f} CPU s, held-out {summary['eval']}")
     return out
 
@@ -107,7 +107,7 @@ def hmm_run(order: str) -> tuple[list[str], str]:
 
 def part_hmm(args) -> None:
     overrides, folder = hmm_run(args.hmm_order)
-    run = trained("adjust-hmm", args.out / folder, overrides)
+    run = run_folder("adjust-hmm", args.out / folder, overrides)
     recipe = get_recipe("adjust-hmm")
     hmm, head, L = recipe.hmm, load_head(run), recipe.length
     x = torch.full((args.sequences, L), hmm.mask_id)
@@ -130,7 +130,7 @@ def part_text(args) -> None:
     from approx_cache import held_out, load  # the same byte model and held-out windows
 
     extra, folder = text_run(args.order, args.states)
-    run = trained("adjust", args.out / folder, [f"base={args.mdm}", *TEXT_HEAD, *extra])
+    run = run_folder("adjust", args.out / folder, [f"base={args.mdm}", *TEXT_HEAD, *extra])
     mdm, tok = load(args.mdm)
     ar, _ = load(args.ar, causal=True)
     head = load_head(run)

@@ -57,21 +57,18 @@ def train_one(seed: int, args) -> tuple[Path, str]:
     """The run folder to attack and the corpus stage its model was last trained on. One stage: ``seed{S}``.
     Two stages: ``seed{S}/pretrain`` (``stage=pretrain``), then ``seed{S}/align{N}``, fine-tuned from it for
     ``--steps`` N on the aligned corpus (N = 0: the pretrained model itself)."""
-    from masklab.train.loop import train
+    from masklab.train.loop import trained
 
     out = Path(args.out) / f"seed{seed}"
     if not args.pretrain_steps:
-        if not (out / "summary.json").exists():
-            train(recipe_for(seed, args), out, progress=False)
+        trained(recipe_for(seed, args), out)
         return out, "aligned"
     pre = out / "pretrain"
-    if not (pre / "summary.json").exists():
-        train(recipe_for(seed, args, "pretrain", args.pretrain_steps), pre, progress=False)
+    trained(recipe_for(seed, args, "pretrain", args.pretrain_steps), pre)
     if not args.steps:
         return pre, "pretrain"
     aligned = out / "-".join([f"align{args.steps}", *args.align_override])  # e.g. align40-lr=0.001
-    if not (aligned / "summary.json").exists():
-        train(recipe_for(seed, args, "aligned", init=pre / "model"), aligned, progress=False)
+    trained(recipe_for(seed, args, "aligned", init=pre / "model"), aligned)
     return aligned, "aligned"
 
 

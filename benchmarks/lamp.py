@@ -109,15 +109,14 @@ def evaluate(objective, recipe, guidance: float) -> dict[str, float]:
 
 
 def score(run: str, seed: int, args) -> dict[str, float]:
-    from masklab.train.loop import train
+    from masklab.train.loop import trained
 
     out = Path(args.out) / f"{run}-seed{seed}"
     cache = out / f"scores-g{args.guidance:g}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     recipe = recipe_for(run, seed, args)
-    if not (out / "summary.json").exists():
-        train(recipe, out, progress=False)
+    trained(recipe, out)
     objective = recipe.build().objective
     objective.load_model(out / "model")
     scores = evaluate(objective, recipe, args.guidance)

@@ -80,15 +80,14 @@ def in_passage(recipe, retrieval: str, max_spans: int) -> dict[str, float]:
 
 
 def score(arm: str, seed: int, args) -> dict[str, dict[str, float]]:
-    from masklab.train.loop import train
+    from masklab.train.loop import trained
 
     out = Path(args.out) / f"{arm}-seed{seed}"
     cache = out / "scores.json"
     if cache.exists():
         return json.loads(cache.read_text())
     recipe = recipe_for(arm, seed, args)
-    if not (out / "summary.json").exists():
-        train(recipe, out, progress=False)
+    trained(recipe, out)
     objective = recipe.build().objective
     objective.load_model(out / "model")
     tok = recipe.build_tokenizer()

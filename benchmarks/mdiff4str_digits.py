@@ -40,11 +40,10 @@ def recipe_for(method: str, seed: int, args):
 
 
 def train_one(method: str, seed: int, args) -> Path:
-    from masklab.train.loop import train
+    from masklab.train.loop import trained
 
     out = Path(args.out) / f"{method}-seed{seed}"
-    if not (out / "summary.json").exists():
-        train(recipe_for(method, seed, args), out, progress=False)
+    trained(recipe_for(method, seed, args), out)
     return out
 
 

@@ -36,7 +36,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny matmuls: one thread each avoids spin-waits on a shared CPU
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -51,7 +50,7 @@ from masklab.compare.report import mean_ci_text
 from masklab.seg.metrics import intersection_union, summarize  # noqa: E402
 from masklab.seg.models.rows import Batch, answer_text, example, read_answer  # noqa: E402
 from masklab.seg.models.vlm import Decoded, greedy_decode  # noqa: E402
-from masklab.train.loop import train  # noqa: E402
+from masklab.train.loop import trained  # noqa: E402
 from masklab.train.recipes import get_recipe  # noqa: E402
 from masklab.train.recipes.base import apply_overrides  # noqa: E402
 
@@ -72,13 +71,11 @@ def _recipe(arm: str, seed: int, extra: list[str]):
 
 def _run(arm: str, seed: int, out: Path, extra: list[str]) -> dict:
     """Train (or reuse) one arm and seed; the run's summary."""
-    folder = out / f"{arm}-s{seed}"
-    if (folder / "summary.json").is_file():
-        return json.loads((folder / "summary.json").read_text())
-    recipe = _recipe(arm, seed, extra)
-    t = time.perf_counter()
-    summary = train(recipe, folder, progress=False)
-    print(f"trained {arm} seed {seed}: {time.perf_counter() - t:.0f} s, gIoU {summary['eval']['gIoU']:.3f}", flush=True)
+    folder, t = out / f"{arm}-s{seed}", time.perf_counter()
+    fresh = not (folder / "summary.json").is_file()
+    summary = trained(_recipe(arm, seed, extra), folder)
+    if fresh:
+        print(f"trained {arm} seed {seed}: {time.perf_counter() - t:.0f} s, gIoU {summary['eval']['gIoU']:.3f}")
     return summary
 
 

@@ -40,15 +40,14 @@ def recipe_for(run: str, seed: int, args):
 def score(run: str, seed: int, args) -> dict[str, float]:
     from masklab.compare.probes.frames import frames_state, single_frame_bayes
     from masklab.objectives.w2vbert import code_state_nmi
-    from masklab.train.loop import train
+    from masklab.train.loop import trained
 
     out = Path(args.out) / f"{run}-seed{seed}"
     cache = out / "scores.json"
     if cache.exists():
         return json.loads(cache.read_text())
     recipe = recipe_for(run, seed, args)
-    if not (out / "summary.json").exists():
-        train(recipe, out, progress=False)
+    trained(recipe, out)
     objective = recipe.build().objective
     objective.load_model(out / "model")
     frames, states = recipe.hmm.sample(100, recipe.length, seed=4)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from masklab.train.loop import _Order, lr_at, train
+from masklab.train.loop import _Order, lr_at, train, trained
 from masklab.train.recipes import get_recipe
 from masklab.train.recipes.base import apply_overrides
 
@@ -45,6 +45,16 @@ def test_resume_refuses_a_changed_recipe(small_corpus, tmp_path):
     train(_recipe(small_corpus, steps=2), tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="lr"):
         train(_recipe(small_corpus, steps=4, lr=0.1), tmp_path / "r", progress=False, resume=True)
+
+
+def test_trained_reuses_a_finished_run_of_the_same_recipe_only(small_corpus, tmp_path):
+    first = trained(_recipe(small_corpus, steps=2), tmp_path / "r")
+    weights = (tmp_path / "r" / "model" / "model.safetensors").stat().st_mtime_ns
+    again = trained(_recipe(small_corpus, steps=2, log_every=2, device="cpu"), tmp_path / "r")  # how, not what
+    assert again == json.loads(json.dumps(first))  # the run's summary, read back
+    assert (tmp_path / "r" / "model" / "model.safetensors").stat().st_mtime_ns == weights  # nothing retrained
+    with pytest.raises(ValueError, match="another recipe .*lr, steps"):
+        trained(_recipe(small_corpus, steps=3, lr=0.1), tmp_path / "r")
 
 
 def test_lr_schedule():

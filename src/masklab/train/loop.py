@@ -23,7 +23,7 @@ from masklab.corrupt import keyed
 from masklab.train import checkpoint, distributed, fsdp
 from masklab.train.recipes.base import RESUMABLE_CHANGES, Recipe, from_dict, to_dict
 
-__all__ = ["train", "lr_at", "global_batch", "RESUMABLE_CHANGES"]
+__all__ = ["train", "trained", "lr_at", "global_batch", "RESUMABLE_CHANGES"]
 
 
 def lr_at(step: int, r: Recipe) -> float:
@@ -110,6 +110,10 @@ def _summary_writer(folder: Path, start: int):
     except ImportError:
         raise ValueError("log=tensorboard needs the tensorboard package: pip install masklab[log]") from None
     return SummaryWriter(str(folder), purge_step=start + 1 if start else None)
+
+
+# Recipe fields that change where a run executes and how it logs, never its result.
+_HOW = {"device", "parallel", "log", "log_every", "ckpt_every", "eval_every"}
 
 
 def _check_resume(meta: dict, recipe: Recipe) -> None:
@@ -372,3 +376,18 @@ def train(
         step = recipe.steps
     bar.close()
     return _finish(run, step, time.perf_counter() - began, stopped_early, log)
+
+
+def trained(recipe: Recipe, out: str | Path, *, progress: bool = False) -> dict:
+    """The summary of ``recipe`` trained into ``out``: a finished run already there is reused if it was trained
+    with this recipe (where it ran and how it logged aside), a finished run of another recipe is a ValueError
+    naming the fields that differ, and anything else is trained (:func:`train`). What benchmarks and scripts that
+    re-run a grid of recipes use, so a result is never reported under settings it was not trained with."""
+    out = Path(out)
+    if not (out / "summary.json").is_file():
+        return train(recipe, out, progress=progress)
+    had, want = to_dict(from_dict(checkpoint.read_manifest(out / "model")["recipe"])), to_dict(recipe)
+    diff = sorted(k for k in set(had) | set(want) if k not in _HOW and had.get(k) != want.get(k))
+    if diff:
+        raise ValueError(f"{out} holds a finished run of another recipe (it differs in {', '.join(diff)})")
+    return json.loads((out / "summary.json").read_text())
