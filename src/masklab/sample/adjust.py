@@ -200,6 +200,6 @@ def _step(d: Decoder, rec: _Recorded, head: AdjustHead, active, count, s: int, p
             conf = scores(remasking, logits[rows, cols], tok, d.options)
         score = torch.full((B, L), float("-inf"), dtype=torch.float64, device=d.x.device)
         score[rows, cols] = conf.double()
-        first = score.argsort(dim=1, descending=True, stable=True)[:, :1]  # (B, 1) the top-ranked candidate
+        first = score.argmax(dim=1, keepdim=True)  # (B, 1) the top-ranked candidate (the first of ties, as stable sort)
         pick = torch.zeros_like(left).scatter_(1, first, True) & left  # (B, L): at most one per row
         d.commit(rows, cols, tok, s, where=pick)
