@@ -30,7 +30,7 @@ from torch import nn
 
 from masklab.data.canvases import Canvas, canvas, refers_to
 from masklab.data.rows import LazyRows, split_rows, unpack_pixels
-from masklab.seg.nets import Block, conv_block
+from masklab.seg.nets import Block, cell_features, conv_block
 
 __all__ = ["QUESTIONS", "question_of", "MartenLayout", "MartenRows", "MaskGenerator", "Reader"]
 
@@ -128,12 +128,7 @@ class Reader(nn.Module):
     def __init__(self, vocab_size: int, prompt_len: int, mask_head: bool = True, width: int = 64, layers: int = 2,
                  heads: int = 2, size: int = 64):  # fmt: skip
         super().__init__()
-        self.backbone = nn.Sequential(
-            conv_block(3, width // 4),  # 64 x 64
-            conv_block(width // 4, width // 2, 2),  # 32 x 32
-            conv_block(width // 2, width, 2),  # 16 x 16
-            conv_block(width, width),
-        )
+        self.backbone = cell_features(width)  # (B, width, 16, 16)
         cells = (size // 4) ** 2
         self.cell_pos = nn.Parameter(torch.randn(1, cells, width) * 0.02)
         self.word = nn.Embedding(vocab_size, width)

@@ -33,7 +33,7 @@ from torch import nn
 from masklab.corrupt import keyed
 from masklab.data.rows import LazyRows, split_rows, unpack_pixels
 from masklab.seg.clicks import distance_transform
-from masklab.seg.nets import conv_block
+from masklab.seg.nets import cell_features, conv_block
 from masklab.seg.pooling import activation_pool, mask_pool
 
 __all__ = ["signed_distance", "smooth_noise", "perturb", "Adapter", "MaskClassifier", "MaskLayout", "MaskRows", "POOLS"]
@@ -139,12 +139,7 @@ class MaskClassifier(nn.Module):
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.pool = pool
-        self.backbone = nn.Sequential(
-            conv_block(3, width // 4),  # 64 x 64
-            conv_block(width // 4, width // 2, 2),  # 32 x 32
-            conv_block(width // 2, width, 2),  # 16 x 16
-            conv_block(width, width),
-        )
+        self.backbone = cell_features(width)  # (B, width, 16, 16)
         self.adapter = Adapter(width, maps=maps) if pool == "adapter" else None
         self.proj = nn.Linear(width, width)  # the "visual projection" after pooling (CLIP's head)
         self.classes = nn.Parameter(torch.randn(classes, width) * width**-0.5)  # stand-in text embeddings

@@ -17,12 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["conv_block", "Block", "multiply_positions", "position_groups"]
+__all__ = ["conv_block", "cell_features", "Block", "multiply_positions", "position_groups"]
 
 
 def conv_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     """3 x 3 convolution (``stride``), GroupNorm(1) (a LayerNorm over channels and pixels) and GELU."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(1, cout), nn.GELU())
+
+
+def cell_features(width: int) -> nn.Sequential:
+    """The canvas models' image encoder: pixels [B, 3, S, S] -> features [B, width, S / 4, S / 4] (16 x 16 cells of
+    a 64-pixel canvas), four :func:`conv_block` of widths width / 4, width / 2, width, width, the middle two of
+    stride 2."""
+    return nn.Sequential(
+        conv_block(3, width // 4),  # S x S
+        conv_block(width // 4, width // 2, 2),  # S / 2
+        conv_block(width // 2, width, 2),  # S / 4
+        conv_block(width, width),
+    )
 
 
 class Block(nn.Module):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.data.canvases import CATEGORIES
-from masklab.seg.nets import conv_block
+from masklab.seg.nets import cell_features
 
 __all__ = ["LABEL_WORDS", "VOCAB", "PAD", "BOS", "EOS", "MAX_LEN", "spell", "read", "word_targets", "MaskQFormer",
            "CausalBlock", "WordDecoder", "OSMClassifier", "HEADS"]  # fmt: skip
@@ -168,12 +168,7 @@ class OSMClassifier(nn.Module):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.head = head
-        self.backbone = nn.Sequential(
-            conv_block(3, width // 4),  # 64 x 64
-            conv_block(width // 4, width // 2, 2),  # 32 x 32
-            conv_block(width // 2, width, 2),  # 16 x 16
-            conv_block(width, width),
-        )
+        self.backbone = cell_features(width)  # (B, width, 16, 16)
         self.qformer = MaskQFormer(width, width, queries)
         if head == "generate":
             self.decoder = WordDecoder(width, layers, prefix=queries)
