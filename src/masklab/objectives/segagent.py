@@ -74,7 +74,7 @@ class SegAgentObjective(Objective):
         out["rollouts"] = len(policy)
         return out
 
-    def measure(self, rows: torch.Tensor) -> int:
+    def measure(self, rows: torch.Tensor, keys: torch.Tensor | None = None) -> int:
         """Positions each weight multiplies per example (the FLOP count's groups); returns the example's pixels."""
         b = self.layout.unpack(rows)
         self.positions = multiply_positions(

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import torch
 
+from masklab.corrupt import keyed
 from masklab.models import ARCHS, PRESETS, build_model, check_seq_len
 from masklab.models.pretrained import ADAPTS, load_pretrained
 from masklab.registry import Registry
@@ -198,6 +199,13 @@ class WorldRecipe(Recipe):
         super().__post_init__()
         if self.valid_world == self.world:
             raise ValueError("world and valid_world must differ: held-out examples must not be trained on")
+
+    def task(self, objective, train, valid, fingerprint: str, tokenizer=None, rows: int = 4) -> Task:
+        """The :class:`Task` of these rows, the objective measured (``example_tokens``, the FLOP count's positions)
+        on the first ``rows`` training rows with their training keys."""
+        n = min(self.batch_size, rows)
+        tokens = objective.measure(train[:n], keyed.train_keys(self.seed, 0, torch.arange(n)))
+        return Task(objective, train, valid, fingerprint, tokenizer, {"example_tokens": tokens})
 
 
 @dataclass

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from masklab.objectives.marten import MartenObjective
 from masklab.seg.marten import MartenLayout, MartenRows, Reader
 from masklab.seg.models.vocab import seg_tokenizer
@@ -50,9 +48,8 @@ class MartenRecipe(WorldRecipe):
             model = Reader(len(tok), layout.prompt, self.mask_weight > 0, self.width, self.layers, self.heads,
                            self.image_size)  # fmt: skip
         objective = MartenObjective(model, layout, self.mask_weight)
-        tokens = objective.measure(train[: min(self.batch_size, 4)], torch.zeros(0))
         fingerprint = f"marten-{self.image_size}px-w{self.world}x{self.examples}-v{self.valid_world}"
-        return Task(objective, train, valid, fingerprint, tok, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint, tok)
 
 
 @register("marten-canvas", "Marten VQAMask: canvas QA + a mask generator of all objects (mask_weight=0: QA alone)")

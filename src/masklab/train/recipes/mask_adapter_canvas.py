@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from masklab.corrupt import keyed
 from masklab.data.canvases import CATEGORIES
 from masklab.objectives.mask_adapter import MaskAdapterObjective
 from masklab.seg.mask_adapter import POOLS, MaskClassifier, MaskLayout, MaskRows
@@ -55,10 +52,8 @@ class MaskAdapterRecipe(WorldRecipe):
         with seeded(self.seed):
             model = MaskClassifier(len(CATEGORIES), self.pool, self.width, self.maps)
         objective = MaskAdapterObjective(model, layout, self.consistency, self.low_iou, self.gt_warmup)
-        n = min(self.batch_size, 4)
-        tokens = objective.measure(train[:n], keyed.train_keys(self.seed, 0, torch.arange(n)))
         fingerprint = f"masks-{self.image_size}px-w{self.world}x{self.canvases}-v{self.valid_world}"
-        return Task(objective, train, valid, fingerprint, None, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint)
 
 
 @register("mask-adapter-canvas", "Mask-Adapter: activation-map pooling + mask consistency; accuracy vs proposal IoU")

@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
-from masklab.corrupt import keyed
 from masklab.objectives.mayor import MayorObjective
 from masklab.seg.mayor import DECODERS, TARGETS, DenseLayout, DenseRows, RoIMaskNet
 from masklab.train.recipes.base import Task, WorldRecipe, register, seeded
@@ -50,10 +47,8 @@ class MayorRecipe(WorldRecipe):
         with seeded(self.seed):
             model = RoIMaskNet(self.decoder, self.width, self.roi)
         objective = MayorObjective(model, layout, self.targets, self.rois)
-        n = min(self.batch_size, 4)
-        tokens = objective.measure(train[:n], keyed.train_keys(self.seed, 0, torch.arange(n)))
         fingerprint = f"dense-{self.image_size}px-w{self.world}x{self.scenes}-v{self.valid_world}"
-        return Task(objective, train, valid, fingerprint, None, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint)
 
 
 @register("mayor-dense", "MAYOR: instance-aware mask targets on dense overlapping digits; instance IoU, mask AP")

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from masklab.corrupt import keyed
 from masklab.objectives.oneref import MASKINGS, OneRefObjective
 from masklab.seg.models.rows import EXAMPLES_PER_CANVAS, CanvasRows, Layout
 from masklab.seg.models.vocab import seg_tokenizer
@@ -58,10 +55,8 @@ class OneRefRecipe(WorldRecipe):
             model = OneTower(len(tok), self.prompt_len, self.image_size, self.patch, self.dim, self.layers, self.heads)
         objective = OneRefObjective(model, tok, layout, self.masking, self.text_mask_prob, self.mim_ratio,
                                     self.inside_ratio)  # fmt: skip
-        n = min(self.batch_size, 8)
-        tokens = objective.measure(train[:n], keyed.train_keys(self.seed, 0, torch.arange(n)))
         fingerprint = f"oneref-{self.image_size}px-w{self.world}x{self.canvases}-v{self.valid_world}"
-        return Task(objective, train, valid, fingerprint, tok, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint, tok, rows=8)
 
 
 @register("oneref-canvas", "OneRef: one tower, referring-aware MIM/MLM with target-relation scores, box Acc@0.5")

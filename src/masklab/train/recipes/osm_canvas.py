@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from masklab.corrupt import keyed
 from masklab.objectives.osm import OSMObjective
 from masklab.seg.mask_adapter import MaskLayout, MaskRows
 from masklab.seg.osm import HEADS, OSMClassifier
@@ -53,10 +50,8 @@ class OSMRecipe(WorldRecipe):
         with seeded(self.seed):
             model = OSMClassifier(self.head, self.width, self.queries, self.layers)
         objective = OSMObjective(model, layout, self.low_iou)
-        n = min(self.batch_size, 4)
-        tokens = objective.measure(train[:n], keyed.train_keys(self.seed, 0, torch.arange(n)))
         fingerprint = f"masks-{self.image_size}px-w{self.world}x{self.canvases}-v{self.valid_world}"
-        return Task(objective, train, valid, fingerprint, None, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint)
 
 
 @register("osm-canvas", "OSM: mask classes written as words from MaskQFormer tokens (head=closed: a class head)")

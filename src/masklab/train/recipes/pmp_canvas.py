@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from masklab.objectives.pmp import PMPObjective
 from masklab.seg.models.rows import EXAMPLES_PER_CANVAS, CanvasRows, Layout
 from masklab.seg.models.vocab import seg_tokenizer
@@ -49,9 +47,8 @@ class PMPRecipe(WorldRecipe):
             model = Proposer(len(tok), self.prompt_len, self.prompt, self.image_size, self.width, self.queries,
                              self.layers, self.heads)  # fmt: skip
         objective = PMPObjective(model, layout)
-        tokens = objective.measure(train[: min(self.batch_size, 4)], torch.zeros(0))
         fingerprint = f"pmp-{self.image_size}px-w{self.world}x{self.canvases}-v{self.valid_world}"
-        return Task(objective, train, valid, fingerprint, tok, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint, tok)
 
 
 @register("pmp-canvas", "Prompt-guided Mask Proposal: queries cross-attend to the expression; recall@0.5")

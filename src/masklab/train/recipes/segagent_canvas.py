@@ -47,11 +47,10 @@ class SegAgentRecipe(WorldRecipe):
         with seeded(self.seed):
             policy = ClickPolicy(len(tok), self.prompt_len, self.image_size, self.width, self.layers)
         objective = SegAgentObjective(policy, layout, self.max_clicks, self.stop_at)
-        tokens = objective.measure(train[: min(self.batch_size, 4)])
         fingerprint = (
             f"agent-{self.image_size}px-w{self.world}x{self.examples}x{self.trajectory_steps}-v{self.valid_world}"
         )
-        return Task(objective, train, valid, fingerprint, tok, {"example_tokens": tokens})
+        return self.task(objective, train, valid, fingerprint, tok)
 
 
 @register("segagent-canvas", "SegAgent: a click policy imitating the simulated annotator, random walker tool, NoC")
